@@ -1,0 +1,45 @@
+# Every dependency comes from a Debian package (see scripts/setup), found with find_package.
+find_package(Threads REQUIRED)
+find_package(spdlog CONFIG REQUIRED)
+find_package(fmt CONFIG REQUIRED)
+find_package(nlohmann_json CONFIG REQUIRED)
+find_package(CLI11 CONFIG REQUIRED)
+find_package(Protobuf REQUIRED)
+find_package(gRPC CONFIG REQUIRED)
+find_program(COHORT_GRPC_CPP_PLUGIN grpc_cpp_plugin REQUIRED)
+
+if(COHORT_WITH_MPI)
+  find_package(MPI COMPONENTS C CXX REQUIRED)
+endif()
+if(COHORT_WITH_GLOO)
+  find_package(Gloo CONFIG REQUIRED)
+endif()
+
+# CUDA and NCCL: the toolkit lives in /usr/local/cuda; NCCL has no CMake package.
+set(COHORT_CUDA_FOUND OFF)
+find_package(CUDAToolkit QUIET HINTS /usr/local/cuda)
+find_path(COHORT_NCCL_INCLUDE_DIR nccl.h HINTS /usr/local/cuda/include ENV NCCL_HOME
+          PATH_SUFFIXES include)
+find_library(COHORT_NCCL_LIBRARY nccl HINTS /usr/local/cuda/lib64 ENV NCCL_HOME PATH_SUFFIXES lib lib64)
+if(CUDAToolkit_FOUND AND COHORT_NCCL_INCLUDE_DIR AND COHORT_NCCL_LIBRARY)
+  set(COHORT_CUDA_FOUND ON)
+endif()
+
+# Compiles protos with the gRPC plugin: cohort_grpc_proto(TARGET name PROTO file.proto).
+function(cohort_grpc_proto)
+  cmake_parse_arguments(ARG "" "TARGET;PROTO" "" ${ARGN})
+  get_filename_component(proto_abs ${ARG_PROTO} ABSOLUTE)
+  file(RELATIVE_PATH proto_rel ${CMAKE_SOURCE_DIR} ${proto_abs})
+  string(REGEX REPLACE "\\.proto$" "" stem ${proto_rel})
+  set(out ${CMAKE_BINARY_DIR}/${stem}.pb.cc ${CMAKE_BINARY_DIR}/${stem}.pb.h
+          ${CMAKE_BINARY_DIR}/${stem}.grpc.pb.cc ${CMAKE_BINARY_DIR}/${stem}.grpc.pb.h)
+  add_custom_command(
+    OUTPUT ${out}
+    COMMAND protobuf::protoc --proto_path=${CMAKE_SOURCE_DIR} --cpp_out=${CMAKE_BINARY_DIR}
+            --grpc_out=${CMAKE_BINARY_DIR} --plugin=protoc-gen-grpc=${COHORT_GRPC_CPP_PLUGIN}
+            ${proto_rel}
+    DEPENDS ${proto_abs} WORKING_DIRECTORY ${CMAKE_SOURCE_DIR}
+    COMMENT "protoc ${proto_rel}")
+  add_library(${ARG_TARGET} STATIC ${out})
+  target_link_libraries(${ARG_TARGET} PUBLIC gRPC::grpc++ protobuf::libprotobuf)
+endfunction()

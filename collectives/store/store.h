@@ -1,0 +1,47 @@
+// The rendezvous store: a small key-value service that ranks use to find each other, exchange
+// addresses and ids, count arrivals and report their health. Values are arbitrary bytes.
+// Implementations: MemoryStore (one process), GrpcStoreClient (over the network to a
+// GrpcStoreServer), PrefixStore (scopes keys of another store).
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+namespace cohort::collectives {
+
+class Store {
+ public:
+  using Millis = std::chrono::milliseconds;
+
+  virtual ~Store() = default;
+
+  // Sets key to value, waking every waiter on key.
+  virtual void Set(const std::string& key, const std::string& value) = 0;
+
+  // Returns key's value, waiting up to timeout for it to be set. Throws Timeout naming the key
+  // and how long it waited. A timeout of zero does not wait.
+  virtual std::string Get(const std::string& key, Millis timeout) = 0;
+
+  // Adds delta to the integer stored at key (absent counts as 0) and returns the new value.
+  // Throws InvalidArgument when key holds something that is not a decimal integer.
+  virtual int64_t Add(const std::string& key, int64_t delta) = 0;
+
+  // Sets key to desired if it currently holds expected; an empty expected matches an absent key.
+  // Returns the value key holds after the call (desired on success).
+  virtual std::string CompareSet(const std::string& key, const std::string& expected,
+                                 const std::string& desired) = 0;
+
+  // Removes key; returns whether it existed.
+  virtual bool Delete(const std::string& key) = 0;
+
+  // Waits until every key exists. Throws Timeout naming the keys still missing.
+  virtual void Wait(const std::vector<std::string>& keys, Millis timeout) = 0;
+
+  // Every key that starts with prefix, with its value.
+  virtual std::map<std::string, std::string> List(const std::string& prefix) = 0;
+};
+
+}  // namespace cohort::collectives

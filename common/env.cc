@@ -1,0 +1,69 @@
+#include "common/env.h"
+
+#include <cctype>
+#include <cstdlib>
+
+#include <fmt/format.h>
+
+#include "common/error.h"
+
+namespace cohort::env {
+namespace {
+
+[[noreturn]] void Bad(const Var& var, const std::string& value, const char* want) {
+  throw InvalidArgument(fmt::format("{}='{}' is not {}; set it to {} or unset it", var.name(),
+                                    value, want, want));
+}
+
+}  // namespace
+
+std::optional<std::string> Var::Get() const {
+  const char* v = std::getenv(name_);
+  if (v == nullptr || *v == '\0') return std::nullopt;
+  return std::string(v);
+}
+
+std::string Var::Str(const std::string& fallback) const { return Get().value_or(fallback); }
+
+int64_t Var::Int(int64_t fallback) const {
+  auto v = Get();
+  if (!v) return fallback;
+  char* end = nullptr;
+  errno = 0;
+  long long x = std::strtoll(v->c_str(), &end, 10);
+  if (errno != 0 || end == v->c_str() || *end != '\0') Bad(*this, *v, "an integer");
+  return x;
+}
+
+bool Var::Bool(bool fallback) const {
+  auto v = Get();
+  if (!v) return fallback;
+  std::string s;
+  for (char c : *v) s += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  if (s == "1" || s == "true" || s == "yes" || s == "on") return true;
+  if (s == "0" || s == "false" || s == "no" || s == "off") return false;
+  Bad(*this, *v, "a boolean (1 or 0)");
+}
+
+double Var::Seconds(double fallback) const {
+  auto v = Get();
+  if (!v) return fallback;
+  char* end = nullptr;
+  double x = std::strtod(v->c_str(), &end);
+  if (end == v->c_str() || *end != '\0' || !(x >= 0)) Bad(*this, *v, "a number of seconds");
+  return x;
+}
+
+const std::vector<const Var*>& All() {
+  static const std::vector<const Var*> all = {
+      &kRank, &kWorldSize, &kLocalRank, &kLocalWorldSize, &kNodeRank, &kNNodes, &kStore, &kToken,
+      &kRunId, &kRestart, &kBackend, &kCheckpointUri, &kResume, &kLogLevel, &kLogSubsys,
+      &kTimeout, &kStoreTimeout, &kHeartbeat, &kDebugCollectives, &kGlooHost, &kTorchRank,
+      &kTorchWorldSize, &kTorchLocalRank, &kTorchLocalWorldSize, &kMasterAddr, &kMasterPort,
+      &kOmpiRank, &kOmpiSize, &kOmpiLocalRank, &kOmpiLocalSize, &kJobCompletionIndex,
+      &kPetNprocPerNode, &kPetNNodes, &kSlurmProcId, &kSlurmNTasks, &kSlurmLocalId,
+      &kSlurmNodeId, &kSlurmNNodes};
+  return all;
+}
+
+}  // namespace cohort::env

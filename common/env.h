@@ -1,0 +1,93 @@
+// Every environment variable cohort reads is declared here, once, with a typed accessor
+// (NCCL_PARAM's idea). Code never calls getenv() directly.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace cohort::env {
+
+// One declared variable. Accessors throw InvalidArgument, naming the variable, when a set value
+// does not parse; an unset or empty variable yields the default.
+class Var {
+ public:
+  constexpr Var(const char* name, const char* doc) : name_(name), doc_(doc) {}
+
+  const char* name() const { return name_; }
+  const char* doc() const { return doc_; }
+
+  // The raw value, or nullopt when unset or empty.
+  std::optional<std::string> Get() const;
+  bool IsSet() const { return Get().has_value(); }
+
+  std::string Str(const std::string& fallback) const;
+  int64_t Int(int64_t fallback) const;
+  // Accepts 1/0, true/false, yes/no, on/off (any case).
+  bool Bool(bool fallback) const;
+  // A duration in seconds; fractions allowed ("0.5").
+  double Seconds(double fallback) const;
+
+ private:
+  const char* name_;
+  const char* doc_;
+};
+
+// The env contract the launcher gives every worker (../shared/DESIGN.md).
+inline constexpr Var kRank{"COHORT_RANK", "global rank of this worker"};
+inline constexpr Var kWorldSize{"COHORT_WORLD_SIZE", "number of worker processes"};
+inline constexpr Var kLocalRank{"COHORT_LOCAL_RANK", "rank of this worker on its node"};
+inline constexpr Var kLocalWorldSize{"COHORT_LOCAL_WORLD_SIZE", "workers on this node"};
+inline constexpr Var kNodeRank{"COHORT_NODE_RANK", "rank of this node"};
+inline constexpr Var kNNodes{"COHORT_NNODES", "number of nodes"};
+inline constexpr Var kStore{"COHORT_STORE", "host:port of the rendezvous store"};
+inline constexpr Var kToken{"COHORT_TOKEN", "shared secret every store call carries"};
+inline constexpr Var kRunId{"COHORT_RUN_ID", "the job's id"};
+inline constexpr Var kRestart{"COHORT_RESTART", "0 on the first attempt, +1 per restart"};
+inline constexpr Var kBackend{"COHORT_BACKEND", "auto, nccl, mpi, gloo or ps"};
+inline constexpr Var kCheckpointUri{"COHORT_CHECKPOINT_URI", "where snapshots go"};
+inline constexpr Var kResume{"COHORT_RESUME", "latest, a snapshot URI, or empty"};
+
+// Behaviour knobs.
+inline constexpr Var kLogLevel{"COHORT_LOG_LEVEL", "trace, debug, info, warn, error or off"};
+inline constexpr Var kLogSubsys{"COHORT_LOG_SUBSYS",
+                                "comma list of subsystems to log (store,coll,gloo,mpi,nccl,...)"
+                                " or all; ^name excludes"};
+inline constexpr Var kTimeout{"COHORT_TIMEOUT", "default collective timeout, seconds (300)"};
+inline constexpr Var kStoreTimeout{"COHORT_STORE_TIMEOUT",
+                                   "how long to retry reaching the store, seconds (60)"};
+inline constexpr Var kHeartbeat{"COHORT_HEARTBEAT_INTERVAL",
+                                "seconds between a rank's health reports to the store (0.5)"};
+inline constexpr Var kDebugCollectives{
+    "COHORT_DEBUG_COLLECTIVES",
+    "1: before each collective, check that all ranks call the same op with the same size"};
+inline constexpr Var kGlooHost{"COHORT_GLOO_HOST",
+                               "address Gloo's TCP transport binds and advertises (hostname)"};
+
+// torchrun-compatible aliases.
+inline constexpr Var kTorchRank{"RANK", "torchrun: global rank (PyTorchJob: node rank)"};
+inline constexpr Var kTorchWorldSize{"WORLD_SIZE", "torchrun: number of processes"};
+inline constexpr Var kTorchLocalRank{"LOCAL_RANK", "torchrun: local rank"};
+inline constexpr Var kTorchLocalWorldSize{"LOCAL_WORLD_SIZE", "torchrun: local world size"};
+inline constexpr Var kMasterAddr{"MASTER_ADDR", "torchrun: host of rank 0's store"};
+inline constexpr Var kMasterPort{"MASTER_PORT", "torchrun: port of rank 0's store"};
+
+// Sources the world is derived from when COHORT_* is absent.
+inline constexpr Var kOmpiRank{"OMPI_COMM_WORLD_RANK", "Open MPI: rank"};
+inline constexpr Var kOmpiSize{"OMPI_COMM_WORLD_SIZE", "Open MPI: size"};
+inline constexpr Var kOmpiLocalRank{"OMPI_COMM_WORLD_LOCAL_RANK", "Open MPI: local rank"};
+inline constexpr Var kOmpiLocalSize{"OMPI_COMM_WORLD_LOCAL_SIZE", "Open MPI: local size"};
+inline constexpr Var kJobCompletionIndex{"JOB_COMPLETION_INDEX", "Kubernetes Indexed Job index"};
+inline constexpr Var kPetNprocPerNode{"PET_NPROC_PER_NODE", "PyTorchJob: processes per node"};
+inline constexpr Var kPetNNodes{"PET_NNODES", "PyTorchJob: number of nodes"};
+inline constexpr Var kSlurmProcId{"SLURM_PROCID", "Slurm: global rank"};
+inline constexpr Var kSlurmNTasks{"SLURM_NTASKS", "Slurm: number of tasks"};
+inline constexpr Var kSlurmLocalId{"SLURM_LOCALID", "Slurm: local rank"};
+inline constexpr Var kSlurmNodeId{"SLURM_NODEID", "Slurm: node rank"};
+inline constexpr Var kSlurmNNodes{"SLURM_NNODES", "Slurm: number of nodes"};
+
+// Every variable above, for --help and documentation.
+const std::vector<const Var*>& All();
+
+}  // namespace cohort::env

@@ -1,0 +1,68 @@
+#include "common/net.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <fmt/format.h>
+
+#include "common/check.h"
+#include "common/error.h"
+
+namespace cohort::net {
+
+std::string HostPort::ToString() const {
+  if (host.find(':') != std::string::npos) return fmt::format("[{}]:{}", host, port);
+  return fmt::format("{}:{}", host, port);
+}
+
+HostPort ParseHostPort(const std::string& text, const std::string& what) {
+  auto bad = [&]() {
+    return InvalidArgument(fmt::format("{}='{}' is not host:port; write it as 10.0.0.5:29500",
+                                       what, text));
+  };
+  HostPort hp;
+  std::string port;
+  if (!text.empty() && text[0] == '[') {
+    auto close = text.find(']');
+    if (close == std::string::npos || close + 1 >= text.size() || text[close + 1] != ':') {
+      throw bad();
+    }
+    hp.host = text.substr(1, close - 1);
+    port = text.substr(close + 2);
+  } else {
+    auto colon = text.rfind(':');
+    if (colon == std::string::npos) throw bad();
+    hp.host = text.substr(0, colon);
+    port = text.substr(colon + 1);
+    if (hp.host.find(':') != std::string::npos) throw bad();
+  }
+  if (hp.host.empty()) hp.host = "127.0.0.1";
+  if (port.empty() || port.size() > 5 || port.find_first_not_of("0123456789") != std::string::npos) {
+    throw bad();
+  }
+  hp.port = std::stoi(port);
+  if (hp.port < 1 || hp.port > 65535) throw bad();
+  return hp;
+}
+
+int FreePort() {
+  int fd = COHORT_SYSCHECK(::socket(AF_INET, SOCK_STREAM, 0));
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = 0;
+  socklen_t len = sizeof(addr);
+  try {
+    COHORT_SYSCHECK(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)));
+    COHORT_SYSCHECK(::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len));
+  } catch (...) {
+    ::close(fd);
+    throw;
+  }
+  ::close(fd);
+  return ntohs(addr.sin_port);
+}
+
+}  // namespace cohort::net

@@ -1,0 +1,21 @@
+// Small network helpers shared by the store, the backends and the tests.
+#pragma once
+
+#include <string>
+
+namespace cohort::net {
+
+struct HostPort {
+  std::string host;
+  int port = 0;
+  std::string ToString() const;
+};
+
+// Parses "host:port", "[v6addr]:port" or ":port" (host defaults to 127.0.0.1). Throws
+// InvalidArgument naming `what` (e.g. "COHORT_STORE") when the text is not of that form.
+HostPort ParseHostPort(const std::string& text, const std::string& what);
+
+// A TCP port on 127.0.0.1 that was free a moment ago (bound and released).
+int FreePort();
+
+}  // namespace cohort::net
