@@ -1,0 +1,549 @@
+#include "collectives/nccl/nccl_communicator.h"
+
+#include <cuda_runtime_api.h>
+#include <fmt/format.h>
+#include <nccl.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "collectives/nccl/cuda_device.h"
+#include "collectives/rendezvous.h"
+#include "common/check_cuda.h"
+#include "common/log.h"
+
+namespace cohort::collectives {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+ncclDataType_t NcclType(DType dtype) {
+  switch (dtype) {
+    case DType::kFloat32:
+      return ncclFloat32;
+    case DType::kFloat64:
+      return ncclFloat64;
+    case DType::kFloat16:
+      return ncclFloat16;
+    case DType::kBFloat16:
+      return ncclBfloat16;
+    case DType::kInt32:
+      return ncclInt32;
+    case DType::kInt64:
+      return ncclInt64;
+    case DType::kUInt8:
+      return ncclUint8;
+  }
+  throw Internal("nccl: unknown dtype");
+}
+
+// NCCL averages natively (ncclAvg), so no division pass is needed afterwards.
+ncclRedOp_t NcclOp(ReduceOp op) {
+  switch (op) {
+    case ReduceOp::kSum:
+      return ncclSum;
+    case ReduceOp::kAvg:
+      return ncclAvg;
+    case ReduceOp::kMin:
+      return ncclMin;
+    case ReduceOp::kMax:
+      return ncclMax;
+    case ReduceOp::kProduct:
+      return ncclProd;
+  }
+  throw Internal("nccl: unknown reduce op");
+}
+
+double Seconds(std::chrono::milliseconds ms) { return ms.count() / 1000.0; }
+
+// Yields the first polls (short operations finish within microseconds), then sleeps up to
+// 100 us, which bounds both the latency added to long operations and the CPU spent polling.
+void Backoff(int n) {
+  if (n < 64) {
+    std::this_thread::yield();
+  } else {
+    std::this_thread::sleep_for(std::chrono::microseconds(std::min(100, (n - 63) * 5)));
+  }
+}
+
+// Makes `device` the calling thread's current CUDA device for a scope and restores the previous
+// one after, so that the caller's own device choice is left alone.
+class DeviceGuard {
+ public:
+  explicit DeviceGuard(int device) {
+    if (cudaGetDevice(&prev_) != cudaSuccess) {
+      (void)cudaGetLastError();
+      prev_ = -1;
+    }
+    if (prev_ == device) {
+      prev_ = -1;
+    } else {
+      COHORT_CHECK_CUDA(cudaSetDevice(device));
+    }
+  }
+  ~DeviceGuard() {
+    if (prev_ >= 0) (void)cudaSetDevice(prev_);
+  }
+  DeviceGuard(const DeviceGuard&) = delete;
+  DeviceGuard& operator=(const DeviceGuard&) = delete;
+
+ private:
+  int prev_ = -1;
+};
+
+// A call on a non-blocking communicator may return ncclInProgress: NCCL finishes it in the
+// background, and the communicator must not be used again (nor its stream recorded on) before
+// its state leaves ncclInProgress. Waits for that until deadline; throws on failure, and a
+// Timeout that says `stuck` when the deadline passes.
+void Settle(ncclComm_t comm, ncclResult_t rc, const char* call, Clock::time_point deadline,
+            const char* stuck, const char* file, int line) {
+  for (int n = 0; rc == ncclInProgress; ++n) {
+    if (Clock::now() > deadline) {
+      internal::FailCall(ErrorKind::kTimeout, call, file, line, stuck);
+    }
+    Backoff(n);
+    ncclResult_t state = ncclInProgress;
+    const ncclResult_t q = ncclCommGetAsyncError(comm, &state);
+    rc = q == ncclSuccess ? state : q;
+  }
+  if (rc != ncclSuccess) {
+    internal::FailCall(internal::KindFromNccl(rc), call, file, line, internal::NcclErrorString(rc));
+  }
+}
+
+// For calls inside Enqueue(): needs comm_ and deadline in scope.
+#define COHORT_NCCL_ENQUEUE(call)                                                       \
+  Settle(comm_, (call), #call, deadline,                                                \
+         "NCCL did not finish posting the operation in time (a peer that never posted " \
+         "its side or never connected?)",                                               \
+         __FILE__, __LINE__)
+
+}  // namespace
+
+std::string NcclCommunicator::UnavailableReason(const CommConfig& config) {
+  std::string why;
+  const int count = CudaDeviceCount(&why);
+  if (count == 0) return why;
+  if (config.size > 1 && !config.store) {
+    return "nccl needs the rendezvous store to pass its unique id (set COHORT_STORE, or "
+           "MASTER_ADDR and MASTER_PORT)";
+  }
+  const int local = LocalWorldSizeFromEnv();
+  if (config.size > 1 && local > count) {
+    return fmt::format(
+        "{} workers run on this node but only {} GPU{} visible; NCCL needs one GPU per rank: "
+        "start at most {} workers per node, or use gloo",
+        local, count, count == 1 ? " is" : "s are", count);
+  }
+  return "";
+}
+
+NcclCommunicator::NcclCommunicator(const CommConfig& config)
+    : NcclCommunicator(config, ChooseCudaDevice(config.rank)) {}
+
+NcclCommunicator::NcclCommunicator(const CommConfig& config, int device)
+    : Communicator(config), device_(device) {
+  if (auto why = UnavailableReason(config); !why.empty()) throw Unavailable(why);
+  const int count = CudaDeviceCount();
+  if (device_ < 0 || device_ >= count) {
+    throw InvalidArgument(
+        fmt::format("nccl: CUDA device {} does not exist; this process sees {} "
+                    "GPU{} (0..{})",
+                    device_, count, count == 1 ? "" : "s", count - 1));
+  }
+  try {
+    Init(config);
+  } catch (...) {
+    ReleaseResources();
+    throw;
+  }
+  progress_ = std::thread([this] { ProgressLoop(); });
+}
+
+void NcclCommunicator::Init(const CommConfig& config) {
+  DeviceGuard guard(device_);
+  COHORT_CHECK_CUDA(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+  COHORT_CHECK_CUDA(cudaEventCreateWithFlags(&order_event_, cudaEventDisableTiming));
+  COHORT_CHECK_CUDA(cudaMalloc(&barrier_buf_, sizeof(float)));
+  COHORT_CHECK_CUDA(cudaMemsetAsync(barrier_buf_, 0, sizeof(float), stream_));
+
+  const auto deadline = Clock::now() + config.connect_timeout;
+  ncclUniqueId id;
+  std::memset(&id, 0, sizeof(id));
+  if (Size() > 1) {
+    JoinGroup(*config.store, Scope(), Rank(), Size(), config.connect_timeout, "nccl");
+    const std::string key = Scope() + "/nccl/id";
+    if (Rank() == 0) {
+      COHORT_CHECK_NCCL(ncclGetUniqueId(&id));
+      config.store->Set(key, std::string(id.internal, sizeof(id.internal)));
+    } else {
+      const auto left =
+          std::max(std::chrono::milliseconds(1),
+                   std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()));
+      const std::string value = config.store->Get(key, left);
+      if (value.size() != sizeof(id.internal)) {
+        throw DataLoss(
+            fmt::format("nccl: the unique id under '{}' has {} bytes instead of {}; "
+                        "is another program using the same store keys?",
+                        key, value.size(), sizeof(id.internal)));
+      }
+      std::memcpy(id.internal, value.data(), value.size());
+    }
+  } else {
+    COHORT_CHECK_NCCL(ncclGetUniqueId(&id));
+  }
+
+  // Non-blocking, so that creation is bounded by connect_timeout (and aborted past it) instead
+  // of hanging on a rank that never arrives.
+  ncclConfig_t cfg = NCCL_CONFIG_INITIALIZER;
+  cfg.blocking = 0;
+  const std::string name = "cohort/" + config.name;
+#if NCCL_VERSION_CODE >= NCCL_VERSION(2, 19, 0)
+  cfg.commName = name.c_str();
+#endif
+  try {
+    const ncclResult_t rc = ncclCommInitRankConfig(&comm_, Size(), id, Rank(), &cfg);
+    Settle(comm_, rc, "ncclCommInitRankConfig", deadline,
+           fmt::format("rank {} of {} could not create its NCCL communicator on cuda:{} within "
+                       "{:.1f} s; check that every rank reached this point and that the nodes "
+                       "reach each other (NCCL_SOCKET_IFNAME, NCCL_DEBUG=WARN)",
+                       Rank(), Size(), device_, Seconds(config.connect_timeout))
+               .c_str(),
+           __FILE__, __LINE__);
+  } catch (...) {
+    if (comm_) {
+      (void)ncclCommAbort(comm_);
+      comm_ = nullptr;
+    }
+    throw;
+  }
+  int version = 0;
+  (void)ncclGetVersion(&version);
+  COHORT_DEBUG(kNccl, "rank {} of {} ready on cuda:{} (NCCL {})", Rank(), Size(), device_, version);
+}
+
+NcclCommunicator::~NcclCommunicator() {
+  try {
+    {
+      // The progress thread finishes every pending operation, at the latest when it times out.
+      std::unique_lock<std::mutex> lock(mu_);
+      idle_cv_.wait(lock, [this] { return pending_.empty(); });
+      stop_ = true;
+    }
+    cv_.notify_all();
+    if (progress_.joinable()) progress_.join();
+
+    std::lock_guard<std::mutex> lock(comm_mu_);
+    if (comm_) {
+      DeviceGuard guard(device_);
+      ncclResult_t rc = ncclCommFinalize(comm_);
+      const auto deadline = Clock::now() + config().connect_timeout;
+      for (int n = 0; rc == ncclInProgress && Clock::now() < deadline; ++n) {
+        Backoff(n);
+        ncclResult_t state = ncclInProgress;
+        const ncclResult_t q = ncclCommGetAsyncError(comm_, &state);
+        rc = q == ncclSuccess ? state : q;
+      }
+      if (rc == ncclSuccess) {
+        rc = ncclCommDestroy(comm_);
+      } else {
+        COHORT_WARN(kNccl, "ncclCommFinalize did not complete ({}); aborting the communicator",
+                    rc == ncclInProgress ? "timed out" : internal::NcclErrorString(rc));
+        rc = ncclCommAbort(comm_);
+      }
+      if (rc != ncclSuccess) {
+        COHORT_WARN(kNccl, "releasing the NCCL communicator failed: {}",
+                    internal::NcclErrorString(rc));
+      }
+      comm_ = nullptr;
+    }
+  } catch (const std::exception& e) {
+    COHORT_ERROR(kNccl, "closing the NCCL communicator: {}", e.what());
+  }
+  ReleaseResources();
+}
+
+void NcclCommunicator::ReleaseResources() noexcept {
+  int prev = -1;
+  const bool switched = cudaGetDevice(&prev) == cudaSuccess && prev != device_ && device_ >= 0 &&
+                        cudaSetDevice(device_) == cudaSuccess;
+  for (cudaEvent_t e : free_events_) (void)cudaEventDestroy(e);
+  free_events_.clear();
+  for (const Pending& p : pending_) (void)cudaEventDestroy(p.done);
+  pending_.clear();
+  if (order_event_) (void)cudaEventDestroy(order_event_);
+  order_event_ = nullptr;
+  if (barrier_buf_) (void)cudaFree(barrier_buf_);
+  barrier_buf_ = nullptr;
+  if (stream_) (void)cudaStreamDestroy(stream_);
+  stream_ = nullptr;
+  (void)cudaGetLastError();
+  if (switched) (void)cudaSetDevice(prev);
+}
+
+void NcclCommunicator::CheckTensor(const TensorView& t, const Op& op) const {
+  if (t.count == 0) return;
+  const char* what = OpTypeName(op.type);
+  if (t.device.index != device_) {
+    throw InvalidArgument(fmt::format(
+        "nccl {}: {} is on {} but this communicator runs on cuda:{}; move the tensor to "
+        "cuda:{}, or create the communicator for device {}",
+        what, t.ToString(), t.device.ToString(), device_, device_, t.device.index));
+  }
+  cudaPointerAttributes attr;
+  std::memset(&attr, 0, sizeof(attr));
+  const cudaError_t rc = cudaPointerGetAttributes(&attr, t.data);
+  if (rc != cudaSuccess) {
+    (void)cudaGetLastError();
+    throw InvalidArgument(fmt::format("nccl {}: {} does not point to CUDA memory ({})", what,
+                                      t.ToString(), internal::CudaErrorString(rc)));
+  }
+  if (attr.type != cudaMemoryTypeDevice && attr.type != cudaMemoryTypeManaged) {
+    throw InvalidArgument(fmt::format(
+        "nccl {}: {} points to {} memory, not GPU memory; allocate it on cuda:{} (cudaMalloc, "
+        "or a CUDA tensor), or use a CPU backend",
+        what, t.ToString(), attr.type == cudaMemoryTypeHost ? "pinned host" : "host", device_));
+  }
+  if (attr.type == cudaMemoryTypeDevice && attr.device != device_) {
+    throw InvalidArgument(fmt::format(
+        "nccl {}: {} says cuda:{} but its memory is on cuda:{}; fix the tensor's device index",
+        what, t.ToString(), t.device.index, attr.device));
+  }
+}
+
+WorkPtr NcclCommunicator::Submit(Op op) {
+  CheckTensor(op.in, op);
+  if (op.out.data != op.in.data) CheckTensor(op.out, op);
+  auto work = NewWork(std::move(op));
+  const Op& o = work->op();
+  const auto deadline = Clock::now() + o.timeout;
+  bool failed = false;
+  ErrorKind kind = ErrorKind::kInternal;
+  std::string detail;
+  {
+    std::lock_guard<std::mutex> lock(comm_mu_);
+    if (aborted_.load() || comm_ == nullptr) {
+      work->Finish(BrokenError());
+      return work;
+    }
+    cudaEvent_t done = nullptr;
+    try {
+      DeviceGuard guard(device_);
+      OpStarted(*work);
+      Enqueue(o, deadline);
+      done = TakeEvent();
+      COHORT_CHECK_CUDA(cudaEventRecord(done, stream_));
+      std::lock_guard<std::mutex> qlock(mu_);
+      pending_.push_back({work, done, Clock::now()});
+    } catch (const std::exception& e) {
+      if (done) {
+        std::lock_guard<std::mutex> qlock(mu_);
+        free_events_.push_back(done);
+      }
+      failed = true;
+      auto* ce = dynamic_cast<const cohort::Error*>(&e);
+      kind = ce ? ce->kind() : ErrorKind::kInternal;
+      detail = e.what();
+    }
+  }
+  if (failed) {
+    // The other ranks posted their side: the group is out of step, and stops here.
+    std::exception_ptr error = Blame(o, kind, detail);
+    Abort(detail);
+    OpFinished(*work, error);
+    return work;
+  }
+  cv_.notify_one();
+  return work;
+}
+
+void NcclCommunicator::Enqueue(const Op& op, Clock::time_point deadline) {
+  // Run after the caller's GPU work: a record on the legacy default stream waits for every
+  // blocking stream, and stream_ waits for that record, on the GPU only.
+  COHORT_CHECK_CUDA(cudaEventRecord(order_event_, cudaStreamLegacy));
+  COHORT_CHECK_CUDA(cudaStreamWaitEvent(stream_, order_event_, 0));
+  // Zero elements: nothing moves on any rank (counts match across ranks), but the operation
+  // still completes in stream order.
+  switch (op.type) {
+    case OpType::kAllReduce:
+      if (op.in.count == 0) return;
+      COHORT_NCCL_ENQUEUE(ncclAllReduce(op.in.data, op.out.data, op.in.count, NcclType(op.in.dtype),
+                                        NcclOp(op.reduce), comm_, stream_));
+      return;
+    case OpType::kBroadcast:
+      if (op.out.count == 0) return;
+      COHORT_NCCL_ENQUEUE(ncclBroadcast(op.out.data, op.out.data, op.out.count,
+                                        NcclType(op.out.dtype), op.peer, comm_, stream_));
+      return;
+    case OpType::kAllGather:
+      // In place exactly when in is this rank's slice of out: nccl-tests' convention too.
+      if (op.in.count == 0) return;
+      COHORT_NCCL_ENQUEUE(ncclAllGather(op.in.data, op.out.data, op.in.count, NcclType(op.in.dtype),
+                                        comm_, stream_));
+      return;
+    case OpType::kReduceScatter:
+      if (op.out.count == 0) return;
+      COHORT_NCCL_ENQUEUE(ncclReduceScatter(op.in.data, op.out.data, op.out.count,
+                                            NcclType(op.in.dtype), NcclOp(op.reduce), comm_,
+                                            stream_));
+      return;
+    case OpType::kSend:
+      if (op.in.count == 0) return;
+      COHORT_NCCL_ENQUEUE(
+          ncclSend(op.in.data, op.in.count, NcclType(op.in.dtype), op.peer, comm_, stream_));
+      return;
+    case OpType::kRecv:
+      if (op.out.count == 0) return;
+      COHORT_NCCL_ENQUEUE(
+          ncclRecv(op.out.data, op.out.count, NcclType(op.out.dtype), op.peer, comm_, stream_));
+      return;
+    case OpType::kBarrier:
+      COHORT_NCCL_ENQUEUE(
+          ncclAllReduce(barrier_buf_, barrier_buf_, 1, ncclFloat32, ncclSum, comm_, stream_));
+      return;
+  }
+}
+
+cudaEvent_t NcclCommunicator::TakeEvent() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!free_events_.empty()) {
+      cudaEvent_t e = free_events_.back();
+      free_events_.pop_back();
+      return e;
+    }
+  }
+  cudaEvent_t e = nullptr;
+  COHORT_CHECK_CUDA(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
+  return e;
+}
+
+void NcclCommunicator::OnWaitTimeout(Work& work) {
+  // Blame first, so that the first error recorded is this Timeout naming the stuck ranks, not
+  // the failure the abort causes.
+  Communicator::OnWaitTimeout(work);
+  Abort(work.op().Describe() + " timed out in Wait()");
+}
+
+void NcclCommunicator::Abort(const std::string& why) {
+  if (aborted_.exchange(true)) return;
+  COHORT_WARN(kNccl, "aborting the NCCL communicator of rank {}: {}", Rank(), why);
+  {
+    std::lock_guard<std::mutex> lock(comm_mu_);
+    if (comm_) {
+      int prev = -1;
+      const bool switched = cudaGetDevice(&prev) == cudaSuccess && prev != device_ &&
+                            cudaSetDevice(device_) == cudaSuccess;
+      const ncclResult_t rc = ncclCommAbort(comm_);
+      if (rc != ncclSuccess) {
+        COHORT_WARN(kNccl, "ncclCommAbort: {}", internal::NcclErrorString(rc));
+      }
+      comm_ = nullptr;
+      (void)cudaGetLastError();
+      if (switched) (void)cudaSetDevice(prev);
+    }
+  }
+  { std::lock_guard<std::mutex> lock(mu_); }
+  cv_.notify_all();
+}
+
+void NcclCommunicator::FailPending() {
+  std::deque<Pending> failed;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    failed.swap(pending_);
+    for (const Pending& p : failed) free_events_.push_back(p.done);
+  }
+  if (!failed.empty()) {
+    std::exception_ptr error =
+        IsBroken()
+            ? BrokenError()
+            : std::make_exception_ptr(PeerFailure(fmt::format(
+                  "nccl communicator of rank {} was aborted before the operation ran", Rank())));
+    for (const Pending& p : failed) OpFinished(*p.work, error);
+  }
+  idle_cv_.notify_all();
+}
+
+void NcclCommunicator::FailFront(const Pending& front, ErrorKind kind, const std::string& detail) {
+  std::exception_ptr error = Blame(front.work->op(), kind, detail);
+  Abort(detail);
+  OpFinished(*front.work, error);
+  FailPending();
+}
+
+void NcclCommunicator::ProgressLoop() {
+  // Events carry their device; setting it once keeps this thread's CUDA calls on it.
+  if (cudaSetDevice(device_) != cudaSuccess) (void)cudaGetLastError();
+  const Work* front_work = nullptr;
+  Clock::time_point front_since;
+  int polls = 0;
+  for (;;) {
+    Pending front;
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      cv_.wait(lock, [this] { return stop_ || !pending_.empty(); });
+      if (pending_.empty()) return;  // stop_, and nothing left
+      front = pending_.front();
+    }
+    if (front.work.get() != front_work) {
+      // A timeout counts from when the operation could start: after the one before it.
+      front_work = front.work.get();
+      front_since = Clock::now();
+      polls = 0;
+    }
+    if (aborted_.load()) {
+      FailPending();
+      continue;
+    }
+    const cudaError_t q = cudaEventQuery(front.done);
+    if (q == cudaSuccess) {
+      if (aborted_.load()) {  // the abort may have cut the kernel short: the data is undefined
+        FailPending();
+        continue;
+      }
+      bool drained;
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        pending_.pop_front();
+        free_events_.push_back(front.done);
+        drained = pending_.empty();
+      }
+      OpFinished(*front.work, nullptr);
+      if (drained) idle_cv_.notify_all();
+      continue;
+    }
+    if (q != cudaErrorNotReady) {
+      (void)cudaGetLastError();
+      FailFront(front, internal::KindFromCuda(q),
+                fmt::format("the CUDA stream failed: {}", internal::CudaErrorString(q)));
+      continue;
+    }
+    ncclResult_t async = ncclSuccess;
+    {
+      // Never wait here for a Submit() that is posting: the check can happen on the next poll.
+      std::unique_lock<std::mutex> lock(comm_mu_, std::try_to_lock);
+      if (lock.owns_lock() && comm_) {
+        const ncclResult_t rc = ncclCommGetAsyncError(comm_, &async);
+        if (rc != ncclSuccess) async = rc;
+      }
+    }
+    if (async != ncclSuccess && async != ncclInProgress) {
+      FailFront(
+          front, internal::KindFromNccl(async),
+          fmt::format("NCCL reported an asynchronous error: {}", internal::NcclErrorString(async)));
+      continue;
+    }
+    const auto start = std::max(front.submitted, front_since);
+    if (Clock::now() - start > front.work->op().timeout) {
+      FailFront(front, ErrorKind::kTimeout,
+                fmt::format("timed out after {:.1f} s", Seconds(front.work->op().timeout)));
+      continue;
+    }
+    Backoff(polls++);
+  }
+}
+
+#undef COHORT_NCCL_ENQUEUE
+
+}  // namespace cohort::collectives
