@@ -17,7 +17,10 @@ endif()
 
 # CUDA and NCCL: the toolkit lives in /usr/local/cuda; NCCL has no CMake package.
 set(COHORT_CUDA_FOUND OFF)
-find_package(CUDAToolkit QUIET HINTS /usr/local/cuda)
+if(NOT DEFINED CUDAToolkit_ROOT AND EXISTS /usr/local/cuda/bin/nvcc)
+  set(CUDAToolkit_ROOT /usr/local/cuda)  # nvcc is not on PATH on Debian images
+endif()
+find_package(CUDAToolkit QUIET)
 find_path(COHORT_NCCL_INCLUDE_DIR nccl.h HINTS /usr/local/cuda/include ENV NCCL_HOME
           PATH_SUFFIXES include)
 find_library(COHORT_NCCL_LIBRARY nccl HINTS /usr/local/cuda/lib64 ENV NCCL_HOME PATH_SUFFIXES lib lib64)

@@ -8,13 +8,8 @@ void FailCall(ErrorKind kind, const char* call, const char* file, int line,
               const std::string& detail) {
   // Keep only the path from the repository root: "collectives/mpi/mpi_communicator.cc".
   std::string where = file;
-  for (const char* top : {"/common/", "/collectives/", "/launcher/", "/bench/", "/tests/"}) {
-    auto pos = where.rfind(top);
-    if (pos != std::string::npos) {
-      where = where.substr(pos + 1);
-      break;
-    }
-  }
+  const std::string root = COHORT_SOURCE_DIR;
+  if (where.compare(0, root.size(), root) == 0) where = where.substr(root.size());
   ThrowError(kind, fmt::format("{} failed at {}:{}: {}", call, where, line, detail));
 }
 

@@ -27,10 +27,10 @@ void Reload();
 
 }  // namespace cohort::log
 
-#define COHORT_LOG(subsys, level, ...)                                                        \
+#define COHORT_LOG(subsys, lvl, ...)                                                          \
   do {                                                                                        \
-    if (::cohort::log::Enabled(::cohort::log::Subsys::subsys, ::spdlog::level::level)) {      \
-      ::cohort::log::Logger().log(::spdlog::level::level, "[{}] {}",                          \
+    if (::cohort::log::Enabled(::cohort::log::Subsys::subsys, ::spdlog::level::lvl)) {        \
+      ::cohort::log::Logger().log(::spdlog::level::lvl, "[{}] {}",                            \
                                   ::cohort::log::SubsysName(::cohort::log::Subsys::subsys),   \
                                   ::fmt::format(__VA_ARGS__));                                \
     }                                                                                         \

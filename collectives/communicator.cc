@@ -1,0 +1,253 @@
+#include "collectives/communicator.h"
+
+#include <fmt/format.h>
+
+#include "common/env.h"
+#include "common/log.h"
+
+namespace cohort::collectives {
+namespace {
+
+std::chrono::milliseconds Millis(double seconds) {
+  return std::chrono::milliseconds(static_cast<int64_t>(seconds * 1000.0 + 0.5));
+}
+
+}  // namespace
+
+CommConfig CommConfig::FromEnv(int rank, int size, std::shared_ptr<Store> store) {
+  CommConfig c;
+  c.rank = rank;
+  c.size = size;
+  c.store = std::move(store);
+  c.timeout = Millis(env::kTimeout.Seconds(300));
+  c.connect_timeout = Millis(env::kStoreTimeout.Seconds(60));
+  c.heartbeat = Millis(env::kHeartbeat.Seconds(0.5));
+  c.debug_checks = env::kDebugCollectives.Bool(false);
+  c.run_id = env::kRunId.Str("default");
+  c.restart = static_cast<int>(env::kRestart.Int(0));
+  return c;
+}
+
+std::string Communicator::Scope() const {
+  return fmt::format("cohort/{}/{}/comm/{}", config_.run_id, config_.restart, config_.name);
+}
+
+Communicator::Communicator(const CommConfig& config)
+    : config_(config), rank_(config.rank), size_(config.size) {
+  if (size_ < 1) {
+    throw InvalidArgument(fmt::format("world size is {}; it must be at least 1", size_));
+  }
+  if (rank_ < 0 || rank_ >= size_) {
+    throw InvalidArgument(
+        fmt::format("rank {} is outside the world of {} ranks (valid: 0..{})", rank_, size_,
+                    size_ - 1));
+  }
+  if (config_.timeout.count() <= 0) {
+    throw InvalidArgument("the collective timeout must be positive (COHORT_TIMEOUT, seconds)");
+  }
+  if (config_.store && size_ > 1) {
+    health_ = std::make_unique<HealthMonitor>(config_.store, Scope(), rank_, size_,
+                                              config_.heartbeat);
+  }
+}
+
+Communicator::~Communicator() = default;
+
+void Communicator::CheckDevice(const TensorView& t, const char* what) const {
+  if (t.count > 0 && t.data == nullptr) {
+    throw InvalidArgument(fmt::format("{}: {} has {} elements but a null data pointer", what,
+                                      t.ToString(), t.count));
+  }
+  if (t.device.type != Devices()) {
+    throw InvalidArgument(fmt::format(
+        "{}: backend {} moves {} tensors but got a {} tensor; use {}", what, Backend(),
+        Devices() == DeviceType::kCPU ? "CPU" : "CUDA", t.device.ToString(),
+        t.device.type == DeviceType::kCUDA ? "the nccl backend (or copy the tensor to the CPU)"
+                                           : "a CUDA tensor, or the gloo or mpi backend"));
+  }
+}
+
+void Communicator::CheckRank(int r, const char* what) const {
+  if (r < 0 || r >= size_) {
+    throw InvalidArgument(fmt::format("{} rank {} is outside the world of {} ranks (valid: 0..{})",
+                                      what, r, size_, size_ - 1));
+  }
+}
+
+WorkPtr Communicator::AllReduce(TensorView buf, ReduceOp op, const OpOptions& opts) {
+  return AllReduce(buf, buf, op, opts);
+}
+
+WorkPtr Communicator::AllReduce(TensorView in, TensorView out, ReduceOp op,
+                                const OpOptions& opts) {
+  CheckDevice(in, "allreduce");
+  CheckDevice(out, "allreduce");
+  if (in.dtype != out.dtype || in.count != out.count) {
+    throw InvalidArgument(fmt::format(
+        "allreduce: in is {} but out is {}; they must have the same dtype and element count",
+        in.ToString(), out.ToString()));
+  }
+  Op o;
+  o.type = OpType::kAllReduce;
+  o.in = in;
+  o.out = out;
+  o.reduce = op;
+  return Start(o, opts);
+}
+
+WorkPtr Communicator::Broadcast(TensorView buf, int root, const OpOptions& opts) {
+  CheckDevice(buf, "broadcast");
+  CheckRank(root, "broadcast: root");
+  Op o;
+  o.type = OpType::kBroadcast;
+  o.in = buf;
+  o.out = buf;
+  o.peer = root;
+  return Start(o, opts);
+}
+
+WorkPtr Communicator::AllGather(TensorView in, TensorView out, const OpOptions& opts) {
+  CheckDevice(in, "allgather");
+  CheckDevice(out, "allgather");
+  if (in.dtype != out.dtype || out.count != in.count * size_) {
+    throw InvalidArgument(fmt::format(
+        "allgather: out is {} but must hold in ({}) from each of {} ranks: {} {} elements",
+        out.ToString(), in.ToString(), size_, in.count * size_, DTypeName(in.dtype)));
+  }
+  Op o;
+  o.type = OpType::kAllGather;
+  o.in = in;
+  o.out = out;
+  return Start(o, opts);
+}
+
+WorkPtr Communicator::ReduceScatter(TensorView in, TensorView out, ReduceOp op,
+                                    const OpOptions& opts) {
+  CheckDevice(in, "reducescatter");
+  CheckDevice(out, "reducescatter");
+  if (in.dtype != out.dtype || in.count != out.count * size_) {
+    throw InvalidArgument(fmt::format(
+        "reducescatter: in is {} but must hold one out ({}) per rank for {} ranks: {} {} "
+        "elements",
+        in.ToString(), out.ToString(), size_, out.count * size_, DTypeName(out.dtype)));
+  }
+  Op o;
+  o.type = OpType::kReduceScatter;
+  o.in = in;
+  o.out = out;
+  o.reduce = op;
+  return Start(o, opts);
+}
+
+WorkPtr Communicator::Send(TensorView buf, int dst, const OpOptions& opts) {
+  CheckDevice(buf, "send");
+  CheckRank(dst, "send: destination");
+  if (dst == rank_) throw InvalidArgument("send: a rank cannot send to itself; copy instead");
+  Op o;
+  o.type = OpType::kSend;
+  o.in = buf;
+  o.out = buf;
+  o.peer = dst;
+  return Start(o, opts);
+}
+
+WorkPtr Communicator::Recv(TensorView buf, int src, const OpOptions& opts) {
+  CheckDevice(buf, "recv");
+  CheckRank(src, "recv: source");
+  if (src == rank_) throw InvalidArgument("recv: a rank cannot receive from itself; copy instead");
+  Op o;
+  o.type = OpType::kRecv;
+  o.in = buf;
+  o.out = buf;
+  o.peer = src;
+  return Start(o, opts);
+}
+
+WorkPtr Communicator::Barrier(const OpOptions& opts) {
+  Op o;
+  o.type = OpType::kBarrier;
+  return Start(o, opts);
+}
+
+WorkPtr Communicator::Start(Op op, const OpOptions& opts) {
+  op.timeout = opts.timeout.count() > 0 ? opts.timeout : config_.timeout;
+  op.tag = opts.tag;
+  std::lock_guard<std::mutex> lock(seq_mu_);
+  if (op.IsCollective()) op.seq = next_seq_++;
+  if (broken_.load()) {
+    auto work = NewWork(op);
+    work->Finish(BrokenError());
+    return work;
+  }
+  return Submit(std::move(op));
+}
+
+WorkPtr Communicator::NewWork(Op op) {
+  return std::make_shared<Work>(std::move(op), [this](Work& w) { OnWaitTimeout(w); });
+}
+
+void Communicator::OpStarted(Work& work) {
+  work.MarkStarted();
+  if (health_ && work.op().seq) health_->Started(work.op().seq, OpTypeName(work.op().type));
+}
+
+void Communicator::OpFinished(Work& work, std::exception_ptr error) {
+  if (!error && health_ && work.op().seq) health_->Completed(work.op().seq);
+  work.Finish(std::move(error));
+}
+
+std::exception_ptr Communicator::Blame(const Op& op, ErrorKind kind, const std::string& detail) {
+  {
+    std::lock_guard<std::mutex> lock(broken_mu_);
+    if (broken_error_) return broken_error_;  // the first failure is the one worth reporting
+  }
+  std::string verdict;
+  if (!op.IsCollective()) {
+    verdict = fmt::format("check that rank {} posts the matching {} with tag {}", op.peer,
+                          op.type == OpType::kSend ? "recv" : "send", op.tag);
+  } else if (health_) {
+    verdict = health_->Diagnose(op.seq, OpTypeName(op.type));
+  } else if (size_ > 1) {
+    verdict = "no store, so the stuck ranks cannot be named";
+  }
+  std::string what = fmt::format("{} {} on rank {} of {}: {}", Backend(), op.Describe(), rank_,
+                                 size_, detail);
+  if (!verdict.empty()) what += "; " + verdict;
+  std::exception_ptr error;
+  try {
+    ThrowError(kind, what);
+  } catch (...) {
+    error = std::current_exception();
+  }
+  std::lock_guard<std::mutex> lock(broken_mu_);
+  if (!broken_error_) {
+    broken_error_ = error;
+    broken_what_ = what;
+    broken_.store(true);
+    COHORT_ERROR(kColl, "{}", what);
+  }
+  return broken_error_;
+}
+
+std::exception_ptr Communicator::BrokenError() const {
+  std::lock_guard<std::mutex> lock(broken_mu_);
+  try {
+    throw PeerFailure(fmt::format("{} communicator is unusable after an earlier failure: {}",
+                                  Backend(), broken_what_));
+  } catch (...) {
+    return std::current_exception();
+  }
+}
+
+void Communicator::NotSupported(const Op& op, const std::string& why) const {
+  throw Unsupported(fmt::format("backend {} does not support {}{}{}", Backend(),
+                                OpTypeName(op.type), why.empty() ? "" : ": ", why));
+}
+
+void Communicator::OnWaitTimeout(Work& work) {
+  const Op& op = work.op();
+  work.Finish(Blame(op, ErrorKind::kTimeout,
+                    fmt::format("timed out after {:.1f} s", op.timeout.count() / 1000.0)));
+}
+
+}  // namespace cohort::collectives

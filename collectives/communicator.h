@@ -1,0 +1,127 @@
+// Communicator: a group of ranks and the operations between them. Every operation is
+// asynchronous and returns a Work. This class validates arguments (one-line errors saying how
+// to fix them), numbers the collectives, reports progress to the HealthMonitor and turns a
+// failure or timeout into an error that names the ranks to blame. Backends implement Submit().
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <memory>
+#include <mutex>
+#include <string>
+
+#include "collectives/health.h"
+#include "collectives/op.h"
+#include "collectives/store/store.h"
+#include "collectives/tensor_view.h"
+#include "collectives/work.h"
+#include "common/error.h"
+
+namespace cohort::collectives {
+
+// What every backend needs to start.
+struct CommConfig {
+  int rank = 0;
+  int size = 1;
+  // Rendezvous and health reports; may be null only for MPI, which bootstraps itself (then
+  // timeouts cannot name the stuck ranks).
+  std::shared_ptr<Store> store;
+  // Keys of this communicator live under "cohort/<run_id>/<restart>/comm/<name>/": two
+  // communicators of one job need different names, and each job (COHORT_RUN_ID) and restart
+  // (COHORT_RESTART) gets keys of its own on a shared store.
+  std::string name = "world";
+  std::string run_id = "default";
+  int restart = 0;
+  // Default timeout of each operation (COHORT_TIMEOUT, 300 s).
+  std::chrono::milliseconds timeout{300000};
+  // How long to wait for all ranks to join at creation.
+  std::chrono::milliseconds connect_timeout{60000};
+  // Heartbeat interval of the health monitor (COHORT_HEARTBEAT_INTERVAL, 0.5 s).
+  std::chrono::milliseconds heartbeat{500};
+  // Check that every rank calls the same operation with the same shape (COHORT_DEBUG_COLLECTIVES).
+  bool debug_checks = false;
+  // Reads COHORT_TIMEOUT, COHORT_STORE_TIMEOUT, COHORT_HEARTBEAT_INTERVAL,
+  // COHORT_DEBUG_COLLECTIVES, COHORT_RUN_ID and COHORT_RESTART.
+  static CommConfig FromEnv(int rank, int size, std::shared_ptr<Store> store);
+};
+
+class Communicator {
+ public:
+  explicit Communicator(const CommConfig& config);
+  virtual ~Communicator();
+  Communicator(const Communicator&) = delete;
+  Communicator& operator=(const Communicator&) = delete;
+
+  int Rank() const { return rank_; }
+  int Size() const { return size_; }
+  // "gloo", "mpi", "nccl", ...
+  virtual const char* Backend() const = 0;
+  // The device kind whose tensors this communicator moves.
+  virtual DeviceType Devices() const { return DeviceType::kCPU; }
+
+  // Reduces buf across ranks, in place.
+  WorkPtr AllReduce(TensorView buf, ReduceOp op, const OpOptions& opts = {});
+  // Reduces in across ranks into out (same dtype and count).
+  WorkPtr AllReduce(TensorView in, TensorView out, ReduceOp op, const OpOptions& opts = {});
+  // Copies root's buf to every rank's buf.
+  WorkPtr Broadcast(TensorView buf, int root, const OpOptions& opts = {});
+  // out = concatenation of every rank's in, in rank order; out.count = in.count * Size().
+  // In place when in is out's slice for this rank (in.data == out.data + Rank() * in.bytes()).
+  WorkPtr AllGather(TensorView in, TensorView out, const OpOptions& opts = {});
+  // Reduces in across ranks and leaves slice Rank() of the result in out;
+  // in.count = out.count * Size(). In place when out is in's slice for this rank.
+  WorkPtr ReduceScatter(TensorView in, TensorView out, ReduceOp op, const OpOptions& opts = {});
+  // Sends buf to rank dst; the matching Recv must use the same tag and size.
+  WorkPtr Send(TensorView buf, int dst, const OpOptions& opts = {});
+  // Receives into buf from rank src.
+  WorkPtr Recv(TensorView buf, int src, const OpOptions& opts = {});
+  // Completes on each rank once every rank has entered it.
+  WorkPtr Barrier(const OpOptions& opts = {});
+
+  // True after an operation failed or timed out: the group is out of step and every later
+  // operation fails at once with the first error.
+  bool IsBroken() const { return broken_.load(); }
+
+ protected:
+  // Starts op and returns its Work. op is valid and carries its sequence number and timeout.
+  virtual WorkPtr Submit(Op op) = 0;
+
+  // A Work whose Wait() timeout runs OnWaitTimeout().
+  WorkPtr NewWork(Op op);
+  // Backends call these around the execution of each op.
+  void OpStarted(Work& work);
+  void OpFinished(Work& work, std::exception_ptr error);
+  // Turns a backend failure into a typed error: kind plus the op, the backend's detail and the
+  // health monitor's verdict naming the ranks to blame. Marks the communicator broken.
+  std::exception_ptr Blame(const Op& op, ErrorKind kind, const std::string& detail);
+  // The error later operations fail with once the communicator is broken.
+  std::exception_ptr BrokenError() const;
+  // Throws Unsupported: "backend X does not support Y".
+  [[noreturn]] void NotSupported(const Op& op, const std::string& why = "") const;
+  // Called by Work::Wait() when its deadline passes; finishes the work with a Timeout. Backends
+  // that can abort a stuck operation (NCCL) override it and call the base.
+  virtual void OnWaitTimeout(Work& work);
+
+  const CommConfig& config() const { return config_; }
+  HealthMonitor* health() { return health_.get(); }
+  // Key prefix of this communicator on the store: "cohort/<run_id>/<restart>/comm/<name>".
+  std::string Scope() const;
+
+ private:
+  WorkPtr Start(Op op, const OpOptions& opts);
+  void CheckDevice(const TensorView& t, const char* what) const;
+  void CheckRank(int r, const char* what) const;
+
+  const CommConfig config_;
+  const int rank_;
+  const int size_;
+  std::unique_ptr<HealthMonitor> health_;
+  std::mutex seq_mu_;  // keeps seq order == submission order across threads
+  uint64_t next_seq_ = 1;
+  std::atomic<bool> broken_{false};
+  mutable std::mutex broken_mu_;
+  std::exception_ptr broken_error_;
+  std::string broken_what_;
+};
+
+}  // namespace cohort::collectives

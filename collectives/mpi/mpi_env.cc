@@ -1,0 +1,82 @@
+#include "collectives/mpi/mpi_env.h"
+
+#include <mpi.h>
+
+#include <atomic>
+#include <cstdlib>
+#include <mutex>
+
+#include <fmt/format.h>
+
+#include "common/check_mpi.h"
+#include "common/env.h"
+#include "common/log.h"
+
+namespace cohort::collectives {
+namespace {
+
+std::atomic<bool> g_stuck{false};
+bool g_we_initialized = false;
+
+const char* LevelName(int level) {
+  switch (level) {
+    case MPI_THREAD_SINGLE: return "MPI_THREAD_SINGLE";
+    case MPI_THREAD_FUNNELED: return "MPI_THREAD_FUNNELED";
+    case MPI_THREAD_SERIALIZED: return "MPI_THREAD_SERIALIZED";
+    case MPI_THREAD_MULTIPLE: return "MPI_THREAD_MULTIPLE";
+  }
+  return "unknown";
+}
+
+void FinalizeAtExit() {
+  int finalized = 0;
+  MPI_Finalized(&finalized);
+  if (finalized) return;
+  if (g_stuck.load()) {
+    // A worker thread is blocked in a collective that will never complete; MPI_Finalize would
+    // block too. End the whole job so that mpirun (and a launcher) sees the failure.
+    MPI_Abort(MPI_COMM_WORLD, 1);
+  }
+  if (g_we_initialized) MPI_Finalize();
+}
+
+}  // namespace
+
+bool MpiEnv::Launched() {
+  int initialized = 0;
+  MPI_Initialized(&initialized);
+  return initialized || env::kOmpiSize.IsSet() || std::getenv("PMIX_RANK") != nullptr;
+}
+
+void MpiEnv::Ensure() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    int initialized = 0;
+    COHORT_CHECK_MPI(MPI_Initialized(&initialized));
+    int provided = MPI_THREAD_SINGLE;
+    if (!initialized) {
+      COHORT_CHECK_MPI(MPI_Init_thread(nullptr, nullptr, MPI_THREAD_SERIALIZED, &provided));
+      g_we_initialized = true;
+    } else {
+      COHORT_CHECK_MPI(MPI_Query_thread(&provided));
+    }
+    std::atexit(FinalizeAtExit);
+    if (provided < MPI_THREAD_SERIALIZED) {
+      throw Unavailable(fmt::format(
+          "MPI provides only {}; cohort runs MPI calls on a worker thread and needs "
+          "MPI_THREAD_SERIALIZED (initialize MPI with MPI_Init_thread, or let cohort do it)",
+          LevelName(provided)));
+    }
+  });
+}
+
+void MpiEnv::MarkStuck() { g_stuck.store(true); }
+
+bool MpiEnv::Stuck() { return g_stuck.load(); }
+
+void MpiEnv::Abort(int code) {
+  MPI_Abort(MPI_COMM_WORLD, code);
+  std::_Exit(code);
+}
+
+}  // namespace cohort::collectives

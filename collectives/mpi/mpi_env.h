@@ -1,0 +1,24 @@
+// The process-wide MPI state: initialized once, at the thread level cohort needs, and at exit
+// finalized, or aborted when an operation is stuck inside MPI (a hung peer), since
+// MPI_Finalize would then wait forever.
+#pragma once
+
+#include <string>
+
+namespace cohort::collectives {
+
+class MpiEnv {
+ public:
+  // True when this process was started by mpirun (or MPI is already initialized).
+  static bool Launched();
+  // Initializes MPI with MPI_THREAD_SERIALIZED unless the program already did; throws
+  // Unavailable if MPI was initialized at a lower thread level than cohort needs.
+  static void Ensure();
+  // Records that an operation is stuck in MPI: at exit, MPI_Abort replaces MPI_Finalize.
+  static void MarkStuck();
+  static bool Stuck();
+  // Terminates every process of the MPI job with code (MPI_Abort).
+  [[noreturn]] static void Abort(int code);
+};
+
+}  // namespace cohort::collectives

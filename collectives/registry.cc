@@ -1,0 +1,98 @@
+#include "collectives/registry.h"
+
+#include <fmt/format.h>
+
+#include "collectives/config.h"
+#include "common/log.h"
+
+#if COHORT_HAVE_GLOO
+#include "collectives/gloo/gloo_communicator.h"
+#endif
+#if COHORT_HAVE_MPI
+#include "collectives/mpi/mpi_communicator.h"
+#endif
+#if COHORT_HAVE_NCCL
+#include "collectives/nccl/nccl_communicator.h"
+#endif
+
+namespace cohort::collectives {
+namespace {
+
+template <typename T>
+std::unique_ptr<Communicator> Make(const CommConfig& config) {
+  return std::make_unique<T>(config);
+}
+
+}  // namespace
+
+const std::vector<BackendEntry>& Backends() {
+  static const std::vector<BackendEntry> backends = {
+#if COHORT_HAVE_NCCL
+      {"nccl",
+       [](const CommConfig& c, DeviceType d) {
+         if (d != DeviceType::kCUDA) return std::string("nccl moves CUDA tensors only");
+         return NcclCommunicator::UnavailableReason(c);
+       },
+       &Make<NcclCommunicator>},
+#endif
+#if COHORT_HAVE_MPI
+      {"mpi",
+       [](const CommConfig& c, DeviceType d) {
+         if (d != DeviceType::kCPU) return std::string("mpi here moves CPU tensors only");
+         return MpiCommunicator::UnavailableReason(c);
+       },
+       &Make<MpiCommunicator>},
+#endif
+#if COHORT_HAVE_GLOO
+      {"gloo",
+       [](const CommConfig& c, DeviceType d) {
+         if (d != DeviceType::kCPU) return std::string("gloo here moves CPU tensors only");
+         return GlooCommunicator::UnavailableReason(c);
+       },
+       &Make<GlooCommunicator>},
+#endif
+  };
+  return backends;
+}
+
+std::string BackendNames() {
+  std::string names;
+  for (const auto& b : Backends()) names += (names.empty() ? "" : ", ") + std::string(b.name);
+  return names;
+}
+
+std::unique_ptr<Communicator> CreateCommunicator(const std::string& backend,
+                                                 const CommConfig& config, DeviceType devices) {
+  if (backend != "auto") {
+    for (const auto& b : Backends()) {
+      if (backend != b.name) continue;
+      if (auto why = b.unavailable(config, devices); !why.empty()) {
+        throw Unavailable(fmt::format("backend {} cannot run: {}", backend, why));
+      }
+      return b.create(config);
+    }
+    throw InvalidArgument(fmt::format("unknown or not built backend '{}'; this build has: {}, "
+                                      "or auto",
+                                      backend, BackendNames()));
+  }
+  std::string reasons;
+  for (const auto& b : Backends()) {
+    std::string why = b.unavailable(config, devices);
+    if (why.empty()) {
+      try {
+        auto comm = b.create(config);
+        if (!reasons.empty()) COHORT_INFO(kColl, "backend auto chose {} ({})", b.name, reasons);
+        return comm;
+      } catch (const cohort::Timeout&) {
+        throw;  // peers are waiting on this backend; switching now would strand them
+      } catch (const std::exception& e) {
+        why = fmt::format("failed to start: {}", e.what());
+        COHORT_WARN(kColl, "backend {} {}; trying the next one", b.name, why);
+      }
+    }
+    reasons += fmt::format("{}{}: {}", reasons.empty() ? "" : "; ", b.name, why);
+  }
+  throw Unavailable(fmt::format("no backend can run: {}", reasons));
+}
+
+}  // namespace cohort::collectives

@@ -1,0 +1,45 @@
+#include "collectives/rendezvous.h"
+
+#include <chrono>
+#include <vector>
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include "common/error.h"
+
+namespace cohort::collectives {
+
+void JoinGroup(Store& store, const std::string& scope, int rank, int size,
+               std::chrono::milliseconds timeout, const std::string& what) {
+  const std::string prefix = scope + "/join/";
+  // A key that is already there belongs to an earlier group under the same name: its addresses
+  // and ids are stale, and using them fails in obscure ways. Refuse, saying how to fix it.
+  const std::string nonce = std::to_string(std::chrono::steady_clock::now().time_since_epoch().count());
+  if (store.CompareSet(prefix + std::to_string(rank), "", nonce) != nonce) {
+    throw InvalidArgument(fmt::format(
+        "{}: rank {} already joined '{}' on this store: an earlier job or communicator used the "
+        "same run id and name; give each job its own COHORT_RUN_ID (and each communicator its "
+        "own name), or restart the store",
+        what, rank, scope));
+  }
+  std::vector<std::string> keys;
+  keys.reserve(size);
+  for (int r = 0; r < size; ++r) keys.push_back(prefix + std::to_string(r));
+  try {
+    store.Wait(keys, timeout);
+  } catch (const cohort::Timeout&) {
+    auto present = store.List(prefix);
+    std::vector<int> missing;
+    for (int r = 0; r < size; ++r) {
+      if (!present.count(prefix + std::to_string(r))) missing.push_back(r);
+    }
+    throw cohort::Timeout(fmt::format(
+        "{}: rank{} {} of {} never joined within {:.1f} s; check that every worker started and "
+        "that all use the same store address and run id",
+        what, missing.size() == 1 ? "" : "s", fmt::join(missing, ","), size,
+        timeout.count() / 1000.0));
+  }
+}
+
+}  // namespace cohort::collectives

@@ -1,0 +1,279 @@
+// One rank of a real multi-process world, started by multiproc_test (directly, or by mpirun).
+// Modes:
+//   matrix    every op x dtype x count, each result checked against expected_values.h
+//   hang      rank --victim stops calling collectives at op --at (sleeps); others must time out
+//   kill      rank --victim SIGKILLs itself in the middle of op --at; others must fail
+//   mismatch  rank 0 passes 7 elements, the others 9
+// Exit codes: 0 all checks passed, 1 a value was wrong, 3 an operation threw (message on stderr).
+#include <signal.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <thread>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+
+#include "collectives/communicator.h"
+#include "collectives/registry.h"
+#include "collectives/store/store_from_env.h"
+#include "common/env.h"
+#include "common/log.h"
+#include "common/world.h"
+#include "tests/collectives/expected_values.h"
+
+namespace cohort::testing {
+namespace {
+
+using namespace collectives;
+
+struct Options {
+  std::string backend = "gloo";
+  std::string mode = "matrix";
+  std::vector<size_t> counts = {0, 1, 7, 1031};
+  std::vector<std::string> dtypes = {"f32", "f64", "f16", "bf16", "i32", "i64", "u8"};
+  int victim = -1;
+  int at = 3;
+};
+
+class Checker {
+ public:
+  Checker(Communicator& comm, Store* store) : comm_(comm), store_(store) {}
+
+  int failures() const { return failures_; }
+  int checks() const { return checks_; }
+
+  void RunAll(DType dtype, size_t n) {
+    const int size = comm_.Size();
+    in_.assign(n * size * ElementSize(dtype) + 8, 0);
+    out_.assign(n * size * ElementSize(dtype) + 8, 0);
+    for (ReduceOp op : kAllReduceOps) AllReduce(dtype, n, op, false);
+    AllReduce(dtype, n, ReduceOp::kSum, true);
+    AllReduce(dtype, n, ReduceOp::kAvg, true);
+    Broadcast(dtype, n);
+    AllGather(dtype, n, false);
+    AllGather(dtype, n, true);
+    for (ReduceOp op : kAllReduceOps) ReduceScatter(dtype, n, op, false);
+    ReduceScatter(dtype, n, ReduceOp::kSum, true);
+    ReduceScatter(dtype, n, ReduceOp::kMax, true);
+    if (size > 1) SendRecvRing(dtype, n);
+    AsyncBatch(dtype, n);
+    Barrier();
+  }
+
+ private:
+  void Fill(DType dtype, void* buf, int r, size_t n, size_t offset = 0) {
+    for (size_t i = 0; i < n; ++i) StoreExact(dtype, buf, i, InputValue(dtype, r, offset + i, k_));
+  }
+
+  void Expect(bool ok, const std::string& what) {
+    ++checks_;
+    if (!ok && failures_++ < 20) fmt::print(stderr, "rank {} FAIL {}\n", comm_.Rank(), what);
+  }
+
+  // Checks n elements of buf against want(i); reports the first mismatch only.
+  template <typename F>
+  void ExpectAll(const std::string& what, DType dtype, ReduceOp op, const void* buf, size_t n,
+                 F want) {
+    for (size_t i = 0; i < n; ++i) {
+      const double got = Load(dtype, buf, i), w = want(i);
+      if (!Close(dtype, op, got, w)) {
+        Expect(false, fmt::format("{} {}[{}] element {}: got {} want {}", what, DTypeName(dtype),
+                                  n, i, got, w));
+        return;
+      }
+    }
+    Expect(true, what);
+  }
+
+  void ExpectInputUntouched(const std::string& what, DType dtype, size_t n, size_t offset = 0) {
+    const int r = comm_.Rank();
+    const int k = k_;
+    ExpectAll(what + " left its input alone", dtype, ReduceOp::kSum, in_.data(), n,
+              [&](size_t i) { return InputValue(dtype, r, offset + i, k); });
+  }
+
+  void AllReduce(DType dtype, size_t n, ReduceOp op, bool in_place) {
+    ++k_;
+    const int k = k_, size = comm_.Size();
+    Fill(dtype, in_.data(), comm_.Rank(), n);
+    TensorView in(in_.data(), n, dtype), out(out_.data(), n, dtype);
+    comm_.AllReduce(in, in_place ? in : out, op)->Wait();
+    const std::string what = fmt::format("allreduce {} {}", ReduceOpName(op),
+                                          in_place ? "in-place" : "out-of-place");
+    ExpectAll(what, dtype, op, in_place ? in_.data() : out_.data(), n,
+              [&](size_t i) { return Expected(dtype, op, size, i, k); });
+    if (!in_place) ExpectInputUntouched(what, dtype, n);
+  }
+
+  void Broadcast(DType dtype, size_t n) {
+    ++k_;
+    const int k = k_, root = k_ % comm_.Size();
+    Fill(dtype, in_.data(), comm_.Rank(), n);
+    comm_.Broadcast(TensorView(in_.data(), n, dtype), root)->Wait();
+    ExpectAll(fmt::format("broadcast from {}", root), dtype, ReduceOp::kSum, in_.data(), n,
+              [&](size_t i) { return InputValue(dtype, root, i, k); });
+  }
+
+  void AllGather(DType dtype, size_t n, bool in_place) {
+    ++k_;
+    const int k = k_, size = comm_.Size(), r = comm_.Rank();
+    const size_t es = ElementSize(dtype);
+    TensorView out(out_.data(), n * size, dtype);
+    TensorView in = in_place ? out.Slice(r * n, n) : TensorView(in_.data(), n, dtype);
+    Fill(dtype, in.data, r, n);
+    comm_.AllGather(in, out)->Wait();
+    (void)es;
+    ExpectAll(in_place ? "allgather in-place" : "allgather out-of-place", dtype, ReduceOp::kSum,
+              out_.data(), n * size,
+              [&](size_t i) { return InputValue(dtype, static_cast<int>(i / std::max<size_t>(n, 1)),
+                                                i % std::max<size_t>(n, 1), k); });
+    if (!in_place) ExpectInputUntouched("allgather", dtype, n);
+  }
+
+  void ReduceScatter(DType dtype, size_t n, ReduceOp op, bool in_place) {
+    ++k_;
+    const int k = k_, size = comm_.Size(), r = comm_.Rank();
+    Fill(dtype, in_.data(), r, n * size);
+    TensorView in(in_.data(), n * size, dtype);
+    TensorView out = in_place ? in.Slice(r * n, n) : TensorView(out_.data(), n, dtype);
+    comm_.ReduceScatter(in, out, op)->Wait();
+    const std::string what = fmt::format("reducescatter {} {}", ReduceOpName(op),
+                                          in_place ? "in-place" : "out-of-place");
+    ExpectAll(what, dtype, op, out.data, n,
+              [&](size_t i) { return Expected(dtype, op, size, r * n + i, k); });
+    if (!in_place) ExpectInputUntouched(what, dtype, n * size);
+  }
+
+  void SendRecvRing(DType dtype, size_t n) {
+    ++k_;
+    const int k = k_, size = comm_.Size(), r = comm_.Rank();
+    const int right = (r + 1) % size, left = (r + size - 1) % size;
+    Fill(dtype, in_.data(), r, n);
+    OpOptions opts;
+    opts.tag = 7;
+    auto recv = comm_.Recv(TensorView(out_.data(), n, dtype), left, opts);
+    auto send = comm_.Send(TensorView(in_.data(), n, dtype), right, opts);
+    send->Wait();
+    recv->Wait();
+    ExpectAll(fmt::format("recv from {}", left), dtype, ReduceOp::kSum, out_.data(), n,
+              [&](size_t i) { return InputValue(dtype, left, i, k); });
+  }
+
+  // Several operations in flight at once, waited for out of order.
+  void AsyncBatch(DType dtype, size_t n) {
+    const int size = comm_.Size(), r = comm_.Rank();
+    std::vector<std::vector<char>> bufs(3, std::vector<char>(n * ElementSize(dtype) + 8));
+    std::vector<WorkPtr> works;
+    const int k0 = k_ + 1;
+    for (int j = 0; j < 3; ++j) {
+      ++k_;
+      Fill(dtype, bufs[j].data(), r, n);
+      works.push_back(comm_.AllReduce(TensorView(bufs[j].data(), n, dtype), ReduceOp::kMax));
+    }
+    for (int j = 2; j >= 0; --j) works[j]->Wait();
+    for (int j = 0; j < 3; ++j) {
+      ExpectAll(fmt::format("async allreduce {} of 3", j), dtype, ReduceOp::kMax,
+                bufs[j].data(), n,
+                [&](size_t i) { return Expected(dtype, ReduceOp::kMax, size, i, k0 + j); });
+    }
+  }
+
+  // After a barrier every rank must have announced its arrival before it.
+  void Barrier() {
+    ++k_;
+    const std::string prefix = fmt::format("test/barrier/{}/", k_);
+    if (store_) store_->Set(prefix + std::to_string(comm_.Rank()), "1");
+    comm_.Barrier()->Wait();
+    if (store_) {
+      Expect(store_->List(prefix).size() == static_cast<size_t>(comm_.Size()),
+             fmt::format("barrier {}: not every rank had arrived", k_));
+    }
+  }
+
+  Communicator& comm_;
+  Store* store_;
+  std::vector<char> in_, out_;
+  int k_ = 0;
+  int failures_ = 0;
+  int checks_ = 0;
+};
+
+int RunMatrix(Communicator& comm, Store* store, const Options& o) {
+  Checker c(comm, store);
+  const auto t0 = std::chrono::steady_clock::now();
+  for (size_t n : o.counts) {
+    for (const auto& d : o.dtypes) c.RunAll(ParseDType(d), n);
+  }
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  fmt::print("rank {} of {} ({}): {} checks, {} failed, {:.2f} s\n", comm.Rank(), comm.Size(),
+             comm.Backend(), c.checks(), c.failures(), secs);
+  return c.failures() ? 1 : 0;
+}
+
+// A loop of small all-reduces; the victim stops (hang) or dies (kill) at op `at`.
+int RunFault(Communicator& comm, const Options& o) {
+  std::vector<float> buf(1 << 20, 1.0f);
+  for (int i = 1; i <= o.at + 2; ++i) {
+    if (comm.Rank() == o.victim && i == o.at) {
+      if (o.mode == "hang") {
+        fmt::print("rank {} hangs before op {}\n", comm.Rank(), i);
+        std::fflush(stdout);
+        std::this_thread::sleep_for(std::chrono::minutes(10));
+      } else {
+        auto w = comm.AllReduce(TensorView(buf.data(), buf.size(), DType::kFloat32),
+                                ReduceOp::kSum);
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+        ::kill(::getpid(), SIGKILL);
+      }
+    }
+    comm.AllReduce(TensorView(buf.data(), buf.size(), DType::kFloat32), ReduceOp::kSum)->Wait();
+  }
+  return 0;
+}
+
+int RunMismatch(Communicator& comm) {
+  std::vector<float> buf(9, 1.0f);
+  const size_t n = comm.Rank() == 0 ? 7 : 9;
+  comm.AllReduce(TensorView(buf.data(), n, DType::kFloat32), ReduceOp::kSum)->Wait();
+  comm.Barrier()->Wait();
+  return 0;
+}
+
+int Main(int argc, char** argv) {
+  Options o;
+  CLI::App app{"cohort collectives test worker"};
+  app.add_option("--backend", o.backend);
+  app.add_option("--mode", o.mode)->check(CLI::IsMember({"matrix", "hang", "kill", "mismatch"}));
+  app.add_option("--counts", o.counts)->delimiter(',');
+  app.add_option("--dtypes", o.dtypes)->delimiter(',');
+  app.add_option("--victim", o.victim);
+  app.add_option("--at", o.at);
+  CLI11_PARSE(app, argc, argv);
+
+  const World world = DetectWorld();
+  log::SetRank(world.rank);
+  std::shared_ptr<Store> store;
+  if (env::kStore.IsSet() || env::kMasterAddr.IsSet()) store = ConnectStoreFromEnv();
+  auto comm = CreateCommunicator(o.backend, CommConfig::FromEnv(world.rank, world.size, store));
+  if (o.mode == "matrix") return RunMatrix(*comm, store.get(), o);
+  if (o.mode == "mismatch") return RunMismatch(*comm);
+  return RunFault(*comm, o);
+}
+
+}  // namespace
+}  // namespace cohort::testing
+
+int main(int argc, char** argv) {
+  try {
+    return cohort::testing::Main(argc, argv);
+  } catch (const cohort::Error& e) {
+    fmt::print(stderr, "ERROR [{}] {}\n", cohort::ErrorKindName(e.kind()), e.what());
+    return 3;
+  } catch (const std::exception& e) {
+    fmt::print(stderr, "ERROR [exception] {}\n", e.what());
+    return 3;
+  }
+}

@@ -1,0 +1,354 @@
+// In-process tests of the collectives layer: kernels, Work, argument checks, the health monitor,
+// the registry, and Gloo with ranks as threads over a MemoryStore (Gloo's own BaseTest style).
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <thread>
+
+#include "collectives/communicator.h"
+#include "collectives/config.h"
+#include "collectives/health.h"
+#include "collectives/reduce.h"
+#include "collectives/registry.h"
+#include "collectives/store/memory_store.h"
+#include "common/half.h"
+#include "tests/collectives/expected_values.h"
+
+namespace cohort::testing {
+namespace {
+
+using namespace collectives;
+using namespace std::chrono_literals;
+
+// ---- 16-bit floats ----
+
+TEST(Half, EveryBinary16RoundTripsThroughFloat) {
+  for (uint32_t h = 0; h < 65536; ++h) {
+    const float f = HalfToFloat(static_cast<uint16_t>(h));
+    const double want = Load(DType::kFloat16, &h, 0);  // the test's own decoder
+    if (std::isnan(want)) {
+      EXPECT_TRUE(std::isnan(f)) << h;
+      continue;
+    }
+    ASSERT_EQ(static_cast<double>(f), want) << "half bits " << h;
+    ASSERT_EQ(FloatToHalf(f), h) << "half bits " << h;
+  }
+}
+
+TEST(Half, FloatToHalfRoundsToNearestEven) {
+  // Between 1 and the next half (1 + 2^-10): the midpoint rounds to even (1), above it up.
+  EXPECT_EQ(FloatToHalf(1.0f + std::ldexp(1.0f, -11)), 0x3c00);
+  EXPECT_EQ(FloatToHalf(1.0f + 3 * std::ldexp(1.0f, -11)), 0x3c02);
+  EXPECT_EQ(FloatToHalf(1.0f + std::ldexp(1.0f, -11) + std::ldexp(1.0f, -20)), 0x3c01);
+  EXPECT_EQ(FloatToHalf(65504.0f), 0x7bff);       // largest finite
+  EXPECT_EQ(FloatToHalf(65520.0f), 0x7c00);       // rounds to infinity
+  EXPECT_EQ(FloatToHalf(std::ldexp(1.0f, -24)), 0x0001);  // smallest subnormal
+  EXPECT_EQ(FloatToHalf(std::ldexp(1.0f, -26)), 0x0000);  // below half of it: zero
+  EXPECT_EQ(FloatToHalf(-0.0f), 0x8000);
+  EXPECT_EQ(FloatToHalf(NAN) & 0x7e00, 0x7e00);
+}
+
+TEST(Half, BFloat16RoundsToNearestEven) {
+  EXPECT_EQ(FloatToBFloat16(1.0f), 0x3f80);
+  EXPECT_EQ(FloatToBFloat16(1.0f + std::ldexp(1.0f, -8)), 0x3f80);          // tie to even
+  EXPECT_EQ(FloatToBFloat16(1.0f + 3 * std::ldexp(1.0f, -8)), 0x3f82);      // tie to even
+  EXPECT_EQ(FloatToBFloat16(1.0f + std::ldexp(1.0f, -8) + std::ldexp(1.0f, -20)), 0x3f81);
+  EXPECT_EQ(BFloat16ToFloat(0x4049), 3.140625f);
+  EXPECT_TRUE(std::isnan(BFloat16ToFloat(FloatToBFloat16(NAN))));
+}
+
+// ---- reduction kernels ----
+
+TEST(Reduce, EveryOpAndDtypeMatchesTheReference) {
+  for (DType dtype : kAllDTypes) {
+    for (ReduceOp op : kAllReduceOps) {
+      const size_t n = 1031;  // prime, not a multiple of any vector width
+      const size_t es = ElementSize(dtype);
+      std::vector<char> a(n * es), b(n * es), out(n * es);
+      for (size_t i = 0; i < n; ++i) {
+        StoreExact(dtype, a.data(), i, InputValue(dtype, 0, i, 1));
+        StoreExact(dtype, b.data(), i, InputValue(dtype, 1, i, 1));
+      }
+      ReduceInto(op, dtype, out.data(), a.data(), b.data(), n);
+      if (op == ReduceOp::kAvg) FinishAverage(dtype, out.data(), n, 2);
+      for (size_t i = 0; i < n; ++i) {
+        const double want = Expected(dtype, op, 2, i, 1);
+        ASSERT_TRUE(Close(dtype, op, Load(dtype, out.data(), i), want))
+            << DTypeName(dtype) << " " << ReduceOpName(op) << " at " << i << ": got "
+            << Load(dtype, out.data(), i) << " want " << want;
+      }
+    }
+  }
+}
+
+TEST(Reduce, HalfSumsAreRoundedNotTruncated) {
+  // Fractions survive: the arithmetic happens in float, never on the raw 16-bit integers.
+  uint16_t a = FloatToHalf(1.5f), b = FloatToHalf(0.25f), out = 0;
+  ReduceInto(ReduceOp::kSum, DType::kFloat16, &out, &a, &b, 1);
+  EXPECT_EQ(HalfToFloat(out), 1.75f);
+  uint16_t x = FloatToBFloat16(0.1f), y = FloatToBFloat16(0.2f), z = 0;
+  ReduceInto(ReduceOp::kSum, DType::kBFloat16, &z, &x, &y, 1);
+  EXPECT_NEAR(BFloat16ToFloat(z), 0.3f, 0.002f);
+  uint16_t h = FloatToHalf(7.0f);
+  FinishAverage(DType::kFloat16, &h, 1, 2);
+  EXPECT_EQ(HalfToFloat(h), 3.5f);
+  int32_t i = -7;
+  FinishAverage(DType::kInt32, &i, 1, 2);
+  EXPECT_EQ(i, -3);  // toward zero, as C++ and NCCL do
+}
+
+// ---- Work ----
+
+TEST(Work, WaitRethrowsTheStoredError) {
+  Work w(Op{}, nullptr);
+  EXPECT_FALSE(w.IsCompleted());
+  EXPECT_TRUE(w.Finish(std::make_exception_ptr(PeerFailure("boom"))));
+  EXPECT_FALSE(w.Finish());  // once only
+  EXPECT_TRUE(w.IsCompleted());
+  EXPECT_FALSE(w.IsSuccess());
+  EXPECT_THROW(w.Wait(), PeerFailure);
+}
+
+TEST(Work, WaitTimeoutRunsTheHandler) {
+  Op op;
+  op.timeout = 50ms;
+  bool called = false;
+  Work w(op, [&](Work& self) {
+    called = true;
+    self.Finish(std::make_exception_ptr(Timeout("named the culprit")));
+  });
+  auto t0 = std::chrono::steady_clock::now();
+  try {
+    w.Wait();
+    FAIL() << "Wait returned";
+  } catch (const Timeout& e) {
+    EXPECT_STREQ(e.what(), "named the culprit");
+  }
+  EXPECT_TRUE(called);
+  EXPECT_GE(std::chrono::steady_clock::now() - t0, 50ms);
+}
+
+TEST(Work, FinishFromAnotherThreadWakesTheWaiter) {
+  Op op;
+  op.timeout = 5s;
+  Work w(op, nullptr);
+  std::thread t([&] {
+    std::this_thread::sleep_for(20ms);
+    w.MarkStarted();
+    w.Finish();
+  });
+  w.Wait();
+  t.join();
+  EXPECT_TRUE(w.IsSuccess());
+  EXPECT_GT(w.Duration().count(), 0);
+}
+
+// ---- ranks as threads over one MemoryStore ----
+
+// Runs fn(rank, comm) on `size` threads, each with its own Gloo communicator.
+void RunRanks(int size, const std::function<void(int, Communicator&)>& fn,
+              std::function<void(CommConfig&)> tweak = nullptr) {
+  auto store = std::make_shared<MemoryStore>();
+  std::vector<std::thread> threads;
+  std::vector<std::exception_ptr> errors(size);
+  for (int r = 0; r < size; ++r) {
+    threads.emplace_back([&, r] {
+      try {
+        CommConfig c;
+        c.rank = r;
+        c.size = size;
+        c.store = store;
+        c.timeout = 10s;
+        c.heartbeat = 100ms;
+        if (tweak) tweak(c);
+        auto comm = CreateCommunicator("gloo", c);
+        fn(r, *comm);
+      } catch (...) {
+        errors[r] = std::current_exception();
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  for (auto& e : errors) {
+    if (e) std::rethrow_exception(e);
+  }
+}
+
+#if COHORT_HAVE_GLOO
+class ThreadRanks : public ::testing::TestWithParam<std::tuple<int, size_t>> {};
+
+TEST_P(ThreadRanks, AllReduceEveryDtypeAndOp) {
+  const auto [size, n] = GetParam();
+  RunRanks(size, [n = n](int r, Communicator& comm) {
+    int k = 0;
+    for (DType dtype : kAllDTypes) {
+      for (ReduceOp op : kAllReduceOps) {
+        ++k;
+        std::vector<char> buf(n * ElementSize(dtype) + 1);
+        for (size_t i = 0; i < n; ++i) StoreExact(dtype, buf.data(), i, InputValue(dtype, r, i, k));
+        comm.AllReduce(TensorView(buf.data(), n, dtype), op)->Wait();
+        for (size_t i = 0; i < n; ++i) {
+          const double want = Expected(dtype, op, comm.Size(), i, k);
+          ASSERT_TRUE(Close(dtype, op, Load(dtype, buf.data(), i), want))
+              << DTypeName(dtype) << " " << ReduceOpName(op) << " i=" << i;
+        }
+      }
+    }
+  });
+}
+
+TEST_P(ThreadRanks, ReduceScatterAndAllGatherInvertEachOther) {
+  const auto [size, n] = GetParam();
+  RunRanks(size, [n = n](int r, Communicator& comm) {
+    const int s = comm.Size();
+    std::vector<float> full(n * s), part(n), back(n * s);
+    for (size_t i = 0; i < full.size(); ++i) full[i] = static_cast<float>(i % 13) + r;
+    comm.ReduceScatter(TensorView(full.data(), full.size(), DType::kFloat32),
+                       TensorView(part.data(), n, DType::kFloat32), ReduceOp::kSum)
+        ->Wait();
+    comm.AllGather(TensorView(part.data(), n, DType::kFloat32),
+                   TensorView(back.data(), back.size(), DType::kFloat32))
+        ->Wait();
+    for (size_t i = 0; i < back.size(); ++i) {
+      ASSERT_EQ(back[i], s * static_cast<float>(i % 13) + s * (s - 1) / 2.0f) << i;
+    }
+  });
+}
+
+INSTANTIATE_TEST_SUITE_P(Sizes, ThreadRanks,
+                         ::testing::Combine(::testing::Values(1, 2, 3, 4),
+                                            ::testing::Values(size_t{0}, size_t{1}, size_t{7},
+                                                              size_t{1031}, size_t{300007})));
+
+TEST(Validation, BadArgumentsGetOneLineFixes) {
+  RunRanks(1, [](int, Communicator& comm) {
+    std::vector<float> a(8), b(7);
+    auto expect_invalid = [](const std::function<void()>& f, const std::string& needle) {
+      try {
+        f();
+        FAIL() << "no error; expected one mentioning " << needle;
+      } catch (const InvalidArgument& e) {
+        const std::string what = e.what();
+        EXPECT_NE(what.find(needle), std::string::npos) << what;
+        EXPECT_EQ(what.find('\n'), std::string::npos) << what;
+      }
+    };
+    expect_invalid([&] {
+      comm.AllReduce(TensorView(a.data(), 8, DType::kFloat32),
+                     TensorView(b.data(), 7, DType::kFloat32), ReduceOp::kSum);
+    }, "same dtype and element count");
+    expect_invalid([&] { comm.Broadcast(TensorView(a.data(), 8, DType::kFloat32), 3); },
+                   "root rank 3 is outside the world of 1");
+    expect_invalid([&] {
+      comm.AllGather(TensorView(a.data(), 8, DType::kFloat32),
+                     TensorView(b.data(), 7, DType::kFloat32));
+    }, "must hold in");
+    expect_invalid([&] {
+      comm.AllReduce(TensorView(a.data(), 8, DType::kFloat32, Device{DeviceType::kCUDA, 0}),
+                     ReduceOp::kSum);
+    }, "the nccl backend");
+    expect_invalid([&] { comm.AllReduce(TensorView(nullptr, 8, DType::kFloat32), ReduceOp::kSum); },
+                   "null data pointer");
+    EXPECT_THROW(ParseDType("float8"), InvalidArgument);
+    EXPECT_THROW(ParseReduceOp("xor"), InvalidArgument);
+  });
+}
+
+TEST(Validation, ConfigErrors) {
+  CommConfig c;
+  c.rank = 4;
+  c.size = 4;
+  c.store = std::make_shared<MemoryStore>();
+  EXPECT_THROW(CreateCommunicator("gloo", c), InvalidArgument);
+  c.rank = 0;
+  EXPECT_THROW(CreateCommunicator("carrier-pigeon", c), InvalidArgument);
+  c.store = nullptr;
+  try {
+    CreateCommunicator("gloo", c);
+    FAIL();
+  } catch (const Unavailable& e) {
+    EXPECT_NE(std::string(e.what()).find("COHORT_STORE"), std::string::npos) << e.what();
+  }
+}
+
+TEST(Registry, AutoPicksGlooWithoutMpirun) {
+  if (getenv("OMPI_COMM_WORLD_SIZE")) GTEST_SKIP() << "running under mpirun";
+  RunRanks(2, [](int, Communicator& comm) { EXPECT_STREQ(comm.Backend(), "gloo"); },
+           nullptr);
+  CommConfig c;
+  c.store = std::make_shared<MemoryStore>();
+  auto comm = CreateCommunicator("auto", c);
+  EXPECT_STREQ(comm->Backend(), "gloo");
+#if COHORT_HAVE_MPI
+  try {
+    CreateCommunicator("mpi", c);
+    FAIL();
+  } catch (const Unavailable& e) {
+    EXPECT_NE(std::string(e.what()).find("mpirun"), std::string::npos) << e.what();
+  }
+#endif
+}
+
+TEST(Failures, OpsAfterAFailureFailFast) {
+  // Rank 1 never calls the second all-reduce: rank 0 times out naming it, then is broken.
+  RunRanks(2, [](int r, Communicator& comm) {
+    float x = 1;
+    comm.AllReduce(TensorView(&x, 1, DType::kFloat32), ReduceOp::kSum)->Wait();
+    if (r == 1) {
+      std::this_thread::sleep_for(2500ms);
+      return;
+    }
+    OpOptions o;
+    o.timeout = 1s;
+    try {
+      comm.AllReduce(TensorView(&x, 1, DType::kFloat32), ReduceOp::kSum, o)->Wait();
+      FAIL() << "no timeout";
+    } catch (const Timeout& e) {
+      EXPECT_NE(std::string(e.what()).find("rank 1 never reached it"), std::string::npos)
+          << e.what();
+    }
+    EXPECT_TRUE(comm.IsBroken());
+    auto t0 = std::chrono::steady_clock::now();
+    EXPECT_THROW(comm.Barrier()->Wait(), PeerFailure);
+    EXPECT_LT(std::chrono::steady_clock::now() - t0, 100ms);
+  });
+}
+#endif  // COHORT_HAVE_GLOO
+
+// ---- the health monitor on its own ----
+
+TEST(Health, NamesRanksBehindAndSilent) {
+  auto store = std::make_shared<MemoryStore>();
+  auto m0 = std::make_unique<HealthMonitor>(store, "t", 0, 4, 50ms);
+  auto m1 = std::make_unique<HealthMonitor>(store, "t", 1, 4, 50ms);
+  auto m2 = std::make_unique<HealthMonitor>(store, "t", 2, 4, 50ms);
+  m0->Started(5, "allreduce");
+  m1->Started(4, "broadcast");  // behind
+  m2->Started(5, "allreduce");
+  std::this_thread::sleep_for(100ms);
+  m2.reset();  // rank 2 dies: its heartbeat stops
+  // rank 3 never reports at all
+  auto v = m0->Inspect(5, "allreduce");
+  EXPECT_EQ(v.behind, std::vector<int>{1});
+  EXPECT_EQ(v.silent, std::vector<int>{2});
+  EXPECT_EQ(v.missing, std::vector<int>{3});
+  EXPECT_NE(v.text.find("rank 1 never reached it (its last collective was #4 broadcast)"),
+            std::string::npos)
+      << v.text;
+  EXPECT_NE(v.text.find("rank 2 stopped responding"), std::string::npos) << v.text;
+  EXPECT_NE(v.text.find("rank 3 never reported"), std::string::npos) << v.text;
+}
+
+TEST(Health, EveryoneAliveAndArrivedPointsAtAMismatch) {
+  auto store = std::make_shared<MemoryStore>();
+  HealthMonitor m0(store, "t", 0, 2, 50ms), m1(store, "t", 1, 2, 50ms);
+  m0.Started(3, "allreduce");
+  m1.Started(3, "allreduce");
+  std::this_thread::sleep_for(100ms);
+  auto v = m0.Inspect(3, "allreduce");
+  EXPECT_TRUE(v.behind.empty() && v.silent.empty() && v.missing.empty());
+  EXPECT_NE(v.text.find("COHORT_DEBUG_COLLECTIVES"), std::string::npos) << v.text;
+}
+
+}  // namespace
+}  // namespace cohort::testing

@@ -1,0 +1,168 @@
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+
+#include "common/check.h"
+#include "common/env.h"
+#include "common/error.h"
+#include "common/log.h"
+#include "common/net.h"
+#include "common/world.h"
+
+namespace cohort {
+namespace {
+
+// Sets environment variables for one test and restores them after.
+class ScopedEnv {
+ public:
+  ScopedEnv(std::initializer_list<std::pair<const char*, const char*>> vars) {
+    for (auto [k, v] : vars) {
+      const char* old = std::getenv(k);
+      saved_.emplace_back(k, old ? std::optional<std::string>(old) : std::nullopt);
+      if (v) setenv(k, v, 1); else unsetenv(k);
+    }
+  }
+  ~ScopedEnv() {
+    for (auto& [k, v] : saved_) {
+      if (v) setenv(k.c_str(), v->c_str(), 1); else unsetenv(k.c_str());
+    }
+  }
+
+ private:
+  std::vector<std::pair<std::string, std::optional<std::string>>> saved_;
+};
+
+// Unsets every variable DetectWorld reads, so the test machine's own env cannot leak in.
+ScopedEnv CleanWorldEnv() {
+  return ScopedEnv({{"COHORT_RANK", nullptr}, {"COHORT_WORLD_SIZE", nullptr},
+                    {"COHORT_LOCAL_RANK", nullptr}, {"COHORT_LOCAL_WORLD_SIZE", nullptr},
+                    {"OMPI_COMM_WORLD_SIZE", nullptr}, {"OMPI_COMM_WORLD_RANK", nullptr},
+                    {"OMPI_COMM_WORLD_LOCAL_RANK", nullptr}, {"OMPI_COMM_WORLD_LOCAL_SIZE", nullptr},
+                    {"WORLD_SIZE", nullptr}, {"RANK", nullptr}, {"LOCAL_RANK", nullptr},
+                    {"LOCAL_WORLD_SIZE", nullptr}, {"SLURM_NTASKS", nullptr}});
+}
+
+TEST(Env, TypedAccessorsParseAndDefault) {
+  ScopedEnv e({{"COHORT_TIMEOUT", "2.5"}, {"COHORT_RESTART", "3"},
+               {"COHORT_DEBUG_COLLECTIVES", "Yes"}, {"COHORT_RUN_ID", ""}});
+  EXPECT_DOUBLE_EQ(env::kTimeout.Seconds(300), 2.5);
+  EXPECT_EQ(env::kRestart.Int(0), 3);
+  EXPECT_TRUE(env::kDebugCollectives.Bool(false));
+  EXPECT_FALSE(env::kRunId.IsSet());  // empty counts as unset
+  EXPECT_EQ(env::kRunId.Str("default"), "default");
+}
+
+TEST(Env, BadValuesNameTheVariable) {
+  ScopedEnv e({{"COHORT_RESTART", "three"}, {"COHORT_TIMEOUT", "-1"},
+               {"COHORT_DEBUG_COLLECTIVES", "maybe"}});
+  try {
+    env::kRestart.Int(0);
+    FAIL();
+  } catch (const InvalidArgument& err) {
+    EXPECT_NE(std::string(err.what()).find("COHORT_RESTART='three' is not an integer"),
+              std::string::npos)
+        << err.what();
+  }
+  EXPECT_THROW(env::kTimeout.Seconds(1), InvalidArgument);
+  EXPECT_THROW(env::kDebugCollectives.Bool(false), InvalidArgument);
+}
+
+TEST(Env, EveryVariableIsDeclaredOnce) {
+  std::set<std::string> names;
+  for (const env::Var* v : env::All()) {
+    EXPECT_TRUE(names.insert(v->name()).second) << v->name();
+    EXPECT_GT(std::string(v->doc()).size(), 5u) << v->name();
+  }
+  EXPECT_TRUE(names.count("COHORT_STORE"));
+  EXPECT_TRUE(names.count("MASTER_PORT"));
+}
+
+TEST(Errors, KindsAndChecks) {
+  try {
+    ThrowError(ErrorKind::kDataLoss, "shard 3 is truncated");
+  } catch (const DataLoss& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::kDataLoss);
+    EXPECT_STREQ(e.what(), "shard 3 is truncated");
+  }
+  EXPECT_STREQ(ErrorKindName(ErrorKind::kPeerFailure), "peer failure");
+  try {
+    COHORT_SYSCHECK(::close(-1));
+    FAIL();
+  } catch (const Error& e) {
+    const std::string what = e.what();
+    EXPECT_NE(what.find("::close(-1) failed at tests/common/common_test.cc:"), std::string::npos)
+        << what;
+    EXPECT_NE(what.find("Bad file descriptor"), std::string::npos) << what;
+  }
+}
+
+TEST(Net, ParsesHostPort) {
+  auto hp = net::ParseHostPort("10.0.0.5:29500", "COHORT_STORE");
+  EXPECT_EQ(hp.host, "10.0.0.5");
+  EXPECT_EQ(hp.port, 29500);
+  EXPECT_EQ(net::ParseHostPort(":80", "x").host, "127.0.0.1");
+  auto v6 = net::ParseHostPort("[::1]:5", "x");
+  EXPECT_EQ(v6.host, "::1");
+  EXPECT_EQ(v6.ToString(), "[::1]:5");
+  for (const char* bad : {"nohost", "h:", "h:0", "h:70000", "h:12a", "a:b:c"}) {
+    try {
+      net::ParseHostPort(bad, "COHORT_STORE");
+      FAIL() << bad;
+    } catch (const InvalidArgument& e) {
+      EXPECT_NE(std::string(e.what()).find("COHORT_STORE='"), std::string::npos) << e.what();
+    }
+  }
+  int p = net::FreePort();
+  EXPECT_GT(p, 0);
+  EXPECT_LT(p, 65536);
+}
+
+TEST(World, DetectsEachSourceInOrder) {
+  auto clean = CleanWorldEnv();
+  EXPECT_EQ(DetectWorld().source, "default");
+  EXPECT_EQ(DetectWorld().size, 1);
+  {
+    ScopedEnv e({{"WORLD_SIZE", "4"}, {"RANK", "2"}, {"LOCAL_RANK", "0"}, {"LOCAL_WORLD_SIZE", "2"}});
+    auto w = DetectWorld();
+    EXPECT_EQ(w.source, "torchrun");
+    EXPECT_EQ(w.rank, 2);
+    EXPECT_EQ(w.size, 4);
+    EXPECT_EQ(w.local_size, 2);
+    // Open MPI's variables win over torchrun's.
+    ScopedEnv m({{"OMPI_COMM_WORLD_SIZE", "3"}, {"OMPI_COMM_WORLD_RANK", "1"},
+                 {"OMPI_COMM_WORLD_LOCAL_RANK", "1"}, {"OMPI_COMM_WORLD_LOCAL_SIZE", "3"}});
+    EXPECT_EQ(DetectWorld().source, "openmpi");
+    EXPECT_EQ(DetectWorld().rank, 1);
+    // And COHORT_* wins over both.
+    ScopedEnv c({{"COHORT_RANK", "5"}, {"COHORT_WORLD_SIZE", "6"}});
+    EXPECT_EQ(DetectWorld().source, "cohort");
+    EXPECT_EQ(DetectWorld().rank, 5);
+  }
+  ScopedEnv bad({{"COHORT_RANK", "6"}, {"COHORT_WORLD_SIZE", "6"}});
+  EXPECT_THROW(DetectWorld(), InvalidArgument);
+}
+
+TEST(Log, SubsystemAndLevelFilters) {
+  {
+    ScopedEnv e({{"COHORT_LOG_LEVEL", "warn"}, {"COHORT_LOG_SUBSYS", "store,gloo"}});
+    log::Reload();
+    EXPECT_TRUE(log::Enabled(log::Subsys::kStore, spdlog::level::warn));
+    EXPECT_FALSE(log::Enabled(log::Subsys::kStore, spdlog::level::info));
+    EXPECT_FALSE(log::Enabled(log::Subsys::kMpi, spdlog::level::err));
+  }
+  {
+    ScopedEnv e({{"COHORT_LOG_LEVEL", "debug"}, {"COHORT_LOG_SUBSYS", "^store"}});
+    log::Reload();
+    EXPECT_FALSE(log::Enabled(log::Subsys::kStore, spdlog::level::err));
+    EXPECT_TRUE(log::Enabled(log::Subsys::kMpi, spdlog::level::debug));
+  }
+  {
+    ScopedEnv e({{"COHORT_LOG_SUBSYS", "nonsense"}});
+    EXPECT_THROW(log::Reload(), InvalidArgument);
+  }
+  ScopedEnv e({{"COHORT_LOG_LEVEL", nullptr}, {"COHORT_LOG_SUBSYS", nullptr}});
+  log::Reload();
+}
+
+}  // namespace
+}  // namespace cohort
