@@ -1,0 +1,109 @@
+#include "collectives/store/grpc_status.h"
+
+#include <fmt/format.h>
+
+namespace cohort::collectives {
+
+const char* GrpcCodeName(grpc::StatusCode code) {
+  switch (code) {
+    case grpc::StatusCode::OK:
+      return "OK";
+    case grpc::StatusCode::CANCELLED:
+      return "CANCELLED";
+    case grpc::StatusCode::UNKNOWN:
+      return "UNKNOWN";
+    case grpc::StatusCode::INVALID_ARGUMENT:
+      return "INVALID_ARGUMENT";
+    case grpc::StatusCode::DEADLINE_EXCEEDED:
+      return "DEADLINE_EXCEEDED";
+    case grpc::StatusCode::NOT_FOUND:
+      return "NOT_FOUND";
+    case grpc::StatusCode::ALREADY_EXISTS:
+      return "ALREADY_EXISTS";
+    case grpc::StatusCode::PERMISSION_DENIED:
+      return "PERMISSION_DENIED";
+    case grpc::StatusCode::UNAUTHENTICATED:
+      return "UNAUTHENTICATED";
+    case grpc::StatusCode::RESOURCE_EXHAUSTED:
+      return "RESOURCE_EXHAUSTED";
+    case grpc::StatusCode::FAILED_PRECONDITION:
+      return "FAILED_PRECONDITION";
+    case grpc::StatusCode::ABORTED:
+      return "ABORTED";
+    case grpc::StatusCode::OUT_OF_RANGE:
+      return "OUT_OF_RANGE";
+    case grpc::StatusCode::UNIMPLEMENTED:
+      return "UNIMPLEMENTED";
+    case grpc::StatusCode::INTERNAL:
+      return "INTERNAL";
+    case grpc::StatusCode::UNAVAILABLE:
+      return "UNAVAILABLE";
+    case grpc::StatusCode::DATA_LOSS:
+      return "DATA_LOSS";
+    default:
+      return "UNKNOWN_CODE";
+  }
+}
+
+ErrorKind ErrorKindFromGrpc(grpc::StatusCode code) {
+  switch (code) {
+    case grpc::StatusCode::INVALID_ARGUMENT:
+    case grpc::StatusCode::FAILED_PRECONDITION:
+    case grpc::StatusCode::OUT_OF_RANGE:
+    case grpc::StatusCode::NOT_FOUND:
+    case grpc::StatusCode::ALREADY_EXISTS:
+      return ErrorKind::kInvalidArgument;
+    case grpc::StatusCode::DEADLINE_EXCEEDED:
+      return ErrorKind::kTimeout;
+    case grpc::StatusCode::UNAUTHENTICATED:
+    case grpc::StatusCode::PERMISSION_DENIED:
+      return ErrorKind::kUnauthenticated;
+    // CANCELLED reaches a client whose call the server dropped, e.g. while shutting down.
+    case grpc::StatusCode::UNAVAILABLE:
+    case grpc::StatusCode::CANCELLED:
+    case grpc::StatusCode::ABORTED:
+    case grpc::StatusCode::RESOURCE_EXHAUSTED:
+      return ErrorKind::kUnavailable;
+    case grpc::StatusCode::UNIMPLEMENTED:
+      return ErrorKind::kUnsupported;
+    case grpc::StatusCode::DATA_LOSS:
+      return ErrorKind::kDataLoss;
+    default:
+      return ErrorKind::kInternal;
+  }
+}
+
+grpc::StatusCode GrpcCodeFromErrorKind(ErrorKind kind) {
+  switch (kind) {
+    case ErrorKind::kInvalidArgument:
+      return grpc::StatusCode::INVALID_ARGUMENT;
+    case ErrorKind::kTimeout:
+      return grpc::StatusCode::DEADLINE_EXCEEDED;
+    case ErrorKind::kPeerFailure:
+      return grpc::StatusCode::ABORTED;
+    case ErrorKind::kDataLoss:
+      return grpc::StatusCode::DATA_LOSS;
+    case ErrorKind::kUnavailable:
+      return grpc::StatusCode::UNAVAILABLE;
+    case ErrorKind::kUnauthenticated:
+      return grpc::StatusCode::UNAUTHENTICATED;
+    case ErrorKind::kUnsupported:
+      return grpc::StatusCode::UNIMPLEMENTED;
+    case ErrorKind::kInternal:
+      return grpc::StatusCode::INTERNAL;
+  }
+  return grpc::StatusCode::INTERNAL;
+}
+
+grpc::Status StatusFromError(const Error& e) {
+  return grpc::Status(GrpcCodeFromErrorKind(e.kind()), e.what());
+}
+
+void CheckGrpc(const grpc::Status& status, const std::string& context) {
+  if (status.ok()) return;
+  ThrowError(ErrorKindFromGrpc(status.error_code()),
+             fmt::format("{}: {} (gRPC {})", context, status.error_message(),
+                         GrpcCodeName(status.error_code())));
+}
+
+}  // namespace cohort::collectives

@@ -1,0 +1,105 @@
+#include "collectives/store/store_from_env.h"
+
+#include <fmt/format.h>
+
+#include "collectives/store/grpc_store_client.h"
+#include "collectives/store/grpc_store_server.h"
+#include "common/env.h"
+#include "common/error.h"
+#include "common/log.h"
+#include "common/net.h"
+
+namespace cohort::collectives {
+namespace {
+
+// A client that also owns the server it talks to (rank 0 under MASTER_ADDR/MASTER_PORT).
+// Members are destroyed in reverse order: the client goes before the server.
+class HostedStore : public Store {
+ public:
+  HostedStore(std::unique_ptr<GrpcStoreServer> server, std::unique_ptr<GrpcStoreClient> client)
+      : server_(std::move(server)), client_(std::move(client)) {}
+
+  void Set(const std::string& key, const std::string& value) override { client_->Set(key, value); }
+  std::string Get(const std::string& key, Millis timeout) override {
+    return client_->Get(key, timeout);
+  }
+  int64_t Add(const std::string& key, int64_t delta) override { return client_->Add(key, delta); }
+  std::string CompareSet(const std::string& key, const std::string& expected,
+                         const std::string& desired) override {
+    return client_->CompareSet(key, expected, desired);
+  }
+  bool Delete(const std::string& key) override { return client_->Delete(key); }
+  void Wait(const std::vector<std::string>& keys, Millis timeout) override {
+    client_->Wait(keys, timeout);
+  }
+  std::map<std::string, std::string> List(const std::string& prefix) override {
+    return client_->List(prefix);
+  }
+
+ private:
+  std::unique_ptr<GrpcStoreServer> server_;
+  std::unique_ptr<GrpcStoreClient> client_;
+};
+
+// The first rank variable that is set, or -1.
+int64_t RankFromEnv() {
+  for (const env::Var* var : {&env::kRank, &env::kTorchRank, &env::kOmpiRank}) {
+    if (var->IsSet()) return var->Int(-1);
+  }
+  return -1;
+}
+
+}  // namespace
+
+StoreEnv ReadStoreEnv() {
+  StoreEnv out;
+  out.token = env::kToken.Str("");
+  const double seconds = env::kStoreTimeout.Seconds(60.0);
+  out.connect_timeout = std::chrono::milliseconds(static_cast<int64_t>(seconds * 1000.0));
+  if (auto store = env::kStore.Get()) {
+    out.address = net::ParseHostPort(*store, env::kStore.name()).ToString();
+    return out;
+  }
+  const auto addr = env::kMasterAddr.Get();
+  const auto port = env::kMasterPort.Get();
+  if (!addr && !port) {
+    throw InvalidArgument(
+        "no rendezvous store: set COHORT_STORE=host:port (of `cohort store` or the launcher on "
+        "node 0), or MASTER_ADDR and MASTER_PORT to have rank 0 host one; `cohort launch` sets "
+        "these for you");
+  }
+  if (!addr || !port) {
+    throw InvalidArgument(fmt::format("{} is set but {} is not; set both (torchrun convention)",
+                                      addr ? "MASTER_ADDR" : "MASTER_PORT",
+                                      addr ? "MASTER_PORT" : "MASTER_ADDR"));
+  }
+  const auto hp = net::ParseHostPort(*addr + ":" + *port, "MASTER_ADDR:MASTER_PORT");
+  out.address = hp.ToString();
+  const int64_t rank = RankFromEnv();
+  if (rank < 0) {
+    throw InvalidArgument(
+        "MASTER_ADDR/MASTER_PORT are set but no rank is: set COHORT_RANK (or RANK) so that rank "
+        "0 knows to host the store");
+  }
+  out.host_server = rank == 0;
+  out.host_port = hp.port;
+  return out;
+}
+
+std::shared_ptr<Store> ConnectStoreFromEnv() {
+  const StoreEnv e = ReadStoreEnv();
+  auto client = std::make_unique<GrpcStoreClient>(e.address, e.token, e.connect_timeout);
+  if (!e.host_server) {
+    client->Connect();
+    return std::shared_ptr<Store>(std::move(client));
+  }
+  // Listen on every interface: the other ranks reach this host as MASTER_ADDR.
+  auto server = std::make_unique<GrpcStoreServer>("0.0.0.0", e.host_port, e.token);
+  server->Start();
+  COHORT_INFO(kStore, "rank 0 hosts the store on port {} (MASTER_PORT); others connect to {}",
+              server->Port(), e.address);
+  client->Connect();
+  return std::make_shared<HostedStore>(std::move(server), std::move(client));
+}
+
+}  // namespace cohort::collectives
