@@ -11,9 +11,12 @@
 namespace cohort::collectives {
 namespace {
 
-// Changes are published at most this often, so a tight loop of tiny collectives costs the store
-// a bounded number of writes per second.
-constexpr std::chrono::milliseconds kMinGap{20};
+// How often the publishing thread looks at this rank's state.
+constexpr std::chrono::milliseconds kMinGap{50};
+// An operation is published once it has run this long (and every heartbeat). A diagnosis needs
+// no more: the operation that hangs is slow by definition, and a rank that never reached it shows
+// an older number. Fast operations then cost the store nothing.
+constexpr std::chrono::milliseconds kSlowOp{100};
 
 std::string RankList(const std::vector<int>& ranks) {
   return fmt::format("{} {}", ranks.size() == 1 ? "rank" : "ranks", fmt::join(ranks, ","));
@@ -44,6 +47,7 @@ HealthMonitor::~HealthMonitor() {
 void HealthMonitor::Started(uint64_t seq, const char* name) {
   std::lock_guard<std::mutex> lock(mu_);
   started_ = seq;
+  started_at_ = std::chrono::steady_clock::now();
   name_ = name;
   dirty_ = true;
   // No notify: the loop wakes within kMinGap and a notify would cost a syscall per collective.
@@ -84,8 +88,9 @@ void HealthMonitor::Loop() {
   while (!stop_) {
     cv_.wait_for(lock, kMinGap, [this] { return stop_; });
     if (stop_) break;
-    auto now = std::chrono::steady_clock::now();
-    if (!dirty_ && now < next_beat) continue;
+    const auto now = std::chrono::steady_clock::now();
+    const bool slow = dirty_ && started_ != completed_ && now - started_at_ >= kSlowOp;
+    if (!slow && now < next_beat) continue;
     lock.unlock();
     Publish();
     next_beat = std::chrono::steady_clock::now() + interval_;

@@ -67,6 +67,7 @@ class HealthMonitor {
   bool stop_ = false;
   bool dirty_ = true;
   uint64_t started_ = 0;
+  std::chrono::steady_clock::time_point started_at_{};
   uint64_t completed_ = 0;
   uint64_t beat_ = 0;
   const char* name_ = "";

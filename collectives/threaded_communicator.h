@@ -1,8 +1,13 @@
 // ThreadedCommunicator: runs the operations of a CPU backend, in submission order, on one worker
 // thread per communicator, so every operation is asynchronous (DDP overlaps its all-reduces with
-// backward) while the backend itself is written as plain calls. A backend may leave an operation
-// in flight (MPI's Isend/Irecv): the worker then polls it between operations, so point-to-point
-// traffic never blocks the queue. Backends implement Run().
+// backward) while the backend itself is written as plain calls. Two refinements:
+// - Wait() on an operation that is next in line while the worker is idle runs it on the waiting
+//   thread: a small blocking collective then costs no thread hand-off (the worker leaves a new
+//   op alone for kInlineGrace, and stops being woken during runs of such synchronous use).
+//   Meanwhile the worker watches it, and calls OnInlineStuck() if it outlives its timeout.
+// - A backend may leave an operation in flight (MPI's Isend/Irecv): the worker polls it between
+//   operations, so point-to-point traffic never blocks the queue.
+// Backends are called by one thread at a time. Backends implement Run().
 #pragma once
 
 #include <atomic>
@@ -39,6 +44,10 @@ class ThreadedCommunicator : public Communicator {
   // Maps an exception thrown by Run() or Pending::Test() to the kind of error to report
   // (default: cohort::Error keeps its kind, anything else is a peer failure).
   virtual ErrorKind Classify(const std::exception& e) const;
+  // Called on the worker thread when an op that a caller runs inline is still running at its
+  // timeout. Backends whose calls honour op.timeout themselves need nothing (the default);
+  // one whose calls cannot time out (MPI) must end the process there.
+  virtual void OnInlineStuck(const Op& op) {}
   // Starts the worker. Derived constructors call it last, once Run() can be called.
   void StartWorker();
   // Stops the worker once the queue has drained; operations still in flight fail. Derived
@@ -57,20 +66,37 @@ class ThreadedCommunicator : public Communicator {
   };
 
   void Loop();
+  // Waits for queued work, polling in-flight operations meanwhile.
+  void PollUntilQueued();
+  // Runs work on the calling thread if it is next and nothing else runs; Work::Wait() calls it.
+  bool TryRunInline(Work& work);
+  // These three need exec_mu_.
   void Execute(const WorkPtr& work);
-  // Tests every in-flight operation; returns whether any completed.
-  bool PollInFlight();
+  bool PollInFlight();  // returns whether any operation completed
   void AbandonInFlight(const std::string& why);
   // Verifies that every rank runs the same operation with the same shape (debug_checks).
   void CheckSameCall(const Op& op);
 
-  std::mutex mu_;
+  // Held by whichever thread executes or polls operations: the worker, or a caller running one
+  // inline. Taken before mu_ when both are needed.
+  std::mutex exec_mu_;
+  std::vector<InFlight> in_flight_;  // guarded by exec_mu_
+  std::atomic<size_t> in_flight_count_{0};
+
+  std::mutex mu_;  // guards queue_, stop_ and inline_
   std::condition_variable cv_;
-  std::deque<WorkPtr> queue_;
+  struct Queued {
+    WorkPtr work;
+    std::chrono::steady_clock::time_point submitted;
+  };
+  std::deque<Queued> queue_;
   std::atomic<size_t> queued_{0};
   std::atomic<bool> sleeping_{false};
   bool stop_ = false;
-  std::vector<InFlight> in_flight_;  // worker thread only
+  WorkPtr inline_;  // the op a caller is running inline, watched by the worker
+  std::atomic<int> inline_streak_{0};  // ops run inline in a row (see kLazyStreak)
+  std::chrono::steady_clock::time_point last_submit_;
+  std::chrono::steady_clock::time_point inline_deadline_;
   std::thread worker_;
 };
 

@@ -44,6 +44,11 @@ class Work {
 
   const Op& op() const { return op_; }
 
+  // For backends: Wait() first offers the op to run_inline, which may execute it on the calling
+  // thread (when it is next in line and nothing else runs) and returns whether it did. Set it
+  // before the Work is shared.
+  void SetInlineRunner(std::function<bool(Work&)> run_inline) { run_inline_ = std::move(run_inline); }
+
   // For backends: the op begins executing now.
   void MarkStarted();
   // For backends: completes the work, once. Returns false if it was already finished.
@@ -52,6 +57,7 @@ class Work {
  private:
   const Op op_;
   TimeoutHandler on_timeout_;
+  std::function<bool(Work&)> run_inline_;
   std::atomic<bool> done_{false};
   mutable std::mutex mu_;
   std::condition_variable cv_;

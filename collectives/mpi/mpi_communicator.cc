@@ -132,6 +132,15 @@ void MpiCommunicator::OnWaitTimeout(Work& work) {
   ThreadedCommunicator::OnWaitTimeout(work);
 }
 
+void MpiCommunicator::OnInlineStuck(const Op& op) {
+  MpiEnv::MarkStuck();
+  // Blame logs the error line that names the ranks that never arrived.
+  Blame(op, ErrorKind::kTimeout, fmt::format("timed out after {:.1f} s", op.timeout.count() / 1000.0));
+  COHORT_ERROR(kMpi, "the calling thread is blocked inside MPI and cannot be released; aborting "
+                     "the MPI job");
+  MpiEnv::Abort(1);
+}
+
 std::unique_ptr<ThreadedCommunicator::Pending> MpiCommunicator::Run(const Op& op) {
   switch (op.type) {
     case OpType::kAllReduce: RunAllReduce(op); break;

@@ -23,6 +23,8 @@ class MpiCommunicator : public ThreadedCommunicator {
   // Collectives block the worker; send and recv are posted (MPI_Isend/MPI_Irecv) and polled.
   std::unique_ptr<Pending> Run(const Op& op) override;
   void OnWaitTimeout(Work& work) override;
+  // A caller's thread is blocked in MPI past the timeout: name the culprits, then abort the job.
+  void OnInlineStuck(const Op& op) override;
 
  private:
   void RunAllReduce(const Op& op);

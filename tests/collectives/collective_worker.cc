@@ -9,7 +9,9 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <algorithm>
 #include <cstdio>
+#include <cstring>
 #include <thread>
 #include <vector>
 
@@ -29,6 +31,9 @@ namespace {
 
 using namespace collectives;
 
+// InputValue() repeats every 9 elements.
+constexpr size_t kPeriod = 9;
+
 struct Options {
   std::string backend = "gloo";
   std::string mode = "matrix";
@@ -47,8 +52,9 @@ class Checker {
 
   void RunAll(DType dtype, size_t n) {
     const int size = comm_.Size();
-    in_.assign(n * size * ElementSize(dtype) + 8, 0);
-    out_.assign(n * size * ElementSize(dtype) + 8, 0);
+    // Grown, never shrunk or re-zeroed: fresh pages per dtype cost more than the collectives.
+    Reserve(in_, n * size * ElementSize(dtype) + 8);
+    Reserve(out_, n * size * ElementSize(dtype) + 8);
     for (ReduceOp op : kAllReduceOps) AllReduce(dtype, n, op, false);
     AllReduce(dtype, n, ReduceOp::kSum, true);
     AllReduce(dtype, n, ReduceOp::kAvg, true);
@@ -64,8 +70,17 @@ class Checker {
   }
 
  private:
+  // InputValue() has period kPeriod in the element index: build one period, then copy it.
   void Fill(DType dtype, void* buf, int r, size_t n, size_t offset = 0) {
-    for (size_t i = 0; i < n; ++i) StoreExact(dtype, buf, i, InputValue(dtype, r, offset + i, k_));
+    const size_t es = ElementSize(dtype);
+    char pattern[kPeriod * 8];
+    for (size_t j = 0; j < kPeriod; ++j) {
+      StoreExact(dtype, pattern, j, InputValue(dtype, r, offset + j, k_));
+    }
+    char* out = static_cast<char*>(buf);
+    for (size_t i = 0; i < n; i += kPeriod) {
+      std::memcpy(out + i * es, pattern, std::min(kPeriod, n - i) * es);
+    }
   }
 
   void Expect(bool ok, const std::string& what) {
@@ -73,16 +88,26 @@ class Checker {
     if (!ok && failures_++ < 20) fmt::print(stderr, "rank {} FAIL {}\n", comm_.Rank(), what);
   }
 
-  // Checks n elements of buf against want(i); reports the first mismatch only.
+  // Checks n elements of buf against want(i); reports the first mismatch only. Every expected
+  // value here has period kPeriod in i within a block of `block` elements (a rank's slice for
+  // allgather), so want() is evaluated once per period and block, not per element.
   template <typename F>
   void ExpectAll(const std::string& what, DType dtype, ReduceOp op, const void* buf, size_t n,
-                 F want) {
-    for (size_t i = 0; i < n; ++i) {
-      const double got = Load(dtype, buf, i), w = want(i);
-      if (!Close(dtype, op, got, w)) {
-        Expect(false, fmt::format("{} {}[{}] element {}: got {} want {}", what, DTypeName(dtype),
-                                  n, i, got, w));
-        return;
+                 F want, size_t block = 0) {
+    if (block == 0) block = std::max<size_t>(n, 1);
+    double table[kPeriod];
+    for (size_t start = 0; start < n; start += block) {
+      const size_t len = std::min(block, n - start);
+      for (size_t j = 0; j < kPeriod && j < len; ++j) table[j] = want(start + j);
+      size_t j = 0;
+      for (size_t i = start; i < start + len; ++i) {
+        const double got = Load(dtype, buf, i);
+        if (!Close(dtype, op, got, table[j])) {
+          Expect(false, fmt::format("{} {}[{}] element {}: got {} want {}", what,
+                                    DTypeName(dtype), n, i, got, table[j]));
+          return;
+        }
+        if (++j == kPeriod) j = 0;
       }
     }
     Expect(true, what);
@@ -129,7 +154,8 @@ class Checker {
     ExpectAll(in_place ? "allgather in-place" : "allgather out-of-place", dtype, ReduceOp::kSum,
               out_.data(), n * size,
               [&](size_t i) { return InputValue(dtype, static_cast<int>(i / std::max<size_t>(n, 1)),
-                                                i % std::max<size_t>(n, 1), k); });
+                                                i % std::max<size_t>(n, 1), k); },
+              n);
     if (!in_place) ExpectInputUntouched("allgather", dtype, n);
   }
 
@@ -165,7 +191,8 @@ class Checker {
   // Several operations in flight at once, waited for out of order.
   void AsyncBatch(DType dtype, size_t n) {
     const int size = comm_.Size(), r = comm_.Rank();
-    std::vector<std::vector<char>> bufs(3, std::vector<char>(n * ElementSize(dtype) + 8));
+    for (auto& b : batch_) Reserve(b, n * ElementSize(dtype) + 8);
+    auto& bufs = batch_;
     std::vector<WorkPtr> works;
     const int k0 = k_ + 1;
     for (int j = 0; j < 3; ++j) {
@@ -193,9 +220,14 @@ class Checker {
     }
   }
 
+  static void Reserve(std::vector<char>& v, size_t bytes) {
+    if (v.size() < bytes) v.resize(bytes);
+  }
+
   Communicator& comm_;
   Store* store_;
   std::vector<char> in_, out_;
+  std::vector<char> batch_[3];
   int k_ = 0;
   int failures_ = 0;
   int checks_ = 0;

@@ -289,6 +289,63 @@ TEST(Registry, AutoPicksGlooWithoutMpirun) {
 #endif
 }
 
+// Polls until w completes or `limit` passes, without calling Wait() (which could run it inline).
+bool CompletesOnItsOwn(Work& w, std::chrono::milliseconds limit) {
+  const auto deadline = std::chrono::steady_clock::now() + limit;
+  while (!w.IsCompleted()) {
+    if (std::chrono::steady_clock::now() > deadline) return false;
+    std::this_thread::sleep_for(100us);
+  }
+  return true;
+}
+
+TEST(Executor, OpsNobodyWaitsForStillRun) {
+  RunRanks(2, [](int r, Communicator& comm) {
+    float x = 1;
+    auto w = comm.AllReduce(TensorView(&x, 1, DType::kFloat32), ReduceOp::kSum);
+    EXPECT_TRUE(CompletesOnItsOwn(*w, 2s));
+    EXPECT_EQ(x, 2);
+  });
+}
+
+TEST(Executor, AfterARunOfSynchronousOpsAsyncOpsStillRun) {
+  RunRanks(2, [](int r, Communicator& comm) {
+    float x = 1;
+    for (int i = 0; i < 50; ++i) {
+      x = 1;
+      comm.AllReduce(TensorView(&x, 1, DType::kFloat32), ReduceOp::kSum)->Wait();
+    }
+    // Now nobody waits: the worker must notice within its lazy polling period.
+    std::vector<float> v(1000, 1.0f);
+    std::vector<WorkPtr> works;
+    for (int i = 0; i < 5; ++i) {
+      works.push_back(comm.AllReduce(TensorView(v.data(), v.size(), DType::kFloat32),
+                                     ReduceOp::kSum));
+    }
+    for (auto& w : works) EXPECT_TRUE(CompletesOnItsOwn(*w, 500ms));
+    EXPECT_EQ(v[0], 32.0f);  // doubled five times
+  });
+}
+
+TEST(Executor, PostedRecvDoesNotBlockLaterCollectives) {
+  // Rank 0 posts a recv, then all-reduces; rank 1 sends only after that all-reduce is done.
+  // With recvs executed in line with collectives this would deadlock.
+  RunRanks(2, [](int r, Communicator& comm) {
+    float msg = r == 1 ? 42.0f : 0.0f, x = 1;
+    OpOptions o;
+    o.timeout = 5s;
+    WorkPtr recv;
+    if (r == 0) recv = comm.Recv(TensorView(&msg, 1, DType::kFloat32), 1, o);
+    comm.AllReduce(TensorView(&x, 1, DType::kFloat32), ReduceOp::kSum, o)->Wait();
+    if (r == 1) comm.Send(TensorView(&msg, 1, DType::kFloat32), 0, o)->Wait();
+    if (r == 0) {
+      recv->Wait();
+      EXPECT_EQ(msg, 42.0f);
+    }
+    EXPECT_EQ(x, 2.0f);
+  });
+}
+
 TEST(Failures, OpsAfterAFailureFailFast) {
   // Rank 1 never calls the second all-reduce: rank 0 times out naming it, then is broken.
   RunRanks(2, [](int r, Communicator& comm) {

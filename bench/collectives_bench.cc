@@ -1,0 +1,260 @@
+// Collectives benchmark in the format of nccl-tests: for each backend and operation, sizes from
+// --min-bytes to --max-bytes, out-of-place and in-place, with time, algbw, busbw and the number of
+// wrong elements; and, in the same run, the same operation through the raw library as the
+// baseline, with the ratio cohort / raw. Run it under mpirun (then both MPI and Gloo run), or
+// under `cohort launch` / any env contract for Gloo alone.
+//
+//   mpirun -np 4 -x MASTER_ADDR=127.0.0.1 -x MASTER_PORT=29500 build/bin/collectives_bench
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <fstream>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "bench/bench_runners.h"
+#include "collectives/registry.h"
+#include "collectives/store/store_from_env.h"
+#include "common/env.h"
+#include "common/log.h"
+#include "common/world.h"
+
+namespace cohort::bench {
+namespace {
+
+using namespace collectives;
+using Clock = std::chrono::steady_clock;
+
+struct Options {
+  std::vector<std::string> backends = {"mpi", "gloo"};
+  std::vector<std::string> ops = {"allreduce", "allgather", "reducescatter", "broadcast"};
+  size_t min_bytes = 8;
+  size_t max_bytes = size_t{256} << 20;
+  int step = 2;
+  int rounds = 3;
+  double budget_ms = 40;  // per measurement
+  int max_iters = 500;
+  std::string json;
+};
+
+OpType ParseOp(const std::string& s) {
+  if (s == "allreduce") return OpType::kAllReduce;
+  if (s == "allgather") return OpType::kAllGather;
+  if (s == "reducescatter") return OpType::kReduceScatter;
+  if (s == "broadcast") return OpType::kBroadcast;
+  throw InvalidArgument("unknown op '" + s + "'; use allreduce, allgather, reducescatter, broadcast");
+}
+
+// nccl-tests' bus bandwidth factor: what each link carries relative to the buffer size.
+double BusFactor(OpType op, int n) {
+  switch (op) {
+    case OpType::kAllReduce: return 2.0 * (n - 1) / n;
+    case OpType::kAllGather:
+    case OpType::kReduceScatter: return static_cast<double>(n - 1) / n;
+    default: return 1.0;
+  }
+}
+
+double Median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+class Bench {
+ public:
+  Bench(Communicator& comm, Runner& ours, Runner& raw, const Options& o)
+      : comm_(comm), ours_(ours), raw_(raw), o_(o), n_(comm.Size()), r_(comm.Rank()) {
+    in_.resize(o.max_bytes / 4 + 64);
+    out_.resize(o.max_bytes / 4 + 64);
+    // Touch every page now: first-touch page faults inside a timed loop measure the kernel.
+    std::fill(in_.begin(), in_.end(), 1.0f);
+    std::fill(out_.begin(), out_.end(), 0.0f);
+  }
+
+  nlohmann::json RunOp(OpType op) {
+    nlohmann::json rows = nlohmann::json::array();
+    if (r_ == 0) PrintHeader(op);
+    for (size_t bytes = o_.min_bytes; bytes <= o_.max_bytes; bytes *= o_.step) {
+      size_t count = bytes / 4;
+      count -= count % n_;  // allgather and reducescatter split the buffer evenly
+      if (count == 0) continue;
+      rows.push_back(RunSize(op, count));
+    }
+    return rows;
+  }
+
+ private:
+  // Seconds per op for `iters` back-to-back ops; the slowest rank's time.
+  double TimeBatch(Runner& side, OpType op, size_t count, bool in_place, int iters) {
+    comm_.Barrier()->Wait();
+    const auto t0 = Clock::now();
+    for (int i = 0; i < iters; ++i) side.Run(op, in_.data(), out_.data(), count, DType::kFloat32, in_place);
+    double secs = std::chrono::duration<double>(Clock::now() - t0).count() / iters;
+    comm_.AllReduce(TensorView(&secs, 1, DType::kFloat64), ReduceOp::kMax)->Wait();
+    return secs;
+  }
+
+  int ChooseIters(OpType op, size_t count) {
+    for (int w = 0; w < 2; ++w) {  // warm up both sides: connections, caches, pages
+      ours_.Run(op, in_.data(), out_.data(), count, DType::kFloat32, false);
+      raw_.Run(op, in_.data(), out_.data(), count, DType::kFloat32, false);
+    }
+    double t = TimeBatch(ours_, op, count, false, 1);
+    int64_t iters = std::clamp<int64_t>(static_cast<int64_t>(o_.budget_ms / 1e3 / t), 1,
+                                        o_.max_iters);
+    comm_.Broadcast(TensorView(&iters, 1, DType::kInt64), 0)->Wait();
+    return static_cast<int>(iters);
+  }
+
+  // Fills inputs with (i % 7) + rank, runs cohort's side once, counts wrong elements.
+  int64_t CountWrong(OpType op, size_t count, bool in_place) {
+    const size_t per = count / n_;
+    float* in = in_.data();
+    float* out = out_.data();
+    for (size_t i = 0; i < count; ++i) in[i] = static_cast<float>(i % 7 + r_);
+    if (op == OpType::kAllGather) {
+      float* mine = in_place ? out + r_ * per : in;
+      for (size_t i = 0; i < per; ++i) mine[i] = static_cast<float>(i % 7 + r_);
+    }
+    if (op == OpType::kAllReduce && in_place) std::copy(in, in + count, out);
+    if (op == OpType::kBroadcast && in_place) std::copy(in, in + count, out);
+    ours_.Run(op, in, out, count, DType::kFloat32, in_place);
+    int64_t wrong = 0;
+    const float tri = static_cast<float>(n_ * (n_ - 1) / 2);
+    switch (op) {
+      case OpType::kAllReduce:
+        for (size_t i = 0; i < count; ++i) wrong += out[i] != n_ * static_cast<float>(i % 7) + tri;
+        break;
+      case OpType::kAllGather:
+        for (size_t j = 0; j < count; ++j) wrong += out[j] != static_cast<float>(j % per % 7 + j / per);
+        break;
+      case OpType::kReduceScatter: {
+        const float* res = in_place ? in + r_ * per : out;
+        for (size_t i = 0; i < per; ++i) {
+          wrong += res[i] != n_ * static_cast<float>((r_ * per + i) % 7) + tri;
+        }
+        break;
+      }
+      default:
+        for (size_t i = 0; i < count; ++i) wrong += out[i] != static_cast<float>(i % 7);
+    }
+    comm_.AllReduce(TensorView(&wrong, 1, DType::kInt64), ReduceOp::kSum)->Wait();
+    return wrong;
+  }
+
+  nlohmann::json RunSize(OpType op, size_t count) {
+    const int iters = ChooseIters(op, count);
+    std::vector<double> t[4];  // ours oop, ours ip, raw oop, raw ip
+    for (int round = 0; round < o_.rounds; ++round) {
+      // Alternate which side goes first: these machines drift by up to 2.5x run to run.
+      const bool ours_first = round % 2 == 0;
+      for (int k = 0; k < 2; ++k) {
+        const bool ours = (k == 0) == ours_first;
+        for (int ip = 0; ip < 2; ++ip) {
+          t[(ours ? 0 : 2) + ip].push_back(TimeBatch(ours ? ours_ : raw_, op, count, ip == 1, iters));
+        }
+      }
+    }
+    const double us[4] = {Median(t[0]) * 1e6, Median(t[1]) * 1e6, Median(t[2]) * 1e6,
+                          Median(t[3]) * 1e6};
+    const int64_t wrong_oop = CountWrong(op, count, false);
+    const int64_t wrong_ip = CountWrong(op, count, true);
+    const double bytes = static_cast<double>(count) * 4;
+    auto algbw = [&](double u) { return bytes / u / 1e3; };  // GB/s
+    const double bus = BusFactor(op, n_);
+    if (r_ == 0) {
+      fmt::print("{:>12} {:>11} {:>5}  {:>9.1f} {:>6.2f} {:>6.2f} {:>6}  {:>9.1f} {:>6.2f} {:>6.2f} {:>6}"
+                 "  {:>9.1f} {:>6.2f} {:>9.1f} {:>6.2f}  {:>6.3f} {:>6.3f}\n",
+                 count * 4, count, "f32", us[0], algbw(us[0]), algbw(us[0]) * bus, wrong_oop,
+                 us[1], algbw(us[1]), algbw(us[1]) * bus, wrong_ip, us[2], algbw(us[2]) * bus,
+                 us[3], algbw(us[3]) * bus, us[2] / us[0], us[3] / us[1]);
+      std::fflush(stdout);
+    }
+    return {{"bytes", count * 4}, {"count", count}, {"dtype", "f32"}, {"iters", iters},
+            {"ours_oop_us", us[0]}, {"ours_ip_us", us[1]}, {"raw_oop_us", us[2]},
+            {"raw_ip_us", us[3]}, {"ours_oop_busbw", algbw(us[0]) * bus},
+            {"ours_ip_busbw", algbw(us[1]) * bus}, {"raw_oop_busbw", algbw(us[2]) * bus},
+            {"raw_ip_busbw", algbw(us[3]) * bus}, {"wrong_oop", wrong_oop},
+            {"wrong_ip", wrong_ip}, {"ratio_oop", us[2] / us[0]}, {"ratio_ip", us[3] / us[1]}};
+  }
+
+  void PrintHeader(OpType op) {
+    fmt::print("\n# {} | backend {} | {} ranks | {} vs {} | medians of {} rounds, slowest rank, "
+               "GB/s\n",
+               OpTypeName(op), comm_.Backend(), n_, ours_.Name(), raw_.Name(), o_.rounds);
+    fmt::print("#{:>11} {:>11} {:>5}  {:>31}  {:>31}  {:>16}  {:>16}  {:>13}\n", "", "", "",
+               "cohort out-of-place", "cohort in-place", "raw out-of-place", "raw in-place",
+               "raw/cohort");
+    fmt::print("#{:>11} {:>11} {:>5}  {:>9} {:>6} {:>6} {:>6}  {:>9} {:>6} {:>6} {:>6}  {:>9} "
+               "{:>6}  {:>9} {:>6}  {:>6} {:>6}\n",
+               "size(B)", "count", "type", "time(us)", "algbw", "busbw", "#wrong", "time(us)",
+               "algbw", "busbw", "#wrong", "time(us)", "busbw", "time(us)", "busbw", "oop", "ip");
+    std::fflush(stdout);
+  }
+
+  Communicator& comm_;
+  Runner& ours_;
+  Runner& raw_;
+  const Options& o_;
+  const int n_, r_;
+  std::vector<float> in_, out_;
+};
+
+int Main(int argc, char** argv) {
+  Options o;
+  CLI::App app{"cohort collectives benchmark (nccl-tests format, with the raw library as baseline)"};
+  app.add_option("--backends", o.backends, "backends to measure")->delimiter(',');
+  app.add_option("--ops", o.ops, "allreduce, allgather, reducescatter, broadcast")->delimiter(',');
+  app.add_option("--min-bytes", o.min_bytes, "smallest buffer");
+  app.add_option("--max-bytes", o.max_bytes, "largest buffer");
+  app.add_option("--step-factor", o.step, "size multiplier between rows")->check(CLI::Range(2, 64));
+  app.add_option("--rounds", o.rounds, "alternating rounds per size; medians are reported")
+      ->check(CLI::Range(1, 99));
+  app.add_option("--budget-ms", o.budget_ms, "target time of one measurement");
+  app.add_option("--json", o.json, "write every row to this JSON file");
+  CLI11_PARSE(app, argc, argv);
+
+  const World world = DetectWorld();
+  log::SetRank(world.rank);
+  auto store = ConnectStoreFromEnv();
+  nlohmann::json results = {{"world", world.size}, {"dtype", "f32"}, {"runs", nlohmann::json::array()}};
+  for (const auto& backend : o.backends) {
+    CommConfig cfg = CommConfig::FromEnv(world.rank, world.size, store);
+    cfg.name = "bench-" + backend;
+    std::unique_ptr<Communicator> comm;
+    try {
+      comm = CreateCommunicator(backend, cfg);
+    } catch (const Unavailable& e) {
+      if (world.rank == 0) fmt::print("\n# {}: skipped: {}\n", backend, e.what());
+      continue;
+    }
+    auto ours = MakeCohortRunner(*comm);
+    auto raw = MakeRawRunner(backend, world.rank, world.size, store);
+    if (!raw) continue;
+    Bench bench(*comm, *ours, *raw, o);
+    for (const auto& name : o.ops) {
+      nlohmann::json rows = bench.RunOp(ParseOp(name));
+      results["runs"].push_back({{"backend", backend}, {"op", name}, {"rows", rows}});
+    }
+  }
+  if (world.rank == 0 && !o.json.empty()) {
+    std::ofstream(o.json) << results.dump(1) << "\n";
+    fmt::print("\n# wrote {}\n", o.json);
+  }
+  return 0;
+}
+
+}  // namespace
+}  // namespace cohort::bench
+
+int main(int argc, char** argv) {
+  try {
+    return cohort::bench::Main(argc, argv);
+  } catch (const std::exception& e) {
+    fmt::print(stderr, "collectives_bench: {}\n", e.what());
+    return 1;
+  }
+}
