@@ -172,6 +172,7 @@ WorkPtr Communicator::Barrier(const OpOptions& opts) {
 WorkPtr Communicator::Start(Op op, const OpOptions& opts) {
   op.timeout = opts.timeout.count() > 0 ? opts.timeout : config_.timeout;
   op.tag = opts.tag;
+  Validate(op);
   std::lock_guard<std::mutex> lock(seq_mu_);
   if (op.IsCollective()) op.seq = next_seq_++;
   if (broken_.load()) {

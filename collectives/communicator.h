@@ -85,6 +85,9 @@ class Communicator {
  protected:
   // Starts op and returns its Work. op is valid and carries its sequence number and timeout.
   virtual WorkPtr Submit(Op op) = 0;
+  // Backend-specific argument checks (throw InvalidArgument). They run before the op takes a
+  // sequence number, so a rejected call leaves this rank in step with the others.
+  virtual void Validate(const Op& op) const {}
 
   // A Work whose Wait() timeout runs OnWaitTimeout().
   WorkPtr NewWork(Op op);

@@ -58,7 +58,7 @@ const std::vector<const Var*>& All() {
   static const std::vector<const Var*> all = {
       &kRank, &kWorldSize, &kLocalRank, &kLocalWorldSize, &kNodeRank, &kNNodes, &kStore, &kToken,
       &kRunId, &kRestart, &kBackend, &kCheckpointUri, &kResume, &kLogLevel, &kLogSubsys,
-      &kTimeout, &kStoreTimeout, &kHeartbeat, &kDebugCollectives, &kGlooHost, &kTorchRank,
+      &kTimeout, &kStoreTimeout, &kHeartbeat, &kDebugCollectives, &kMpiMallocTune, &kGlooHost, &kTorchRank,
       &kTorchWorldSize, &kTorchLocalRank, &kTorchLocalWorldSize, &kMasterAddr, &kMasterPort,
       &kOmpiRank, &kOmpiSize, &kOmpiLocalRank, &kOmpiLocalSize, &kJobCompletionIndex,
       &kPetNprocPerNode, &kPetNNodes, &kSlurmProcId, &kSlurmNTasks, &kSlurmLocalId,

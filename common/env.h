@@ -62,6 +62,10 @@ inline constexpr Var kHeartbeat{"COHORT_HEARTBEAT_INTERVAL",
 inline constexpr Var kDebugCollectives{
     "COHORT_DEBUG_COLLECTIVES",
     "1: before each collective, check that all ranks call the same op with the same size"};
+inline constexpr Var kMpiMallocTune{
+    "COHORT_MPI_MALLOC_TUNE",
+    "1 (default): with the MPI backend, keep large freed blocks in the heap (mallopt "
+    "M_MMAP_MAX=0) so MPI's per-call temporary buffers do not page-fault; 0: glibc defaults"};
 inline constexpr Var kGlooHost{"COHORT_GLOO_HOST",
                                "address Gloo's TCP transport binds and advertises (hostname)"};
 

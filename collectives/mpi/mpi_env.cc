@@ -1,5 +1,6 @@
 #include "collectives/mpi/mpi_env.h"
 
+#include <malloc.h>
 #include <mpi.h>
 
 #include <atomic>
@@ -28,6 +29,17 @@ const char* LevelName(int level) {
   return "unknown";
 }
 
+// Open MPI's all-reduce allocates a message-sized temporary buffer per call. glibc serves blocks
+// over 32 MiB with a fresh mmap and unmaps them on free, so every call page-faults its buffer in:
+// measured here, 64 MiB all-reduces ran at 0.36 GB/s instead of 3.7. Keeping large blocks in the
+// heap lets the next call reuse them.
+void TuneMalloc() {
+  if (!env::kMpiMallocTune.Bool(true)) return;
+  if (mallopt(M_MMAP_MAX, 0) != 1 || mallopt(M_TRIM_THRESHOLD, 1 << 30) != 1) {
+    COHORT_WARN(kMpi, "mallopt failed; large MPI collectives may page-fault on every call");
+  }
+}
+
 void FinalizeAtExit() {
   int finalized = 0;
   MPI_Finalized(&finalized);
@@ -54,6 +66,7 @@ void MpiEnv::Ensure() {
     int initialized = 0;
     COHORT_CHECK_MPI(MPI_Initialized(&initialized));
     int provided = MPI_THREAD_SINGLE;
+    TuneMalloc();
     if (!initialized) {
       COHORT_CHECK_MPI(MPI_Init_thread(nullptr, nullptr, MPI_THREAD_SERIALIZED, &provided));
       g_we_initialized = true;

@@ -311,9 +311,12 @@ void NcclCommunicator::CheckTensor(const TensorView& t, const Op& op) const {
   }
 }
 
-WorkPtr NcclCommunicator::Submit(Op op) {
+void NcclCommunicator::Validate(const Op& op) const {
   CheckTensor(op.in, op);
   if (op.out.data != op.in.data) CheckTensor(op.out, op);
+}
+
+WorkPtr NcclCommunicator::Submit(Op op) {
   auto work = NewWork(std::move(op));
   const Op& o = work->op();
   const auto deadline = Clock::now() + o.timeout;

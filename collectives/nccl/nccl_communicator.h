@@ -59,6 +59,7 @@ class NcclCommunicator : public Communicator {
 
  protected:
   WorkPtr Submit(Op op) override;
+  void Validate(const Op& op) const override;
   // Aborts the NCCL communicator so that the stuck stream drains, after the base has blamed the
   // ranks that never reached the operation.
   void OnWaitTimeout(Work& work) override;

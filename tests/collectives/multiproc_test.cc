@@ -269,6 +269,16 @@ TEST_F(Multiproc, MpiHungPeerIsNamedAndTheJobEnds) {
   EXPECT_LT(r.seconds, 30.0) << r.output;
 }
 
+TEST_F(Multiproc, MpiDetectsMismatchedSizesItself) {
+  auto r = Mpi(2, {"--mode", "mismatch"}, {{"COHORT_TIMEOUT", "5"}}, 60s);
+  EXPECT_FALSE(r.timed_out) << r.output;
+  EXPECT_NE(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("ERROR [invalid argument] mpi allreduce #1"), std::string::npos)
+      << r.output;
+  EXPECT_NE(r.output.find("MPI_Allreduce() failed"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("MPI_ERR_TRUNCATE"), std::string::npos) << r.output;
+}
+
 TEST_F(Multiproc, MpiDebugChecksNameMismatchedCalls) {
   auto r = Mpi(2, {"--mode", "mismatch"},
                {{"COHORT_TIMEOUT", "10"}, {"COHORT_DEBUG_COLLECTIVES", "1"}}, 60s);
