@@ -1,8 +1,8 @@
 #include "bench/bench_runners.h"
 
-#include <cstring>
-
 #include <fmt/format.h>
+
+#include <cstring>
 
 #include "collectives/config.h"
 #include "common/error.h"
@@ -46,15 +46,15 @@ class CohortRunner : public Runner {
       }
       case OpType::kAllGather: {
         TensorView o(out, count, dtype);
-        TensorView i = in_place ? o.Slice(r * (count / n), count / n)
-                                : TensorView(in, count / n, dtype);
+        TensorView i =
+            in_place ? o.Slice(r * (count / n), count / n) : TensorView(in, count / n, dtype);
         comm_.AllGather(i, o)->Wait();
         return;
       }
       case OpType::kReduceScatter: {
         TensorView i(in, count, dtype);
-        TensorView o = in_place ? i.Slice(r * (count / n), count / n)
-                                : TensorView(out, count / n, dtype);
+        TensorView o =
+            in_place ? i.Slice(r * (count / n), count / n) : TensorView(out, count / n, dtype);
         comm_.ReduceScatter(i, o, ReduceOp::kSum)->Wait();
         return;
       }
@@ -63,7 +63,8 @@ class CohortRunner : public Runner {
         comm_.Broadcast(TensorView(out, count, dtype), 0)->Wait();
         return;
       }
-      default: throw InvalidArgument("bench: unsupported op");
+      default:
+        throw InvalidArgument("bench: unsupported op");
     }
   }
 
@@ -99,7 +100,8 @@ class RawMpi : public Runner {
         if (!in_place && r == 0) std::memcpy(out, in, count * 4);
         MPI_Bcast(out, c, MPI_FLOAT, 0, comm_);
         return;
-      default: throw InvalidArgument("bench: unsupported op");
+      default:
+        throw InvalidArgument("bench: unsupported op");
     }
   }
 
@@ -134,8 +136,8 @@ class RawGloo : public Runner {
         gloo::AllreduceOptions o(context_);
         if (!in_place) o.setInput(fin, count);
         o.setOutput(fout, count);
-        o.setReduceFunction(static_cast<void (*)(void*, const void*, const void*, size_t)>(
-            &gloo::sum<float>));
+        o.setReduceFunction(
+            static_cast<void (*)(void*, const void*, const void*, size_t)>(&gloo::sum<float>));
         o.setTag(tag);
         gloo::allreduce(o);
         return;
@@ -168,7 +170,8 @@ class RawGloo : public Runner {
         gloo::broadcast(o);
         return;
       }
-      default: throw InvalidArgument("bench: unsupported op");
+      default:
+        throw InvalidArgument("bench: unsupported op");
     }
   }
 

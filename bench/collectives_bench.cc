@@ -5,15 +5,15 @@
 // under `cohort launch` / any env contract for Gloo alone.
 //
 //   mpirun -np 4 -x MASTER_ADDR=127.0.0.1 -x MASTER_PORT=29500 build/bin/collectives_bench
+#include <fmt/format.h>
+
+#include <CLI/CLI.hpp>
 #include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <fstream>
-#include <vector>
-
-#include <CLI/CLI.hpp>
-#include <fmt/format.h>
 #include <nlohmann/json.hpp>
+#include <vector>
 
 #include "bench/bench_runners.h"
 #include "collectives/registry.h"
@@ -45,16 +45,20 @@ OpType ParseOp(const std::string& s) {
   if (s == "allgather") return OpType::kAllGather;
   if (s == "reducescatter") return OpType::kReduceScatter;
   if (s == "broadcast") return OpType::kBroadcast;
-  throw InvalidArgument("unknown op '" + s + "'; use allreduce, allgather, reducescatter, broadcast");
+  throw InvalidArgument("unknown op '" + s +
+                        "'; use allreduce, allgather, reducescatter, broadcast");
 }
 
 // nccl-tests' bus bandwidth factor: what each link carries relative to the buffer size.
 double BusFactor(OpType op, int n) {
   switch (op) {
-    case OpType::kAllReduce: return 2.0 * (n - 1) / n;
+    case OpType::kAllReduce:
+      return 2.0 * (n - 1) / n;
     case OpType::kAllGather:
-    case OpType::kReduceScatter: return static_cast<double>(n - 1) / n;
-    default: return 1.0;
+    case OpType::kReduceScatter:
+      return static_cast<double>(n - 1) / n;
+    default:
+      return 1.0;
   }
 }
 
@@ -91,7 +95,8 @@ class Bench {
   double TimeBatch(Runner& side, OpType op, size_t count, bool in_place, int iters) {
     comm_.Barrier()->Wait();
     const auto t0 = Clock::now();
-    for (int i = 0; i < iters; ++i) side.Run(op, in_.data(), out_.data(), count, DType::kFloat32, in_place);
+    for (int i = 0; i < iters; ++i)
+      side.Run(op, in_.data(), out_.data(), count, DType::kFloat32, in_place);
     double secs = std::chrono::duration<double>(Clock::now() - t0).count() / iters;
     comm_.AllReduce(TensorView(&secs, 1, DType::kFloat64), ReduceOp::kMax)->Wait();
     return secs;
@@ -103,8 +108,8 @@ class Bench {
       raw_.Run(op, in_.data(), out_.data(), count, DType::kFloat32, false);
     }
     double t = TimeBatch(ours_, op, count, false, 1);
-    int64_t iters = std::clamp<int64_t>(static_cast<int64_t>(o_.budget_ms / 1e3 / t), 1,
-                                        o_.max_iters);
+    int64_t iters =
+        std::clamp<int64_t>(static_cast<int64_t>(o_.budget_ms / 1e3 / t), 1, o_.max_iters);
     comm_.Broadcast(TensorView(&iters, 1, DType::kInt64), 0)->Wait();
     return static_cast<int>(iters);
   }
@@ -129,7 +134,8 @@ class Bench {
         for (size_t i = 0; i < count; ++i) wrong += out[i] != n_ * static_cast<float>(i % 7) + tri;
         break;
       case OpType::kAllGather:
-        for (size_t j = 0; j < count; ++j) wrong += out[j] != static_cast<float>(j % per % 7 + j / per);
+        for (size_t j = 0; j < count; ++j)
+          wrong += out[j] != static_cast<float>(j % per % 7 + j / per);
         break;
       case OpType::kReduceScatter: {
         const float* res = in_place ? in + r_ * per : out;
@@ -154,7 +160,8 @@ class Bench {
       for (int k = 0; k < 2; ++k) {
         const bool ours = (k == 0) == ours_first;
         for (int ip = 0; ip < 2; ++ip) {
-          t[(ours ? 0 : 2) + ip].push_back(TimeBatch(ours ? ours_ : raw_, op, count, ip == 1, iters));
+          t[(ours ? 0 : 2) + ip].push_back(
+              TimeBatch(ours ? ours_ : raw_, op, count, ip == 1, iters));
         }
       }
     }
@@ -166,32 +173,45 @@ class Bench {
     auto algbw = [&](double u) { return bytes / u / 1e3; };  // GB/s
     const double bus = BusFactor(op, n_);
     if (r_ == 0) {
-      fmt::print("{:>12} {:>11} {:>5}  {:>9.1f} {:>6.2f} {:>6.2f} {:>6}  {:>9.1f} {:>6.2f} {:>6.2f} {:>6}"
-                 "  {:>9.1f} {:>6.2f} {:>9.1f} {:>6.2f}  {:>6.3f} {:>6.3f}\n",
-                 count * 4, count, "f32", us[0], algbw(us[0]), algbw(us[0]) * bus, wrong_oop,
-                 us[1], algbw(us[1]), algbw(us[1]) * bus, wrong_ip, us[2], algbw(us[2]) * bus,
-                 us[3], algbw(us[3]) * bus, us[2] / us[0], us[3] / us[1]);
+      fmt::print(
+          "{:>12} {:>11} {:>5}  {:>9.1f} {:>6.2f} {:>6.2f} {:>6}  {:>9.1f} {:>6.2f} {:>6.2f} {:>6}"
+          "  {:>9.1f} {:>6.2f} {:>9.1f} {:>6.2f}  {:>6.3f} {:>6.3f}\n",
+          count * 4, count, "f32", us[0], algbw(us[0]), algbw(us[0]) * bus, wrong_oop, us[1],
+          algbw(us[1]), algbw(us[1]) * bus, wrong_ip, us[2], algbw(us[2]) * bus, us[3],
+          algbw(us[3]) * bus, us[2] / us[0], us[3] / us[1]);
       std::fflush(stdout);
     }
-    return {{"bytes", count * 4}, {"count", count}, {"dtype", "f32"}, {"iters", iters},
-            {"ours_oop_us", us[0]}, {"ours_ip_us", us[1]}, {"raw_oop_us", us[2]},
-            {"raw_ip_us", us[3]}, {"ours_oop_busbw", algbw(us[0]) * bus},
-            {"ours_ip_busbw", algbw(us[1]) * bus}, {"raw_oop_busbw", algbw(us[2]) * bus},
-            {"raw_ip_busbw", algbw(us[3]) * bus}, {"wrong_oop", wrong_oop},
-            {"wrong_ip", wrong_ip}, {"ratio_oop", us[2] / us[0]}, {"ratio_ip", us[3] / us[1]}};
+    return {{"bytes", count * 4},
+            {"count", count},
+            {"dtype", "f32"},
+            {"iters", iters},
+            {"ours_oop_us", us[0]},
+            {"ours_ip_us", us[1]},
+            {"raw_oop_us", us[2]},
+            {"raw_ip_us", us[3]},
+            {"ours_oop_busbw", algbw(us[0]) * bus},
+            {"ours_ip_busbw", algbw(us[1]) * bus},
+            {"raw_oop_busbw", algbw(us[2]) * bus},
+            {"raw_ip_busbw", algbw(us[3]) * bus},
+            {"wrong_oop", wrong_oop},
+            {"wrong_ip", wrong_ip},
+            {"ratio_oop", us[2] / us[0]},
+            {"ratio_ip", us[3] / us[1]}};
   }
 
   void PrintHeader(OpType op) {
-    fmt::print("\n# {} | backend {} | {} ranks | {} vs {} | medians of {} rounds, slowest rank, "
-               "GB/s\n",
-               OpTypeName(op), comm_.Backend(), n_, ours_.Name(), raw_.Name(), o_.rounds);
+    fmt::print(
+        "\n# {} | backend {} | {} ranks | {} vs {} | medians of {} rounds, slowest rank, "
+        "GB/s\n",
+        OpTypeName(op), comm_.Backend(), n_, ours_.Name(), raw_.Name(), o_.rounds);
     fmt::print("#{:>11} {:>11} {:>5}  {:>31}  {:>31}  {:>16}  {:>16}  {:>13}\n", "", "", "",
                "cohort out-of-place", "cohort in-place", "raw out-of-place", "raw in-place",
                "raw/cohort");
-    fmt::print("#{:>11} {:>11} {:>5}  {:>9} {:>6} {:>6} {:>6}  {:>9} {:>6} {:>6} {:>6}  {:>9} "
-               "{:>6}  {:>9} {:>6}  {:>6} {:>6}\n",
-               "size(B)", "count", "type", "time(us)", "algbw", "busbw", "#wrong", "time(us)",
-               "algbw", "busbw", "#wrong", "time(us)", "busbw", "time(us)", "busbw", "oop", "ip");
+    fmt::print(
+        "#{:>11} {:>11} {:>5}  {:>9} {:>6} {:>6} {:>6}  {:>9} {:>6} {:>6} {:>6}  {:>9} "
+        "{:>6}  {:>9} {:>6}  {:>6} {:>6}\n",
+        "size(B)", "count", "type", "time(us)", "algbw", "busbw", "#wrong", "time(us)", "algbw",
+        "busbw", "#wrong", "time(us)", "busbw", "time(us)", "busbw", "oop", "ip");
     std::fflush(stdout);
   }
 
@@ -205,7 +225,8 @@ class Bench {
 
 int Main(int argc, char** argv) {
   Options o;
-  CLI::App app{"cohort collectives benchmark (nccl-tests format, with the raw library as baseline)"};
+  CLI::App app{
+      "cohort collectives benchmark (nccl-tests format, with the raw library as baseline)"};
   app.add_option("--backends", o.backends, "backends to measure")->delimiter(',');
   app.add_option("--ops", o.ops, "allreduce, allgather, reducescatter, broadcast")->delimiter(',');
   app.add_option("--min-bytes", o.min_bytes, "smallest buffer");
@@ -220,7 +241,8 @@ int Main(int argc, char** argv) {
   const World world = DetectWorld();
   log::SetRank(world.rank);
   auto store = ConnectStoreFromEnv();
-  nlohmann::json results = {{"world", world.size}, {"dtype", "f32"}, {"runs", nlohmann::json::array()}};
+  nlohmann::json results = {
+      {"world", world.size}, {"dtype", "f32"}, {"runs", nlohmann::json::array()}};
   for (const auto& backend : o.backends) {
     CommConfig cfg = CommConfig::FromEnv(world.rank, world.size, store);
     cfg.name = "bench-" + backend;

@@ -38,16 +38,15 @@ Communicator::Communicator(const CommConfig& config)
     throw InvalidArgument(fmt::format("world size is {}; it must be at least 1", size_));
   }
   if (rank_ < 0 || rank_ >= size_) {
-    throw InvalidArgument(
-        fmt::format("rank {} is outside the world of {} ranks (valid: 0..{})", rank_, size_,
-                    size_ - 1));
+    throw InvalidArgument(fmt::format("rank {} is outside the world of {} ranks (valid: 0..{})",
+                                      rank_, size_, size_ - 1));
   }
   if (config_.timeout.count() <= 0) {
     throw InvalidArgument("the collective timeout must be positive (COHORT_TIMEOUT, seconds)");
   }
   if (config_.store && size_ > 1) {
-    health_ = std::make_unique<HealthMonitor>(config_.store, Scope(), rank_, size_,
-                                              config_.heartbeat);
+    health_ =
+        std::make_unique<HealthMonitor>(config_.store, Scope(), rank_, size_, config_.heartbeat);
   }
 }
 
@@ -55,8 +54,8 @@ Communicator::~Communicator() = default;
 
 void Communicator::CheckDevice(const TensorView& t, const char* what) const {
   if (t.count > 0 && t.data == nullptr) {
-    throw InvalidArgument(fmt::format("{}: {} has {} elements but a null data pointer", what,
-                                      t.ToString(), t.count));
+    throw InvalidArgument(
+        fmt::format("{}: {} has {} elements but a null data pointer", what, t.ToString(), t.count));
   }
   if (t.device.type != Devices()) {
     throw InvalidArgument(fmt::format(
@@ -78,8 +77,7 @@ WorkPtr Communicator::AllReduce(TensorView buf, ReduceOp op, const OpOptions& op
   return AllReduce(buf, buf, op, opts);
 }
 
-WorkPtr Communicator::AllReduce(TensorView in, TensorView out, ReduceOp op,
-                                const OpOptions& opts) {
+WorkPtr Communicator::AllReduce(TensorView in, TensorView out, ReduceOp op, const OpOptions& opts) {
   CheckDevice(in, "allreduce");
   CheckDevice(out, "allreduce");
   if (in.dtype != out.dtype || in.count != out.count) {
@@ -87,23 +85,13 @@ WorkPtr Communicator::AllReduce(TensorView in, TensorView out, ReduceOp op,
         "allreduce: in is {} but out is {}; they must have the same dtype and element count",
         in.ToString(), out.ToString()));
   }
-  Op o;
-  o.type = OpType::kAllReduce;
-  o.in = in;
-  o.out = out;
-  o.reduce = op;
-  return Start(o, opts);
+  return Start(OpType::kAllReduce, in, out, op, -1, opts);
 }
 
 WorkPtr Communicator::Broadcast(TensorView buf, int root, const OpOptions& opts) {
   CheckDevice(buf, "broadcast");
   CheckRank(root, "broadcast: root");
-  Op o;
-  o.type = OpType::kBroadcast;
-  o.in = buf;
-  o.out = buf;
-  o.peer = root;
-  return Start(o, opts);
+  return Start(OpType::kBroadcast, buf, buf, ReduceOp::kSum, root, opts);
 }
 
 WorkPtr Communicator::AllGather(TensorView in, TensorView out, const OpOptions& opts) {
@@ -114,11 +102,7 @@ WorkPtr Communicator::AllGather(TensorView in, TensorView out, const OpOptions& 
         "allgather: out is {} but must hold in ({}) from each of {} ranks: {} {} elements",
         out.ToString(), in.ToString(), size_, in.count * size_, DTypeName(in.dtype)));
   }
-  Op o;
-  o.type = OpType::kAllGather;
-  o.in = in;
-  o.out = out;
-  return Start(o, opts);
+  return Start(OpType::kAllGather, in, out, ReduceOp::kSum, -1, opts);
 }
 
 WorkPtr Communicator::ReduceScatter(TensorView in, TensorView out, ReduceOp op,
@@ -131,45 +115,35 @@ WorkPtr Communicator::ReduceScatter(TensorView in, TensorView out, ReduceOp op,
         "elements",
         in.ToString(), out.ToString(), size_, out.count * size_, DTypeName(out.dtype)));
   }
-  Op o;
-  o.type = OpType::kReduceScatter;
-  o.in = in;
-  o.out = out;
-  o.reduce = op;
-  return Start(o, opts);
+  return Start(OpType::kReduceScatter, in, out, op, -1, opts);
 }
 
 WorkPtr Communicator::Send(TensorView buf, int dst, const OpOptions& opts) {
   CheckDevice(buf, "send");
   CheckRank(dst, "send: destination");
   if (dst == rank_) throw InvalidArgument("send: a rank cannot send to itself; copy instead");
-  Op o;
-  o.type = OpType::kSend;
-  o.in = buf;
-  o.out = buf;
-  o.peer = dst;
-  return Start(o, opts);
+  return Start(OpType::kSend, buf, buf, ReduceOp::kSum, dst, opts);
 }
 
 WorkPtr Communicator::Recv(TensorView buf, int src, const OpOptions& opts) {
   CheckDevice(buf, "recv");
   CheckRank(src, "recv: source");
   if (src == rank_) throw InvalidArgument("recv: a rank cannot receive from itself; copy instead");
-  Op o;
-  o.type = OpType::kRecv;
-  o.in = buf;
-  o.out = buf;
-  o.peer = src;
-  return Start(o, opts);
+  return Start(OpType::kRecv, buf, buf, ReduceOp::kSum, src, opts);
 }
 
 WorkPtr Communicator::Barrier(const OpOptions& opts) {
-  Op o;
-  o.type = OpType::kBarrier;
-  return Start(o, opts);
+  return Start(OpType::kBarrier, TensorView(), TensorView(), ReduceOp::kSum, -1, opts);
 }
 
-WorkPtr Communicator::Start(Op op, const OpOptions& opts) {
+WorkPtr Communicator::Start(OpType type, TensorView in, TensorView out, ReduceOp reduce, int peer,
+                            const OpOptions& opts) {
+  Op op;
+  op.type = type;
+  op.in = in;
+  op.out = out;
+  op.reduce = reduce;
+  op.peer = peer;
   op.timeout = opts.timeout.count() > 0 ? opts.timeout : config_.timeout;
   op.tag = opts.tag;
   Validate(op);
@@ -211,8 +185,8 @@ std::exception_ptr Communicator::Blame(const Op& op, ErrorKind kind, const std::
   } else if (size_ > 1) {
     verdict = "no store, so the stuck ranks cannot be named";
   }
-  std::string what = fmt::format("{} {} on rank {} of {}: {}", Backend(), op.Describe(), rank_,
-                                 size_, detail);
+  std::string what =
+      fmt::format("{} {} on rank {} of {}: {}", Backend(), op.Describe(), rank_, size_, detail);
   if (!verdict.empty()) what += "; " + verdict;
   std::exception_ptr error;
   try {

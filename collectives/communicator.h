@@ -111,7 +111,9 @@ class Communicator {
   std::string Scope() const;
 
  private:
-  WorkPtr Start(Op op, const OpOptions& opts);
+  // Builds the op, checks it, numbers it and submits it.
+  WorkPtr Start(OpType type, TensorView in, TensorView out, ReduceOp reduce, int peer,
+                const OpOptions& opts);
   void CheckDevice(const TensorView& t, const char* what) const;
   void CheckRank(int r, const char* what) const;
 

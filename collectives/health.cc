@@ -1,9 +1,9 @@
 #include "collectives/health.h"
 
-#include <sstream>
-
 #include <fmt/format.h>
 #include <fmt/ranges.h>
+
+#include <sstream>
 
 #include "common/error.h"
 #include "common/log.h"
@@ -75,8 +75,10 @@ void HealthMonitor::Publish() {
     }
   } catch (const std::exception& e) {
     if (!warned_) {
-      COHORT_WARN(kColl, "cannot publish health to the store ({}); hang diagnosis will be "
-                         "incomplete until it is reachable", e.what());
+      COHORT_WARN(kColl,
+                  "cannot publish health to the store ({}); hang diagnosis will be "
+                  "incomplete until it is reachable",
+                  e.what());
       warned_ = true;
     }
   }
@@ -148,8 +150,8 @@ HealthMonitor::Verdict HealthMonitor::Inspect(uint64_t seq, const std::string& n
           b.completed));
     } else if (b.started < seq) {
       v.behind.push_back(r);
-      clauses.push_back(fmt::format("rank {} never reached it (its last collective was #{} {})",
-                                    r, b.started, b.started == 0 ? "-" : b.name));
+      clauses.push_back(fmt::format("rank {} never reached it (its last collective was #{} {})", r,
+                                    b.started, b.started == 0 ? "-" : b.name));
     }
   }
   if (!v.missing.empty()) {

@@ -8,11 +8,16 @@ namespace cohort::collectives {
 
 const char* ReduceOpName(ReduceOp op) {
   switch (op) {
-    case ReduceOp::kSum: return "sum";
-    case ReduceOp::kAvg: return "avg";
-    case ReduceOp::kMin: return "min";
-    case ReduceOp::kMax: return "max";
-    case ReduceOp::kProduct: return "prod";
+    case ReduceOp::kSum:
+      return "sum";
+    case ReduceOp::kAvg:
+      return "avg";
+    case ReduceOp::kMin:
+      return "min";
+    case ReduceOp::kMax:
+      return "max";
+    case ReduceOp::kProduct:
+      return "prod";
   }
   return "?";
 }
@@ -23,18 +28,26 @@ ReduceOp ParseReduceOp(const std::string& name) {
   if (name == "min") return ReduceOp::kMin;
   if (name == "max") return ReduceOp::kMax;
   if (name == "prod" || name == "product") return ReduceOp::kProduct;
-  throw InvalidArgument(fmt::format("unknown reduce op '{}'; use sum, avg, min, max or prod", name));
+  throw InvalidArgument(
+      fmt::format("unknown reduce op '{}'; use sum, avg, min, max or prod", name));
 }
 
 const char* OpTypeName(OpType type) {
   switch (type) {
-    case OpType::kAllReduce: return "allreduce";
-    case OpType::kBroadcast: return "broadcast";
-    case OpType::kAllGather: return "allgather";
-    case OpType::kReduceScatter: return "reducescatter";
-    case OpType::kSend: return "send";
-    case OpType::kRecv: return "recv";
-    case OpType::kBarrier: return "barrier";
+    case OpType::kAllReduce:
+      return "allreduce";
+    case OpType::kBroadcast:
+      return "broadcast";
+    case OpType::kAllGather:
+      return "allgather";
+    case OpType::kReduceScatter:
+      return "reducescatter";
+    case OpType::kSend:
+      return "send";
+    case OpType::kRecv:
+      return "recv";
+    case OpType::kBarrier:
+      return "barrier";
   }
   return "?";
 }

@@ -11,19 +11,27 @@ namespace {
 
 struct Sum {
   template <typename T>
-  static T Apply(T a, T b) { return a + b; }
+  static T Apply(T a, T b) {
+    return a + b;
+  }
 };
 struct Prod {
   template <typename T>
-  static T Apply(T a, T b) { return a * b; }
+  static T Apply(T a, T b) {
+    return a * b;
+  }
 };
 struct Min {
   template <typename T>
-  static T Apply(T a, T b) { return b < a ? b : a; }
+  static T Apply(T a, T b) {
+    return b < a ? b : a;
+  }
 };
 struct Max {
   template <typename T>
-  static T Apply(T a, T b) { return a < b ? b : a; }
+  static T Apply(T a, T b) {
+    return a < b ? b : a;
+  }
 };
 
 // Plain arithmetic types: a loop the compiler vectorizes.
@@ -56,13 +64,20 @@ void LoopHalf(void* out, const void* a, const void* b, size_t n) {
 template <typename F>
 ReduceFn ForDType(DType dtype) {
   switch (dtype) {
-    case DType::kFloat32: return &Loop<F, float>;
-    case DType::kFloat64: return &Loop<F, double>;
-    case DType::kInt32: return &Loop<F, int32_t>;
-    case DType::kInt64: return &Loop<F, int64_t>;
-    case DType::kUInt8: return &Loop<F, uint8_t>;
-    case DType::kFloat16: return &LoopHalf<F, HalfToFloat, FloatToHalf>;
-    case DType::kBFloat16: return &LoopHalf<F, BFloat16ToFloat, FloatToBFloat16>;
+    case DType::kFloat32:
+      return &Loop<F, float>;
+    case DType::kFloat64:
+      return &Loop<F, double>;
+    case DType::kInt32:
+      return &Loop<F, int32_t>;
+    case DType::kInt64:
+      return &Loop<F, int64_t>;
+    case DType::kUInt8:
+      return &Loop<F, uint8_t>;
+    case DType::kFloat16:
+      return &LoopHalf<F, HalfToFloat, FloatToHalf>;
+    case DType::kBFloat16:
+      return &LoopHalf<F, BFloat16ToFloat, FloatToBFloat16>;
   }
   throw Internal("reduce: unknown dtype");
 }
@@ -85,10 +100,14 @@ void DivideHalf(void* data, size_t n, int divisor) {
 ReduceFn GetReduceFn(ReduceOp op, DType dtype) {
   switch (op) {
     case ReduceOp::kSum:
-    case ReduceOp::kAvg: return ForDType<Sum>(dtype);
-    case ReduceOp::kProduct: return ForDType<Prod>(dtype);
-    case ReduceOp::kMin: return ForDType<Min>(dtype);
-    case ReduceOp::kMax: return ForDType<Max>(dtype);
+    case ReduceOp::kAvg:
+      return ForDType<Sum>(dtype);
+    case ReduceOp::kProduct:
+      return ForDType<Prod>(dtype);
+    case ReduceOp::kMin:
+      return ForDType<Min>(dtype);
+    case ReduceOp::kMax:
+      return ForDType<Max>(dtype);
   }
   throw Internal("reduce: unknown op");
 }
@@ -100,13 +119,20 @@ void ReduceInto(ReduceOp op, DType dtype, void* out, const void* a, const void* 
 void FinishAverage(DType dtype, void* data, size_t n, int divisor) {
   if (divisor == 1 || n == 0) return;
   switch (dtype) {
-    case DType::kFloat32: return DivideLoop<float>(data, n, divisor);
-    case DType::kFloat64: return DivideLoop<double>(data, n, divisor);
-    case DType::kInt32: return DivideLoop<int32_t>(data, n, divisor);
-    case DType::kInt64: return DivideLoop<int64_t>(data, n, divisor);
-    case DType::kUInt8: return DivideLoop<uint8_t>(data, n, divisor);
-    case DType::kFloat16: return DivideHalf<HalfToFloat, FloatToHalf>(data, n, divisor);
-    case DType::kBFloat16: return DivideHalf<BFloat16ToFloat, FloatToBFloat16>(data, n, divisor);
+    case DType::kFloat32:
+      return DivideLoop<float>(data, n, divisor);
+    case DType::kFloat64:
+      return DivideLoop<double>(data, n, divisor);
+    case DType::kInt32:
+      return DivideLoop<int32_t>(data, n, divisor);
+    case DType::kInt64:
+      return DivideLoop<int64_t>(data, n, divisor);
+    case DType::kUInt8:
+      return DivideLoop<uint8_t>(data, n, divisor);
+    case DType::kFloat16:
+      return DivideHalf<HalfToFloat, FloatToHalf>(data, n, divisor);
+    case DType::kBFloat16:
+      return DivideHalf<BFloat16ToFloat, FloatToBFloat16>(data, n, divisor);
   }
 }
 

@@ -28,28 +28,28 @@ std::unique_ptr<Communicator> Make(const CommConfig& config) {
 const std::vector<BackendEntry>& Backends() {
   static const std::vector<BackendEntry> backends = {
 #if COHORT_HAVE_NCCL
-      {"nccl",
-       [](const CommConfig& c, DeviceType d) {
-         if (d != DeviceType::kCUDA) return std::string("nccl moves CUDA tensors only");
-         return NcclCommunicator::UnavailableReason(c);
-       },
-       &Make<NcclCommunicator>},
+    {"nccl",
+     [](const CommConfig& c, DeviceType d) {
+       if (d != DeviceType::kCUDA) return std::string("nccl moves CUDA tensors only");
+       return NcclCommunicator::UnavailableReason(c);
+     },
+     &Make<NcclCommunicator>},
 #endif
 #if COHORT_HAVE_MPI
-      {"mpi",
-       [](const CommConfig& c, DeviceType d) {
-         if (d != DeviceType::kCPU) return std::string("mpi here moves CPU tensors only");
-         return MpiCommunicator::UnavailableReason(c);
-       },
-       &Make<MpiCommunicator>},
+    {"mpi",
+     [](const CommConfig& c, DeviceType d) {
+       if (d != DeviceType::kCPU) return std::string("mpi here moves CPU tensors only");
+       return MpiCommunicator::UnavailableReason(c);
+     },
+     &Make<MpiCommunicator>},
 #endif
 #if COHORT_HAVE_GLOO
-      {"gloo",
-       [](const CommConfig& c, DeviceType d) {
-         if (d != DeviceType::kCPU) return std::string("gloo here moves CPU tensors only");
-         return GlooCommunicator::UnavailableReason(c);
-       },
-       &Make<GlooCommunicator>},
+    {"gloo",
+     [](const CommConfig& c, DeviceType d) {
+       if (d != DeviceType::kCPU) return std::string("gloo here moves CPU tensors only");
+       return GlooCommunicator::UnavailableReason(c);
+     },
+     &Make<GlooCommunicator>},
 #endif
   };
   return backends;
@@ -71,9 +71,10 @@ std::unique_ptr<Communicator> CreateCommunicator(const std::string& backend,
       }
       return b.create(config);
     }
-    throw InvalidArgument(fmt::format("unknown or not built backend '{}'; this build has: {}, "
-                                      "or auto",
-                                      backend, BackendNames()));
+    throw InvalidArgument(
+        fmt::format("unknown or not built backend '{}'; this build has: {}, "
+                    "or auto",
+                    backend, BackendNames()));
   }
   std::string reasons;
   for (const auto& b : Backends()) {

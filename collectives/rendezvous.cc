@@ -1,10 +1,10 @@
 #include "collectives/rendezvous.h"
 
-#include <chrono>
-#include <vector>
-
 #include <fmt/format.h>
 #include <fmt/ranges.h>
+
+#include <chrono>
+#include <vector>
 
 #include "common/error.h"
 
@@ -15,7 +15,8 @@ void JoinGroup(Store& store, const std::string& scope, int rank, int size,
   const std::string prefix = scope + "/join/";
   // A key that is already there belongs to an earlier group under the same name: its addresses
   // and ids are stale, and using them fails in obscure ways. Refuse, saying how to fix it.
-  const std::string nonce = std::to_string(std::chrono::steady_clock::now().time_since_epoch().count());
+  const std::string nonce =
+      std::to_string(std::chrono::steady_clock::now().time_since_epoch().count());
   if (store.CompareSet(prefix + std::to_string(rank), "", nonce) != nonce) {
     throw InvalidArgument(fmt::format(
         "{}: rank {} already joined '{}' on this store: an earlier job or communicator used the "

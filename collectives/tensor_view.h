@@ -9,8 +9,8 @@
 namespace cohort::collectives {
 
 enum class DType : uint8_t { kFloat32, kFloat64, kFloat16, kBFloat16, kInt32, kInt64, kUInt8 };
-inline constexpr DType kAllDTypes[] = {DType::kFloat32, DType::kFloat64,  DType::kFloat16,
-                                       DType::kBFloat16, DType::kInt32, DType::kInt64,
+inline constexpr DType kAllDTypes[] = {DType::kFloat32,  DType::kFloat64, DType::kFloat16,
+                                       DType::kBFloat16, DType::kInt32,   DType::kInt64,
                                        DType::kUInt8};
 
 enum class DeviceType : uint8_t { kCPU, kCUDA };
@@ -38,7 +38,8 @@ struct TensorView {
   Device device;
 
   TensorView() = default;
-  TensorView(void* d, size_t n, DType t, Device dev = {}) : data(d), count(n), dtype(t), device(dev) {}
+  TensorView(void* d, size_t n, DType t, Device dev = {})
+      : data(d), count(n), dtype(t), device(dev) {}
 
   size_t bytes() const { return count * ElementSize(dtype); }
   // Elements [offset, offset + n) of this view. Throws InvalidArgument when out of range.

@@ -1,9 +1,9 @@
 #include "collectives/threaded_communicator.h"
 
+#include <fmt/format.h>
+
 #include <cstring>
 #include <vector>
-
-#include <fmt/format.h>
 
 #include "common/log.h"
 #include "common/spin.h"
@@ -157,7 +157,8 @@ void ThreadedCommunicator::Loop() {
         // A caller that waits right after submitting runs the op itself, with no hand-off;
         // leave it kInlineGrace to do so before racing it for the op.
         const auto now = Clock::now();
-        const bool ripe = !queue_.empty() && (stop_ || now >= queue_.front().submitted + kInlineGrace);
+        const bool ripe =
+            !queue_.empty() && (stop_ || now >= queue_.front().submitted + kInlineGrace);
         // try_lock: a caller running an op inline holds exec_mu_; never queue up behind it.
         if (ripe && exec.try_lock()) {
           work = std::move(queue_.front().work);
@@ -237,9 +238,9 @@ bool ThreadedCommunicator::PollInFlight() {
       done = f.pending->Test();
       if (!done && now >= f.deadline) {
         f.pending->Cancel();
-        error = Blame(f.work->op(), ErrorKind::kTimeout,
-                      fmt::format("timed out after {:.1f} s",
-                                  f.work->op().timeout.count() / 1000.0));
+        error =
+            Blame(f.work->op(), ErrorKind::kTimeout,
+                  fmt::format("timed out after {:.1f} s", f.work->op().timeout.count() / 1000.0));
         done = true;
       }
     } catch (const std::exception& e) {
@@ -304,9 +305,9 @@ void ThreadedCommunicator::CheckSameCall(const Op& op) {
   RunToCompletion(gather);
   for (int r = 0; r < Size(); ++r) {
     if (std::memcmp(&all[r], &mine, sizeof(mine)) != 0) {
-      throw InvalidArgument(fmt::format(
-          "ranks called different operations: rank {} called {} but rank {} called {}", Rank(),
-          SignatureText(mine), r, SignatureText(all[r])));
+      throw InvalidArgument(
+          fmt::format("ranks called different operations: rank {} called {} but rank {} called {}",
+                      Rank(), SignatureText(mine), r, SignatureText(all[r])));
     }
   }
 }

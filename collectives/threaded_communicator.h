@@ -27,7 +27,7 @@ class ThreadedCommunicator : public Communicator {
   explicit ThreadedCommunicator(const CommConfig& config);
   ~ThreadedCommunicator() override;
 
- // An operation a backend started and left in flight. Used on the worker thread only.
+  // An operation a backend started and left in flight. Used on the worker thread only.
   class Pending {
    public:
     virtual ~Pending() = default;
@@ -93,7 +93,7 @@ class ThreadedCommunicator : public Communicator {
   std::atomic<size_t> queued_{0};
   std::atomic<bool> sleeping_{false};
   bool stop_ = false;
-  WorkPtr inline_;  // the op a caller is running inline, watched by the worker
+  WorkPtr inline_;                     // the op a caller is running inline, watched by the worker
   std::atomic<int> inline_streak_{0};  // ops run inline in a row (see kLazyStreak)
   std::chrono::steady_clock::time_point last_submit_;
   std::chrono::steady_clock::time_point inline_deadline_;

@@ -5,7 +5,8 @@
 
 namespace cohort::collectives {
 
-Work::Work(Op op, TimeoutHandler on_timeout) : op_(std::move(op)), on_timeout_(std::move(on_timeout)) {}
+Work::Work(Op op, TimeoutHandler on_timeout)
+    : op_(std::move(op)), on_timeout_(std::move(on_timeout)) {}
 
 void Work::Wait(std::chrono::milliseconds timeout) {
   if (timeout.count() <= 0) timeout = op_.timeout;
@@ -20,8 +21,8 @@ void Work::Wait(std::chrono::milliseconds timeout) {
       lock.unlock();
       if (on_timeout_) on_timeout_(*this);
       // The handler finishes the work; if it did not, say what timed out ourselves.
-      Finish(std::make_exception_ptr(cohort::Timeout(
-          op_.Describe() + " timed out after " + std::to_string(timeout.count()) + " ms")));
+      Finish(std::make_exception_ptr(cohort::Timeout(op_.Describe() + " timed out after " +
+                                                     std::to_string(timeout.count()) + " ms")));
     }
   }
   std::lock_guard<std::mutex> lock(mu_);

@@ -47,7 +47,9 @@ class Work {
   // For backends: Wait() first offers the op to run_inline, which may execute it on the calling
   // thread (when it is next in line and nothing else runs) and returns whether it did. Set it
   // before the Work is shared.
-  void SetInlineRunner(std::function<bool(Work&)> run_inline) { run_inline_ = std::move(run_inline); }
+  void SetInlineRunner(std::function<bool(Work&)> run_inline) {
+    run_inline_ = std::move(run_inline);
+  }
 
   // For backends: the op begins executing now.
   void MarkStarted();

@@ -12,7 +12,8 @@ void FailCall(ErrorKind kind, const char* call, const char* file, int line,
   if (where.compare(0, root.size(), root) == 0) where = where.substr(root.size());
   // "MPI_Allreduce(op.in.data, ...)" reads worse than the callee's name alone.
   std::string callee = call;
-  if (auto paren = callee.find('('); paren != std::string::npos) callee = callee.substr(0, paren) + "()";
+  if (auto paren = callee.find('('); paren != std::string::npos)
+    callee = callee.substr(0, paren) + "()";
   ThrowError(kind, fmt::format("{} failed at {}:{}: {}", callee, where, line, detail));
 }
 

@@ -42,12 +42,12 @@ inline std::string MpiErrorString(int code) {
 
 }  // namespace cohort::internal
 
-#define COHORT_CHECK_MPI(call)                                                                \
-  do {                                                                                        \
-    int cohort_mpi_rc_ = (call);                                                              \
-    if (cohort_mpi_rc_ != MPI_SUCCESS) {                                                      \
-      ::cohort::internal::FailCall(::cohort::internal::KindFromMpi(cohort_mpi_rc_), #call,    \
-                                   __FILE__, __LINE__,                                        \
-                                   ::cohort::internal::MpiErrorString(cohort_mpi_rc_));       \
-    }                                                                                         \
+#define COHORT_CHECK_MPI(call)                                                             \
+  do {                                                                                     \
+    int cohort_mpi_rc_ = (call);                                                           \
+    if (cohort_mpi_rc_ != MPI_SUCCESS) {                                                   \
+      ::cohort::internal::FailCall(::cohort::internal::KindFromMpi(cohort_mpi_rc_), #call, \
+                                   __FILE__, __LINE__,                                     \
+                                   ::cohort::internal::MpiErrorString(cohort_mpi_rc_));    \
+    }                                                                                      \
   } while (0)

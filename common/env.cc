@@ -1,9 +1,9 @@
 #include "common/env.h"
 
+#include <fmt/format.h>
+
 #include <cctype>
 #include <cstdlib>
-
-#include <fmt/format.h>
 
 #include "common/error.h"
 
@@ -11,8 +11,8 @@ namespace cohort::env {
 namespace {
 
 [[noreturn]] void Bad(const Var& var, const std::string& value, const char* want) {
-  throw InvalidArgument(fmt::format("{}='{}' is not {}; set it to {} or unset it", var.name(),
-                                    value, want, want));
+  throw InvalidArgument(
+      fmt::format("{}='{}' is not {}; set it to {} or unset it", var.name(), value, want, want));
 }
 
 }  // namespace
@@ -55,14 +55,45 @@ double Var::Seconds(double fallback) const {
 }
 
 const std::vector<const Var*>& All() {
-  static const std::vector<const Var*> all = {
-      &kRank, &kWorldSize, &kLocalRank, &kLocalWorldSize, &kNodeRank, &kNNodes, &kStore, &kToken,
-      &kRunId, &kRestart, &kBackend, &kCheckpointUri, &kResume, &kLogLevel, &kLogSubsys,
-      &kTimeout, &kStoreTimeout, &kHeartbeat, &kDebugCollectives, &kMpiMallocTune, &kGlooHost, &kTorchRank,
-      &kTorchWorldSize, &kTorchLocalRank, &kTorchLocalWorldSize, &kMasterAddr, &kMasterPort,
-      &kOmpiRank, &kOmpiSize, &kOmpiLocalRank, &kOmpiLocalSize, &kJobCompletionIndex,
-      &kPetNprocPerNode, &kPetNNodes, &kSlurmProcId, &kSlurmNTasks, &kSlurmLocalId,
-      &kSlurmNodeId, &kSlurmNNodes};
+  static const std::vector<const Var*> all = {&kRank,
+                                              &kWorldSize,
+                                              &kLocalRank,
+                                              &kLocalWorldSize,
+                                              &kNodeRank,
+                                              &kNNodes,
+                                              &kStore,
+                                              &kToken,
+                                              &kRunId,
+                                              &kRestart,
+                                              &kBackend,
+                                              &kCheckpointUri,
+                                              &kResume,
+                                              &kLogLevel,
+                                              &kLogSubsys,
+                                              &kTimeout,
+                                              &kStoreTimeout,
+                                              &kHeartbeat,
+                                              &kDebugCollectives,
+                                              &kMpiMallocTune,
+                                              &kGlooHost,
+                                              &kTorchRank,
+                                              &kTorchWorldSize,
+                                              &kTorchLocalRank,
+                                              &kTorchLocalWorldSize,
+                                              &kMasterAddr,
+                                              &kMasterPort,
+                                              &kOmpiRank,
+                                              &kOmpiSize,
+                                              &kOmpiLocalRank,
+                                              &kOmpiLocalSize,
+                                              &kJobCompletionIndex,
+                                              &kPetNprocPerNode,
+                                              &kPetNNodes,
+                                              &kSlurmProcId,
+                                              &kSlurmNTasks,
+                                              &kSlurmLocalId,
+                                              &kSlurmNodeId,
+                                              &kSlurmNNodes};
   return all;
 }
 

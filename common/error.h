@@ -31,9 +31,9 @@ class Error : public std::runtime_error {
   ErrorKind kind_;
 };
 
-#define COHORT_DEFINE_ERROR(Name, Kind) \
-  class Name : public Error {           \
-   public:                              \
+#define COHORT_DEFINE_ERROR(Name, Kind)                                            \
+  class Name : public Error {                                                      \
+   public:                                                                         \
     explicit Name(const std::string& message) : Error(ErrorKind::Kind, message) {} \
   }
 

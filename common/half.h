@@ -36,7 +36,7 @@ inline uint16_t FloatToHalf(float f) {
   uint32_t out;
   if (u >= (143u << 23)) {  // >= 65536 (or inf/nan): inf, or a quiet nan
     out = u > 0x7f800000u ? 0x7e00u : 0x7c00u;
-  } else if (u < (113u << 23)) {  // below 2^-14: subnormal half; let the FPU round
+  } else if (u < (113u << 23)) {        // below 2^-14: subnormal half; let the FPU round
     const uint32_t magic = 126u << 23;  // 0.5f: aligns the half's lowest bit with float's
     out = FloatBits(BitsFloat(u) + BitsFloat(magic)) - magic;
   } else {

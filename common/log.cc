@@ -1,10 +1,10 @@
 #include "common/log.h"
 
+#include <spdlog/sinks/stdout_color_sinks.h>
+
 #include <atomic>
 #include <mutex>
 #include <sstream>
-
-#include <spdlog/sinks/stdout_color_sinks.h>
 
 #include "common/env.h"
 #include "common/error.h"
@@ -100,16 +100,26 @@ State& Initialized() {
 
 const char* SubsysName(Subsys s) {
   switch (s) {
-    case Subsys::kCore: return "core";
-    case Subsys::kStore: return "store";
-    case Subsys::kColl: return "coll";
-    case Subsys::kGloo: return "gloo";
-    case Subsys::kMpi: return "mpi";
-    case Subsys::kNccl: return "nccl";
-    case Subsys::kLaunch: return "launch";
-    case Subsys::kRuntime: return "runtime";
-    case Subsys::kCheckpoint: return "ckpt";
-    case Subsys::kBench: return "bench";
+    case Subsys::kCore:
+      return "core";
+    case Subsys::kStore:
+      return "store";
+    case Subsys::kColl:
+      return "coll";
+    case Subsys::kGloo:
+      return "gloo";
+    case Subsys::kMpi:
+      return "mpi";
+    case Subsys::kNccl:
+      return "nccl";
+    case Subsys::kLaunch:
+      return "launch";
+    case Subsys::kRuntime:
+      return "runtime";
+    case Subsys::kCheckpoint:
+      return "ckpt";
+    case Subsys::kBench:
+      return "bench";
   }
   return "?";
 }

@@ -3,13 +3,24 @@
 // NCCL_DEBUG / NCCL_DEBUG_SUBSYS do.
 #pragma once
 
-#include <string>
-
 #include <spdlog/spdlog.h>
+
+#include <string>
 
 namespace cohort::log {
 
-enum class Subsys { kCore, kStore, kColl, kGloo, kMpi, kNccl, kLaunch, kRuntime, kCheckpoint, kBench };
+enum class Subsys {
+  kCore,
+  kStore,
+  kColl,
+  kGloo,
+  kMpi,
+  kNccl,
+  kLaunch,
+  kRuntime,
+  kCheckpoint,
+  kBench
+};
 
 const char* SubsysName(Subsys s);
 
@@ -27,13 +38,13 @@ void Reload();
 
 }  // namespace cohort::log
 
-#define COHORT_LOG(subsys, lvl, ...)                                                          \
-  do {                                                                                        \
-    if (::cohort::log::Enabled(::cohort::log::Subsys::subsys, ::spdlog::level::lvl)) {        \
-      ::cohort::log::Logger().log(::spdlog::level::lvl, "[{}] {}",                            \
-                                  ::cohort::log::SubsysName(::cohort::log::Subsys::subsys),   \
-                                  ::fmt::format(__VA_ARGS__));                                \
-    }                                                                                         \
+#define COHORT_LOG(subsys, lvl, ...)                                                        \
+  do {                                                                                      \
+    if (::cohort::log::Enabled(::cohort::log::Subsys::subsys, ::spdlog::level::lvl)) {      \
+      ::cohort::log::Logger().log(::spdlog::level::lvl, "[{}] {}",                          \
+                                  ::cohort::log::SubsysName(::cohort::log::Subsys::subsys), \
+                                  ::fmt::format(__VA_ARGS__));                              \
+    }                                                                                       \
   } while (0)
 
 #define COHORT_TRACE(subsys, ...) COHORT_LOG(subsys, trace, __VA_ARGS__)

@@ -1,11 +1,10 @@
 #include "common/net.h"
 
 #include <arpa/inet.h>
+#include <fmt/format.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
-
-#include <fmt/format.h>
 
 #include "common/check.h"
 #include "common/error.h"
@@ -19,8 +18,8 @@ std::string HostPort::ToString() const {
 
 HostPort ParseHostPort(const std::string& text, const std::string& what) {
   auto bad = [&]() {
-    return InvalidArgument(fmt::format("{}='{}' is not host:port; write it as 10.0.0.5:29500",
-                                       what, text));
+    return InvalidArgument(
+        fmt::format("{}='{}' is not host:port; write it as 10.0.0.5:29500", what, text));
   };
   HostPort hp;
   std::string port;
@@ -39,7 +38,8 @@ HostPort ParseHostPort(const std::string& text, const std::string& what) {
     if (hp.host.find(':') != std::string::npos) throw bad();
   }
   if (hp.host.empty()) hp.host = "127.0.0.1";
-  if (port.empty() || port.size() > 5 || port.find_first_not_of("0123456789") != std::string::npos) {
+  if (port.empty() || port.size() > 5 ||
+      port.find_first_not_of("0123456789") != std::string::npos) {
     throw bad();
   }
   hp.port = std::stoi(port);

@@ -1,8 +1,8 @@
 #include "common/world.h"
 
-#include <algorithm>
-
 #include <fmt/format.h>
+
+#include <algorithm>
 
 #include "common/env.h"
 #include "common/error.h"
@@ -12,9 +12,10 @@ namespace {
 
 void Validate(const World& w, const char* rank_var, const char* size_var) {
   if (w.size < 1 || w.rank < 0 || w.rank >= w.size) {
-    throw InvalidArgument(fmt::format("{}={} and {}={} do not describe a rank in a world; the "
-                                      "rank must be in 0..size-1",
-                                      rank_var, w.rank, size_var, w.size));
+    throw InvalidArgument(
+        fmt::format("{}={} and {}={} do not describe a rank in a world; the "
+                    "rank must be in 0..size-1",
+                    rank_var, w.rank, size_var, w.size));
   }
   if (w.local_size < 1 || w.local_rank < 0 || w.local_rank >= w.local_size) {
     throw InvalidArgument(fmt::format("local rank {} is outside the local world of {} ({})",

@@ -1,12 +1,5 @@
 #include "collectives/gloo/gloo_communicator.h"
 
-#include <netdb.h>
-#include <sys/socket.h>
-#include <unistd.h>
-
-#include <algorithm>
-#include <cstring>
-
 #include <fmt/format.h>
 #include <gloo/allgather.h>
 #include <gloo/allreduce.h>
@@ -18,6 +11,12 @@
 #include <gloo/transport/tcp/device.h>
 #include <gloo/transport/unbound_buffer.h>
 #include <gloo/types.h>
+#include <netdb.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
 
 #include "collectives/gloo/gloo_store_adapter.h"
 #include "collectives/reduce.h"
@@ -44,10 +43,18 @@ bool IsLoopback(const std::string& host) {
 template <typename F>
 void WithElementType(DType dtype, F&& f) {
   switch (ElementSize(dtype)) {
-    case 1: f(static_cast<uint8_t*>(nullptr)); return;
-    case 2: f(static_cast<uint16_t*>(nullptr)); return;
-    case 4: f(static_cast<uint32_t*>(nullptr)); return;
-    case 8: f(static_cast<uint64_t*>(nullptr)); return;
+    case 1:
+      f(static_cast<uint8_t*>(nullptr));
+      return;
+    case 2:
+      f(static_cast<uint16_t*>(nullptr));
+      return;
+    case 4:
+      f(static_cast<uint32_t*>(nullptr));
+      return;
+    case 8:
+      f(static_cast<uint64_t*>(nullptr));
+      return;
   }
   throw Internal("gloo: unexpected element size");
 }
@@ -90,10 +97,11 @@ GlooCommunicator::GlooCommunicator(const CommConfig& config) : ThreadedCommunica
     } catch (const cohort::Error&) {
       throw;
     } catch (const std::exception& e) {
-      throw Unavailable(fmt::format("gloo: rank {} could not connect to its peers over TCP on {} "
-                                    "({}); set COHORT_GLOO_HOST to an address the other nodes "
-                                    "can reach",
-                                    Rank(), host, e.what()));
+      throw Unavailable(
+          fmt::format("gloo: rank {} could not connect to its peers over TCP on {} "
+                      "({}); set COHORT_GLOO_HOST to an address the other nodes "
+                      "can reach",
+                      Rank(), host, e.what()));
     }
     COHORT_DEBUG(kGloo, "connected {} ranks over TCP on {}", Size(), host);
     waiter_ = std::thread([this] { WaitPosted(); });
@@ -146,9 +154,8 @@ void GlooCommunicator::WaitPosted() {
     posted_.pop_front();
     const Op& o = p.work->op();
     if (p2p_stop_) {
-      p.work->Finish(std::make_exception_ptr(Unavailable(
-          fmt::format("gloo {}: the communicator was destroyed while it was pending",
-                      o.Describe()))));
+      p.work->Finish(std::make_exception_ptr(Unavailable(fmt::format(
+          "gloo {}: the communicator was destroyed while it was pending", o.Describe()))));
       continue;
     }
     waiting_on_ = p.buf.get();
@@ -201,13 +208,24 @@ char* GlooCommunicator::Scratch(size_t bytes) {
 
 std::unique_ptr<ThreadedCommunicator::Pending> GlooCommunicator::Run(const Op& op) {
   switch (op.type) {
-    case OpType::kAllReduce: RunAllReduce(op); break;
-    case OpType::kBroadcast: RunBroadcast(op); break;
-    case OpType::kAllGather: RunAllGather(op); break;
-    case OpType::kReduceScatter: RunReduceScatter(op); break;
-    case OpType::kBarrier: RunBarrier(op); break;
+    case OpType::kAllReduce:
+      RunAllReduce(op);
+      break;
+    case OpType::kBroadcast:
+      RunBroadcast(op);
+      break;
+    case OpType::kAllGather:
+      RunAllGather(op);
+      break;
+    case OpType::kReduceScatter:
+      RunReduceScatter(op);
+      break;
+    case OpType::kBarrier:
+      RunBarrier(op);
+      break;
     case OpType::kSend:
-    case OpType::kRecv: throw Internal("gloo: send/recv must be posted by Submit()");
+    case OpType::kRecv:
+      throw Internal("gloo: send/recv must be posted by Submit()");
   }
   return nullptr;
 }

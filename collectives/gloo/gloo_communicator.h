@@ -16,7 +16,7 @@ class Context;
 namespace transport {
 class Device;
 class UnboundBuffer;
-}
+}  // namespace transport
 }  // namespace gloo
 
 namespace cohort::collectives {

@@ -2,12 +2,12 @@
 // find each other through our token-checked store instead of Gloo's own file or Redis stores.
 #pragma once
 
+#include <gloo/rendezvous/store.h>
+
 #include <chrono>
 #include <memory>
 #include <string>
 #include <vector>
-
-#include <gloo/rendezvous/store.h>
 
 #include "collectives/store/store.h"
 
@@ -22,7 +22,8 @@ class GlooStoreAdapter : public gloo::rendezvous::Store {
   void set(const std::string& key, const std::vector<char>& data) override;
   std::vector<char> get(const std::string& key) override;
   void wait(const std::vector<std::string>& keys) override;
-  void wait(const std::vector<std::string>& keys, const std::chrono::milliseconds& timeout) override;
+  void wait(const std::vector<std::string>& keys,
+            const std::chrono::milliseconds& timeout) override;
 
  private:
   std::vector<std::string> Scoped(const std::vector<std::string>& keys) const;

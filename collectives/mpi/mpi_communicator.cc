@@ -1,10 +1,10 @@
 #include "collectives/mpi/mpi_communicator.h"
 
+#include <fmt/format.h>
+
 #include <climits>
 #include <cstring>
 #include <mutex>
-
-#include <fmt/format.h>
 
 #include "collectives/mpi/mpi_env.h"
 #include "collectives/reduce.h"
@@ -50,13 +50,19 @@ const HalfOps& GetHalfOps() {
 
 MPI_Datatype ToMpi(DType d) {
   switch (d) {
-    case DType::kFloat32: return MPI_FLOAT;
-    case DType::kFloat64: return MPI_DOUBLE;
-    case DType::kInt32: return MPI_INT32_T;
-    case DType::kInt64: return MPI_INT64_T;
-    case DType::kUInt8: return MPI_UINT8_T;
+    case DType::kFloat32:
+      return MPI_FLOAT;
+    case DType::kFloat64:
+      return MPI_DOUBLE;
+    case DType::kInt32:
+      return MPI_INT32_T;
+    case DType::kInt64:
+      return MPI_INT64_T;
+    case DType::kUInt8:
+      return MPI_UINT8_T;
     case DType::kFloat16:
-    case DType::kBFloat16: return GetHalfOps().type;
+    case DType::kBFloat16:
+      return GetHalfOps().type;
   }
   throw Internal("mpi: unknown dtype");
 }
@@ -67,19 +73,24 @@ MPI_Op ToMpi(ReduceOp op, DType d) {
   }
   switch (op) {
     case ReduceOp::kSum:
-    case ReduceOp::kAvg: return MPI_SUM;
-    case ReduceOp::kMin: return MPI_MIN;
-    case ReduceOp::kMax: return MPI_MAX;
-    case ReduceOp::kProduct: return MPI_PROD;
+    case ReduceOp::kAvg:
+      return MPI_SUM;
+    case ReduceOp::kMin:
+      return MPI_MIN;
+    case ReduceOp::kMax:
+      return MPI_MAX;
+    case ReduceOp::kProduct:
+      return MPI_PROD;
   }
   throw Internal("mpi: unknown reduce op");
 }
 
 int Count(size_t n, const Op& op) {
   if (n > static_cast<size_t>(INT_MAX)) {
-    throw InvalidArgument(fmt::format("mpi: {} has {} elements per rank; MPI counts stop at {}; "
-                                      "split it into smaller tensors",
-                                      op.Describe(), n, INT_MAX));
+    throw InvalidArgument(
+        fmt::format("mpi: {} has {} elements per rank; MPI counts stop at {}; "
+                    "split it into smaller tensors",
+                    op.Describe(), n, INT_MAX));
   }
   return static_cast<int>(n);
 }
@@ -135,32 +146,41 @@ void MpiCommunicator::OnWaitTimeout(Work& work) {
 void MpiCommunicator::OnInlineStuck(const Op& op) {
   MpiEnv::MarkStuck();
   // Blame logs the error line that names the ranks that never arrived.
-  Blame(op, ErrorKind::kTimeout, fmt::format("timed out after {:.1f} s", op.timeout.count() / 1000.0));
-  COHORT_ERROR(kMpi, "the calling thread is blocked inside MPI and cannot be released; aborting "
-                     "the MPI job");
+  Blame(op, ErrorKind::kTimeout,
+        fmt::format("timed out after {:.1f} s", op.timeout.count() / 1000.0));
+  COHORT_ERROR(kMpi,
+               "the calling thread is blocked inside MPI and cannot be released; aborting "
+               "the MPI job");
   MpiEnv::Abort(1);
 }
 
 std::unique_ptr<ThreadedCommunicator::Pending> MpiCommunicator::Run(const Op& op) {
   switch (op.type) {
-    case OpType::kAllReduce: RunAllReduce(op); break;
+    case OpType::kAllReduce:
+      RunAllReduce(op);
+      break;
     case OpType::kBroadcast:
-      COHORT_CHECK_MPI(MPI_Bcast(op.out.data, Count(op.out.count, op), ToMpi(op.out.dtype),
-                                 op.peer, comm_));
+      COHORT_CHECK_MPI(
+          MPI_Bcast(op.out.data, Count(op.out.count, op), ToMpi(op.out.dtype), op.peer, comm_));
       break;
     case OpType::kAllGather: {
       const bool in_place = static_cast<char*>(op.out.data) + Rank() * op.in.bytes() ==
                             static_cast<char*>(op.in.data);
       const int n = Count(op.in.count, op);
       const MPI_Datatype t = ToMpi(op.in.dtype);
-      COHORT_CHECK_MPI(MPI_Allgather(in_place ? MPI_IN_PLACE : op.in.data, n, t, op.out.data, n,
-                                     t, comm_));
+      COHORT_CHECK_MPI(
+          MPI_Allgather(in_place ? MPI_IN_PLACE : op.in.data, n, t, op.out.data, n, t, comm_));
       break;
     }
-    case OpType::kReduceScatter: RunReduceScatter(op); break;
+    case OpType::kReduceScatter:
+      RunReduceScatter(op);
+      break;
     case OpType::kSend:
-    case OpType::kRecv: return PostSendRecv(op);
-    case OpType::kBarrier: COHORT_CHECK_MPI(MPI_Barrier(comm_)); break;
+    case OpType::kRecv:
+      return PostSendRecv(op);
+    case OpType::kBarrier:
+      COHORT_CHECK_MPI(MPI_Barrier(comm_));
+      break;
   }
   return nullptr;
 }
@@ -232,14 +252,15 @@ class MpiRequest : public ThreadedCommunicator::Pending {
 std::unique_ptr<ThreadedCommunicator::Pending> MpiCommunicator::PostSendRecv(const Op& op) {
   MPI_Request req = MPI_REQUEST_NULL;
   if (op.tag > static_cast<uint32_t>(tag_ub_)) {
-    throw InvalidArgument(fmt::format("mpi: tag {} is above this MPI's limit (MPI_TAG_UB = {}); "
-                                      "use a smaller tag",
-                                      op.tag, tag_ub_));
+    throw InvalidArgument(
+        fmt::format("mpi: tag {} is above this MPI's limit (MPI_TAG_UB = {}); "
+                    "use a smaller tag",
+                    op.tag, tag_ub_));
   }
   const int tag = static_cast<int>(op.tag);
   if (op.type == OpType::kSend) {
-    COHORT_CHECK_MPI(MPI_Isend(op.in.data, Count(op.in.count, op), ToMpi(op.in.dtype), op.peer,
-                               tag, comm_, &req));
+    COHORT_CHECK_MPI(MPI_Isend(op.in.data, Count(op.in.count, op), ToMpi(op.in.dtype), op.peer, tag,
+                               comm_, &req));
   } else {
     COHORT_CHECK_MPI(MPI_Irecv(op.out.data, Count(op.out.count, op), ToMpi(op.out.dtype), op.peer,
                                tag, comm_, &req));

@@ -1,13 +1,12 @@
 #include "collectives/mpi/mpi_env.h"
 
+#include <fmt/format.h>
 #include <malloc.h>
 #include <mpi.h>
 
 #include <atomic>
 #include <cstdlib>
 #include <mutex>
-
-#include <fmt/format.h>
 
 #include "common/check_mpi.h"
 #include "common/env.h"
@@ -21,10 +20,14 @@ bool g_we_initialized = false;
 
 const char* LevelName(int level) {
   switch (level) {
-    case MPI_THREAD_SINGLE: return "MPI_THREAD_SINGLE";
-    case MPI_THREAD_FUNNELED: return "MPI_THREAD_FUNNELED";
-    case MPI_THREAD_SERIALIZED: return "MPI_THREAD_SERIALIZED";
-    case MPI_THREAD_MULTIPLE: return "MPI_THREAD_MULTIPLE";
+    case MPI_THREAD_SINGLE:
+      return "MPI_THREAD_SINGLE";
+    case MPI_THREAD_FUNNELED:
+      return "MPI_THREAD_FUNNELED";
+    case MPI_THREAD_SERIALIZED:
+      return "MPI_THREAD_SERIALIZED";
+    case MPI_THREAD_MULTIPLE:
+      return "MPI_THREAD_MULTIPLE";
   }
   return "unknown";
 }

@@ -5,18 +5,17 @@
 //   kill      rank --victim SIGKILLs itself in the middle of op --at; others must fail
 //   mismatch  rank 0 passes 7 elements, the others 9
 // Exit codes: 0 all checks passed, 1 a value was wrong, 3 an operation threw (message on stderr).
+#include <fmt/format.h>
 #include <signal.h>
 #include <unistd.h>
 
-#include <chrono>
+#include <CLI/CLI.hpp>
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <thread>
 #include <vector>
-
-#include <CLI/CLI.hpp>
-#include <fmt/format.h>
 
 #include "collectives/communicator.h"
 #include "collectives/registry.h"
@@ -103,8 +102,8 @@ class Checker {
       for (size_t i = start; i < start + len; ++i) {
         const double got = Load(dtype, buf, i);
         if (!Close(dtype, op, got, table[j])) {
-          Expect(false, fmt::format("{} {}[{}] element {}: got {} want {}", what,
-                                    DTypeName(dtype), n, i, got, table[j]));
+          Expect(false, fmt::format("{} {}[{}] element {}: got {} want {}", what, DTypeName(dtype),
+                                    n, i, got, table[j]));
           return;
         }
         if (++j == kPeriod) j = 0;
@@ -126,8 +125,8 @@ class Checker {
     Fill(dtype, in_.data(), comm_.Rank(), n);
     TensorView in(in_.data(), n, dtype), out(out_.data(), n, dtype);
     comm_.AllReduce(in, in_place ? in : out, op)->Wait();
-    const std::string what = fmt::format("allreduce {} {}", ReduceOpName(op),
-                                          in_place ? "in-place" : "out-of-place");
+    const std::string what =
+        fmt::format("allreduce {} {}", ReduceOpName(op), in_place ? "in-place" : "out-of-place");
     ExpectAll(what, dtype, op, in_place ? in_.data() : out_.data(), n,
               [&](size_t i) { return Expected(dtype, op, size, i, k); });
     if (!in_place) ExpectInputUntouched(what, dtype, n);
@@ -151,11 +150,14 @@ class Checker {
     Fill(dtype, in.data, r, n);
     comm_.AllGather(in, out)->Wait();
     (void)es;
-    ExpectAll(in_place ? "allgather in-place" : "allgather out-of-place", dtype, ReduceOp::kSum,
-              out_.data(), n * size,
-              [&](size_t i) { return InputValue(dtype, static_cast<int>(i / std::max<size_t>(n, 1)),
-                                                i % std::max<size_t>(n, 1), k); },
-              n);
+    ExpectAll(
+        in_place ? "allgather in-place" : "allgather out-of-place", dtype, ReduceOp::kSum,
+        out_.data(), n * size,
+        [&](size_t i) {
+          return InputValue(dtype, static_cast<int>(i / std::max<size_t>(n, 1)),
+                            i % std::max<size_t>(n, 1), k);
+        },
+        n);
     if (!in_place) ExpectInputUntouched("allgather", dtype, n);
   }
 
@@ -167,7 +169,7 @@ class Checker {
     TensorView out = in_place ? in.Slice(r * n, n) : TensorView(out_.data(), n, dtype);
     comm_.ReduceScatter(in, out, op)->Wait();
     const std::string what = fmt::format("reducescatter {} {}", ReduceOpName(op),
-                                          in_place ? "in-place" : "out-of-place");
+                                         in_place ? "in-place" : "out-of-place");
     ExpectAll(what, dtype, op, out.data, n,
               [&](size_t i) { return Expected(dtype, op, size, r * n + i, k); });
     if (!in_place) ExpectInputUntouched(what, dtype, n * size);
@@ -202,8 +204,7 @@ class Checker {
     }
     for (int j = 2; j >= 0; --j) works[j]->Wait();
     for (int j = 0; j < 3; ++j) {
-      ExpectAll(fmt::format("async allreduce {} of 3", j), dtype, ReduceOp::kMax,
-                bufs[j].data(), n,
+      ExpectAll(fmt::format("async allreduce {} of 3", j), dtype, ReduceOp::kMax, bufs[j].data(), n,
                 [&](size_t i) { return Expected(dtype, ReduceOp::kMax, size, i, k0 + j); });
     }
   }
@@ -255,8 +256,8 @@ int RunFault(Communicator& comm, const Options& o) {
         std::fflush(stdout);
         std::this_thread::sleep_for(std::chrono::minutes(10));
       } else {
-        auto w = comm.AllReduce(TensorView(buf.data(), buf.size(), DType::kFloat32),
-                                ReduceOp::kSum);
+        auto w =
+            comm.AllReduce(TensorView(buf.data(), buf.size(), DType::kFloat32), ReduceOp::kSum);
         std::this_thread::sleep_for(std::chrono::milliseconds(5));
         ::kill(::getpid(), SIGKILL);
       }

@@ -40,8 +40,8 @@ TEST(Half, FloatToHalfRoundsToNearestEven) {
   EXPECT_EQ(FloatToHalf(1.0f + std::ldexp(1.0f, -11)), 0x3c00);
   EXPECT_EQ(FloatToHalf(1.0f + 3 * std::ldexp(1.0f, -11)), 0x3c02);
   EXPECT_EQ(FloatToHalf(1.0f + std::ldexp(1.0f, -11) + std::ldexp(1.0f, -20)), 0x3c01);
-  EXPECT_EQ(FloatToHalf(65504.0f), 0x7bff);       // largest finite
-  EXPECT_EQ(FloatToHalf(65520.0f), 0x7c00);       // rounds to infinity
+  EXPECT_EQ(FloatToHalf(65504.0f), 0x7bff);               // largest finite
+  EXPECT_EQ(FloatToHalf(65520.0f), 0x7c00);               // rounds to infinity
   EXPECT_EQ(FloatToHalf(std::ldexp(1.0f, -24)), 0x0001);  // smallest subnormal
   EXPECT_EQ(FloatToHalf(std::ldexp(1.0f, -26)), 0x0000);  // below half of it: zero
   EXPECT_EQ(FloatToHalf(-0.0f), 0x8000);
@@ -50,8 +50,8 @@ TEST(Half, FloatToHalfRoundsToNearestEven) {
 
 TEST(Half, BFloat16RoundsToNearestEven) {
   EXPECT_EQ(FloatToBFloat16(1.0f), 0x3f80);
-  EXPECT_EQ(FloatToBFloat16(1.0f + std::ldexp(1.0f, -8)), 0x3f80);          // tie to even
-  EXPECT_EQ(FloatToBFloat16(1.0f + 3 * std::ldexp(1.0f, -8)), 0x3f82);      // tie to even
+  EXPECT_EQ(FloatToBFloat16(1.0f + std::ldexp(1.0f, -8)), 0x3f80);      // tie to even
+  EXPECT_EQ(FloatToBFloat16(1.0f + 3 * std::ldexp(1.0f, -8)), 0x3f82);  // tie to even
   EXPECT_EQ(FloatToBFloat16(1.0f + std::ldexp(1.0f, -8) + std::ldexp(1.0f, -20)), 0x3f81);
   EXPECT_EQ(BFloat16ToFloat(0x4049), 3.140625f);
   EXPECT_TRUE(std::isnan(BFloat16ToFloat(FloatToBFloat16(NAN))));
@@ -233,20 +233,26 @@ TEST(Validation, BadArgumentsGetOneLineFixes) {
         EXPECT_EQ(what.find('\n'), std::string::npos) << what;
       }
     };
-    expect_invalid([&] {
-      comm.AllReduce(TensorView(a.data(), 8, DType::kFloat32),
-                     TensorView(b.data(), 7, DType::kFloat32), ReduceOp::kSum);
-    }, "same dtype and element count");
+    expect_invalid(
+        [&] {
+          comm.AllReduce(TensorView(a.data(), 8, DType::kFloat32),
+                         TensorView(b.data(), 7, DType::kFloat32), ReduceOp::kSum);
+        },
+        "same dtype and element count");
     expect_invalid([&] { comm.Broadcast(TensorView(a.data(), 8, DType::kFloat32), 3); },
                    "root rank 3 is outside the world of 1");
-    expect_invalid([&] {
-      comm.AllGather(TensorView(a.data(), 8, DType::kFloat32),
-                     TensorView(b.data(), 7, DType::kFloat32));
-    }, "must hold in");
-    expect_invalid([&] {
-      comm.AllReduce(TensorView(a.data(), 8, DType::kFloat32, Device{DeviceType::kCUDA, 0}),
-                     ReduceOp::kSum);
-    }, "the nccl backend");
+    expect_invalid(
+        [&] {
+          comm.AllGather(TensorView(a.data(), 8, DType::kFloat32),
+                         TensorView(b.data(), 7, DType::kFloat32));
+        },
+        "must hold in");
+    expect_invalid(
+        [&] {
+          comm.AllReduce(TensorView(a.data(), 8, DType::kFloat32, Device{DeviceType::kCUDA, 0}),
+                         ReduceOp::kSum);
+        },
+        "the nccl backend");
     expect_invalid([&] { comm.AllReduce(TensorView(nullptr, 8, DType::kFloat32), ReduceOp::kSum); },
                    "null data pointer");
     EXPECT_THROW(ParseDType("float8"), InvalidArgument);
@@ -273,8 +279,8 @@ TEST(Validation, ConfigErrors) {
 
 TEST(Registry, AutoPicksGlooWithoutMpirun) {
   if (getenv("OMPI_COMM_WORLD_SIZE")) GTEST_SKIP() << "running under mpirun";
-  RunRanks(2, [](int, Communicator& comm) { EXPECT_STREQ(comm.Backend(), "gloo"); },
-           nullptr);
+  RunRanks(
+      2, [](int, Communicator& comm) { EXPECT_STREQ(comm.Backend(), "gloo"); }, nullptr);
   CommConfig c;
   c.store = std::make_shared<MemoryStore>();
   auto comm = CreateCommunicator("auto", c);
@@ -319,8 +325,8 @@ TEST(Executor, AfterARunOfSynchronousOpsAsyncOpsStillRun) {
     std::vector<float> v(1000, 1.0f);
     std::vector<WorkPtr> works;
     for (int i = 0; i < 5; ++i) {
-      works.push_back(comm.AllReduce(TensorView(v.data(), v.size(), DType::kFloat32),
-                                     ReduceOp::kSum));
+      works.push_back(
+          comm.AllReduce(TensorView(v.data(), v.size(), DType::kFloat32), ReduceOp::kSum));
     }
     for (auto& w : works) EXPECT_TRUE(CompletesOnItsOwn(*w, 500ms));
     EXPECT_EQ(v[0], 32.0f);  // doubled five times

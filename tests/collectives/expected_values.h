@@ -27,11 +27,16 @@ inline double InputValue(DType dtype, int r, size_t i, int k) {
 // Decodes a stored element to double (the test's own f16/bf16 decoding).
 inline double Load(DType dtype, const void* base, size_t i) {
   switch (dtype) {
-    case DType::kFloat32: return static_cast<const float*>(base)[i];
-    case DType::kFloat64: return static_cast<const double*>(base)[i];
-    case DType::kInt32: return static_cast<const int32_t*>(base)[i];
-    case DType::kInt64: return static_cast<double>(static_cast<const int64_t*>(base)[i]);
-    case DType::kUInt8: return static_cast<const uint8_t*>(base)[i];
+    case DType::kFloat32:
+      return static_cast<const float*>(base)[i];
+    case DType::kFloat64:
+      return static_cast<const double*>(base)[i];
+    case DType::kInt32:
+      return static_cast<const int32_t*>(base)[i];
+    case DType::kInt64:
+      return static_cast<double>(static_cast<const int64_t*>(base)[i]);
+    case DType::kUInt8:
+      return static_cast<const uint8_t*>(base)[i];
     case DType::kBFloat16: {
       uint32_t bits = static_cast<uint32_t>(static_cast<const uint16_t*>(base)[i]) << 16;
       float f;
@@ -41,9 +46,9 @@ inline double Load(DType dtype, const void* base, size_t i) {
     case DType::kFloat16: {
       const uint16_t h = static_cast<const uint16_t*>(base)[i];
       const int sign = h >> 15, exp = (h >> 10) & 31, mant = h & 1023;
-      double mag = exp == 0 ? std::ldexp(mant, -24)
-                            : exp == 31 ? (mant ? NAN : INFINITY)
-                                        : std::ldexp(1024 + mant, exp - 25);
+      double mag = exp == 0    ? std::ldexp(mant, -24)
+                   : exp == 31 ? (mant ? NAN : INFINITY)
+                               : std::ldexp(1024 + mant, exp - 25);
       return sign ? -mag : mag;
     }
   }
@@ -53,11 +58,21 @@ inline double Load(DType dtype, const void* base, size_t i) {
 // Stores a small integer value (exact in every dtype, so no rounding question arises).
 inline void StoreExact(DType dtype, void* base, size_t i, double v) {
   switch (dtype) {
-    case DType::kFloat32: static_cast<float*>(base)[i] = static_cast<float>(v); return;
-    case DType::kFloat64: static_cast<double*>(base)[i] = v; return;
-    case DType::kInt32: static_cast<int32_t*>(base)[i] = static_cast<int32_t>(v); return;
-    case DType::kInt64: static_cast<int64_t*>(base)[i] = static_cast<int64_t>(v); return;
-    case DType::kUInt8: static_cast<uint8_t*>(base)[i] = static_cast<uint8_t>(v); return;
+    case DType::kFloat32:
+      static_cast<float*>(base)[i] = static_cast<float>(v);
+      return;
+    case DType::kFloat64:
+      static_cast<double*>(base)[i] = v;
+      return;
+    case DType::kInt32:
+      static_cast<int32_t*>(base)[i] = static_cast<int32_t>(v);
+      return;
+    case DType::kInt64:
+      static_cast<int64_t*>(base)[i] = static_cast<int64_t>(v);
+      return;
+    case DType::kUInt8:
+      static_cast<uint8_t*>(base)[i] = static_cast<uint8_t>(v);
+      return;
     case DType::kBFloat16: {
       float f = static_cast<float>(v);
       uint32_t bits;
@@ -88,13 +103,22 @@ inline double Expected(DType dtype, ReduceOp op, int size, size_t i, int k) {
     const double v = InputValue(dtype, r, i, k);
     switch (op) {
       case ReduceOp::kSum:
-      case ReduceOp::kAvg: acc += v; break;
-      case ReduceOp::kProduct: acc *= v; break;
-      case ReduceOp::kMin: acc = std::fmin(acc, v); break;
-      case ReduceOp::kMax: acc = std::fmax(acc, v); break;
+      case ReduceOp::kAvg:
+        acc += v;
+        break;
+      case ReduceOp::kProduct:
+        acc *= v;
+        break;
+      case ReduceOp::kMin:
+        acc = std::fmin(acc, v);
+        break;
+      case ReduceOp::kMax:
+        acc = std::fmax(acc, v);
+        break;
     }
   }
-  if (dtype == DType::kUInt8) acc = static_cast<double>(static_cast<uint8_t>(static_cast<int64_t>(acc)));
+  if (dtype == DType::kUInt8)
+    acc = static_cast<double>(static_cast<uint8_t>(static_cast<int64_t>(acc)));
   if (op == ReduceOp::kAvg) {
     if (collectives::IsFloatingPoint(dtype)) return acc / size;
     return static_cast<double>(static_cast<int64_t>(acc) / size);  // truncates toward zero
@@ -105,7 +129,7 @@ inline double Expected(DType dtype, ReduceOp op, int size, size_t i, int k) {
 // Largest error allowed for this dtype: exact, except an average's one rounding.
 inline bool Close(DType dtype, ReduceOp op, double got, double want) {
   if (op != ReduceOp::kAvg || !collectives::IsFloatingPoint(dtype)) return got == want;
-  const double rel = dtype == DType::kFloat16   ? 1.0 / 1024
+  const double rel = dtype == DType::kFloat16    ? 1.0 / 1024
                      : dtype == DType::kBFloat16 ? 1.0 / 128
                      : dtype == DType::kFloat32  ? 1e-7
                                                  : 1e-15;

@@ -1,9 +1,8 @@
 // Collectives between real processes on 127.0.0.1: Gloo workers started directly with the env
 // contract, MPI workers started by mpirun, both meeting at a gRPC store hosted by this test.
 // The worker (collective_worker.cc) checks every value; here we check exit codes and messages.
-#include <gtest/gtest.h>
-
 #include <fmt/format.h>
+#include <gtest/gtest.h>
 
 #include "collectives/config.h"
 #include "collectives/store/grpc_store_server.h"
@@ -94,9 +93,9 @@ class Multiproc : public ::testing::Test {
 std::string Describe(const std::vector<ProcessResult>& rs) {
   std::string s;
   for (size_t r = 0; r < rs.size(); ++r) {
-    s += fmt::format("--- rank {} exit {} signal {}{} ({:.1f} s)\n{}", r, rs[r].exit_code,
-                     rs[r].signal, rs[r].timed_out ? " TIMED OUT" : "", rs[r].seconds,
-                     rs[r].output);
+    s +=
+        fmt::format("--- rank {} exit {} signal {}{} ({:.1f} s)\n{}", r, rs[r].exit_code,
+                    rs[r].signal, rs[r].timed_out ? " TIMED OUT" : "", rs[r].seconds, rs[r].output);
   }
   return s;
 }
@@ -125,8 +124,7 @@ TEST_P(Matrix, EveryOpDtypeAndCountIsCorrect) {
     auto r = Mpi(c.world, args, {}, timeout);
     ASSERT_EQ(r.exit_code, 0) << r.output;
     for (int rank = 0; rank < c.world; ++rank) {
-      EXPECT_NE(r.output.find(fmt::format("rank {} of {} (mpi)", rank, c.world)),
-                std::string::npos)
+      EXPECT_NE(r.output.find(fmt::format("rank {} of {} (mpi)", rank, c.world)), std::string::npos)
           << r.output;
     }
     EXPECT_EQ(r.output.find("FAIL"), std::string::npos) << r.output;
@@ -203,8 +201,8 @@ TEST_F(Multiproc, DebugChecksNameMismatchedCalls) {
 }
 
 TEST_F(Multiproc, WrongTokenIsRefused) {
-  auto rs = Gloo(2, {"--mode", "matrix", "--counts", "1"}, {{"COHORT_TOKEN", "not-the-token"}},
-                 30s);
+  auto rs =
+      Gloo(2, {"--mode", "matrix", "--counts", "1"}, {{"COHORT_TOKEN", "not-the-token"}}, 30s);
   for (const auto& r : rs) {
     EXPECT_EQ(r.exit_code, 3) << Describe(rs);
     EXPECT_NE(r.output.find("ERROR [unauthenticated]"), std::string::npos) << Describe(rs);

@@ -8,43 +8,18 @@
 #include "common/log.h"
 #include "common/net.h"
 #include "common/world.h"
+#include "tests/util/scoped_env.h"
 
 namespace cohort {
 namespace {
 
-// Sets environment variables for one test and restores them after.
-class ScopedEnv {
- public:
-  ScopedEnv(std::initializer_list<std::pair<const char*, const char*>> vars) {
-    for (auto [k, v] : vars) {
-      const char* old = std::getenv(k);
-      saved_.emplace_back(k, old ? std::optional<std::string>(old) : std::nullopt);
-      if (v) setenv(k, v, 1); else unsetenv(k);
-    }
-  }
-  ~ScopedEnv() {
-    for (auto& [k, v] : saved_) {
-      if (v) setenv(k.c_str(), v->c_str(), 1); else unsetenv(k.c_str());
-    }
-  }
-
- private:
-  std::vector<std::pair<std::string, std::optional<std::string>>> saved_;
-};
-
-// Unsets every variable DetectWorld reads, so the test machine's own env cannot leak in.
-ScopedEnv CleanWorldEnv() {
-  return ScopedEnv({{"COHORT_RANK", nullptr}, {"COHORT_WORLD_SIZE", nullptr},
-                    {"COHORT_LOCAL_RANK", nullptr}, {"COHORT_LOCAL_WORLD_SIZE", nullptr},
-                    {"OMPI_COMM_WORLD_SIZE", nullptr}, {"OMPI_COMM_WORLD_RANK", nullptr},
-                    {"OMPI_COMM_WORLD_LOCAL_RANK", nullptr}, {"OMPI_COMM_WORLD_LOCAL_SIZE", nullptr},
-                    {"WORLD_SIZE", nullptr}, {"RANK", nullptr}, {"LOCAL_RANK", nullptr},
-                    {"LOCAL_WORLD_SIZE", nullptr}, {"SLURM_NTASKS", nullptr}});
-}
+using testing::ScopedEnv;
 
 TEST(Env, TypedAccessorsParseAndDefault) {
-  ScopedEnv e({{"COHORT_TIMEOUT", "2.5"}, {"COHORT_RESTART", "3"},
-               {"COHORT_DEBUG_COLLECTIVES", "Yes"}, {"COHORT_RUN_ID", ""}});
+  ScopedEnv e({{"COHORT_TIMEOUT", "2.5"},
+               {"COHORT_RESTART", "3"},
+               {"COHORT_DEBUG_COLLECTIVES", "Yes"},
+               {"COHORT_RUN_ID", ""}});
   EXPECT_DOUBLE_EQ(env::kTimeout.Seconds(300), 2.5);
   EXPECT_EQ(env::kRestart.Int(0), 3);
   EXPECT_TRUE(env::kDebugCollectives.Bool(false));
@@ -53,7 +28,8 @@ TEST(Env, TypedAccessorsParseAndDefault) {
 }
 
 TEST(Env, BadValuesNameTheVariable) {
-  ScopedEnv e({{"COHORT_RESTART", "three"}, {"COHORT_TIMEOUT", "-1"},
+  ScopedEnv e({{"COHORT_RESTART", "three"},
+               {"COHORT_TIMEOUT", "-1"},
                {"COHORT_DEBUG_COLLECTIVES", "maybe"}});
   try {
     env::kRestart.Int(0);
@@ -118,19 +94,35 @@ TEST(Net, ParsesHostPort) {
 }
 
 TEST(World, DetectsEachSourceInOrder) {
-  auto clean = CleanWorldEnv();
+  // Unset every variable DetectWorld reads, so the test machine's own env cannot leak in.
+  ScopedEnv clean({{"COHORT_RANK", std::nullopt},
+                   {"COHORT_WORLD_SIZE", std::nullopt},
+                   {"COHORT_LOCAL_RANK", std::nullopt},
+                   {"COHORT_LOCAL_WORLD_SIZE", std::nullopt},
+                   {"OMPI_COMM_WORLD_SIZE", std::nullopt},
+                   {"OMPI_COMM_WORLD_RANK", std::nullopt},
+                   {"OMPI_COMM_WORLD_LOCAL_RANK", std::nullopt},
+                   {"OMPI_COMM_WORLD_LOCAL_SIZE", std::nullopt},
+                   {"WORLD_SIZE", std::nullopt},
+                   {"RANK", std::nullopt},
+                   {"LOCAL_RANK", std::nullopt},
+                   {"LOCAL_WORLD_SIZE", std::nullopt},
+                   {"SLURM_NTASKS", std::nullopt}});
   EXPECT_EQ(DetectWorld().source, "default");
   EXPECT_EQ(DetectWorld().size, 1);
   {
-    ScopedEnv e({{"WORLD_SIZE", "4"}, {"RANK", "2"}, {"LOCAL_RANK", "0"}, {"LOCAL_WORLD_SIZE", "2"}});
+    ScopedEnv e(
+        {{"WORLD_SIZE", "4"}, {"RANK", "2"}, {"LOCAL_RANK", "0"}, {"LOCAL_WORLD_SIZE", "2"}});
     auto w = DetectWorld();
     EXPECT_EQ(w.source, "torchrun");
     EXPECT_EQ(w.rank, 2);
     EXPECT_EQ(w.size, 4);
     EXPECT_EQ(w.local_size, 2);
     // Open MPI's variables win over torchrun's.
-    ScopedEnv m({{"OMPI_COMM_WORLD_SIZE", "3"}, {"OMPI_COMM_WORLD_RANK", "1"},
-                 {"OMPI_COMM_WORLD_LOCAL_RANK", "1"}, {"OMPI_COMM_WORLD_LOCAL_SIZE", "3"}});
+    ScopedEnv m({{"OMPI_COMM_WORLD_SIZE", "3"},
+                 {"OMPI_COMM_WORLD_RANK", "1"},
+                 {"OMPI_COMM_WORLD_LOCAL_RANK", "1"},
+                 {"OMPI_COMM_WORLD_LOCAL_SIZE", "3"}});
     EXPECT_EQ(DetectWorld().source, "openmpi");
     EXPECT_EQ(DetectWorld().rank, 1);
     // And COHORT_* wins over both.
@@ -160,7 +152,7 @@ TEST(Log, SubsystemAndLevelFilters) {
     ScopedEnv e({{"COHORT_LOG_SUBSYS", "nonsense"}});
     EXPECT_THROW(log::Reload(), InvalidArgument);
   }
-  ScopedEnv e({{"COHORT_LOG_LEVEL", nullptr}, {"COHORT_LOG_SUBSYS", nullptr}});
+  ScopedEnv e({{"COHORT_LOG_LEVEL", std::nullopt}, {"COHORT_LOG_SUBSYS", std::nullopt}});
   log::Reload();
 }
 

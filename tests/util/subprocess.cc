@@ -91,11 +91,40 @@ ProcessResult Subprocess::Wait(std::chrono::milliseconds timeout) {
   r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
   if (WIFEXITED(status)) r.exit_code = WEXITSTATUS(status);
   if (WIFSIGNALED(status)) r.signal = WTERMSIG(status);
+  r.output = Output();
+  return r;
+}
+
+std::string Subprocess::Output() const {
   std::ifstream in(log_path_);
   std::stringstream ss;
   ss << in.rdbuf();
-  r.output = ss.str();
-  return r;
+  return ss.str();
+}
+
+std::optional<std::string> Subprocess::AwaitLine(const std::string& text,
+                                                 std::chrono::milliseconds timeout) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  for (;;) {
+    const std::string out = Output();
+    for (size_t at = out.find(text); at != std::string::npos; at = out.find(text, at + 1)) {
+      const size_t begin = out.rfind('\n', at);
+      const size_t end = out.find('\n', at);
+      if (end == std::string::npos) break;  // the line is not complete yet
+      const size_t from = begin == std::string::npos ? 0 : begin + 1;
+      return out.substr(from, end - from);
+    }
+    siginfo_t info{};
+    if (reaped_ ||
+        (::waitid(P_PID, static_cast<id_t>(pid_), &info, WEXITED | WNOHANG | WNOWAIT) == 0 &&
+         info.si_pid == pid_)) {
+      // It exited: nothing more will come (WNOWAIT leaves it for Wait() to reap).
+      if (Output() == out) return std::nullopt;
+      continue;
+    }
+    if (std::chrono::steady_clock::now() >= deadline) return std::nullopt;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
 }
 
 std::vector<ProcessResult> RunAll(const std::vector<std::vector<std::string>>& argvs,

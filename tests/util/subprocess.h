@@ -6,6 +6,7 @@
 
 #include <chrono>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -30,7 +31,13 @@ class Subprocess {
   pid_t pid() const { return pid_; }
   // Waits until the process exits or timeout passes (then SIGKILLs it and its group).
   ProcessResult Wait(std::chrono::milliseconds timeout);
+  // Sends sig to the process and everything it started.
   void Kill(int sig);
+  // Everything it printed so far.
+  std::string Output() const;
+  // Waits for a complete output line containing text and returns it; nullopt if none appears
+  // within timeout (or the process exits first).
+  std::optional<std::string> AwaitLine(const std::string& text, std::chrono::milliseconds timeout);
 
  private:
   pid_t pid_ = -1;
@@ -40,9 +47,9 @@ class Subprocess {
 };
 
 // Starts several processes, then waits for all with one shared deadline.
-std::vector<ProcessResult> RunAll(
-    const std::vector<std::vector<std::string>>& argvs,
-    const std::vector<std::map<std::string, std::string>>& envs, std::chrono::milliseconds timeout);
+std::vector<ProcessResult> RunAll(const std::vector<std::vector<std::string>>& argvs,
+                                  const std::vector<std::map<std::string, std::string>>& envs,
+                                  std::chrono::milliseconds timeout);
 
 // Path of a binary built next to the tests (COHORT_BIN_DIR, set by CMake).
 std::string BinPath(const std::string& name);

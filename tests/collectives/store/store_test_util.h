@@ -9,6 +9,8 @@
 #include <string>
 #include <vector>
 
+#include "tests/util/scoped_env.h"
+
 namespace cohort::collectives::testing {
 
 using Clock = std::chrono::steady_clock;
@@ -34,31 +36,6 @@ std::string ThrownMessage(Fn&& fn) {
   return "";
 }
 
-// Sets (or unsets, with nullopt) environment variables for one scope, restoring them after.
-class ScopedEnv {
- public:
-  ScopedEnv(std::initializer_list<std::pair<const char*, std::optional<std::string>>> vars) {
-    for (const auto& [name, value] : vars) {
-      const char* old = std::getenv(name);
-      saved_.push_back({name, old ? std::optional<std::string>(old) : std::nullopt});
-      Apply(name, value);
-    }
-  }
-  ~ScopedEnv() {
-    for (auto it = saved_.rbegin(); it != saved_.rend(); ++it) Apply(it->first, it->second);
-  }
-  ScopedEnv(const ScopedEnv&) = delete;
-  ScopedEnv& operator=(const ScopedEnv&) = delete;
-
- private:
-  static void Apply(const char* name, const std::optional<std::string>& value) {
-    if (value) {
-      ::setenv(name, value->c_str(), 1);
-    } else {
-      ::unsetenv(name);
-    }
-  }
-  std::vector<std::pair<const char*, std::optional<std::string>>> saved_;
-};
+using cohort::testing::ScopedEnv;
 
 }  // namespace cohort::collectives::testing
