@@ -218,7 +218,11 @@ TEST_P(ThreadRanks, ReduceScatterAndAllGatherInvertEachOther) {
 INSTANTIATE_TEST_SUITE_P(Sizes, ThreadRanks,
                          ::testing::Combine(::testing::Values(1, 2, 3, 4),
                                             ::testing::Values(size_t{0}, size_t{1}, size_t{7},
-                                                              size_t{1031}, size_t{300007})));
+                                                              size_t{1031}, size_t{300007})),
+                         [](const auto& info) {
+                           return "world" + std::to_string(std::get<0>(info.param)) + "_n" +
+                                  std::to_string(std::get<1>(info.param));
+                         });
 
 TEST(Validation, BadArgumentsGetOneLineFixes) {
   RunRanks(1, [](int, Communicator& comm) {
