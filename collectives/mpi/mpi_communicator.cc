@@ -44,6 +44,12 @@ const HalfOps& GetHalfOps() {
     COHORT_CHECK_MPI(MPI_Type_commit(&h.type));
     CreateOps<DType::kFloat16>(h.ops[0]);
     CreateOps<DType::kBFloat16>(h.ops[1]);
+    MpiEnv::BeforeFinalize([] {
+      for (auto& per_dtype : h.ops) {
+        for (MPI_Op& op : per_dtype) MPI_Op_free(&op);
+      }
+      MPI_Type_free(&h.type);
+    });
   });
   return h;
 }

@@ -7,6 +7,7 @@
 #include <atomic>
 #include <cstdlib>
 #include <mutex>
+#include <vector>
 
 #include "common/check_mpi.h"
 #include "common/env.h"
@@ -17,6 +18,7 @@ namespace {
 
 std::atomic<bool> g_stuck{false};
 bool g_we_initialized = false;
+std::vector<void (*)()> g_before_finalize;  // appended under Ensure()'s once or the op's once
 
 const char* LevelName(int level) {
   switch (level) {
@@ -52,7 +54,9 @@ void FinalizeAtExit() {
     // block too. End the whole job so that mpirun (and a launcher) sees the failure.
     MPI_Abort(MPI_COMM_WORLD, 1);
   }
-  if (g_we_initialized) MPI_Finalize();
+  if (!g_we_initialized) return;
+  for (auto fn : g_before_finalize) fn();
+  MPI_Finalize();
 }
 
 }  // namespace
@@ -85,6 +89,8 @@ void MpiEnv::Ensure() {
     }
   });
 }
+
+void MpiEnv::BeforeFinalize(void (*fn)()) { g_before_finalize.push_back(fn); }
 
 void MpiEnv::MarkStuck() { g_stuck.store(true); }
 

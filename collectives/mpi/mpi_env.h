@@ -14,6 +14,8 @@ class MpiEnv {
   // Initializes MPI with MPI_THREAD_SERIALIZED unless the program already did; throws
   // Unavailable if MPI was initialized at a lower thread level than cohort needs.
   static void Ensure();
+  // Runs fn at exit just before MPI_Finalize (to free MPI objects cohort created).
+  static void BeforeFinalize(void (*fn)());
   // Records that an operation is stuck in MPI: at exit, MPI_Abort replaces MPI_Finalize.
   static void MarkStuck();
   static bool Stuck();

@@ -79,6 +79,13 @@ class Multiproc : public ::testing::Test {
         argv.push_back(k);
       }
     }
+    // mpirun passes on only what it is told to: the sanitizer build's options too.
+    for (const char* k : {"ASAN_OPTIONS", "LSAN_OPTIONS", "UBSAN_OPTIONS"}) {
+      if (std::getenv(k)) {
+        argv.push_back("-x");
+        argv.push_back(k);
+      }
+    }
     argv.push_back(BinPath("collective_worker"));
     argv.push_back("--backend");
     argv.push_back("mpi");
