@@ -12,6 +12,7 @@
 #include <chrono>
 #include <cmath>
 #include <fstream>
+#include <thread>
 #include <nlohmann/json.hpp>
 #include <vector>
 
@@ -83,7 +84,8 @@ class Bench {
     if (r_ == 0) PrintHeader(op);
     for (size_t bytes = o_.min_bytes; bytes <= o_.max_bytes; bytes *= o_.step) {
       size_t count = bytes / 4;
-      count -= count % n_;  // allgather and reducescatter split the buffer evenly
+      // allgather and reducescatter split the buffer evenly across ranks.
+      if (op == OpType::kAllGather || op == OpType::kReduceScatter) count -= count % n_;
       if (count == 0) continue;
       rows.push_back(RunSize(op, count));
     }
@@ -260,6 +262,16 @@ int Main(int argc, char** argv) {
     for (const auto& name : o.ops) {
       nlohmann::json rows = bench.RunOp(ParseOp(name));
       results["runs"].push_back({{"backend", backend}, {"op", name}, {"rows", rows}});
+    }
+  }
+  // Rank 0 hosts the store (MASTER_ADDR/MASTER_PORT): it must outlive every other rank's use of
+  // it, or their last health reports fail. The communicators are gone by now.
+  store->Add("bench/done", 1);
+  if (world.rank == 0) {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+    while (std::stoll(store->Get("bench/done", std::chrono::milliseconds(0))) < world.size &&
+           std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
     }
   }
   if (world.rank == 0 && !o.json.empty()) {
