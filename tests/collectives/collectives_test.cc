@@ -145,6 +145,7 @@ TEST(Work, FinishFromAnotherThreadWakesTheWaiter) {
 
 // ---- ranks as threads over one MemoryStore ----
 
+#if COHORT_HAVE_GLOO
 // Runs fn(rank, comm) on `size` threads, each with its own Gloo communicator.
 void RunRanks(int size, const std::function<void(int, Communicator&)>& fn,
               std::function<void(CommConfig&)> tweak = nullptr) {
@@ -174,7 +175,6 @@ void RunRanks(int size, const std::function<void(int, Communicator&)>& fn,
   }
 }
 
-#if COHORT_HAVE_GLOO
 class ThreadRanks : public ::testing::TestWithParam<std::tuple<int, size_t>> {};
 
 TEST_P(ThreadRanks, AllReduceEveryDtypeAndOp) {
