@@ -82,7 +82,7 @@ std::unique_ptr<Communicator> CreateCommunicator(const std::string& backend,
     if (why.empty()) {
       try {
         auto comm = b.create(config);
-        if (!reasons.empty()) COHORT_INFO(kColl, "backend auto chose {} ({})", b.name, reasons);
+        if (!reasons.empty()) COHORT_DEBUG(kColl, "backend auto chose {} ({})", b.name, reasons);
         return comm;
       } catch (const cohort::Timeout&) {
         throw;  // peers are waiting on this backend; switching now would strand them

@@ -49,6 +49,14 @@ inline constexpr Var kBackend{"COHORT_BACKEND", "auto, nccl, mpi, gloo or ps"};
 inline constexpr Var kCheckpointUri{"COHORT_CHECKPOINT_URI", "where snapshots go"};
 inline constexpr Var kResume{"COHORT_RESUME", "latest, a snapshot URI, or empty"};
 
+// Launcher inputs (flags override them; Kubernetes manifests set them).
+inline constexpr Var kNprocPerNode{"COHORT_NPROC_PER_NODE", "workers to start on this node, or auto"};
+inline constexpr Var kRdzvEndpoint{"COHORT_RDZV_ENDPOINT",
+                                   "host:port of node 0's launcher, which hosts the store"};
+inline constexpr Var kMaxRestarts{"COHORT_MAX_RESTARTS", "group restarts before giving up (0)"};
+inline constexpr Var kHeartbeatTimeout{
+    "COHORT_HEARTBEAT_TIMEOUT", "seconds without a worker heartbeat before it counts as hung"};
+
 // Behaviour knobs.
 inline constexpr Var kLogLevel{"COHORT_LOG_LEVEL", "trace, debug, info, warn, error or off"};
 inline constexpr Var kLogSubsys{"COHORT_LOG_SUBSYS",
@@ -82,6 +90,7 @@ inline constexpr Var kOmpiRank{"OMPI_COMM_WORLD_RANK", "Open MPI: rank"};
 inline constexpr Var kOmpiSize{"OMPI_COMM_WORLD_SIZE", "Open MPI: size"};
 inline constexpr Var kOmpiLocalRank{"OMPI_COMM_WORLD_LOCAL_RANK", "Open MPI: local rank"};
 inline constexpr Var kOmpiLocalSize{"OMPI_COMM_WORLD_LOCAL_SIZE", "Open MPI: local size"};
+inline constexpr Var kOmpiJobId{"OMPI_MCA_ess_base_jobid", "Open MPI: the mpirun job's id"};
 inline constexpr Var kJobCompletionIndex{"JOB_COMPLETION_INDEX", "Kubernetes Indexed Job index"};
 inline constexpr Var kPetNprocPerNode{"PET_NPROC_PER_NODE", "PyTorchJob: processes per node"};
 inline constexpr Var kPetNNodes{"PET_NNODES", "PyTorchJob: number of nodes"};

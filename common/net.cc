@@ -16,7 +16,7 @@ std::string HostPort::ToString() const {
   return fmt::format("{}:{}", host, port);
 }
 
-HostPort ParseHostPort(const std::string& text, const std::string& what) {
+HostPort ParseHostPort(const std::string& text, const std::string& what, bool allow_port_zero) {
   auto bad = [&]() {
     return InvalidArgument(
         fmt::format("{}='{}' is not host:port; write it as 10.0.0.5:29500", what, text));
@@ -43,7 +43,7 @@ HostPort ParseHostPort(const std::string& text, const std::string& what) {
     throw bad();
   }
   hp.port = std::stoi(port);
-  if (hp.port < 1 || hp.port > 65535) throw bad();
+  if (hp.port < (allow_port_zero ? 0 : 1) || hp.port > 65535) throw bad();
   return hp;
 }
 

@@ -12,8 +12,10 @@ struct HostPort {
 };
 
 // Parses "host:port", "[v6addr]:port" or ":port" (host defaults to 127.0.0.1). Throws
-// InvalidArgument naming `what` (e.g. "COHORT_STORE") when the text is not of that form.
-HostPort ParseHostPort(const std::string& text, const std::string& what);
+// InvalidArgument naming `what` (e.g. "COHORT_STORE") when the text is not of that form. Port 0
+// ("pick a free one") is accepted only when allow_port_zero.
+HostPort ParseHostPort(const std::string& text, const std::string& what,
+                       bool allow_port_zero = false);
 
 // A TCP port on 127.0.0.1 that was free a moment ago (bound and released).
 int FreePort();

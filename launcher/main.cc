@@ -4,10 +4,12 @@
 
 #include <CLI/CLI.hpp>
 #include <cstdio>
+#include <string>
 #include <vector>
 
 #include "common/error.h"
 #include "launcher/command.h"
+#include "launcher/launch_command.h"
 #include "launcher/store_command.h"
 
 namespace {
@@ -17,6 +19,7 @@ using cohort::launcher::Command;
 
 // Every subcommand, in the order --help lists them.
 constexpr AddCommandFn kCommands[] = {
+    cohort::launcher::AddLaunchCommand,
     cohort::launcher::AddStoreCommand,
 };
 
@@ -34,10 +37,30 @@ int main(int argc, char** argv) {
   std::vector<Command> commands;
   for (AddCommandFn add : kCommands) commands.push_back(add(app));
 
+  std::vector<std::string> args(argv, argv + argc);
+  if (args.size() > 1 && args[1] == "launch") cohort::launcher::SplitLaunchProgram(args, 2);
+  std::vector<char*> cargs;
+  for (auto& a : args) cargs.push_back(a.data());
   try {
-    app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
+    app.parse(static_cast<int>(cargs.size()), cargs.data());
+  } catch (const CLI::CallForHelp& e) {
     return app.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForVersion& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    // One line saying what is wrong and where to look; exit code 2 like other usage errors.
+    std::string what = e.what();
+    for (char& c : what) {
+      if (c == '\n') c = ' ';
+    }
+    std::string sub;
+    for (const Command& command : commands) {
+      if (command.app->parsed()) sub = " " + command.app->get_name();
+    }
+    fmt::print(stderr, "cohort{}: {}; see `cohort{} --help`\n", sub, what, sub);
+    return 2;
   }
   for (const Command& command : commands) {
     if (!command.app->parsed()) continue;

@@ -137,7 +137,7 @@ class GrpcStoreServer::Impl final : public pb::StoreService::CallbackService {
                         "pick another port (or 0 for any free one)");
     }
     port_ = chosen;
-    COHORT_INFO(kStore, "store listening on {} ({})", net::HostPort{host_, port_}.ToString(),
+    COHORT_DEBUG(kStore, "store listening on {} ({})", net::HostPort{host_, port_}.ToString(),
                 token_.empty() ? "no token required" : "token required");
   }
 
@@ -149,7 +149,7 @@ class GrpcStoreServer::Impl final : public pb::StoreService::CallbackService {
     server_->Shutdown(std::chrono::system_clock::now() + std::chrono::milliseconds(100));
     server_.reset();
     stopped_ = true;
-    COHORT_INFO(kStore, "store on {} shut down", net::HostPort{host_, port_}.ToString());
+    COHORT_DEBUG(kStore, "store on {} shut down", net::HostPort{host_, port_}.ToString());
   }
 
   int Port() const {

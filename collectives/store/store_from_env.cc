@@ -51,6 +51,14 @@ int64_t RankFromEnv() {
 
 }  // namespace
 
+std::optional<std::string> MpiSingleNodeStoreEndpoint() {
+  if (!env::kOmpiSize.IsSet() || !env::kOmpiJobId.IsSet()) return std::nullopt;
+  if (env::kOmpiLocalSize.Int(-1) != env::kOmpiSize.Int(0)) return std::nullopt;
+  // Below Linux's ephemeral range (32768..), so outgoing connections never hold the port.
+  const int64_t job = env::kOmpiJobId.Int(0);
+  return fmt::format("127.0.0.1:{}", 20000 + static_cast<int>(job % 12768));
+}
+
 StoreEnv ReadStoreEnv() {
   StoreEnv out;
   out.token = env::kToken.Str("");
@@ -63,10 +71,17 @@ StoreEnv ReadStoreEnv() {
   const auto addr = env::kMasterAddr.Get();
   const auto port = env::kMasterPort.Get();
   if (!addr && !port) {
+    if (auto mpi = MpiSingleNodeStoreEndpoint()) {
+      const auto hp = net::ParseHostPort(*mpi, "the store derived from the mpirun job id");
+      out.address = hp.ToString();
+      out.host_server = env::kOmpiRank.Int(-1) == 0;
+      out.host_port = hp.port;
+      return out;
+    }
     throw InvalidArgument(
         "no rendezvous store: set COHORT_STORE=host:port (of `cohort store` or the launcher on "
         "node 0), or MASTER_ADDR and MASTER_PORT to have rank 0 host one; `cohort launch` sets "
-        "these for you");
+        "these for you (a single-node mpirun needs none)");
   }
   if (!addr || !port) {
     throw InvalidArgument(fmt::format("{} is set but {} is not; set both (torchrun convention)",
@@ -86,20 +101,29 @@ StoreEnv ReadStoreEnv() {
   return out;
 }
 
+std::shared_ptr<Store> HostStore(const std::string& host, int port, const std::string& token,
+                                 std::chrono::milliseconds connect_timeout, int* bound_port) {
+  auto server = std::make_unique<GrpcStoreServer>(host, port, token);
+  server->Start();
+  if (bound_port) *bound_port = server->Port();
+  auto client = std::make_unique<GrpcStoreClient>(
+      net::HostPort{"127.0.0.1", server->Port()}.ToString(), token, connect_timeout);
+  client->Connect();
+  return std::make_shared<HostedStore>(std::move(server), std::move(client));
+}
+
 std::shared_ptr<Store> ConnectStoreFromEnv() {
   const StoreEnv e = ReadStoreEnv();
-  auto client = std::make_unique<GrpcStoreClient>(e.address, e.token, e.connect_timeout);
   if (!e.host_server) {
+    auto client = std::make_unique<GrpcStoreClient>(e.address, e.token, e.connect_timeout);
     client->Connect();
     return std::shared_ptr<Store>(std::move(client));
   }
-  // Listen on every interface: the other ranks reach this host as MASTER_ADDR.
-  auto server = std::make_unique<GrpcStoreServer>("0.0.0.0", e.host_port, e.token);
-  server->Start();
-  COHORT_INFO(kStore, "rank 0 hosts the store on port {} (MASTER_PORT); others connect to {}",
-              server->Port(), e.address);
-  client->Connect();
-  return std::make_shared<HostedStore>(std::move(server), std::move(client));
+  // Listen on every interface: the other ranks reach this host by its address.
+  auto store = HostStore("0.0.0.0", e.host_port, e.token, e.connect_timeout, nullptr);
+  COHORT_INFO(kStore, "rank 0 hosts the store on port {}; the others connect to {}", e.host_port,
+              e.address);
+  return store;
 }
 
 }  // namespace cohort::collectives

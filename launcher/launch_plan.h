@@ -1,0 +1,68 @@
+// What `cohort launch` will do on this node, derived from its flags, the COHORT_* environment and
+// the platform it runs on (a Kubernetes Indexed Job, a Kubeflow PyTorchJob, mpirun, Slurm, or a
+// single machine), with the source of every value, so that --dry-run can show where each came
+// from.
+#pragma once
+
+#include <string>
+#include <vector>
+
+namespace cohort::launcher {
+
+// The command line, before any derivation. Unset values are empty / -1.
+struct LaunchOptions {
+  std::string nproc_per_node;  // "N" or "auto"
+  std::string nnodes;          // "N" or "MIN:MAX"
+  int node_rank = -1;
+  std::string rdzv_endpoint;  // host:port
+  std::string backend;
+  int max_restarts = -1;
+  std::string run_id;
+  std::string checkpoint_uri;
+  std::string resume;
+  double heartbeat_timeout = -1;  // seconds; 0 disables
+  double grace_period = 20;       // seconds between SIGTERM and SIGKILL
+  double rdzv_timeout = 300;      // seconds to wait for every node
+  double rdzv_last_call = 2;      // with --nnodes MIN:MAX, how long to wait for more than MIN
+  bool dry_run = false;
+  std::vector<std::string> program;  // PROGRAM ARGS...
+};
+
+template <typename T>
+struct Sourced {
+  T value{};
+  std::string source;  // "--nproc-per-node", "PET_NNODES", "default", ...
+};
+
+struct LaunchPlan {
+  // "single node", "Kubernetes Indexed Job", "Kubeflow PyTorchJob", "mpirun", "Slurm".
+  std::string platform;
+  Sourced<int> nproc_per_node;
+  Sourced<int> min_nodes;
+  Sourced<int> max_nodes;
+  Sourced<int> node_rank;         // -1: assigned by order of arrival
+  Sourced<std::string> endpoint;  // host:port of the store node 0's launcher hosts
+  Sourced<bool> host_store;       // whether this launcher hosts it
+  Sourced<std::string> run_id;
+  Sourced<std::string> backend;  // empty: the workers' default (auto)
+  Sourced<int> max_restarts;
+  Sourced<double> heartbeat_timeout;  // 0: off
+  std::string token;                  // COHORT_TOKEN, or a fresh one for a single node
+  Sourced<std::string> checkpoint_uri;
+  Sourced<std::string> resume;
+  double grace_period = 20;
+  double rdzv_timeout = 300;
+  double rdzv_last_call = 2;
+  // Under mpirun each launcher starts one worker, which inherits the MPI environment so that
+  // the mpi backend can initialize in it.
+  bool mpi_passthrough = false;
+  std::vector<std::string> program;
+};
+
+// Derives the plan. Throws InvalidArgument (one line, naming the flag or variable and the fix).
+LaunchPlan MakePlan(const LaunchOptions& options);
+
+// The plan as --dry-run prints it: one line per value with its source.
+std::string DescribePlan(const LaunchPlan& plan);
+
+}  // namespace cohort::launcher

@@ -1,0 +1,276 @@
+#include "launcher/supervisor.h"
+
+#include <fmt/format.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstring>
+#include <ctime>
+#include <map>
+#include <memory>
+#include <thread>
+
+#include "collectives/heartbeat.h"
+#include "collectives/store/grpc_store_client.h"
+#include "collectives/store/store_from_env.h"
+#include "common/error.h"
+#include "common/net.h"
+#include "launcher/node_rendezvous.h"
+#include "launcher/worker_env.h"
+#include "launcher/worker_group.h"
+
+namespace cohort::launcher {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using std::chrono::milliseconds;
+
+milliseconds Ms(double seconds) { return milliseconds(static_cast<int64_t>(seconds * 1000)); }
+
+struct Outcome {
+  enum Kind { kSuccess, kFailed, kInterrupted } kind = kSuccess;
+  int code = 0;      // the exit code if this is the end
+  std::string what;  // "rank 2 on node 0 exited with code 7"
+};
+
+struct Beat {
+  std::string value;
+  Clock::time_point changed;
+  std::time_t wall = 0;
+};
+
+class Supervisor {
+ public:
+  explicit Supervisor(const LaunchPlan& plan) : plan_(plan) {}
+  int Run();
+
+ private:
+  template <typename... Args>
+  void Say(fmt::format_string<Args...> f, Args&&... args) {
+    const std::string who =
+        node_ >= 0 && nnodes_ > 1 ? fmt::format("cohort launch node {}", node_) : "cohort launch";
+    std::string line = fmt::format("[{}] {}\n", who, fmt::format(f, std::forward<Args>(args)...));
+    (void)!::write(2, line.data(), line.size());
+  }
+  void OpenStore();
+  Outcome RunAttempt(int attempt);
+  Outcome Watch(WorkerGroup& group, int attempt, const std::string& prefix);
+  // Records a failure for every node to see (the first one recorded wins) and returns it.
+  Outcome Fail(const std::string& prefix, int code, const std::string& what);
+  std::string CheckHeartbeats(int attempt);
+  void LeaveLast(std::chrono::seconds patience);
+
+  const LaunchPlan& plan_;
+  int signal_fd_ = -1;
+  std::shared_ptr<collectives::Store> store_;
+  std::string store_address_;  // as workers reach it
+  bool hosting_ = false;
+  int node_ = -1;
+  int nnodes_ = 1;
+  int first_rank_ = 0;
+  int nproc_ = 0;
+  std::map<int, Beat> beats_;
+};
+
+void Supervisor::OpenStore() {
+  const net::HostPort ep = net::ParseHostPort(plan_.endpoint.value, plan_.endpoint.source, true);
+  const bool single = plan_.max_nodes.value == 1;
+  if (plan_.host_store.value) {
+    try {
+      int port = 0;
+      store_ = collectives::HostStore(single ? "127.0.0.1" : "0.0.0.0", ep.port, plan_.token,
+                                      Ms(plan_.rdzv_timeout), &port);
+      hosting_ = true;
+      store_address_ = net::HostPort{single ? "127.0.0.1" : ep.host, port}.ToString();
+      return;
+    } catch (const Unavailable&) {
+      // With ranks by arrival, another launcher on this host may have bound the port first.
+      if (plan_.node_rank.value >= 0) throw;
+    }
+  }
+  auto client = std::make_shared<collectives::GrpcStoreClient>(plan_.endpoint.value, plan_.token,
+                                                               Ms(plan_.rdzv_timeout));
+  client->Connect();
+  store_ = client;
+  store_address_ = plan_.endpoint.value;
+}
+
+Outcome Supervisor::Fail(const std::string& prefix, int code, const std::string& what) {
+  store_->CompareSet(prefix + "failed", "", fmt::format("{} {}", code, what));
+  return {Outcome::kFailed, code, what};
+}
+
+std::string Supervisor::CheckHeartbeats(int attempt) {
+  if (plan_.heartbeat_timeout.value <= 0) return "";
+  const std::string prefix = collectives::Heartbeat::Prefix(plan_.run_id.value, attempt);
+  const auto now = Clock::now();
+  auto values = store_->List(prefix);
+  for (int r = first_rank_; r < first_rank_ + nproc_; ++r) {
+    auto it = values.find(prefix + std::to_string(r));
+    if (it == values.end()) continue;  // never beat: not watched
+    Beat& b = beats_[r];
+    if (b.value != it->second) {
+      b = {it->second, now, std::time(nullptr)};
+      continue;
+    }
+    const double silent = std::chrono::duration<double>(now - b.changed).count();
+    if (silent > plan_.heartbeat_timeout.value) {
+      char when[16];
+      std::strftime(when, sizeof(when), "%H:%M:%S", std::localtime(&b.wall));
+      return fmt::format(
+          "rank {} on node {} stopped heartbeating: last seen at {}, {:.1f} s ago "
+          "(--heartbeat-timeout {:g} s)",
+          r, node_, when, silent, plan_.heartbeat_timeout.value);
+    }
+  }
+  return "";
+}
+
+Outcome Supervisor::Watch(WorkerGroup& group, int attempt, const std::string& prefix) {
+  bool local_done = false;
+  auto next_store_check = Clock::now();
+  for (;;) {
+    pollfd pfd{signal_fd_, POLLIN, 0};
+    if (::poll(&pfd, 1, 20) > 0) {
+      signalfd_siginfo info{};
+      if (::read(signal_fd_, &info, sizeof(info)) == sizeof(info)) {
+        const int sig = static_cast<int>(info.ssi_signo);
+        Say("received SIG{}: passing it to the workers, which have {:g} s to finish (a checkpoint, "
+            "say) before SIGKILL",
+            sigabbrev_np(sig), plan_.grace_period);
+        for (const WorkerExit& e : group.Stop(Ms(plan_.grace_period), sig)) {
+          if (!e.ok()) Say("rank {} {}", e.rank, e.Describe());
+        }
+        try {
+          Fail(prefix, 128 + sig,
+               fmt::format("node {} was stopped by SIG{}", node_, sigabbrev_np(sig)));
+        } catch (...) {
+        }
+        return {Outcome::kInterrupted, 128 + sig,
+                fmt::format("stopped by SIG{}", sigabbrev_np(sig))};
+      }
+    }
+    for (const WorkerExit& e : group.Reap()) {
+      if (e.ok()) continue;
+      const std::string what = fmt::format("rank {} on node {} {}", e.rank, node_, e.Describe());
+      Say("{}: stopping the other workers", what);
+      group.Stop(Ms(plan_.grace_period), SIGTERM);
+      return Fail(prefix, e.ShellCode(), what);
+    }
+    if (!local_done && group.Running() == 0) {
+      local_done = true;
+      store_->Set(prefix + "done/" + std::to_string(node_), "1");
+    }
+    if (Clock::now() < next_store_check) continue;
+    next_store_check = Clock::now() + milliseconds(100);
+    auto failed = store_->List(prefix + "failed");
+    if (!failed.empty()) {
+      const std::string& v = failed.begin()->second;
+      const auto space = v.find(' ');
+      Say("{}: stopping this node's workers", v.substr(space + 1));
+      group.Stop(Ms(plan_.grace_period), SIGTERM);
+      return {Outcome::kFailed, std::stoi(v.substr(0, space)), v.substr(space + 1)};
+    }
+    if (local_done && static_cast<int>(store_->List(prefix + "done/").size()) == nnodes_) {
+      return {Outcome::kSuccess, 0, ""};
+    }
+    const std::string hung = CheckHeartbeats(attempt);
+    if (!hung.empty()) {
+      Say("{}: treating it as failed", hung);
+      group.Stop(Ms(plan_.grace_period), SIGTERM);
+      return Fail(prefix, kExitHung, hung);
+    }
+  }
+}
+
+Outcome Supervisor::RunAttempt(int attempt) {
+  Assignment a;
+  try {
+    a = JoinNodes(*store_, plan_, attempt);
+  } catch (const Error& e) {
+    Say("rendezvous failed: {}", e.what());
+    // The host must outlive the nodes still reading the error it may have posted.
+    node_ = plan_.node_rank.value;
+    nnodes_ = plan_.max_nodes.value;
+    return {Outcome::kFailed, kExitRendezvous, "rendezvous failed"};
+  }
+  node_ = a.node_rank;
+  nnodes_ = a.nnodes;
+  first_rank_ = a.first_rank;
+  nproc_ = a.nproc;
+  beats_.clear();
+  const std::string prefix = RoundPrefix(plan_.run_id.value, attempt);
+  std::unique_ptr<WorkerGroup> group;
+  try {
+    group = std::make_unique<WorkerGroup>(MakeWorkerSpecs(plan_, a, attempt, store_address_));
+  } catch (const InvalidArgument& e) {
+    Say("{}", e.what());
+    Fail(prefix, kExitUsage, fmt::format("node {} could not start its workers", node_));
+    return {Outcome::kFailed, kExitUsage, e.what()};
+  }
+  Say("attempt {}: started {} worker{} (rank{} {}{}) of a world of {}", attempt + 1, a.nproc,
+      a.nproc == 1 ? "" : "s", a.nproc == 1 ? "" : "s", a.first_rank,
+      a.nproc == 1 ? "" : fmt::format("..{}", a.first_rank + a.nproc - 1), a.world_size);
+  return Watch(*group, attempt, prefix);
+}
+
+// The store's host serves until every node has finished with it, up to `patience`.
+void Supervisor::LeaveLast(std::chrono::seconds patience) {
+  const std::string prefix = fmt::format("cohort/{}/launch/exited/", plan_.run_id.value);
+  try {
+    const std::string me =
+        node_ >= 0 ? std::to_string(node_) : fmt::format("pid-{}", static_cast<int>(::getpid()));
+    store_->Set(prefix + me, "1");
+    if (!hosting_ || nnodes_ <= 1) return;
+    const auto deadline = Clock::now() + patience;
+    while (static_cast<int>(store_->List(prefix).size()) < nnodes_ && Clock::now() < deadline) {
+      std::this_thread::sleep_for(milliseconds(50));
+    }
+  } catch (...) {
+  }
+}
+
+int Supervisor::Run() {
+  // Before any thread exists (gRPC starts some): SIGINT/SIGTERM go to signalfd only.
+  sigset_t stop;
+  sigemptyset(&stop);
+  sigaddset(&stop, SIGINT);
+  sigaddset(&stop, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &stop, nullptr);
+  signal_fd_ = ::signalfd(-1, &stop, SFD_CLOEXEC);
+  ::signal(SIGPIPE, SIG_IGN);
+  try {
+    OpenStore();
+  } catch (const Error& e) {
+    Say("cannot reach the rendezvous store: {}", e.what());
+    return kExitRendezvous;
+  }
+  const int attempts = plan_.max_restarts.value + 1;
+  Outcome last;
+  for (int attempt = 0; attempt < attempts; ++attempt) {
+    last = RunAttempt(attempt);
+    if (last.kind != Outcome::kFailed || last.code == kExitRendezvous || last.code == kExitUsage ||
+        attempt + 1 == attempts) {
+      break;
+    }
+    Say("restarting the group: attempt {} of {} (after: {})", attempt + 2, attempts, last.what);
+  }
+  if (last.kind == Outcome::kFailed && last.code != kExitRendezvous && last.code != kExitUsage) {
+    Say("failed: {}; {}", last.what,
+        plan_.max_restarts.value == 0
+            ? "no restarts allowed (--max-restarts 0)"
+            : fmt::format("no restarts left (--max-restarts {})", plan_.max_restarts.value));
+  }
+  // After a failed rendezvous some nodes may never come, so do not wait long for them.
+  LeaveLast(last.code == kExitRendezvous ? std::chrono::seconds(3) : std::chrono::seconds(30));
+  return last.code;
+}
+
+}  // namespace
+
+int Supervise(const LaunchPlan& plan) { return Supervisor(plan).Run(); }
+
+}  // namespace cohort::launcher
