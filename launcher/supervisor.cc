@@ -214,7 +214,14 @@ Outcome Supervisor::RunAttempt(int attempt) {
   Say("attempt {}: started {} worker{} (rank{} {}{}) of a world of {}", attempt + 1, a.nproc,
       a.nproc == 1 ? "" : "s", a.nproc == 1 ? "" : "s", a.first_rank,
       a.nproc == 1 ? "" : fmt::format("..{}", a.first_rank + a.nproc - 1), a.world_size);
-  return Watch(*group, attempt, prefix);
+  try {
+    return Watch(*group, attempt, prefix);
+  } catch (const Error& e) {
+    // Node 0's launcher (and with it the store) is gone: no round can be coordinated any more.
+    Say("lost the rendezvous store: {}; stopping this node's workers", e.what());
+    group->Stop(Ms(plan_.grace_period), SIGTERM);
+    return {Outcome::kFailed, kExitRendezvous, "lost the rendezvous store"};
+  }
 }
 
 // The store's host serves until every node has finished with it, up to `patience`.

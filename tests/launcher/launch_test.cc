@@ -308,6 +308,22 @@ TEST(Launch, FailureOnOneNodeRestartsEveryNode) {
   EXPECT_TRUE(Has(r1, "rank 3 of 4 ok restart 1")) << r1.output;
 }
 
+TEST(Launch, NodeZeroDyingStopsTheOtherNodes) {
+  const int port = net::FreePort();
+  const auto argv =
+      LaunchArgs({"--nproc-per-node", "1", "--grace-period", "5"}, {"--mode", "sleep"});
+  Subprocess node0(argv, IndexedJobNode(0, 2, port));
+  Subprocess node1(argv, IndexedJobNode(1, 2, port));
+  ASSERT_TRUE(node1.AwaitLine("[rank 1] rank 1 sleeping", 20s)) << node1.Output();
+  ASSERT_TRUE(node0.AwaitLine("[rank 0] rank 0 sleeping", 20s)) << node0.Output();
+  ::kill(node0.pid(), SIGKILL);  // node 0's launcher and the store it hosts vanish
+  auto r1 = node1.Wait(30s);
+  EXPECT_EQ(r1.exit_code, 3) << r1.output;
+  EXPECT_TRUE(Has(r1, "lost the rendezvous store")) << r1.output;
+  EXPECT_TRUE(Has(r1, "[rank 1] rank 1 got SIGTERM")) << r1.output;  // stopped, not killed
+  EXPECT_LT(r1.seconds, 20) << r1.output;
+}
+
 TEST(Launch, ElasticNodeCountStartsWithMinAfterTheLastCall) {
   auto r = RunToEnd(LaunchArgs(
       {"--nnodes", "1:2", "--rdzv-endpoint", fmt::format("127.0.0.1:{}", net::FreePort()),
