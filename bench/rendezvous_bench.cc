@@ -1,0 +1,294 @@
+// Rendezvous benchmark (issue 3): how long N workers take to join one group through one store.
+// One GrpcStoreServer on 127.0.0.1; N simulated workers, each with its OWN GrpcStoreClient, wait
+// for a common start signal and then run JoinGroup (CompareSet of its key, Wait for all N keys)
+// under a fresh scope. Measured: start signal -> the last worker has returned from JoinGroup.
+//   table:   the same CompareSet/Watch sequence straight on a KvTable, one thread, no gRPC: the
+//            store's own algorithmic cost.
+//   threads: N threads in this process. gRPC shares ONE connection among the channels of a
+//            process that name the same address (see `conns`); --spread gives each its own.
+//   procs:   N processes (this binary, posix_spawn'ed in worker mode, talking through pipes).
+//   warm: each client is connected, and has made one call, before the signal.
+//   cold: each creates and connects its client after the signal (a freshly started worker).
+// `cpu ms` is the CPU spent by all involved during the join; `store cpu` the store's share.
+// --join count measures the O(1)-size join proposed for JoinGroup instead (see Join()).
+// --hold S pauses S seconds before the signal (procs), to attach a profiler (perf record -a).
+//   build/bin/rendezvous_bench [--sizes 64,128,256,512] [--proc-sizes 64,128] [--json out.json]
+#include <fmt/format.h>
+
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdlib>
+#include <fstream>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <thread>
+#include <vector>
+
+#include "bench/rendezvous_procs.h"
+#include "collectives/rendezvous.h"
+#include "collectives/store/grpc_store_server.h"
+#include "collectives/store/kv_table.h"
+#include "common/error.h"
+
+namespace cohort::bench {
+namespace {
+
+using namespace collectives;
+using Millis = std::chrono::milliseconds;
+
+struct Options {
+  std::vector<int> sizes = {64, 128, 256, 512};
+  std::vector<int> proc_sizes = {64, 128};
+  std::vector<std::string> variants = {"table", "threads", "procs"};
+  std::vector<std::string> modes = {"warm", "cold"};
+  int reps = 5;
+  double timeout_s = 60;
+  bool spread = false;
+  std::string join = "wait";
+  double hold_s = 0;
+  std::string json;
+  bool worker = false;  // a process of the procs variant
+  ProcRun worker_run;
+  int worker_rank = 0;
+};
+
+// spread: thread r talks to 127.0.x.y (server on 0.0.0.0), so that gRPC cannot share one
+// connection among the clients of this process as it does for equal addresses.
+Sample RunThreads(const std::string& token, int port, bool spread, const std::string& join,
+                  const std::string& scope, int n, bool cold, Millis timeout) {
+  std::vector<std::string> addrs(n, "127.0.0.1:" + std::to_string(port));
+  if (spread) {
+    for (int r = 0; r < n; ++r)
+      addrs[r] = fmt::format("127.0.{}.{}:{}", r / 250, 1 + r % 250, port);
+  }
+  std::vector<std::unique_ptr<GrpcStoreClient>> clients(n);
+  if (!cold) {
+    for (int r = 0; r < n; ++r) clients[r] = ConnectClient(addrs[r], token, true);
+  }
+  std::mutex mu;
+  std::condition_variable cv;
+  int ready = 0;
+  bool go = false;
+  std::vector<int64_t> done(n, 0);
+  std::vector<std::string> errors(n);
+  std::vector<std::thread> threads;
+  for (int r = 0; r < n; ++r) {
+    threads.emplace_back([&, r] {
+      {
+        std::unique_lock<std::mutex> lock(mu);
+        ++ready;
+        cv.notify_all();
+        cv.wait(lock, [&] { return go; });
+      }
+      try {
+        if (cold) clients[r] = ConnectClient(addrs[r], token, false);
+        Join(*clients[r], join, scope, r, n, timeout);
+        done[r] = NowNs();
+      } catch (const std::exception& e) {
+        errors[r] = e.what();
+      }
+    });
+  }
+  int64_t t0;
+  {
+    std::unique_lock<std::mutex> lock(mu);
+    cv.wait(lock, [&] { return ready == n; });
+    t0 = NowNs();
+    go = true;
+  }
+  const double cpu0 = CpuMs(CLOCK_PROCESS_CPUTIME_ID);
+  cv.notify_all();
+  for (auto& t : threads) t.join();
+  const double cpu = CpuMs(CLOCK_PROCESS_CPUTIME_ID) - cpu0;
+  for (const auto& e : errors) {
+    if (!e.empty()) throw Internal("a simulated worker failed: " + e);
+  }
+  const int conns = CountConnections(port);
+  return {(*std::max_element(done.begin(), done.end()) - t0) / 1e6, conns, cpu};
+}
+
+// The join sequence of n ranks straight on a table (rank r: CompareSet, then Watch all keys; or
+// with join "count": CompareSet, Add, the last one Set, then Watch the one "all" key).
+Sample RunTable(int n, const std::string& join) {
+  KvTable table;
+  std::vector<std::string> keys;
+  for (int r = 0; r < n; ++r)
+    keys.push_back("cohort/rdzv-table/0/comm/world/join/" + std::to_string(r));
+  std::atomic<int> fired{0};
+  const int64_t t0 = NowNs();
+  for (int r = 0; r < n; ++r) {
+    table.CompareSet(keys[r], "", std::to_string(NowNs()));
+    std::vector<std::string> watched;
+    if (join == "wait") {
+      watched = keys;
+    } else {
+      if (table.Add("cohort/rdzv-table/0/comm/world/joined", 1) == n) {
+        table.Set("cohort/rdzv-table/0/comm/world/all", "1");
+      }
+      watched = {"cohort/rdzv-table/0/comm/world/all"};
+    }
+    table.Watch(std::move(watched), KvTable::DeadlineAfter(std::chrono::seconds(60)),
+                [&](KvTable::WatchResult) { fired.fetch_add(1); });
+  }
+  const double ms = (NowNs() - t0) / 1e6;
+  if (fired.load() != n) throw Internal("table: not every watch fired");
+  return {ms, 0, ms};
+}
+
+double Percentile(std::vector<double> v, double q) {
+  std::sort(v.begin(), v.end());
+  return v[static_cast<size_t>(q * (v.size() - 1) + 0.5)];
+}
+
+bool Has(const std::vector<std::string>& v, const std::string& x) {
+  return std::find(v.begin(), v.end(), x) != v.end();
+}
+
+int Main(int argc, char** argv) {
+  Options o;
+  CLI::App app{"Rendezvous benchmark: N workers joining one group through one gRPC store"};
+  app.add_option("--sizes", o.sizes, "world sizes of table and threads")->delimiter(',');
+  app.add_option("--proc-sizes", o.proc_sizes, "world sizes of procs")->delimiter(',');
+  app.add_option("--variants", o.variants, "table, threads, procs")->delimiter(',');
+  app.add_option("--modes", o.modes, "warm, cold")->delimiter(',');
+  app.add_option("--reps", o.reps, "repetitions of each row")->check(CLI::PositiveNumber);
+  app.add_option("--timeout", o.timeout_s, "JoinGroup timeout, seconds");
+  app.add_flag("--spread", o.spread, "threads: one connection each (the store listens on 0.0.0.0)");
+  app.add_option("--join", o.join, "wait: JoinGroup as it is; count: the proposed O(1) join")
+      ->check(CLI::IsMember({"wait", "count"}));
+  app.add_option("--hold", o.hold_s, "procs: seconds between all ready and the start signal");
+  app.add_option("--json", o.json, "write the results here");
+  app.add_flag("--worker", o.worker)->group("");
+  app.add_option("--store", o.worker_run.addr)->group("");
+  app.add_option("--scope", o.worker_run.scope)->group("");
+  app.add_option("--rank", o.worker_rank)->group("");
+  app.add_option("--size", o.worker_run.n)->group("");
+  app.add_flag("--cold", o.worker_run.cold)->group("");
+  CLI11_PARSE(app, argc, argv);
+  if (o.worker) {
+    o.worker_run.timeout_s = o.timeout_s;
+    o.worker_run.join = o.join;
+    return RunProcWorker(o.worker_run, o.worker_rank);
+  }
+  for (const auto& m : o.modes) {
+    if (m != "warm" && m != "cold") throw InvalidArgument("--modes: warm or cold, not " + m);
+  }
+
+  std::random_device rd;
+  const std::string token = fmt::format("{:08x}{:08x}{:08x}", rd(), rd(), rd());
+  setenv("COHORT_TOKEN", token.c_str(), 1);  // for the worker processes
+  GrpcStoreServer server(o.spread ? "0.0.0.0" : "127.0.0.1", 0, token);
+  server.Start();
+  const int port = server.Port();
+  const Millis timeout(static_cast<int64_t>(o.timeout_s * 1000));
+
+  // Every row, then the repetitions round-robin over the rows, so that slow phases of this
+  // machine spread over all rows instead of hitting one.
+  struct Row {
+    std::string variant, mode;
+    int n;
+    std::vector<Sample> samples;
+  };
+  std::vector<Row> rows;
+  if (Has(o.variants, "table")) {
+    for (int n : o.sizes) rows.push_back({"table", "-", n, {}});
+  }
+  for (const auto& mode : o.modes) {
+    if (Has(o.variants, "threads")) {
+      for (int n : o.sizes) rows.push_back({o.spread ? "threads*" : "threads", mode, n, {}});
+    }
+    if (Has(o.variants, "procs")) {
+      for (int n : o.proc_sizes) rows.push_back({"procs", mode, n, {}});
+    }
+  }
+  int serial = 0;
+  for (int rep = 0; rep < o.reps; ++rep) {
+    fmt::print(stderr, "round {}/{}\n", rep + 1, o.reps);
+    for (Row& row : rows) {
+      const std::string scope =
+          fmt::format("cohort/rdzv-bench/{}/comm/{}-{}-{}", serial++, row.variant, row.mode, row.n);
+      const bool cold = row.mode == "cold";
+      if (row.variant == "table") {
+        row.samples.push_back(RunTable(row.n, o.join));
+      } else if (row.variant == "procs") {
+        ProcRun run{"127.0.0.1:" + std::to_string(port),
+                    port,
+                    scope,
+                    o.join,
+                    row.n,
+                    cold,
+                    o.timeout_s,
+                    o.hold_s};
+        row.samples.push_back(RunProcs(run));
+      } else {
+        row.samples.push_back(
+            RunThreads(token, port, o.spread, o.join, scope, row.n, cold, timeout));
+      }
+    }
+  }
+
+  fmt::print(
+      "\nrendezvous: N workers, each with its own store client, join ({}) after one start "
+      "signal;\ntime = start signal -> last joined; {} rounds over all rows (median, min, max)\n"
+      "{}\n",
+      o.join == "wait" ? "JoinGroup" : "proposed counter join", o.reps,
+      o.spread ? "threads*: one connection per thread (--spread)" : "");
+  fmt::print("{:>8} {:>5} {:>4} {:>10} {:>8} {:>8} {:>6} {:>8} {:>9}\n", "variant", "mode", "N",
+             "median ms", "min ms", "max ms", "conns", "cpu ms", "store cpu");
+  nlohmann::json out = nlohmann::json::array();
+  for (const Row& row : rows) {
+    std::vector<double> ms, cpu, store_cpu;
+    for (const Sample& s : row.samples) {
+      ms.push_back(s.ms);
+      cpu.push_back(s.cpu_ms);
+      store_cpu.push_back(s.store_cpu_ms);
+    }
+    const double med = Percentile(ms, 0.5), lo = Percentile(ms, 0), hi = Percentile(ms, 1);
+    const double store = Percentile(store_cpu, 0.5), cpu_med = Percentile(cpu, 0.5);
+    const int conns = row.samples.back().conns;
+    fmt::print("{:>8} {:>5} {:>4} {:>10.1f} {:>8.1f} {:>8.1f} {:>6} {:>8.1f} {:>9}\n", row.variant,
+               row.mode, row.n, med, lo, hi, row.variant == "table" ? "-" : std::to_string(conns),
+               cpu_med, store < 0 ? "-" : fmt::format("{:.1f}", store));
+    out.push_back({{"variant", row.variant},
+                   {"mode", row.mode},
+                   {"n", row.n},
+                   {"reps", o.reps},
+                   {"median_ms", med},
+                   {"min_ms", lo},
+                   {"max_ms", hi},
+                   {"samples_ms", ms},
+                   {"connections", conns},
+                   {"cpu_ms_median", cpu_med},
+                   {"store_cpu_ms_median", store < 0 ? nlohmann::json() : nlohmann::json(store)}});
+  }
+  if (!o.json.empty()) {
+    nlohmann::json doc = {
+        {"benchmark", "rendezvous"},
+        {"how",
+         "N workers (threads or processes), each with its own GrpcStoreClient, run "
+         "JoinGroup after one start signal; time = signal -> last joined; rounds "
+         "round-robin over the rows"},
+        {"rounds", o.reps},
+        {"join", o.join == "wait" ? "JoinGroup" : "proposed counter join"},
+        {"rows", out}};
+    std::ofstream(o.json) << doc.dump(2) << "\n";
+    fmt::print("\nwrote {}\n", o.json);
+  }
+  return 0;
+}
+
+}  // namespace
+}  // namespace cohort::bench
+
+int main(int argc, char** argv) {
+  try {
+    return cohort::bench::Main(argc, argv);
+  } catch (const std::exception& e) {
+    fmt::print(stderr, "rendezvous_bench: {}\n", e.what());
+    return 1;
+  }
+}
