@@ -1,16 +1,16 @@
 // Rendezvous benchmark (issue 3): how long N workers take to join one group through one store.
 // One GrpcStoreServer on 127.0.0.1; N simulated workers, each with its OWN GrpcStoreClient, wait
-// for a common start signal and then run JoinGroup (CompareSet of its key, Wait for all N keys)
-// under a fresh scope. Measured: start signal -> the last worker has returned from JoinGroup.
-//   table:   the same CompareSet/Watch sequence straight on a KvTable, one thread, no gRPC: the
-//            store's own algorithmic cost.
+// for a common start signal and then run JoinGroup (CompareSet of its key, Add to a counter, the
+// last arrival Sets "all", everyone Gets it) under a fresh scope. Measured: start signal -> the
+// last worker has returned from JoinGroup.
+//   table:   the same sequence straight on a KvTable, one thread, no gRPC: the store's own
+//            algorithmic cost.
 //   threads: N threads in this process. gRPC shares ONE connection among the channels of a
 //            process that name the same address (see `conns`); --spread gives each its own.
 //   procs:   N processes (this binary, posix_spawn'ed in worker mode, talking through pipes).
 //   warm: each client is connected, and has made one call, before the signal.
 //   cold: each creates and connects its client after the signal (a freshly started worker).
 // `cpu ms` is the CPU spent by all involved during the join; `store cpu` the store's share.
-// --join count measures the O(1)-size join proposed for JoinGroup instead (see Join()).
 // --hold S pauses S seconds before the signal (procs), to attach a profiler (perf record -a).
 //   build/bin/rendezvous_bench [--sizes 64,128,256,512] [--proc-sizes 64,128] [--json out.json]
 #include <fmt/format.h>
@@ -48,7 +48,6 @@ struct Options {
   int reps = 5;
   double timeout_s = 60;
   bool spread = false;
-  std::string join = "wait";
   double hold_s = 0;
   std::string json;
   bool worker = false;  // a process of the procs variant
@@ -58,8 +57,8 @@ struct Options {
 
 // spread: thread r talks to 127.0.x.y (server on 0.0.0.0), so that gRPC cannot share one
 // connection among the clients of this process as it does for equal addresses.
-Sample RunThreads(const std::string& token, int port, bool spread, const std::string& join,
-                  const std::string& scope, int n, bool cold, Millis timeout) {
+Sample RunThreads(const std::string& token, int port, bool spread, const std::string& scope, int n,
+                  bool cold, Millis timeout) {
   std::vector<std::string> addrs(n, "127.0.0.1:" + std::to_string(port));
   if (spread) {
     for (int r = 0; r < n; ++r)
@@ -86,7 +85,7 @@ Sample RunThreads(const std::string& token, int port, bool spread, const std::st
       }
       try {
         if (cold) clients[r] = ConnectClient(addrs[r], token, false);
-        Join(*clients[r], join, scope, r, n, timeout);
+        JoinGroup(*clients[r], scope, r, n, timeout, "bench");
         done[r] = NowNs();
       } catch (const std::exception& e) {
         errors[r] = e.what();
@@ -111,27 +110,17 @@ Sample RunThreads(const std::string& token, int port, bool spread, const std::st
   return {(*std::max_element(done.begin(), done.end()) - t0) / 1e6, conns, cpu};
 }
 
-// The join sequence of n ranks straight on a table (rank r: CompareSet, then Watch all keys; or
-// with join "count": CompareSet, Add, the last one Set, then Watch the one "all" key).
-Sample RunTable(int n, const std::string& join) {
+// JoinGroup's sequence for n ranks straight on a table: CompareSet of its key, Add to the count,
+// the last one Sets "all", everyone watches "all".
+Sample RunTable(int n) {
   KvTable table;
-  std::vector<std::string> keys;
-  for (int r = 0; r < n; ++r)
-    keys.push_back("cohort/rdzv-table/0/comm/world/join/" + std::to_string(r));
+  const std::string prefix = "cohort/rdzv-table/0/comm/world/join/";
   std::atomic<int> fired{0};
   const int64_t t0 = NowNs();
   for (int r = 0; r < n; ++r) {
-    table.CompareSet(keys[r], "", std::to_string(NowNs()));
-    std::vector<std::string> watched;
-    if (join == "wait") {
-      watched = keys;
-    } else {
-      if (table.Add("cohort/rdzv-table/0/comm/world/joined", 1) == n) {
-        table.Set("cohort/rdzv-table/0/comm/world/all", "1");
-      }
-      watched = {"cohort/rdzv-table/0/comm/world/all"};
-    }
-    table.Watch(std::move(watched), KvTable::DeadlineAfter(std::chrono::seconds(60)),
+    table.CompareSet(prefix + std::to_string(r), "", std::to_string(NowNs()));
+    if (table.Add(prefix + "count", 1) == n) table.Set(prefix + "all", "1");
+    table.Watch({prefix + "all"}, KvTable::DeadlineAfter(std::chrono::seconds(60)),
                 [&](KvTable::WatchResult) { fired.fetch_add(1); });
   }
   const double ms = (NowNs() - t0) / 1e6;
@@ -158,8 +147,6 @@ int Main(int argc, char** argv) {
   app.add_option("--reps", o.reps, "repetitions of each row")->check(CLI::PositiveNumber);
   app.add_option("--timeout", o.timeout_s, "JoinGroup timeout, seconds");
   app.add_flag("--spread", o.spread, "threads: one connection each (the store listens on 0.0.0.0)");
-  app.add_option("--join", o.join, "wait: JoinGroup as it is; count: the proposed O(1) join")
-      ->check(CLI::IsMember({"wait", "count"}));
   app.add_option("--hold", o.hold_s, "procs: seconds between all ready and the start signal");
   app.add_option("--json", o.json, "write the results here");
   app.add_flag("--worker", o.worker)->group("");
@@ -171,7 +158,6 @@ int Main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
   if (o.worker) {
     o.worker_run.timeout_s = o.timeout_s;
-    o.worker_run.join = o.join;
     return RunProcWorker(o.worker_run, o.worker_rank);
   }
   for (const auto& m : o.modes) {
@@ -213,30 +199,22 @@ int Main(int argc, char** argv) {
           fmt::format("cohort/rdzv-bench/{}/comm/{}-{}-{}", serial++, row.variant, row.mode, row.n);
       const bool cold = row.mode == "cold";
       if (row.variant == "table") {
-        row.samples.push_back(RunTable(row.n, o.join));
+        row.samples.push_back(RunTable(row.n));
       } else if (row.variant == "procs") {
-        ProcRun run{"127.0.0.1:" + std::to_string(port),
-                    port,
-                    scope,
-                    o.join,
-                    row.n,
-                    cold,
-                    o.timeout_s,
-                    o.hold_s};
+        ProcRun run{
+            "127.0.0.1:" + std::to_string(port), port, scope, row.n, cold, o.timeout_s, o.hold_s};
         row.samples.push_back(RunProcs(run));
       } else {
-        row.samples.push_back(
-            RunThreads(token, port, o.spread, o.join, scope, row.n, cold, timeout));
+        row.samples.push_back(RunThreads(token, port, o.spread, scope, row.n, cold, timeout));
       }
     }
   }
 
   fmt::print(
-      "\nrendezvous: N workers, each with its own store client, join ({}) after one start "
+      "\nrendezvous: N workers, each with its own store client, run JoinGroup after one start "
       "signal;\ntime = start signal -> last joined; {} rounds over all rows (median, min, max)\n"
       "{}\n",
-      o.join == "wait" ? "JoinGroup" : "proposed counter join", o.reps,
-      o.spread ? "threads*: one connection per thread (--spread)" : "");
+      o.reps, o.spread ? "threads*: one connection per thread (--spread)" : "");
   fmt::print("{:>8} {:>5} {:>4} {:>10} {:>8} {:>8} {:>6} {:>8} {:>9}\n", "variant", "mode", "N",
              "median ms", "min ms", "max ms", "conns", "cpu ms", "store cpu");
   nlohmann::json out = nlohmann::json::array();
@@ -273,7 +251,6 @@ int Main(int argc, char** argv) {
          "JoinGroup after one start signal; time = signal -> last joined; rounds "
          "round-robin over the rows"},
         {"rounds", o.reps},
-        {"join", o.join == "wait" ? "JoinGroup" : "proposed counter join"},
         {"rows", out}};
     std::ofstream(o.json) << doc.dump(2) << "\n";
     fmt::print("\nwrote {}\n", o.json);

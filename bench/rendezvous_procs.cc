@@ -67,18 +67,6 @@ std::unique_ptr<GrpcStoreClient> ConnectClient(const std::string& addr, const st
   return c;
 }
 
-void Join(collectives::Store& store, const std::string& how, const std::string& scope, int rank,
-          int n, Millis timeout) {
-  if (how == "wait") return JoinGroup(store, scope, rank, n, timeout, "bench");
-  const std::string prefix = scope + "/join/";
-  const std::string nonce = std::to_string(NowNs());
-  if (store.CompareSet(prefix + std::to_string(rank), "", nonce) != nonce) {
-    throw InvalidArgument(fmt::format("rank {} already joined {}", rank, scope));
-  }
-  if (store.Add(scope + "/joined", 1) == n) store.Set(scope + "/all", "1");
-  store.Get(scope + "/all", timeout);  // (on timeout, List(prefix) would name the missing)
-}
-
 namespace {
 
 // A pipe whose ends sit above fd 5, close-on-exec (the children get theirs through dup2).
@@ -187,8 +175,8 @@ int RunProcWorker(const ProcRun& run, int rank) {
     }
     const double cpu0 = CpuMs(CLOCK_PROCESS_CPUTIME_ID);
     if (run.cold) client = ConnectClient(run.addr, token, false);
-    Join(*client, run.join, run.scope, rank, run.n,
-         Millis(static_cast<int64_t>(run.timeout_s * 1000)));
+    JoinGroup(*client, run.scope, rank, run.n, Millis(static_cast<int64_t>(run.timeout_s * 1000)),
+              "bench");
     done[0] = NowNs();
     done[1] = static_cast<int64_t>((CpuMs(CLOCK_PROCESS_CPUTIME_ID) - cpu0) * 1e6);
   } catch (const std::exception& e) {

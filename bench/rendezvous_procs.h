@@ -30,18 +30,10 @@ int CountConnections(int port);
 std::unique_ptr<collectives::GrpcStoreClient> ConnectClient(const std::string& addr,
                                                             const std::string& token, bool warm);
 
-// The join under test. "wait" is collectives::JoinGroup (CompareSet of its key, then Wait for all
-// N keys: O(N) request size, O(N^2) store work in all). "count" is the O(1)-size alternative
-// proposed for it: CompareSet of its key, Add to a counter, the last arrival Sets an "all" key,
-// everyone Gets that key (3 calls, the last rank 4).
-void Join(collectives::Store& store, const std::string& how, const std::string& scope, int rank,
-          int n, std::chrono::milliseconds timeout);
-
 struct ProcRun {
   std::string addr;  // of the store; the token travels in COHORT_TOKEN
   int port = 0;
   std::string scope;
-  std::string join = "wait";
   int n = 0;
   bool cold = false;
   double timeout_s = 60;

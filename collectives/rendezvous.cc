@@ -24,11 +24,11 @@ void JoinGroup(Store& store, const std::string& scope, int rank, int size,
         "own name), or restart the store",
         what, rank, scope));
   }
-  std::vector<std::string> keys;
-  keys.reserve(size);
-  for (int r = 0; r < size; ++r) keys.push_back(prefix + std::to_string(r));
+  // O(1) store work per rank: count arrivals, and let the last one announce that all are in.
+  // (Waiting on all N keys made each rank's request grow with N: O(N^2) for the store.)
+  if (store.Add(prefix + "count", 1) == size) store.Set(prefix + "all", "1");
   try {
-    store.Wait(keys, timeout);
+    store.Get(prefix + "all", timeout);
   } catch (const cohort::Timeout&) {
     auto present = store.List(prefix);
     std::vector<int> missing;
