@@ -46,3 +46,20 @@ function(cohort_grpc_proto)
   add_library(${ARG_TARGET} STATIC ${out})
   target_link_libraries(${ARG_TARGET} PUBLIC gRPC::grpc++ protobuf::libprotobuf)
 endfunction()
+
+# Checkpoints: HDF5, libcurl (S3 with SigV4), XXH3 and SHA-256 digests.
+find_package(HDF5 COMPONENTS C REQUIRED)
+find_package(CURL REQUIRED)
+find_package(OpenSSL REQUIRED)
+find_package(ZLIB REQUIRED)
+find_path(COHORT_XXHASH_INCLUDE_DIR xxhash.h REQUIRED)
+find_library(COHORT_XXHASH_LIBRARY xxhash REQUIRED)
+add_library(cohort_xxhash INTERFACE)
+target_include_directories(cohort_xxhash SYSTEM INTERFACE ${COHORT_XXHASH_INCLUDE_DIR})
+target_link_libraries(cohort_xxhash INTERFACE ${COHORT_XXHASH_LIBRARY})
+
+# libtorch (Debian's libtorch-dev, CPU only) for runtime/, examples/ and the DDP benchmark. Only
+# the TUs of those folders include it.
+if(COHORT_WITH_TORCH)
+  find_package(Torch CONFIG REQUIRED)
+endif()

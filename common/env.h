@@ -48,6 +48,10 @@ inline constexpr Var kRestart{"COHORT_RESTART", "0 on the first attempt, +1 per 
 inline constexpr Var kBackend{"COHORT_BACKEND", "auto, nccl, mpi, gloo or ps"};
 inline constexpr Var kCheckpointUri{"COHORT_CHECKPOINT_URI", "where snapshots go"};
 inline constexpr Var kResume{"COHORT_RESUME", "latest, a snapshot URI, or empty"};
+inline constexpr Var kCheckpointEvery{"COHORT_CHECKPOINT_EVERY",
+                                      "steps between snapshots (0: only at the end and on stop)"};
+inline constexpr Var kCheckpointKeep{"COHORT_CHECKPOINT_KEEP",
+                                     "complete snapshots to keep, newest first (3; 0 keeps all)"};
 
 // Launcher inputs (flags override them; Kubernetes manifests set them).
 inline constexpr Var kNprocPerNode{"COHORT_NPROC_PER_NODE", "workers to start on this node, or auto"};
@@ -76,6 +80,37 @@ inline constexpr Var kMpiMallocTune{
     "M_MMAP_MAX=0) so MPI's per-call temporary buffers do not page-fault; 0: glibc defaults"};
 inline constexpr Var kGlooHost{"COHORT_GLOO_HOST",
                                "address Gloo's TCP transport binds and advertises (hostname)"};
+inline constexpr Var kProgress{
+    "COHORT_PROGRESS",
+    "the Trainer's progress line on rank 0: auto (in place on a terminal, plain lines otherwise "
+    "and under mpirun), tty, plain or off"};
+
+// S3-compatible object storage for checkpoints (checkpoint/store/). COHORT_S3_* take precedence
+// over the AWS_* names every AWS tool reads.
+inline constexpr Var kS3Endpoint{"COHORT_S3_ENDPOINT",
+                                 "S3 endpoint URL, e.g. http://127.0.0.1:9000 (over AWS_ENDPOINT_URL)"};
+inline constexpr Var kS3Region{"COHORT_S3_REGION", "S3 signing region (over AWS_REGION)"};
+inline constexpr Var kS3AccessKeyId{"COHORT_S3_ACCESS_KEY_ID", "S3 key id (over AWS_ACCESS_KEY_ID)"};
+inline constexpr Var kS3SecretAccessKey{"COHORT_S3_SECRET_ACCESS_KEY",
+                                        "S3 secret key (over AWS_SECRET_ACCESS_KEY)"};
+inline constexpr Var kS3SessionToken{"COHORT_S3_SESSION_TOKEN",
+                                     "S3 session token (over AWS_SESSION_TOKEN)"};
+inline constexpr Var kS3PartSize{"COHORT_S3_PART_SIZE",
+                                 "bytes per multipart part; larger objects go multipart (8 MiB)"};
+inline constexpr Var kS3ParallelParts{"COHORT_S3_PARALLEL_PARTS",
+                                      "parts of one object uploaded at once (4)"};
+inline constexpr Var kS3MaxAttempts{"COHORT_S3_MAX_ATTEMPTS",
+                                    "tries per S3 request on 5xx, 429, timeouts (6)"};
+inline constexpr Var kS3ConnectTimeout{"COHORT_S3_CONNECT_TIMEOUT",
+                                       "seconds to connect to the S3 endpoint (10)"};
+inline constexpr Var kS3StallTimeout{"COHORT_S3_STALL_TIMEOUT",
+                                     "seconds an S3 transfer may make no progress (60)"};
+inline constexpr Var kAwsEndpointUrl{"AWS_ENDPOINT_URL", "AWS tools: endpoint URL"};
+inline constexpr Var kAwsRegion{"AWS_REGION", "AWS tools: region"};
+inline constexpr Var kAwsDefaultRegion{"AWS_DEFAULT_REGION", "AWS tools: region (fallback)"};
+inline constexpr Var kAwsAccessKeyId{"AWS_ACCESS_KEY_ID", "AWS tools: access key id"};
+inline constexpr Var kAwsSecretAccessKey{"AWS_SECRET_ACCESS_KEY", "AWS tools: secret key"};
+inline constexpr Var kAwsSessionToken{"AWS_SESSION_TOKEN", "AWS tools: session token"};
 
 // torchrun-compatible aliases.
 inline constexpr Var kTorchRank{"RANK", "torchrun: global rank (PyTorchJob: node rank)"};

@@ -1,0 +1,139 @@
+// memory:// and file:// through the conformance suite, URI parsing, and file:// specifics.
+#include <dirent.h>
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+
+#include <atomic>
+#include <fstream>
+
+#include "checkpoint/store/file_store.h"
+#include "checkpoint/store/memory_store.h"
+#include "common/error.h"
+#include "tests/checkpoint/store/store_conformance.h"
+#include "tests/checkpoint/store/store_test_util.h"
+#include "tests/util/scoped_env.h"
+
+namespace cohort::checkpoint::testing {
+namespace {
+
+StoreBackend MemoryBackend() {
+  return {"memory", [] {
+            static std::atomic<int> counter{0};
+            return std::unique_ptr<ObjectStore>(
+                std::make_unique<MemoryObjectStore>("conformance-" + std::to_string(counter++)));
+          }};
+}
+
+StoreBackend FileBackend() {
+  return {"file", [] {
+            // One temp dir per test, removed when the test binary exits.
+            static std::vector<std::unique_ptr<TempDir>> dirs;
+            dirs.push_back(std::make_unique<TempDir>());
+            return OpenObjectStore("file://" + dirs.back()->path() + "/root");
+          }};
+}
+
+INSTANTIATE_TEST_SUITE_P(Local, StoreConformance, ::testing::Values(MemoryBackend(), FileBackend()),
+                         [](const auto& info) { return info.param.name; });
+
+TEST(OpenObjectStore, AcceptedForms) {
+  TempDir dir;
+  EXPECT_EQ(OpenObjectStore("file://" + dir.path())->Uri(), "file://" + dir.path());
+  EXPECT_EQ(OpenObjectStore("file://" + dir.path() + "/")->Uri(), "file://" + dir.path());
+  EXPECT_EQ(OpenObjectStore(dir.path() + "/plain")->Uri(), "file://" + dir.path() + "/plain");
+  char cwd[4096];
+  ASSERT_NE(::getcwd(cwd, sizeof(cwd)), nullptr);
+  EXPECT_EQ(OpenObjectStore("relative/dir")->Uri(), "file://" + std::string(cwd) + "/relative/dir");
+  EXPECT_EQ(OpenObjectStore("memory://abc")->Uri(), "memory://abc");
+}
+
+TEST(OpenObjectStore, RejectsOtherForms) {
+  for (std::string uri : {"http://host/x", "gs://bucket/x", "", "file://relative/dir", "file://"}) {
+    SCOPED_TRACE(uri);
+    try {
+      OpenObjectStore(uri);
+      FAIL() << "accepted";
+    } catch (const InvalidArgument& e) {
+      std::string msg = e.what();
+      EXPECT_NE(msg.find("file:///"), std::string::npos) << msg;
+      EXPECT_EQ(msg.find('\n'), std::string::npos) << msg;
+    }
+  }
+  try {
+    OpenObjectStore("gs://bucket/x");
+  } catch (const InvalidArgument& e) {
+    EXPECT_NE(std::string(e.what()).find("s3://bucket/prefix"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("memory://name"), std::string::npos) << e.what();
+  }
+}
+
+TEST(MemoryStore, SameNameSharesObjects) {
+  MemoryObjectStore a("shared-name"), b("shared-name"), c("other-name");
+  a.Put("k", std::string("v"));
+  EXPECT_EQ(b.Get("k").value(), "v");
+  EXPECT_FALSE(c.Get("k").has_value());
+  ClearMemoryStore("shared-name");
+  EXPECT_FALSE(a.Get("k").has_value());
+}
+
+std::vector<std::string> DirEntries(const std::string& path) {
+  std::vector<std::string> names;
+  if (DIR* d = ::opendir(path.c_str())) {
+    while (dirent* e = ::readdir(d))
+      if (std::string(e->d_name) != "." && std::string(e->d_name) != "..")
+        names.push_back(e->d_name);
+    ::closedir(d);
+  }
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+TEST(FileStore, LayoutIsPlainFilesAndDirsAreCleanedUp) {
+  TempDir dir;
+  FileObjectStore store(dir.path());
+  store.Put("run/step-1/rank-0.h5", std::string("abc"));
+  std::ifstream in(dir.path() + "/run/step-1/rank-0.h5", std::ios::binary);
+  std::string content((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  EXPECT_EQ(content, "abc");
+  EXPECT_EQ(DirEntries(dir.path() + "/run/step-1"), std::vector<std::string>{"rank-0.h5"});
+  {
+    auto writer = store.NewWriter("run/step-1/rank-1.h5");
+    writer->Write("partial", 7);
+    // While it is open, only a hidden temp file exists, and List() does not show it.
+    auto names = DirEntries(dir.path() + "/run/step-1");
+    ASSERT_EQ(names.size(), 2u);
+    EXPECT_EQ(names[0].rfind(FileObjectStore::kTempPrefix, 0), 0u) << names[0];
+    EXPECT_EQ(store.List("").size(), 1u);
+  }
+  EXPECT_EQ(DirEntries(dir.path() + "/run/step-1"), std::vector<std::string>{"rank-0.h5"});
+  store.Delete("run/step-1/rank-0.h5");
+  EXPECT_EQ(DirEntries(dir.path()), std::vector<std::string>{});  // empty dirs removed
+  EXPECT_THROW(store.Put(std::string(FileObjectStore::kTempPrefix) + "x", std::string("y")),
+               InvalidArgument);
+}
+
+TEST(FileStore, ErrorsNameThePath) {
+  TempDir dir;
+  // A file where a directory is needed.
+  FileObjectStore store(dir.path());
+  store.Put("blocker", std::string("x"));
+  try {
+    store.Put("blocker/child", std::string("y"));
+    FAIL() << "wrote under a file";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find(dir.path() + "/blocker"), std::string::npos) << e.what();
+  }
+  // An unwritable root (root ignores permissions, so use a path under a regular file instead).
+  FileObjectStore bad(dir.path() + "/blocker/root");
+  try {
+    bad.Put("k", std::string("v"));
+    FAIL() << "wrote under a file";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find(dir.path() + "/blocker"), std::string::npos) << e.what();
+  }
+  EXPECT_FALSE(bad.Get("k").has_value());
+  EXPECT_TRUE(bad.List("").empty());
+}
+
+}  // namespace
+}  // namespace cohort::checkpoint::testing
