@@ -1,0 +1,275 @@
+// fashion_mnist: the main job. A small CNN trained data-parallel on Fashion-MNIST with cohort's
+// runtime, then evaluated on the 10k test images:
+//   cohort launch --nproc-per-node 4 -- fashion_mnist --epochs 2
+//   mpirun -np 4 fashion_mnist --epochs 2
+//   fashion_mnist --epochs 1            (one process)
+#include <ATen/Parallel.h>
+#include <dlfcn.h>
+#include <fmt/format.h>
+#include <malloc.h>
+#include <torch/nn/functional/loss.h>
+#include <torch/optim/adam.h>
+#include <torch/optim/sgd.h>
+#include <torch/utils.h>
+
+#include <CLI/CLI.hpp>
+#include <csignal>
+#include <cstdio>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common/error.h"
+#include "common/log.h"
+#include "examples/fashion_mnist/idx.h"
+#include "examples/fashion_mnist/model.h"
+#include "runtime/checkpointing.h"
+#include "runtime/ddp.h"
+#include "runtime/process_group.h"
+#include "runtime/trainer.h"
+
+namespace {
+
+using cohort::examples::FashionMnistSplit;
+
+// Fashion-MNIST's pixel mean and standard deviation (over the training set, scaled to [0, 1]).
+constexpr double kMean = 0.2860;
+constexpr double kStd = 0.3530;
+// Images per forward pass in the evaluation (no gradients: larger than a training batch).
+constexpr int64_t kEvalBatch = 256;
+
+struct Flags {
+  int epochs = 2;
+  size_t batch_size = 64;
+  double lr = 2e-3;
+  std::string optimizer = "adam";
+  std::string data = cohort::examples::kFashionMnistDir;
+  std::string metrics;
+  int64_t max_steps = -1;
+  uint64_t seed = 0;
+  int threads = 1;
+  double progress_interval = 1.0;
+  cohort::runtime::CheckpointConfig checkpoint;  // flags, then COHORT_CHECKPOINT_* / COHORT_RESUME
+};
+
+// The dataset as tensors: images stay uint8 (47 MB rather than 188 MB of floats per worker) and
+// are converted batch by batch.
+struct Data {
+  at::Tensor images;  // uint8 [N, 1, 28, 28]
+  at::Tensor labels;  // int64 [N]
+};
+
+Data ToTensors(FashionMnistSplit split) {
+  auto n = static_cast<int64_t>(split.count);
+  auto rows = static_cast<int64_t>(split.rows), cols = static_cast<int64_t>(split.cols);
+  Data d;
+  d.images = torch::from_blob(split.images.data(), {n, 1, rows, cols}, torch::kUInt8).clone();
+  d.labels = torch::from_blob(split.labels.data(), {n}, torch::kUInt8).to(torch::kLong);
+  return d;
+}
+
+at::Tensor Normalise(const at::Tensor& images) {
+  return images.to(torch::kFloat).div_(255.0).sub_(kMean).div_(kStd);
+}
+
+at::Tensor IndexTensor(const std::vector<size_t>& indices) {
+  std::vector<int64_t> v(indices.begin(), indices.end());
+  return torch::tensor(v, torch::kLong);
+}
+
+// One thread per worker unless told otherwise: several workers share the cores. OpenBLAS (which
+// Debian's libtorch computes convolutions with) keeps its own pool, sized at load time from
+// OPENBLAS_NUM_THREADS; set it directly, since that variable was read before main().
+// Torch's CPU kernels allocate and free large scratch buffers (the unfolded convolution inputs)
+// on every call. glibc serves blocks past its mmap threshold with fresh mmaps, so each call
+// page-faults its buffers in again: at batch 128 that tripled the CPU time of a step. Serving
+// them from the heap and not trimming it lets the next call reuse the memory.
+void KeepFreedMemory() {
+  if (mallopt(M_MMAP_MAX, 0) != 1 || mallopt(M_TRIM_THRESHOLD, 1 << 30) != 1) {
+    COHORT_WARN(kRuntime, "mallopt failed; large batches may page-fault on every step");
+  }
+}
+
+void SetThreads(int threads) {
+  at::set_num_threads(threads);
+  using SetFn = void (*)(int);
+  if (auto set = reinterpret_cast<SetFn>(::dlsym(RTLD_DEFAULT, "openblas_set_num_threads"))) {
+    set(threads);
+  }
+}
+
+// Counts correct predictions on this rank's share of the test set (every world-th image from
+// rank), then sums the counts over ranks.
+std::pair<int64_t, int64_t> Evaluate(cohort::examples::FashionCnn& model, const Data& test,
+                                     cohort::runtime::ProcessGroup& pg) {
+  torch::NoGradGuard no_grad;
+  const at::Tensor mine = torch::arange(pg.Rank(), test.images.size(0), pg.Size(), torch::kLong);
+  int64_t counts[2] = {0, mine.size(0)};
+  for (int64_t at = 0; at < mine.size(0); at += kEvalBatch) {
+    const at::Tensor idx = mine.slice(0, at, std::min<int64_t>(at + kEvalBatch, mine.size(0)));
+    const at::Tensor logits =
+        cohort::examples::Forward(model, Normalise(test.images.index_select(0, idx)));
+    counts[0] += logits.argmax(1).eq(test.labels.index_select(0, idx)).sum().item<int64_t>();
+  }
+  if (pg.Size() > 1) {
+    pg.comm()
+        .AllReduce(cohort::collectives::TensorView(counts, 2, cohort::collectives::DType::kInt64),
+                   cohort::collectives::ReduceOp::kSum)
+        ->Wait();
+  }
+  return {counts[0], counts[1]};
+}
+
+// The first SIGTERM/SIGINT (the launcher stopping the group, Ctrl-C) asks the loop to stop after
+// a step every rank agrees on; a second one kills as usual.
+cohort::runtime::Trainer* g_trainer = nullptr;
+volatile std::sig_atomic_t g_signal = 0;
+
+void OnSignal(int sig) {
+  g_signal = sig;
+  std::signal(sig, SIG_DFL);
+  if (g_trainer) g_trainer->RequestStop();
+}
+
+int Run(const Flags& flags) {
+  KeepFreedMemory();
+  SetThreads(flags.threads);
+  torch::manual_seed(flags.seed);
+
+  auto pg = cohort::runtime::ProcessGroup::FromEnv();
+  cohort::log::SetRank(pg->Rank());
+  const bool rank0 = pg->Rank() == 0;
+
+  const Data train = ToTensors(cohort::examples::LoadFashionMnist(flags.data, "train"));
+  const Data test = ToTensors(cohort::examples::LoadFashionMnist(flags.data, "t10k"));
+
+  auto model = cohort::examples::MakeFashionCnn();
+  auto module = cohort::examples::AsModule(model);
+  auto ddp = std::make_shared<cohort::runtime::DistributedDataParallel>(module, pg);
+  std::shared_ptr<torch::optim::Optimizer> optimizer;
+  if (flags.optimizer == "adam") {
+    optimizer = std::make_shared<torch::optim::Adam>(module->parameters(),
+                                                     torch::optim::AdamOptions(flags.lr));
+  } else {
+    optimizer = std::make_shared<torch::optim::SGD>(
+        module->parameters(), torch::optim::SGDOptions(flags.lr).momentum(0.9));
+  }
+
+  cohort::runtime::TrainerOptions options;
+  options.epochs = flags.epochs;
+  options.batch_size = flags.batch_size;
+  options.seed = flags.seed;
+  options.max_steps = flags.max_steps;
+  options.metrics_path = flags.metrics;
+  options.progress_interval = flags.progress_interval;
+  cohort::runtime::Trainer trainer(pg, ddp, optimizer, options);
+  cohort::runtime::CheckpointConfig checkpoint_config = flags.checkpoint;
+  checkpoint_config.FillFromEnv();
+  cohort::runtime::TrainingCheckpoints checkpoints(pg, module, optimizer, checkpoint_config);
+  const int64_t resumed = checkpoints.Resume(trainer);
+  checkpoints.Attach(trainer);
+  if (rank0 && resumed >= 0) {
+    std::printf("resumed from step %lld\n", static_cast<long long>(resumed));
+  }
+
+  if (rank0) {
+    std::printf(
+        "fashion_mnist: %lld training images on %d worker(s) (%s), batch %zu per worker, "
+        "%s lr %g\n",
+        static_cast<long long>(train.images.size(0)), pg->Size(), pg->Backend(), flags.batch_size,
+        flags.optimizer.c_str(), flags.lr);
+    std::fflush(stdout);
+  }
+  g_trainer = &trainer;
+  std::signal(SIGTERM, OnSignal);
+  std::signal(SIGINT, OnSignal);
+
+  module->train();
+  const cohort::runtime::TrainResult result =
+      trainer.Fit(static_cast<size_t>(train.images.size(0)), [&](const std::vector<size_t>& batch) {
+        const at::Tensor idx = IndexTensor(batch);
+        const at::Tensor logits =
+            cohort::examples::Forward(*model, Normalise(train.images.index_select(0, idx)));
+        return torch::nn::functional::cross_entropy(logits, train.labels.index_select(0, idx));
+      });
+  g_trainer = nullptr;
+  // Stopped or done: a snapshot of where training stands (when checkpoints are on).
+  checkpoints.SaveNow(trainer.State());
+  checkpoints.Finish();
+  if (g_signal != 0) {
+    if (rank0) {
+      std::printf("stopped by signal %d after step %lld\n", static_cast<int>(g_signal),
+                  static_cast<long long>(trainer.State().step));
+    }
+    return 128 + g_signal;
+  }
+
+  module->eval();
+  const auto [correct, total] = Evaluate(*model, test, *pg);
+  if (rank0) {
+    std::printf("trained %lld steps in %.1f s (%.0f samples/s), final loss %.4f\n",
+                static_cast<long long>(result.steps), result.seconds, result.samples_per_second,
+                result.last_loss);
+    std::printf("test accuracy: %.2f%% (%lld/%lld)\n",
+                total > 0 ? 100.0 * static_cast<double>(correct) / static_cast<double>(total) : 0.0,
+                static_cast<long long>(correct), static_cast<long long>(total));
+    std::fflush(stdout);
+  }
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Flags flags;
+  CLI::App app{
+      "Trains a small CNN on Fashion-MNIST, data-parallel over the workers of a job.\n"
+      "  cohort launch --nproc-per-node 4 -- fashion_mnist --epochs 2"};
+  app.add_option("--epochs", flags.epochs, "passes over the training set")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--batch-size", flags.batch_size, "examples per worker per step")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  app.add_option("--lr", flags.lr, "learning rate")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  app.add_option("--optimizer", flags.optimizer, "adam, or sgd (with momentum 0.9)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"adam", "sgd"}));
+  app.add_option("--data", flags.data,
+                 "folder with Fashion-MNIST's *-idx?-ubyte.gz (Debian's dataset-fashion-mnist)")
+      ->capture_default_str();
+  app.add_option("--metrics", flags.metrics, "write metrics as JSON lines to this file (rank 0)");
+  app.add_option("--max-steps", flags.max_steps, "stop after this many steps (-1: no limit)")
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t{-1}, std::numeric_limits<int64_t>::max()));
+  app.add_option("--seed", flags.seed, "model initialisation and shuffling")->capture_default_str();
+  app.add_option("--threads", flags.threads, "torch threads per worker")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  app.add_option("--progress-interval", flags.progress_interval,
+                 "seconds between progress lines and metrics records (0: every step)")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--checkpoint-uri", flags.checkpoint.uri,
+                 "save snapshots here: file:///dir, s3://bucket/prefix (default: "
+                 "COHORT_CHECKPOINT_URI, which cohort launch --checkpoint-uri sets)");
+  app.add_option("--checkpoint-every", flags.checkpoint.every,
+                 "steps between snapshots (0: only at the end and when stopped)")
+      ->check(CLI::NonNegativeNumber);
+  app.add_option(
+      "--resume", flags.checkpoint.resume,
+      "latest, or a snapshot URI (default: COHORT_RESUME; a restarted group gets latest)");
+  CLI11_PARSE(app, argc, argv);
+
+  try {
+    return Run(flags);
+  } catch (const cohort::InvalidArgument& e) {
+    std::fprintf(stderr, "fashion_mnist: %s\n", e.what());
+    return 2;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "fashion_mnist: %s\n", e.what());
+    return 1;
+  }
+}

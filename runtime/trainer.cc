@@ -1,0 +1,352 @@
+// The training loop. What needs care here is that every rank takes exactly the same number of
+// steps: the sampler gives every rank the same share and batch count, max_steps is the same
+// everywhere, and the only run-time decision that could differ between ranks (stop now, because
+// one rank was asked to) is taken together at a report, where the ranks exchange their losses.
+// Reports happen every K steps, where K is rank 0's estimate of how many steps fit into
+// progress_interval, agreed on at the previous report; so there is no extra collective per step.
+#include "runtime/trainer.h"
+
+#include <ATen/core/Tensor.h>
+#include <fmt/format.h>
+#include <torch/optim/optimizer.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <mutex>
+#include <optional>
+
+#include "collectives/heartbeat.h"
+#include "common/error.h"
+#include "common/log.h"
+#include "runtime/metrics.h"
+#include "runtime/progress.h"
+
+namespace cohort::runtime {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double SecondsSince(Clock::time_point t) {
+  return std::chrono::duration<double>(Clock::now() - t).count();
+}
+
+// What the ranks exchange at a report, summed over ranks by one all-reduce of 5 doubles.
+struct ReportExchange {
+  double loss_sum = 0;    // this rank's losses since the previous report
+  double loss_steps = 0;  // how many steps they are
+  double last_loss = 0;   // this rank's loss of the step just taken
+  double stop = 0;        // 1 if this rank was asked to stop
+  double next_every = 0;  // rank 0 only: steps until the next report
+};
+
+// optimizer.zero_grad() without its detach_(): libtorch 1.13's Optimizer::zero_grad() detaches
+// every .grad in place, which fails on gradients that are views into DDP's buckets ("Can't
+// detach views in-place"). Zeroing in place is what it amounts to for a plain .grad too.
+void ZeroGrad(torch::optim::Optimizer& optimizer) {
+  for (auto& group : optimizer.param_groups()) {
+    for (auto& p : group.params()) {
+      at::Tensor& g = p.mutable_grad();
+      if (g.defined()) g.zero_();
+    }
+  }
+}
+
+}  // namespace
+
+class Trainer::Impl {
+ public:
+  Impl(std::shared_ptr<ProcessGroup> pg, std::shared_ptr<DistributedDataParallel> ddp,
+       std::shared_ptr<torch::optim::Optimizer> optimizer, TrainerOptions options)
+      : pg_(std::move(pg)),
+        ddp_(std::move(ddp)),
+        optimizer_(std::move(optimizer)),
+        options_(std::move(options)) {
+    if (!pg_)
+      throw InvalidArgument("Trainer: the process group is null; pass ProcessGroup::FromEnv()");
+    if (!optimizer_) throw InvalidArgument("Trainer: the optimizer is null");
+    if (options_.batch_size == 0) {
+      throw InvalidArgument(
+          "Trainer: batch_size is 0; pass the number of examples per worker step");
+    }
+    if (options_.epochs < 0) {
+      throw InvalidArgument(fmt::format("Trainer: epochs is {}; pass 0 or more", options_.epochs));
+    }
+    if (options_.max_steps < -1) {
+      throw InvalidArgument(fmt::format(
+          "Trainer: max_steps is {}; pass -1 (no limit) or a step count", options_.max_steps));
+    }
+    state_.world = pg_->Size();
+  }
+
+  TrainResult Fit(size_t dataset_size, const LossFn& loss_fn);
+
+  std::vector<StepHook> hooks_;
+  std::atomic<bool> stop_requested_{false};
+  mutable std::mutex state_mu_;
+  TrainerState state_;
+  bool restored_ = false;
+
+ private:
+  TrainerState Snapshot() const {
+    std::lock_guard<std::mutex> lock(state_mu_);
+    return state_;
+  }
+  // Sums e over the ranks (no collective in a world of one).
+  ReportExchange Exchange(ReportExchange e);
+  std::unique_ptr<collectives::Heartbeat> MakeHeartbeat();
+
+  std::shared_ptr<ProcessGroup> pg_;
+  std::shared_ptr<DistributedDataParallel> ddp_;
+  std::shared_ptr<torch::optim::Optimizer> optimizer_;
+  TrainerOptions options_;
+};
+
+ReportExchange Trainer::Impl::Exchange(ReportExchange e) {
+  if (pg_->Size() == 1) return e;
+  static_assert(sizeof(ReportExchange) == 5 * sizeof(double), "ReportExchange is 5 doubles");
+  pg_->comm()
+      .AllReduce(collectives::TensorView(&e, 5, collectives::DType::kFloat64),
+                 collectives::ReduceOp::kSum)
+      ->Wait();
+  return e;
+}
+
+std::unique_ptr<collectives::Heartbeat> Trainer::Impl::MakeHeartbeat() {
+  if (!pg_->store()) return nullptr;
+  try {
+    return collectives::Heartbeat::FromEnv(pg_->store());
+  } catch (const std::exception& e) {
+    // The heartbeat only serves the launcher's hang detection; training goes on without it.
+    COHORT_WARN(kRuntime, "no heartbeat to the launcher ({}); training goes on", e.what());
+    return nullptr;
+  }
+}
+
+TrainResult Trainer::Impl::Fit(size_t dataset_size, const LossFn& loss_fn) {
+  if (dataset_size == 0) {
+    throw InvalidArgument("Trainer::Fit: the dataset is empty (0 examples); nothing to train on");
+  }
+  if (!loss_fn) throw InvalidArgument("Trainer::Fit: the loss function is empty");
+  const int rank = pg_->Rank();
+  const int world = pg_->Size();
+  const bool rank0 = rank == 0;
+  const size_t batch = options_.batch_size;
+
+  TrainerState start = Snapshot();
+  DistributedSampler sampler(dataset_size, rank, world, /*shuffle=*/true, options_.seed,
+                             options_.drop_last);
+  // Continue where the state says: after Restore (a checkpoint), or in a second Fit after a stop.
+  if (restored_ || start.step > 0) {
+    sampler.Restore(start.sampler, start.world > 0 ? start.world : world);
+  } else {
+    sampler.SetEpoch(start.epoch);
+  }
+  restored_ = false;
+  const size_t share = sampler.ShareSize();
+  const auto steps_per_epoch = static_cast<int64_t>((share + batch - 1) / batch);
+  const int64_t max_steps = options_.max_steps;
+  auto steps_left = [&](int64_t epoch, size_t position, int64_t step) {
+    const auto in_epoch =
+        static_cast<int64_t>((share - std::min(position, share) + batch - 1) / batch);
+    int64_t left = in_epoch + std::max<int64_t>(0, options_.epochs - epoch - 1) * steps_per_epoch;
+    if (epoch >= options_.epochs) left = 0;
+    if (max_steps >= 0) left = std::min(left, std::max<int64_t>(0, max_steps - step));
+    return left;
+  };
+  const int64_t planned = steps_left(start.epoch, sampler.State().position, start.step);
+
+  std::unique_ptr<collectives::Heartbeat> heartbeat = MakeHeartbeat();
+  std::unique_ptr<ProgressLine> progress;
+  std::unique_ptr<MetricsWriter> metrics;
+  if (rank0 && options_.progress) {
+    const ProgressMode mode = ProgressModeFromEnv(stdout);
+    if (mode != ProgressMode::kOff) {
+      progress = std::make_unique<ProgressLine>(stdout, mode == ProgressMode::kTty);
+    }
+  }
+  if (rank0 && !options_.metrics_path.empty()) {
+    metrics = std::make_unique<MetricsWriter>(options_.metrics_path, /*append=*/start.step > 0);
+  }
+  if (rank0) {
+    COHORT_INFO(kRuntime,
+                "training {} steps: {} examples, {} per rank, batch {} per rank, {} rank(s)",
+                planned, dataset_size, share, batch, world);
+  }
+
+  const Clock::time_point begin = Clock::now();
+  Clock::time_point last_report = begin;
+  TrainResult result;
+  int64_t local_samples = 0;
+  int64_t samples_since_report = 0;
+  at::Tensor loss_sum;  // on the loss's device: no host sync per step (CUDA)
+  at::Tensor last_loss;
+  int64_t loss_steps = 0;
+  int64_t next_report = start.step + 1;  // the first step reports, so a loss shows up early
+  ProgressSnapshot shown;
+  shown.epochs = options_.epochs;
+  shown.steps_per_epoch = steps_per_epoch;
+  bool stop = false;
+  bool stop_agreed = false;  // stopped because a rank was asked to (not by max_steps)
+
+  try {
+    for (int64_t epoch = start.epoch; epoch < options_.epochs && !stop; ++epoch) {
+      if (epoch != sampler.Epoch()) sampler.SetEpoch(epoch);
+      while (!stop) {
+        TrainerState before = Snapshot();
+        if (max_steps >= 0 && before.step >= max_steps) {
+          stop = true;
+          break;
+        }
+        const std::vector<size_t> indices = sampler.Next(batch);
+        if (indices.empty()) break;  // epoch done
+
+        at::Tensor loss = loss_fn(indices);
+        if (!loss.defined() || loss.numel() != 1) {
+          throw InvalidArgument(fmt::format(
+              "Trainer: the loss function must return a scalar tensor; it returned {}",
+              loss.defined() ? fmt::format("one with {} elements", loss.numel()) : "nothing"));
+        }
+        if (!loss.requires_grad()) {
+          throw InvalidArgument(
+              "Trainer: the loss does not require grad (computed under a NoGradGuard, or every "
+              "parameter frozen?); return the model's loss with its autograd graph");
+        }
+        ZeroGrad(*optimizer_);
+        loss.backward();
+        optimizer_->step();
+
+        const at::Tensor value = loss.detach().reshape({});
+        loss_sum = loss_sum.defined() ? loss_sum.add(value) : value.clone();
+        last_loss = value;
+        ++loss_steps;
+        local_samples += static_cast<int64_t>(indices.size());
+        samples_since_report += static_cast<int64_t>(indices.size());
+        const SamplerState sampler_state = sampler.State();
+        TrainerState after;
+        {
+          std::lock_guard<std::mutex> lock(state_mu_);
+          state_.epoch = epoch;
+          state_.step = before.step + 1;
+          state_.sampler = sampler_state;
+          state_.world = world;
+          after = state_;
+        }
+        ++result.steps;
+        if (heartbeat) heartbeat->Beat();
+        for (const StepHook& hook : hooks_) hook(after);
+
+        // Every rank evaluates the same condition here, except the stop request in a world of
+        // one, where there is nobody to agree with.
+        const bool epoch_end = sampler_state.position >= share;
+        const bool last = (epoch_end && epoch + 1 >= options_.epochs) ||
+                          (max_steps >= 0 && after.step >= max_steps);
+        const bool local_stop = stop_requested_.load();
+        const bool report =
+            after.step >= next_report || epoch_end || last || (world == 1 && local_stop);
+
+        shown.epoch = epoch;
+        shown.step =
+            static_cast<int64_t>((std::min(sampler_state.position, share) + batch - 1) / batch);
+        const double elapsed = SecondsSince(begin);
+        const int64_t left = steps_left(epoch, sampler_state.position, after.step);
+        shown.eta_seconds = elapsed / static_cast<double>(result.steps) * static_cast<double>(left);
+        if (!report) {
+          if (progress) progress->Tick(shown);
+          continue;
+        }
+
+        const double since = SecondsSince(last_report);
+        ReportExchange mine;
+        mine.loss_sum = loss_sum.item<double>();
+        mine.loss_steps = static_cast<double>(loss_steps);
+        mine.last_loss = last_loss.item<double>();
+        mine.stop = local_stop ? 1 : 0;
+        if (rank0) {
+          // Steps that fit into one progress interval at the pace since the last report.
+          const double per_step = since / static_cast<double>(std::max<int64_t>(1, loss_steps));
+          const double every = options_.progress_interval <= 0 || per_step <= 0
+                                   ? 1.0
+                                   : std::floor(options_.progress_interval / per_step);
+          mine.next_every = std::clamp(every, 1.0, 1e6);
+        }
+        const ReportExchange all = Exchange(mine);
+        next_report = after.step + std::max<int64_t>(1, std::llround(all.next_every));
+        if (all.stop > 0) stop = stop_agreed = true;
+        const double mean_loss = all.loss_sum / std::max(1.0, all.loss_steps);
+        result.last_loss = all.last_loss / world;
+        loss_sum = at::Tensor();
+        loss_steps = 0;
+
+        const double rate =
+            since > 0 ? static_cast<double>(samples_since_report * world) / since : 0;
+        samples_since_report = 0;
+        last_report = Clock::now();
+        shown.samples_per_second = rate;
+        shown.loss = mean_loss;
+        shown.has_loss = true;
+        if (progress) {
+          progress->Report(shown);
+          if (epoch_end || last || stop) progress->EndLine();
+        }
+        if (metrics) {
+          metrics->Write({after.step, epoch, mean_loss, rate, SecondsSince(begin)});
+        }
+      }
+    }
+  } catch (...) {
+    if (progress) progress->EndLine();
+    throw;
+  }
+  if (progress) progress->EndLine();
+
+  result.seconds = SecondsSince(begin);
+  result.samples = local_samples * world;  // equal shares: every rank saw as many
+  result.samples_per_second =
+      result.seconds > 0 ? static_cast<double>(result.samples) / result.seconds : 0;
+  if (rank0) {
+    COHORT_INFO(kRuntime, "trained {} steps in {:.1f} s: {:.0f} samples/s, loss {:.4f}",
+                result.steps, result.seconds, result.samples_per_second, result.last_loss);
+    if (ddp_ && world > 1) {
+      const DdpStats s = ddp_->Stats();
+      COHORT_INFO(kRuntime,
+                  "ddp: {} bucket(s), all-reduce {:.2f} s in total, {:.0f}% of it hidden "
+                  "behind backward",
+                  s.buckets, s.total_comm_seconds, 100.0 * s.OverlapFraction());
+    }
+  }
+  // The request is used up; a later Fit (after a checkpoint, say) trains again.
+  if (stop_agreed) stop_requested_ = false;
+  return result;
+}
+
+Trainer::Trainer(std::shared_ptr<ProcessGroup> pg, std::shared_ptr<DistributedDataParallel> ddp,
+                 std::shared_ptr<torch::optim::Optimizer> optimizer, TrainerOptions options)
+    : impl_(std::make_unique<Impl>(std::move(pg), std::move(ddp), std::move(optimizer),
+                                   std::move(options))) {}
+
+Trainer::~Trainer() = default;
+
+TrainResult Trainer::Fit(size_t dataset_size, const LossFn& loss) {
+  return impl_->Fit(dataset_size, loss);
+}
+
+void Trainer::OnStep(StepHook hook) { impl_->hooks_.push_back(std::move(hook)); }
+
+void Trainer::RequestStop() { impl_->stop_requested_.store(true); }
+
+TrainerState Trainer::State() const {
+  std::lock_guard<std::mutex> lock(impl_->state_mu_);
+  return impl_->state_;
+}
+
+void Trainer::Restore(const TrainerState& state) {
+  std::lock_guard<std::mutex> lock(impl_->state_mu_);
+  impl_->state_ = state;
+  impl_->restored_ = true;
+}
+
+}  // namespace cohort::runtime

@@ -1,0 +1,15 @@
+# The Trainer (progress line, metrics, the loop in-process at world 1 and as threads over Gloo),
+# the Fashion-MNIST IDX reader, and the fashion_mnist example end to end under `cohort launch`
+# (MultiprocFashionMnist*: real processes, labelled multiproc).
+add_executable(runtime_trainer_test trainer_test.cc progress_test.cc idx_test.cc
+                                    fashion_mnist_test.cc)
+target_link_libraries(runtime_trainer_test PRIVATE cohort_runtime cohort_fashion_mnist_data
+                      cohort_test_util nlohmann_json::nlohmann_json GTest::gtest_main
+                      cohort_warnings)
+add_dependencies(runtime_trainer_test fashion_mnist cohort)
+
+gtest_discover_tests(runtime_trainer_test TEST_PREFIX "runtime." TEST_FILTER "-Multiproc*"
+                     NO_PRETTY_VALUES PROPERTIES LABELS unit DISCOVERY_TIMEOUT 60)
+gtest_discover_tests(runtime_trainer_test TEST_PREFIX "runtime." TEST_FILTER "Multiproc*"
+                     NO_PRETTY_VALUES
+                     PROPERTIES LABELS multiproc TIMEOUT 180 RUN_SERIAL ON DISCOVERY_TIMEOUT 60)
