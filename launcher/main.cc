@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "common/error.h"
+#include "launcher/checkpoint_command.h"
 #include "launcher/command.h"
 #include "launcher/launch_command.h"
 #include "launcher/store_command.h"
@@ -21,6 +22,7 @@ using cohort::launcher::Command;
 constexpr AddCommandFn kCommands[] = {
     cohort::launcher::AddLaunchCommand,
     cohort::launcher::AddStoreCommand,
+    cohort::launcher::AddCheckpointCommand,
 };
 
 }  // namespace

@@ -1,0 +1,94 @@
+#include "checkpoint/async_saver.h"
+
+#include "common/error.h"
+#include "common/log.h"
+
+namespace cohort::checkpoint {
+
+AsyncSaver::AsyncSaver(std::shared_ptr<Checkpointer> checkpointer)
+    : checkpointer_(std::move(checkpointer)) {
+  if (!checkpointer_) throw InvalidArgument("AsyncSaver: no checkpointer");
+  thread_ = std::thread([this] { Run(); });
+}
+
+AsyncSaver::~AsyncSaver() {
+  try {
+    Finish();
+  } catch (const std::exception& e) {
+    COHORT_ERROR(kCheckpoint, "a checkpoint save failed and nobody called Finish() to see it: {}",
+                 e.what());
+  }
+}
+
+void AsyncSaver::Save(int64_t step, Shard&& shard) {
+  std::unique_lock<std::mutex> lock(mu_);
+  WaitLocked(lock);
+  if (stop_) throw InvalidArgument("AsyncSaver::Save after Finish()");
+  shard.step = step;
+  job_.emplace(std::move(shard));
+  busy_ = true;
+  cv_.notify_all();
+}
+
+void AsyncSaver::Wait() {
+  std::unique_lock<std::mutex> lock(mu_);
+  WaitLocked(lock);
+}
+
+void AsyncSaver::Finish() {
+  std::unique_lock<std::mutex> lock(mu_);
+  cv_.wait(lock, [this] { return !busy_; });
+  stop_ = true;
+  cv_.notify_all();
+  lock.unlock();
+  if (thread_.joinable()) thread_.join();
+  lock.lock();
+  WaitLocked(lock);
+}
+
+bool AsyncSaver::InFlight() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return busy_;
+}
+
+std::optional<SavedSnapshot> AsyncSaver::last_saved() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return last_saved_;
+}
+
+void AsyncSaver::WaitLocked(std::unique_lock<std::mutex>& lock) {
+  cv_.wait(lock, [this] { return !busy_; });
+  if (error_) {
+    std::exception_ptr error = error_;
+    error_ = nullptr;
+    std::rethrow_exception(error);
+  }
+}
+
+void AsyncSaver::Run() {
+  std::unique_lock<std::mutex> lock(mu_);
+  for (;;) {
+    cv_.wait(lock, [this] { return job_.has_value() || stop_; });
+    if (!job_) return;  // stop_ and nothing left to do
+    Shard shard = std::move(*job_);
+    job_.reset();
+    lock.unlock();
+    std::exception_ptr error;
+    std::optional<SavedSnapshot> saved;
+    try {
+      saved = checkpointer_->Save(shard);
+    } catch (const std::exception& e) {
+      COHORT_ERROR(kCheckpoint, "saving snapshot step {} failed: {}", shard.step, e.what());
+      error = std::current_exception();
+    }
+    // Free the host copies here, not in the training thread.
+    shard = Shard();
+    lock.lock();
+    if (error) error_ = error;
+    if (saved) last_saved_ = std::move(saved);
+    busy_ = false;
+    cv_.notify_all();
+  }
+}
+
+}  // namespace cohort::checkpoint
