@@ -246,10 +246,12 @@ EncodedShard EncodeShard(const Shard& shard, int rank) {
     // regions: the core driver zero-fills whatever lies below the highest address written, and
     // tensor regions are never written through HDF5.
     COHORT_CHECK_H5(kInternal, H5Pset_meta_block_size(fapl, MetadataEstimate(shard)));
+    // No timestamps in object headers (the root group's included, set through the file creation
+    // list): the same state gives the same bytes and digest.
+    Id fcpl = Plist(H5P_FILE_CREATE);
+    COHORT_CHECK_H5(kInternal, H5Pset_obj_track_times(fcpl, 0));
     const std::string file_name = h5::UniqueImageName();
-    Id file(
-        COHORT_CHECK_H5(kInternal, H5Fcreate(file_name.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl)));
-    // No timestamps in object headers: the same state gives the same bytes and digest.
+    Id file(COHORT_CHECK_H5(kInternal, H5Fcreate(file_name.c_str(), H5F_ACC_TRUNC, fcpl, fapl)));
     Id gcpl = Plist(H5P_GROUP_CREATE);
     COHORT_CHECK_H5(kInternal, H5Pset_obj_track_times(gcpl, 0));
     Id dcpl = Plist(H5P_DATASET_CREATE);

@@ -3,11 +3,12 @@
 // in the same run as
 //   raw    a sequential write()/read() of the same bytes to one file on the same disk
 //   torch  torch.save/torch.load of the same state (Debian's python3-torch, torch_side.py)
-// Every save is durable before its clock stops (file and directory fsync'd, on every side); every
-// read starts from a dropped page cache (posix_fadvise DONTNEED) into fresh memory. Sides
-// alternate (their order rotates each rep); medians of --reps. Then the async saver: how long
-// Save() blocks given the host copy is done, against a synchronous save, and the host copy
-// itself (phase one) into fresh and into pooled (warm) buffers.
+// Every save is durable before its clock stops (file and directory fsync'd, on every side), and
+// the previous rep's deletions are sync()ed before it starts; every read starts from a dropped
+// page cache (posix_fadvise DONTNEED) into fresh memory. All saves run first, then all loads,
+// each phase alternating the sides (their order rotates every rep); medians of --reps. Then the
+// async saver: how long Save() blocks given the host copy is done, against a synchronous save,
+// and the host copy itself (phase one) into fresh and into pooled (warm) buffers.
 //   build/bin/checkpoint_bench [--gib 1] [--reps 5] [--dir /tmp/cohort-ckpt-bench] [--json F]
 //                              [--s3-uri s3://bucket/prefix]   (AWS_* env: endpoint, key)
 #include <fmt/format.h>
