@@ -5,6 +5,7 @@
 
 #include "checkpoint/async_saver.h"
 #include "checkpoint/checkpointer.h"
+#include "checkpoint/host_buffer_pool.h"
 #include "checkpoint/loader.h"
 #include "checkpoint/store/object_store.h"
 #include "common/env.h"
@@ -42,6 +43,7 @@ TrainingCheckpoints::TrainingCheckpoints(std::shared_ptr<ProcessGroup> pg,
   options.world_size = pg_->Size();
   options.keep = config_.keep;
   options.rendezvous = pg_->store();
+  pool_ = std::make_unique<checkpoint::HostBufferPool>();
   saver_ = std::make_unique<checkpoint::AsyncSaver>(
       std::make_shared<checkpoint::Checkpointer>(std::move(store), options));
 }
@@ -107,7 +109,7 @@ void TrainingCheckpoints::Save(const TrainerState& state, bool wait) {
   if (state.step != last_saved_step_) {
     // Phase one (training waits for it): the copy to host memory. Phase two runs behind.
     checkpoint::Shard shard =
-        CaptureState(*module_, *optimizer_, state, pg_->Size(), pg_->Rank() == 0);
+        CaptureState(*module_, *optimizer_, state, pg_->Size(), pg_->Rank() == 0, pool_.get());
     saver_->Save(state.step, std::move(shard));
     last_saved_step_ = state.step;
   }

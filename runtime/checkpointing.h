@@ -14,6 +14,7 @@
 
 namespace cohort::checkpoint {
 class AsyncSaver;
+class HostBufferPool;
 }  // namespace cohort::checkpoint
 
 namespace cohort::runtime {
@@ -55,6 +56,7 @@ class TrainingCheckpoints {
   std::shared_ptr<torch::nn::Module> module_;
   std::shared_ptr<torch::optim::Optimizer> optimizer_;
   CheckpointConfig config_;
+  std::unique_ptr<checkpoint::HostBufferPool> pool_;  // warm buffers for phase one
   std::unique_ptr<checkpoint::AsyncSaver> saver_;
   int64_t last_saved_step_ = -1;
 };

@@ -4,6 +4,7 @@
 #include <fmt/ranges.h>
 #include <torch/torch.h>
 
+#include <cstring>
 #include <sstream>
 
 #include "common/error.h"
@@ -38,11 +39,16 @@ at::ScalarType ToTorch(DType d) {
   throw Internal("unknown dtype");
 }
 
-// A host copy of t under name (phase one of a save).
+thread_local checkpoint::HostBufferPool* t_pool = nullptr;  // CaptureState's, while it runs
+
+// A host copy of t under name (phase one of a save), into a pooled buffer when there is a pool.
 HostTensor Copy(const std::string& name, const at::Tensor& t) {
   at::Tensor host = t.detach().to(at::kCPU).contiguous();
   const DType dtype = View(host, name).dtype;
-  return HostTensor::Copy(name, dtype, host.sizes().vec(), host.data_ptr());
+  if (!t_pool) return HostTensor::Copy(name, dtype, host.sizes().vec(), host.data_ptr());
+  HostTensor out = t_pool->Allocate(name, dtype, host.sizes().vec());
+  if (out.nbytes() > 0) std::memcpy(out.mutable_data(), host.data_ptr(), out.nbytes());
+  return out;
 }
 
 // The tensor called name in shard, checked against the shape and dtype it must have.
@@ -178,8 +184,13 @@ int64_t IntAttr(const Shard& shard, const std::string& name, int64_t fallback) {
 }  // namespace
 
 Shard CaptureState(const torch::nn::Module& module, const torch::optim::Optimizer& optimizer,
-                   const TrainerState& state, int world_size, bool with_model) {
+                   const TrainerState& state, int world_size, bool with_model,
+                   checkpoint::HostBufferPool* pool) {
   torch::NoGradGuard no_grad;
+  t_pool = pool;
+  struct Reset {
+    ~Reset() { t_pool = nullptr; }
+  } reset;
   Shard shard;
   shard.step = state.step;
   shard.epoch = state.epoch;
