@@ -124,13 +124,6 @@ void DistributedDataParallel::Reducer::BuildBuckets(const std::vector<size_t>& o
     const auto key = std::make_tuple(static_cast<int>(p.scalar_type()),
                                      static_cast<int>(p.device().type()), p.device().index());
     auto it = open.find(key);
-    if (it != open.end()) {
-      // The first bucket is small so that communication starts early in backward.
-      const Bucket& cur = buckets_[it->second];
-      const size_t limit = it->second == 0 ? options_.first_bucket_bytes : options_.bucket_bytes;
-      const size_t bytes = static_cast<size_t>(cur.numel + p.numel()) * p.element_size();
-      if (bytes > limit) it = open.end();
-    }
     if (it == open.end()) {
       buckets_.emplace_back();
       it = open.insert_or_assign(key, buckets_.size() - 1).first;
@@ -140,6 +133,11 @@ void DistributedDataParallel::Reducer::BuildBuckets(const std::vector<size_t>& o
     b.params.push_back(i);
     b.offsets.push_back(b.numel);
     b.numel += p.numel();
+    // PyTorch's rule: a bucket closes once it reaches its cap (the tensor that crosses the cap
+    // joins it). Closing *before* that tensor instead delayed a large gradient's all-reduce until
+    // the next, later gradient arrived, and hid less communication behind backward.
+    const size_t limit = it->second == 0 ? options_.first_bucket_bytes : options_.bucket_bytes;
+    if (static_cast<size_t>(b.numel) * p.element_size() >= limit) open.erase(it);
   }
   for (auto& b : buckets_) {
     const at::Tensor& first = params_[b.params.front()];

@@ -29,19 +29,19 @@ std::shared_ptr<ProcessGroup> Group() {
   return pg;
 }
 
-TEST(DdpUnit, FirstBucketIsSmallThenBucketsFillUpToTheCap) {
+TEST(DdpUnit, FirstBucketIsSmallThenBucketsCloseAtTheCap) {
   auto model = std::make_shared<Tower>();
   DdpOptions o;
-  o.bucket_bytes = 3u << 20;  // 3 MiB: fits two weights and their biases, not three
+  o.bucket_bytes = 3u << 20;  // 3 MiB
   DistributedDataParallel ddp(model, Group(), o);
-  // Reverse order: params 11 (fc5.bias), 10 (fc5.weight), 9, 8, ...
+  // Reverse order: params 11 (fc5.bias), 10 (fc5.weight), 9, 8, ... A bucket closes once it
+  // reaches its cap, with the tensor that crossed it (PyTorch's rule).
   const auto layout = ddp.BucketLayout();
-  ASSERT_EQ(layout.size(), 4u);
-  EXPECT_EQ(layout[0], (std::vector<size_t>{11}));  // 2 KiB; the 1 MiB weight would overflow it
-  EXPECT_EQ(layout[1], (std::vector<size_t>{10, 9, 8, 7}));
-  EXPECT_EQ(layout[2], (std::vector<size_t>{6, 5, 4, 3}));
-  EXPECT_EQ(layout[3], (std::vector<size_t>{2, 1, 0}));
-  EXPECT_EQ(ddp.Stats().buckets, 4);
+  ASSERT_EQ(layout.size(), 3u);
+  EXPECT_EQ(layout[0], (std::vector<size_t>{11, 10}));  // 2 KiB + 1 MiB >= the 1 MiB first cap
+  EXPECT_EQ(layout[1], (std::vector<size_t>{9, 8, 7, 6, 5, 4}));  // 3 MiB + 6 KiB
+  EXPECT_EQ(layout[2], (std::vector<size_t>{3, 2, 1, 0}));
+  EXPECT_EQ(ddp.Stats().buckets, 3);
 }
 
 TEST(DdpUnit, BucketsFollowTheObservedOrderAfterTheFirstStep) {
