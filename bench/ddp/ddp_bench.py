@@ -25,7 +25,7 @@ times (forward+loss, backward incl. the wait for buckets, optimizer) and CPU tim
 whose ranks end with different parameters fails (exit code 2 from the worker) and makes this
 script exit 1.
 Run with Debian's /usr/bin/python3 (the one with torch):
-  /usr/bin/python3 bench/ddp/ddp_bench.py [--rounds 3] [--build-dir build] [--json out/ddp-bench.json]
+  /usr/bin/python3 bench/ddp/ddp_bench.py [--rounds 3] [--build-dir build] [--json out/x.json]
 """
 import argparse
 import json
@@ -101,12 +101,17 @@ def worker_args(args, model, world, out):
             "--steps", str(args.steps), "--seed", str(args.seed), "--out", out]
 
 
+def cohort_extra(args, side):
+    """--cohort-args (e.g. DDP bucket sizes) for the cohort sides that use DDP."""
+    return args.cohort_args.split() if side in COHORT_SIDES else []
+
+
 def run_one(args, side, model, world, tag):
     """One run of one side; returns the worker's JSON plus ok/error."""
     fd, out = tempfile.mkstemp(prefix=f"ddp-bench-{side}-", suffix=".json")
     os.close(fd)
     os.unlink(out)  # the worker's rank 0 creates it: no file means no result
-    wargs = worker_args(args, model, world, out)
+    wargs = worker_args(args, model, world, out) + cohort_extra(args, side)
     plain = side.endswith("-plain")
     if plain:
         wargs.append("--plain")
@@ -259,8 +264,8 @@ def print_tables(summary, rows, args):
           "start of its execution to done (Work::Duration), summed over buckets; exposed = "
           "backward's wait for them at its end (ms per step, mean over ranks)")
 
-    print(f"\nper-step phases, ms (medians over rounds of the mean over ranks); cpu/rank: CPU time "
-          f"of each worker process (all its threads) per step")
+    print("\nper-step phases, ms (medians over rounds of the mean over ranks); cpu/rank: CPU time "
+          "of each worker process (all its threads) per step")
     print(f"{'model':>5} {'world':>5} {'side':>13} {'step':>8} {'forward':>8} {'backward':>9} "
           f"{'optimizer':>9} {'cpu/rank':>9} {'loss':>8}  overlap (own measure)")
     for model in args.models:
@@ -301,6 +306,9 @@ def main():
                     help="cohort workers under `cohort launch`, or plain processes as PyTorch's")
     ap.add_argument("--build-dir", default=os.path.join(ROOT, "build"))
     ap.add_argument("--timeout", type=float, default=300, help="seconds per run")
+    ap.add_argument("--cohort-args", default="",
+                    help="extra ddp_bench_worker options for the cohort DDP sides, e.g. "
+                         "'--first-bucket-bytes 16870000' (bucket caps, bytes)")
     ap.add_argument("--json", help="write the runs and the summary here")
     args = ap.parse_args()
     sys.stdout.reconfigure(line_buffering=True)  # in order with the progress lines on stderr
@@ -384,6 +392,7 @@ def main():
             json.dump({"benchmark": "ddp", "how": __doc__, "torch": args.torch_version,
                        "cores": os.cpu_count(), "batch": args.batch, "warmup": args.warmup,
                        "steps": args.steps, "rounds": args.rounds, "launch": args.launch,
+                       "cohort_args": args.cohort_args,
                        "summary": summary, "rows": rows, "target": 1.2, "target_met": target,
                        "notes": notes, "runs": runs}, f, indent=2)
         print(f"wrote {args.json}")

@@ -59,8 +59,9 @@ struct Options {
   int64_t seed = 1234;
   double lr = 0.01;
   double momentum = 0.9;
-  bool plain = false;     // no DDP: the local training floor (world 1 only)
-  int perturb_rank = -1;  // to see the check fail: this rank nudges a parameter before it
+  bool plain = false;       // no DDP: the local training floor (world 1 only)
+  int perturb_rank = -1;    // to see the check fail: this rank nudges a parameter before it
+  runtime::DdpOptions ddp;  // bucket sizes
   std::string out;
 };
 
@@ -203,7 +204,7 @@ int Run(const Options& o) {
   const std::vector<at::Tensor> params = model->parameters();
   InitParams(params, o.seed);  // the same on every rank and on the PyTorch side
   std::unique_ptr<DistributedDataParallel> ddp;
-  if (!o.plain) ddp = std::make_unique<DistributedDataParallel>(model.ptr(), pg);
+  if (!o.plain) ddp = std::make_unique<DistributedDataParallel>(model.ptr(), pg, o.ddp);
   int64_t nparams = 0;
   for (const auto& p : params) nparams += p.numel();
   const uint64_t init_hash = HashParams(params);
@@ -282,6 +283,8 @@ int Run(const Options& o) {
   if (ddp) {
     r["ddp_stats"] = {
         {"buckets", after.buckets},
+        {"first_bucket_bytes", o.ddp.first_bucket_bytes},
+        {"bucket_bytes", o.ddp.bucket_bytes},
         {"comm_ms_per_step", sums[3] * per_step_ms},
         {"exposed_ms_per_step", sums[4] * per_step_ms},
         {"overlap_fraction", sums[3] > 0 ? std::max(0.0, 1.0 - sums[4] / sums[3]) : 0.0},
@@ -324,6 +327,10 @@ int main(int argc, char** argv) {
   app.add_option("--momentum", o.momentum, "SGD momentum");
   app.add_flag("--plain", o.plain, "no DDP (world size 1): the local training floor");
   app.add_option("--out", o.out, "rank 0 writes the result here (JSON)");
+  app.add_option("--first-bucket-bytes", o.ddp.first_bucket_bytes, "DDP's first bucket cap")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--bucket-bytes", o.ddp.bucket_bytes, "DDP's cap of the other buckets")
+      ->check(CLI::PositiveNumber);
   app.add_option("--perturb-rank", o.perturb_rank,
                  "this rank changes one parameter before the final check (tests the check)");
   CLI11_PARSE(app, argc, argv);
