@@ -42,7 +42,7 @@ struct DdpOptions {
 struct DdpStats {
   int64_t steps = 0;              // synchronized backward passes
   int buckets = 0;                // current number of buckets
-  double comm_seconds = 0;        // sum over buckets of launch -> completion, last step
+  double comm_seconds = 0;        // sum of the buckets' all-reduce run times, last step
   double exposed_seconds = 0;     // time backward's end waited for communication, last step
   double total_comm_seconds = 0;  // sums over all steps
   double total_exposed_seconds = 0;
