@@ -52,8 +52,9 @@ TrainingCheckpoints::~TrainingCheckpoints() = default;
 
 int64_t TrainingCheckpoints::Resume(Trainer& trainer) {
   if (config_.resume.empty()) return -1;
-  checkpoint::LoadOptions rank0;
-  rank0.ranks = {0};
+  // Every rank reads and verifies every shard (the ones of other ranks are small: RNG and
+  // sampler state), so all ranks see the same damage and fall back to the same snapshot.
+  checkpoint::LoadOptions all;
   std::optional<checkpoint::LoadedSnapshot> snap;
   if (config_.resume == "latest") {
     if (!enabled()) {
@@ -62,14 +63,14 @@ int64_t TrainingCheckpoints::Resume(Trainer& trainer) {
           "COHORT_CHECKPOINT_URI)");
     }
     snap = checkpoint::LoadUri(
-        config_.uri + (config_.uri.back() == '/' ? "" : "/") + config_.run_id, rank0);
+        config_.uri + (config_.uri.back() == '/' ? "" : "/") + config_.run_id, all);
     if (!snap) {
       COHORT_INFO(kCheckpoint, "no snapshot of run '{}' in {} yet: starting from step 0",
                   config_.run_id, config_.uri);
       return -1;
     }
   } else {
-    snap = checkpoint::LoadUri(config_.resume, rank0);
+    snap = checkpoint::LoadUri(config_.resume, all);
     if (!snap) {
       throw DataLoss(
           fmt::format("--resume {}: no complete snapshot there; pass a snapshot URI "
@@ -80,14 +81,8 @@ int64_t TrainingCheckpoints::Resume(Trainer& trainer) {
   for (const auto& w : snap->warnings) COHORT_WARN(kCheckpoint, "{}", w);
   const int saved_world = snap->manifest.world_size;
   const int rank = pg_->Rank();
-  std::optional<checkpoint::LoadedSnapshot> own;
-  if (rank > 0 && rank < saved_world) {
-    checkpoint::LoadOptions mine;
-    mine.ranks = {rank};
-    own = checkpoint::LoadUri(snap->uri, mine);
-  }
-  const checkpoint::Shard* own_shard =
-      rank == 0 ? &snap->shards.at(0) : (own ? &own->shards.at(rank) : nullptr);
+  auto own = snap->shards.find(rank);
+  const checkpoint::Shard* own_shard = own != snap->shards.end() ? &own->second : nullptr;
   TrainerState state = RestoreState(snap->shards.at(0), own_shard, *module_, *optimizer_);
   state.world = saved_world;
   trainer.Restore(state);

@@ -170,29 +170,38 @@ TEST_F(CheckpointResume, SigtermLeavesASnapshotThatResumes) {
       << resumed.output;
 }
 
+// Snapshots at steps 2, 4 and 6; one byte flipped in step 6's shard of rank 0, then of rank 1.
 TEST_F(CheckpointResume, CorruptNewestSnapshotFallsBackToThePreviousOne) {
-  auto first =
-      Run(2, {"--checkpoint-uri", FileUri()}, {"--steps", "6"}, {{"COHORT_CHECKPOINT_EVERY", "2"}});
-  ASSERT_EQ(first.exit_code, 0) << first.output;
-  // Flip one byte in the middle of the newest snapshot's rank-0 shard.
-  const fs::path shard = dir_ / "ckpt" / "run1" / "step-000000000006" / "rank-0.h5";
-  ASSERT_TRUE(fs::exists(shard));
-  std::fstream f(shard, std::ios::in | std::ios::out | std::ios::binary);
-  const auto size = fs::file_size(shard);
-  f.seekg(size / 2);
-  char c = 0;
-  f.read(&c, 1);
-  c = static_cast<char>(c ^ 0x40);
-  f.seekp(size / 2);
-  f.write(&c, 1);
-  f.close();
-  auto resumed = Run(2, {"--checkpoint-uri", FileUri(), "--resume", "latest"}, {"--steps", "8"},
-                     {{"COHORT_LOG_LEVEL", "info"}});
-  ASSERT_EQ(resumed.exit_code, 0) << resumed.output;
-  EXPECT_NE(resumed.output.find("resumed from step 4"), std::string::npos) << resumed.output;
-  EXPECT_NE(resumed.output.find("step-000000000006"), std::string::npos)
-      << "the warning should name the snapshot it skipped\n"
-      << resumed.output;
+  for (int rank : {0, 1}) {
+    SCOPED_TRACE(fmt::format("corrupt shard of rank {}", rank));
+    fs::remove_all(dir_ / "ckpt");
+    auto first = Run(2, {"--checkpoint-uri", FileUri()}, {"--steps", "6"},
+                     {{"COHORT_CHECKPOINT_EVERY", "2"}});
+    ASSERT_EQ(first.exit_code, 0) << first.output;
+    const fs::path shard =
+        dir_ / "ckpt" / "run1" / "step-000000000006" / fmt::format("rank-{}.h5", rank);
+    ASSERT_TRUE(fs::exists(shard));
+    std::fstream f(shard, std::ios::in | std::ios::out | std::ios::binary);
+    const auto size = fs::file_size(shard);
+    f.seekg(size / 2);
+    char c = 0;
+    f.read(&c, 1);
+    c = static_cast<char>(c ^ 0x40);
+    f.seekp(size / 2);
+    f.write(&c, 1);
+    f.close();
+    auto resumed = Run(2, {"--checkpoint-uri", FileUri(), "--resume", "latest"}, {"--steps", "8"},
+                       {{"COHORT_LOG_LEVEL", "info"}});
+    ASSERT_EQ(resumed.exit_code, 0) << resumed.output;
+    // Both ranks fall back to the same snapshot, whichever rank's shard was damaged.
+    EXPECT_NE(resumed.output.find("[rank 0] resumed from step 4"), std::string::npos)
+        << resumed.output;
+    EXPECT_NE(resumed.output.find("[rank 1] resumed from step 4"), std::string::npos)
+        << resumed.output;
+    EXPECT_NE(resumed.output.find("step-000000000006"), std::string::npos)
+        << "the warning should name the snapshot it skipped\n"
+        << resumed.output;
+  }
 }
 
 }  // namespace
