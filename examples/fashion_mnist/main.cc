@@ -6,7 +6,6 @@
 #include <ATen/Parallel.h>
 #include <dlfcn.h>
 #include <fmt/format.h>
-#include <malloc.h>
 #include <torch/nn/functional/loss.h>
 #include <torch/optim/adam.h>
 #include <torch/optim/sgd.h>
@@ -20,6 +19,7 @@
 #include <vector>
 
 #include "common/error.h"
+#include "common/heap.h"
 #include "common/log.h"
 #include "examples/fashion_mnist/idx.h"
 #include "examples/fashion_mnist/model.h"
@@ -81,11 +81,9 @@ at::Tensor IndexTensor(const std::vector<size_t>& indices) {
 // Debian's libtorch computes convolutions with) keeps its own pool, sized at load time from
 // OPENBLAS_NUM_THREADS; set it directly, since that variable was read before main().
 // Torch's CPU kernels allocate and free large scratch buffers (the unfolded convolution inputs)
-// on every call. glibc serves blocks past its mmap threshold with fresh mmaps, so each call
-// page-faults its buffers in again: at batch 128 that tripled the CPU time of a step. Serving
-// them from the heap and not trimming it lets the next call reuse the memory.
-void KeepFreedMemory() {
-  if (mallopt(M_MMAP_MAX, 0) != 1 || mallopt(M_TRIM_THRESHOLD, 1 << 30) != 1) {
+// on every call; at batch 128 the page faults tripled the CPU time of a step (common/heap.h).
+void KeepScratchMemory() {
+  if (!cohort::KeepFreedMemory()) {
     COHORT_WARN(kRuntime, "mallopt failed; large batches may page-fault on every step");
   }
 }
@@ -132,7 +130,7 @@ void OnSignal(int sig) {
 }
 
 int Run(const Flags& flags) {
-  KeepFreedMemory();
+  KeepScratchMemory();
   SetThreads(flags.threads);
   torch::manual_seed(flags.seed);
 
