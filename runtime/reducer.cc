@@ -25,7 +25,6 @@ struct DistributedDataParallel::Reducer::Bucket {
   at::Tensor flat;  // the gradients, contiguous; dtype and device of the parameters
   at::Tensor wire;  // flat in fp16/bf16 when compressing, else undefined
   size_t pending = 0;
-  bool launched = false;
   collectives::WorkPtr work;
   at::Tensor Slice(size_t slot, const at::Tensor& param) const {
     return flat.narrow(0, offsets[slot], param.numel()).view(param.sizes());
@@ -202,7 +201,6 @@ void DistributedDataParallel::Reducer::Launch(size_t bi) {
     b.work = pg_->AllReduce(
         b.flat, at::isFloatingType(b.flat.scalar_type()) ? ReduceOp::kAvg : ReduceOp::kSum);
   }
-  b.launched = true;
 }
 
 void DistributedDataParallel::Reducer::Finalize() {
@@ -236,7 +234,6 @@ void DistributedDataParallel::Reducer::Finalize() {
       }
     }
     b.work.reset();
-    b.launched = false;
     b.pending = b.params.size();
   }
   std::fill(ready_.begin(), ready_.end(), 0);
