@@ -7,9 +7,12 @@
 #include <unistd.h>
 
 #include <cstring>
+#include <exception>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "checkpoint/shard.h"
@@ -133,5 +136,22 @@ class TempDir {
  private:
   std::string path_;
 };
+
+// Runs fn(rank) on world threads; returns each rank's exception (null when it returned).
+inline std::vector<std::exception_ptr> RunRanks(int world, const std::function<void(int)>& fn) {
+  std::vector<std::exception_ptr> errors(world);
+  std::vector<std::thread> threads;
+  for (int r = 0; r < world; ++r) {
+    threads.emplace_back([&, r] {
+      try {
+        fn(r);
+      } catch (...) {
+        errors[r] = std::current_exception();
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  return errors;
+}
 
 }  // namespace cohort::checkpoint::testing

@@ -143,19 +143,16 @@ class CheckpointCommand : public ::testing::Test {
     uri_ = "file://" + dir_.path();
     auto store = std::shared_ptr<ObjectStore>(OpenObjectStore(uri_));
     auto rdzv = std::make_shared<collectives::MemoryStore>();
-    std::vector<std::thread> ranks;
-    for (int r = 0; r < 3; ++r) {
-      ranks.emplace_back([&, r] {
-        CheckpointOptions o;
-        o.run = "run7";
-        o.rank = r;
-        o.world_size = 3;
-        o.rendezvous = rdzv;
-        Checkpointer ckpt(store, o);
-        for (int64_t step : {100, 200, 300}) ckpt.Save(MakeShard(step, r));
-      });
-    }
-    for (auto& t : ranks) t.join();
+    const auto errors = RunRanks(3, [&](int r) {
+      CheckpointOptions o;
+      o.run = "run7";
+      o.rank = r;
+      o.world_size = 3;
+      o.rendezvous = rdzv;
+      Checkpointer ckpt(store, o);
+      for (int64_t step : {100, 200, 300}) ckpt.Save(MakeShard(step, r));
+    });
+    for (const auto& e : errors) ASSERT_FALSE(e) << "a rank's save failed";
     store->Put("run7/step-000000000400/rank-0.h5", EncodeShard(MakeShard(400, 0), 0).ToString());
   }
   std::vector<std::string> Cohort(std::vector<std::string> args) {

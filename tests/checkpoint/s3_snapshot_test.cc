@@ -34,20 +34,17 @@ TEST(S3Snapshot, SaveLoadVerifyAndAwscliSeesEveryObject) {
   const std::string prefix = uri.substr(("s3://" + moto->bucket() + "/").size());
   auto store = std::shared_ptr<ObjectStore>(OpenObjectStore(uri));
   auto rdzv = std::make_shared<collectives::MemoryStore>();
-  std::vector<std::thread> ranks;
-  for (int r = 0; r < 3; ++r) {
-    ranks.emplace_back([&, r] {
-      CheckpointOptions o;
-      o.run = "run7";
-      o.rank = r;
-      o.world_size = 3;
-      o.rendezvous = rdzv;
-      o.attempt = 0;
-      Checkpointer ckpt(store, o);
-      for (int64_t step : {1, 2}) ckpt.Save(BigShard(step, r));
-    });
-  }
-  for (auto& t : ranks) t.join();
+  const auto errors = RunRanks(3, [&](int r) {
+    CheckpointOptions o;
+    o.run = "run7";
+    o.rank = r;
+    o.world_size = 3;
+    o.rendezvous = rdzv;
+    o.attempt = 0;
+    Checkpointer ckpt(store, o);
+    for (int64_t step : {1, 2}) ckpt.Save(BigShard(step, r));
+  });
+  for (const auto& e : errors) ASSERT_FALSE(e) << "a rank's save failed";
 
   const RunDir run = RunDir::Of(*store, "run7");
   auto loaded = LoadLatest(run);

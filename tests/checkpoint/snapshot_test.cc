@@ -70,23 +70,6 @@ class RecordingStore : public ObjectStore {
   std::vector<std::string> commits_;
 };
 
-// Runs fn(rank) on world threads; returns each rank's exception (null when it returned).
-std::vector<std::exception_ptr> RunRanks(int world, const std::function<void(int)>& fn) {
-  std::vector<std::exception_ptr> errors(world);
-  std::vector<std::thread> threads;
-  for (int r = 0; r < world; ++r) {
-    threads.emplace_back([&, r] {
-      try {
-        fn(r);
-      } catch (...) {
-        errors[r] = std::current_exception();
-      }
-    });
-  }
-  for (auto& t : threads) t.join();
-  return errors;
-}
-
 std::string What(const std::exception_ptr& e) {
   if (!e) return "";
   try {
