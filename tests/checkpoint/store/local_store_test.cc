@@ -2,10 +2,15 @@
 #include <dirent.h>
 #include <gtest/gtest.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
+#include <cstring>
 #include <fstream>
+#include <random>
 
+#include "checkpoint/store/disk_flusher.h"
 #include "checkpoint/store/file_store.h"
 #include "checkpoint/store/memory_store.h"
 #include "common/error.h"
@@ -133,6 +138,72 @@ TEST(FileStore, ErrorsNameThePath) {
   }
   EXPECT_FALSE(bad.Get("k").has_value());
   EXPECT_TRUE(bad.List("").empty());
+}
+
+// 150 MiB written in pieces of odd sizes: past the 16 MiB writeback steps and the 128 MiB point
+// where the background fdatasync starts, the object reads back byte for byte, and an aborted
+// writer of the same size leaves nothing behind.
+TEST(FileStore, LargeObjectsWithBackgroundFlushRoundTrip) {
+  TempDir dir;
+  FileObjectStore store(dir.path());
+  std::string data(150u << 20, '\0');
+  std::mt19937_64 rng(7);
+  for (size_t i = 0; i + 8 <= data.size(); i += 8) {
+    const uint64_t v = rng();
+    std::memcpy(&data[i], &v, 8);
+  }
+  {
+    auto writer = store.NewWriter("big/object");
+    size_t off = 0;
+    for (size_t piece = 1; off < data.size(); piece = piece * 7 + 9973) {
+      const size_t n = std::min(data.size() - off, piece % (40u << 20) + 1);
+      writer->Write(data.data() + off, n);
+      off += n;
+    }
+    writer->Commit();
+  }
+  const auto back = store.Get("big/object");
+  ASSERT_TRUE(back.has_value());
+  ASSERT_EQ(back->size(), data.size());
+  EXPECT_TRUE(*back == data) << "the object read back differs from what was written";
+  {
+    auto writer = store.NewWriter("big/aborted");
+    writer->Write(data.data(), data.size());
+  }  // destroyed without Commit(): the flusher thread stops, the temp file goes
+  EXPECT_FALSE(store.Head("big/aborted").has_value());
+  EXPECT_EQ(DirEntries(dir.path() + "/big"), std::vector<std::string>{"object"});
+}
+
+// A failed fdatasync is reported by Stop(), naming the file: a pipe cannot be synced.
+TEST(DiskFlusher, ReportsAFailedFlush) {
+  int fds[2];
+  ASSERT_EQ(::pipe(fds), 0);
+  {
+    DiskFlusher flusher(fds[1], "/ckpt/shard.h5", 1);
+    flusher.Written(10);
+    try {
+      flusher.Stop();
+      // Stop() may win the race with the thread's first flush: then nothing failed yet.
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("/ckpt/shard.h5: fdatasync() failed"), std::string::npos)
+          << e.what();
+    }
+  }
+  {
+    DiskFlusher flusher(fds[1], "/ckpt/shard.h5", 1);
+    flusher.Written(10);
+    ::usleep(200 * 1000);  // the thread has flushed (and failed) by now
+    try {
+      flusher.Stop();
+      FAIL() << "a failed fdatasync went unreported";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("/ckpt/shard.h5: fdatasync() failed"), std::string::npos)
+          << e.what();
+    }
+    EXPECT_NO_THROW(flusher.Stop());  // reported once
+  }
+  ::close(fds[0]);
+  ::close(fds[1]);
 }
 
 }  // namespace
