@@ -4,11 +4,12 @@
 //   raw    a sequential write()/read() of the same bytes to one file on the same disk
 //   torch  torch.save/torch.load of the same state (Debian's python3-torch, torch_side.py)
 // Every save is durable before its clock stops (file and directory fsync'd, on every side), and
-// the previous rep's deletions are sync()ed before it starts; every read starts from a dropped
-// page cache (posix_fadvise DONTNEED) into fresh memory. All saves run first, then all loads,
-// each phase alternating the sides (their order rotates every rep); medians of --reps. Then the
-// async saver: how long Save() blocks given the host copy is done, against a synchronous save,
-// and the host copy itself (phase one) into fresh and into pooled (warm) buffers.
+// starts with the scratch dir's page cache dropped and the previous rep's deletions sync()ed;
+// every read starts from a dropped page cache (posix_fadvise DONTNEED) into fresh memory. All saves
+// run first, then all loads, each phase alternating the sides (their order rotates every rep);
+// medians of --reps. Then the async saver: how long Save() blocks given the host copy is done,
+// against a synchronous save, and the host copy itself (phase one) into fresh and into pooled
+// (warm) buffers.
 //   build/bin/checkpoint_bench [--gib 1] [--reps 5] [--dir /tmp/cohort-ckpt-bench] [--json F]
 //                              [--s3-uri s3://bucket/prefix]   (AWS_* env: endpoint, key)
 #include <fmt/format.h>
@@ -171,10 +172,16 @@ class Bench {
   nlohmann::json Json() const;
 
  private:
-  // Deleted files are freed (and, on a file system mounted with `discard`, trimmed) when the
-  // journal commits: sync() now, so that the next side's fsync does not pay for the last one's
-  // deletions.
-  static void Settle() { ::sync(); }
+  // Before every save: the page cache of every file in the scratch dir is dropped, so that each
+  // side starts from the same page cache (measured on the 2-core VM: without it, a cohort save
+  // right after the raw write spent 1.1-1.9 s copying into the page cache against 0.2-0.5 s
+  // after its own previous save, which made the medians depend on the order of the sides); and
+  // deleted files are freed (and, on a file system mounted with `discard`, trimmed) by a sync()
+  // now, so that the next side's fsync does not pay for the last one's deletions.
+  void Settle() {
+    DropCache(o_.dir);
+    ::sync();
+  }
 
   Shard StateAt(int64_t step) const {
     Shard s = state_;  // shares the bytes: immutable once saved
@@ -296,7 +303,8 @@ int Main(int argc, char** argv) {
               static_cast<double>(state.TensorBytes()) / (1ull << 30), Since(start));
   std::printf(
       "durability: every save (raw, cohort, torch) fsyncs its file(s) and directory "
-      "before its clock stops; deletions of the previous rep are sync()ed before it starts\n");
+      "before its clock stops; before it starts, the scratch dir's page cache is dropped and the "
+      "previous rep's deletions are sync()ed\n");
   std::printf(
       "reads: page cache dropped (posix_fadvise DONTNEED) first; into fresh memory, as "
       "a resumed process has (torch side: MALLOC_MMAP_THRESHOLD_=65536); raw also into "
