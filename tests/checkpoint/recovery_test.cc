@@ -3,7 +3,6 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
-#include <thread>
 
 #include "checkpoint/async_saver.h"
 #include "checkpoint/checkpointer.h"
@@ -78,20 +77,16 @@ TEST(Recovery, BitFlipIsNamedAndLoadFallsBack) {
   auto store = FreshMemory("rec-flip");
   auto rdzv = std::make_shared<collectives::MemoryStore>();
   // Three ranks; one bit of rank 1's shard flips at rest.
-  std::vector<std::thread> threads;
   for (int64_t step : {100, 200}) {
-    for (int r = 0; r < 3; ++r) {
-      threads.emplace_back([&, r, step] {
-        CheckpointOptions o = Single();
-        o.rank = r;
-        o.world_size = 3;
-        o.rendezvous = rdzv;
-        Checkpointer ckpt(store, o);
-        ckpt.Save(MakeShard(step, r));
-      });
-    }
-    for (auto& t : threads) t.join();
-    threads.clear();
+    const auto errors = RunRanks(3, [&](int r) {
+      CheckpointOptions o = Single();
+      o.rank = r;
+      o.world_size = 3;
+      o.rendezvous = rdzv;
+      Checkpointer ckpt(store, o);
+      ckpt.Save(MakeShard(step, r));
+    });
+    for (const auto& e : errors) ASSERT_FALSE(e) << "a rank's save of step " << step << " failed";
   }
   const std::string key = "run7/" + SnapshotName(200) + "/rank-1.h5";
   std::string bytes = store->Get(key).value();
