@@ -1,4 +1,5 @@
-// The Gloo backend: CPU tensors over Gloo's TCP transport, bootstrapped through our store.
+// The Gloo backend: CPU tensors over Gloo's TCP transport, bootstrapped through our store;
+// all-reduce goes through shared memory instead when every rank is on one host (ShmAllReduce).
 #pragma once
 
 #include <condition_variable>
@@ -20,6 +21,8 @@ class UnboundBuffer;
 }  // namespace gloo
 
 namespace cohort::collectives {
+
+class ShmAllReduce;
 
 class GlooCommunicator : public ThreadedCommunicator {
  public:
@@ -62,6 +65,8 @@ class GlooCommunicator : public ThreadedCommunicator {
   std::shared_ptr<gloo::transport::Device> device_;
   std::shared_ptr<gloo::Context> context_;
   std::vector<char> scratch_;
+  // All-reduce through shared memory when every rank is on this host (COHORT_SHM).
+  std::unique_ptr<ShmAllReduce> shm_;
 
   std::mutex p2p_mu_;
   std::condition_variable p2p_cv_;

@@ -1,6 +1,7 @@
 // Collectives between real processes on 127.0.0.1: Gloo workers started directly with the env
 // contract, MPI workers started by mpirun, both meeting at a gRPC store hosted by this test.
 // The worker (collective_worker.cc) checks every value; here we check exit codes and messages.
+#include <dirent.h>
 #include <fmt/format.h>
 #include <gtest/gtest.h>
 
@@ -36,9 +37,10 @@ class Multiproc : public ::testing::Test {
 
   // n worker processes, each given its rank through the env contract.
   // With kill_after_first = k, ranks k.. are killed once ranks 0..k-1 have exited.
-  std::vector<ProcessResult> Gloo(int n, std::vector<std::string> args,
-                                  std::map<std::string, std::string> env,
-                                  std::chrono::milliseconds timeout, int kill_after_first = 0) {
+  std::vector<ProcessResult> Gloo(
+      int n, std::vector<std::string> args, std::map<std::string, std::string> env,
+      std::chrono::milliseconds timeout, int kill_after_first = 0,
+      const std::map<int, std::map<std::string, std::string>>& rank_env = {}) {
     std::vector<std::vector<std::string>> argvs;
     std::vector<std::map<std::string, std::string>> envs;
     for (int r = 0; r < n; ++r) {
@@ -46,6 +48,9 @@ class Multiproc : public ::testing::Test {
       argv.insert(argv.end(), args.begin(), args.end());
       auto e = BaseEnv();
       for (const auto& [k, v] : env) e[k] = v;
+      if (auto it = rank_env.find(r); it != rank_env.end()) {
+        for (const auto& [k, v] : it->second) e[k] = v;
+      }
       e["COHORT_RANK"] = std::to_string(r);
       e["COHORT_WORLD_SIZE"] = std::to_string(n);
       argvs.push_back(argv);
@@ -110,6 +115,15 @@ std::string Describe(const std::vector<ProcessResult>& rs) {
   return s;
 }
 
+int CountShmSegments() {
+  int n = 0;
+  if (DIR* d = opendir("/dev/shm")) {
+    while (dirent* e = readdir(d)) n += std::string(e->d_name).rfind("cohort-", 0) == 0;
+    closedir(d);
+  }
+  return n;
+}
+
 // ---- the matrix: every op x dtype x count, world sizes 1..4 ----
 
 struct MatrixCase {
@@ -124,8 +138,12 @@ TEST_P(Matrix, EveryOpDtypeAndCountIsCorrect) {
   const auto& c = GetParam();
   const std::vector<std::string> args = {"--mode", "matrix", "--counts", c.counts};
   const auto timeout = 300s;
-  if (std::string(c.backend) == "gloo") {
-    auto rs = Gloo(c.world, args, {}, timeout);
+  if (std::string(c.backend).rfind("gloo", 0) == 0) {
+    // "gloo": all-reduce through shared memory (every rank is on this host); "gloo-tcp": the
+    // same with it turned off, all-reduce over Gloo's TCP pairs.
+    std::map<std::string, std::string> env;
+    if (std::string(c.backend) == "gloo-tcp") env["COHORT_SHM"] = "0";
+    auto rs = Gloo(c.world, args, env, timeout);
     for (const auto& r : rs) {
       ASSERT_EQ(r.exit_code, 0) << Describe(rs);
       EXPECT_NE(r.output.find("0 failed"), std::string::npos) << r.output;
@@ -166,6 +184,12 @@ TEST_P(Matrix, EveryOpDtypeAndCountIsCorrect) {
 GTEST_ALLOW_UNINSTANTIATED_PARAMETERIZED_TEST(Matrix);  // a build with no CPU backend
 #if COHORT_HAVE_GLOO
 INSTANTIATE_TEST_SUITE_P(Gloo, Matrix, ::testing::ValuesIn(MatrixCases("gloo")), MatrixName);
+// The TCP all-reduce, as between hosts: odd and even worlds, uneven ring chunks.
+INSTANTIATE_TEST_SUITE_P(GlooTcp, Matrix,
+                         ::testing::Values(MatrixCase{"gloo-tcp", 2, "0,1,7,1031"},
+                                           MatrixCase{"gloo-tcp", 3, "0,1,7,1031"},
+                                           MatrixCase{"gloo-tcp", 3, "1048583"}),
+                         MatrixName);
 #endif
 #if COHORT_HAVE_MPI
 INSTANTIATE_TEST_SUITE_P(Mpi, Matrix, ::testing::ValuesIn(MatrixCases("mpi")), MatrixName);
@@ -190,15 +214,50 @@ TEST_F(Multiproc, GlooHungPeerIsNamedWithinTheTimeout) {
   EXPECT_EQ(rs[2].signal, SIGKILL) << Describe(rs);
 }
 
+// Over shared memory (the default here) and over TCP. Shared memory notices the dead process
+// itself ("rank 1 (pid N) exited"); TCP through the health monitor's heartbeats.
 TEST_F(Multiproc, GlooPeerKilledMidCollectiveIsNamed) {
-  auto rs = Gloo(4, {"--mode", "kill", "--victim", "1", "--at", "3"},
-                 {{"COHORT_TIMEOUT", "20"}, {"COHORT_HEARTBEAT_INTERVAL", "0.2"}}, 60s);
-  EXPECT_EQ(rs[1].signal, SIGKILL) << Describe(rs);
-  for (int r : {0, 2, 3}) {
-    EXPECT_EQ(rs[r].exit_code, 3) << Describe(rs);
-    EXPECT_NE(rs[r].output.find("rank 1 stopped responding"), std::string::npos) << Describe(rs);
-    // Well inside the 20 s timeout: a dead peer is noticed, not waited out.
-    EXPECT_LT(rs[r].seconds, 15.0) << Describe(rs);
+  const int segments_before = CountShmSegments();
+  for (const char* shm : {"1", "0"}) {
+    auto rs = Gloo(4, {"--mode", "kill", "--victim", "1", "--at", "3"},
+                   {{"COHORT_TIMEOUT", "20"},
+                    {"COHORT_HEARTBEAT_INTERVAL", "0.2"},
+                    {"COHORT_SHM", shm},
+                    {"COHORT_RUN_ID", std::string("kill-shm") + shm}},
+                   60s);
+    EXPECT_EQ(rs[1].signal, SIGKILL) << Describe(rs);
+    for (int r : {0, 2, 3}) {
+      EXPECT_EQ(rs[r].exit_code, 3) << Describe(rs);
+      const std::string& out = rs[r].output;
+      EXPECT_TRUE(out.find("rank 1 stopped responding") != std::string::npos ||
+                  out.find("rank 1 (pid") != std::string::npos)
+          << "COHORT_SHM=" << shm << "\n"
+          << Describe(rs);
+      // Well inside the 20 s timeout: a dead peer is noticed, not waited out.
+      EXPECT_LT(rs[r].seconds, 15.0) << Describe(rs);
+    }
+  }
+  // The segment's name is unlinked once every rank has mapped it: a SIGKILL leaves nothing.
+  EXPECT_EQ(CountShmSegments(), segments_before);
+}
+
+TEST_F(Multiproc, GlooUsesSharedMemoryOnlyWhenEveryRankAgrees) {
+  std::map<std::string, std::string> debug = {
+      {"COHORT_LOG_LEVEL", "debug"}, {"COHORT_LOG_SUBSYS", "gloo"}, {"COHORT_RUN_ID", "agree"}};
+  auto rs = Gloo(3, {"--mode", "matrix", "--counts", "1031"}, debug, 120s);
+  for (const auto& r : rs) {
+    ASSERT_EQ(r.exit_code, 0) << Describe(rs);
+    EXPECT_NE(r.output.find("all-reduce through shared memory"), std::string::npos) << Describe(rs);
+  }
+  // One rank that says no: every rank goes over TCP, and says why.
+  debug["COHORT_RUN_ID"] = "one-says-no";
+  rs = Gloo(3, {"--mode", "matrix", "--counts", "1031"}, debug, 120s, 0,
+            {{1, {{"COHORT_SHM", "0"}}}});
+  for (const auto& r : rs) {
+    ASSERT_EQ(r.exit_code, 0) << Describe(rs);
+    EXPECT_NE(r.output.find("0 failed"), std::string::npos) << r.output;
+    EXPECT_NE(r.output.find("no shared memory: rank 1: COHORT_SHM=0"), std::string::npos)
+        << Describe(rs);
   }
 }
 
@@ -207,6 +266,11 @@ TEST_F(Multiproc, GlooMismatchedSizesFailWithoutHanging) {
   for (const auto& r : rs) {
     EXPECT_FALSE(r.timed_out) << Describe(rs);
     EXPECT_NE(r.exit_code, 0) << Describe(rs);
+    // The shared-memory all-reduce compares the calls without debug checks, and names both.
+    EXPECT_NE(r.output.find("ranks called different all-reduces"), std::string::npos)
+        << Describe(rs);
+    EXPECT_NE(r.output.find("f32[7] sum"), std::string::npos) << Describe(rs);
+    EXPECT_NE(r.output.find("f32[9] sum"), std::string::npos) << Describe(rs);
   }
 }
 
