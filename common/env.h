@@ -54,7 +54,8 @@ inline constexpr Var kCheckpointKeep{"COHORT_CHECKPOINT_KEEP",
                                      "complete snapshots to keep, newest first (3; 0 keeps all)"};
 
 // Launcher inputs (flags override them; Kubernetes manifests set them).
-inline constexpr Var kNprocPerNode{"COHORT_NPROC_PER_NODE", "workers to start on this node, or auto"};
+inline constexpr Var kNprocPerNode{"COHORT_NPROC_PER_NODE",
+                                   "workers to start on this node, or auto"};
 inline constexpr Var kRdzvEndpoint{"COHORT_RDZV_ENDPOINT",
                                    "host:port of node 0's launcher, which hosts the store"};
 inline constexpr Var kMaxRestarts{"COHORT_MAX_RESTARTS", "group restarts before giving up (0)"};
@@ -74,10 +75,15 @@ inline constexpr Var kHeartbeat{"COHORT_HEARTBEAT_INTERVAL",
 inline constexpr Var kDebugCollectives{
     "COHORT_DEBUG_COLLECTIVES",
     "1: before each collective, check that all ranks call the same op with the same size"};
-inline constexpr Var kMpiMallocTune{
-    "COHORT_MPI_MALLOC_TUNE",
-    "1 (default): with the MPI backend, keep large freed blocks in the heap (mallopt "
-    "M_MMAP_MAX=0) so MPI's per-call temporary buffers do not page-fault; 0: glibc defaults"};
+inline constexpr Var kMallocTune{
+    "COHORT_MALLOC_TUNE",
+    "1 (default): training processes (ProcessGroup::FromEnv, the MPI backend) keep freed memory "
+    "in the heap (mallopt M_MMAP_MAX=0, trim past 1 GiB), so tensors and MPI buffers allocated "
+    "per step do not page-fault again every step; 0: glibc defaults"};
+inline constexpr Var kShm{
+    "COHORT_SHM",
+    "1 (default): when every rank is on one host, all-reduce through shared memory instead of "
+    "the backend's transport (gloo); 0: always through the transport"};
 inline constexpr Var kGlooHost{"COHORT_GLOO_HOST",
                                "address Gloo's TCP transport binds and advertises (hostname)"};
 inline constexpr Var kProgress{
@@ -87,10 +93,11 @@ inline constexpr Var kProgress{
 
 // S3-compatible object storage for checkpoints (checkpoint/store/). COHORT_S3_* take precedence
 // over the AWS_* names every AWS tool reads.
-inline constexpr Var kS3Endpoint{"COHORT_S3_ENDPOINT",
-                                 "S3 endpoint URL, e.g. http://127.0.0.1:9000 (over AWS_ENDPOINT_URL)"};
+inline constexpr Var kS3Endpoint{
+    "COHORT_S3_ENDPOINT", "S3 endpoint URL, e.g. http://127.0.0.1:9000 (over AWS_ENDPOINT_URL)"};
 inline constexpr Var kS3Region{"COHORT_S3_REGION", "S3 signing region (over AWS_REGION)"};
-inline constexpr Var kS3AccessKeyId{"COHORT_S3_ACCESS_KEY_ID", "S3 key id (over AWS_ACCESS_KEY_ID)"};
+inline constexpr Var kS3AccessKeyId{"COHORT_S3_ACCESS_KEY_ID",
+                                    "S3 key id (over AWS_ACCESS_KEY_ID)"};
 inline constexpr Var kS3SecretAccessKey{"COHORT_S3_SECRET_ACCESS_KEY",
                                         "S3 secret key (over AWS_SECRET_ACCESS_KEY)"};
 inline constexpr Var kS3SessionToken{"COHORT_S3_SESSION_TOKEN",

@@ -31,6 +31,7 @@ class ProcessGroup {
  public:
   // Reads the world (common/world.h), connects to the store (collectives/store/store_from_env.h;
   // a world of one without any store env gets an in-memory store) and creates the backend.
+  // Also keeps freed memory in this process's heap (common/heap.h) unless COHORT_MALLOC_TUNE=0.
   static std::shared_ptr<ProcessGroup> FromEnv(const ProcessGroupOptions& options = {});
 
   ProcessGroup(std::shared_ptr<collectives::Store> store,

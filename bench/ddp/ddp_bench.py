@@ -13,6 +13,9 @@ rank); process start, rendezvous and data generation are outside it.
               backend (shared memory); Debian's torch has no MPI backend, so PyTorch stays on gloo
   pytorch     /usr/bin/python3 bench/ddp/torch_ddp_worker.py, W plain processes with env://
               (MASTER_ADDR, MASTER_PORT, RANK, WORLD_SIZE), torch DDP over gloo; no torchrun
+  pytorch-heap  the pytorch side with glibc told by env (MALLOC_MMAP_MAX_=0,
+              MALLOC_TRIM_THRESHOLD_=1 GiB) to keep freed memory, as cohort's ProcessGroup does by
+              itself (COHORT_MALLOC_TUNE): the comparison with the allocator's effect taken out
   -plain      (world 1 only) the same loop without DDP on each side: the local compute floor
 All workers of both sides run in this script's session (see spawn_ranks on why that matters).
 Both sides get OMP_NUM_THREADS=1, OPENBLAS_NUM_THREADS=1 and torch.set_num_threads(1).
@@ -137,7 +140,8 @@ def run_one(args, side, model, world, tag):
         rcs, text, timed_out = spawn_ranks([args.worker] + wargs, world,
                                            {"COHORT_RUN_ID": f"ddp-bench-{tag}"}, deadline)
     else:
-        rcs, text, timed_out = spawn_ranks(["/usr/bin/python3", TORCH_WORKER] + wargs, world, {},
+        rcs, text, timed_out = spawn_ranks(["/usr/bin/python3", TORCH_WORKER] + wargs, world,
+                                           HEAP_ENV if side.startswith("pytorch-heap") else {},
                                            deadline)
     # Other work on the machine skews a run: keep the 1-minute load average after it.
     r = {"side": side, "model": model, "world": world, "rcs": rcs,
@@ -202,6 +206,8 @@ def summarize(runs, args):
 
 
 COHORT_SIDES = ("cohort", "cohort-mpi")  # cohort over Gloo (as PyTorch), and over Open MPI
+# What cohort's ProcessGroup::FromEnv does with mallopt (common/heap.cc), as glibc's env tunables.
+HEAP_ENV = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(1 << 30)}
 
 
 def derived(summary, runs, args):
@@ -225,6 +231,9 @@ def derived(summary, runs, args):
                         if side in pick and "pytorch" in pick:
                             paired.append(pick[side] / pick["pytorch"])
                     row["ratio_paired_median"] = med(paired)
+                ph = summary.get(f"pytorch-heap/{model}/{world}")
+                if ph:
+                    row["ratio_heap"] = c["median"] / ph["median"]
                 for who, key in ((side, "scaling_cohort"), ("pytorch", "scaling_pytorch")):
                     one = summary.get(f"{who}/{model}/1")
                     here = summary.get(f"{who}/{model}/{world}")
@@ -239,7 +248,8 @@ def print_tables(summary, rows, args):
           f"per worker, {args.steps} timed steps after {args.warmup} warm-up, {args.rounds} rounds "
           f"alternating the sides; samples/s medians (min-max); {os.cpu_count()} cores")
     print(f"{'model':>5} {'world':>5} {'cohort':>6} {'cohort samples/s':>20} "
-          f"{'pytorch samples/s':>20} {'cohort/pt':>9} {'paired':>6} {'eff cohort':>10} "
+          f"{'pytorch samples/s':>20} {'cohort/pt':>9} {'paired':>6} {'/pt-heap':>8} "
+          f"{'eff cohort':>10} "
           f"{'eff pt':>6} {'overlap':>7} {'comm ms':>7} {'exposed':>7}")
     for model in args.models:
         for world in args.worlds:
@@ -253,12 +263,14 @@ def print_tables(summary, rows, args):
                 print(f"{model:>5} {world:>5} {'gloo' if side == 'cohort' else 'mpi':>6} "
                       f"{cell(c['samples_per_s']):>20} {cell(p and p['samples_per_s']):>20} "
                       f"{num(row.get('ratio')):>9} {num(row.get('ratio_paired_median')):>6} "
+                      f"{num(row.get('ratio_heap')):>8} "
                       f"{num(row.get('scaling_cohort')):>10} {num(row.get('scaling_pytorch')):>6} "
                       f"{num(ddp.get('overlap_fraction')):>7} "
                       f"{num(ddp.get('comm_ms_per_step'), '{:.1f}'):>7} "
                       f"{num(ddp.get('exposed_ms_per_step'), '{:.1f}'):>7}")
     print("  cohort: its backend (PyTorch always uses gloo); cohort/pt: ratio of the medians; "
-          "paired: median over rounds of the same round's ratio; eff: samples/s at W / (W x "
+          "paired: median over rounds of the same round's ratio; /pt-heap: cohort over the "
+          "pytorch-heap side (PyTorch with glibc keeping freed memory, as cohort does); eff: samples/s at W / (W x "
           "samples/s at world 1), each side its own; overlap: 1 - exposed/comm over the timed "
           "steps, from DistributedDataParallel::Stats(): comm = each bucket's all-reduce from the "
           "start of its execution to done (Work::Duration), summed over buckets; exposed = "
@@ -299,7 +311,8 @@ def main():
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--sides", default="cohort,pytorch,cohort-mpi,cohort-plain,pytorch-plain",
-                    help="which to run: cohort (Gloo, under --launch), pytorch, cohort-mpi "
+                    help="which to run: cohort (Gloo, under --launch), pytorch, pytorch-heap "
+                         "(PyTorch with glibc keeping freed memory), cohort-mpi "
                          "(cohort's MPI backend under mpirun), and at world 1 only the -plain "
                          "ones (no DDP)")
     ap.add_argument("--launch", choices=["launch", "direct"], default="launch",
@@ -317,11 +330,11 @@ def main():
     args.cohort = os.path.join(args.build_dir, "bin", "cohort")
     args.worker = os.path.join(args.build_dir, "bin", "ddp_bench_worker")
     args.sides = [s for s in args.sides.split(",") if s]
-    unknown = set(args.sides) - {"cohort", "pytorch", "cohort-mpi", "cohort-plain",
-                                 "pytorch-plain"}
+    unknown = set(args.sides) - {"cohort", "pytorch", "pytorch-heap", "cohort-mpi",
+                                 "cohort-plain", "pytorch-plain"}
     if unknown:
         sys.exit(f"ddp_bench.py: unknown --sides {sorted(unknown)}; use cohort, pytorch, "
-                 f"cohort-mpi, cohort-plain, pytorch-plain")
+                 f"pytorch-heap, cohort-mpi, cohort-plain, pytorch-plain")
     if "cohort-mpi" in args.sides and not shutil.which("mpirun"):
         args.sides.remove("cohort-mpi")
         print("note: no mpirun here: the cohort-mpi side was skipped", file=sys.stderr)

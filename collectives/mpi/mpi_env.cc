@@ -36,7 +36,7 @@ const char* LevelName(int level) {
 
 // Open MPI's all-reduce allocates a message-sized temporary buffer per call (common/heap.h).
 void TuneMalloc() {
-  if (!env::kMpiMallocTune.Bool(true)) return;
+  if (!env::kMallocTune.Bool(true)) return;
   if (!KeepFreedMemory()) {
     COHORT_WARN(kMpi, "mallopt failed; large MPI collectives may page-fault on every call");
   }

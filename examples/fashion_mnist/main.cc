@@ -19,7 +19,6 @@
 #include <vector>
 
 #include "common/error.h"
-#include "common/heap.h"
 #include "common/log.h"
 #include "examples/fashion_mnist/idx.h"
 #include "examples/fashion_mnist/model.h"
@@ -80,14 +79,6 @@ at::Tensor IndexTensor(const std::vector<size_t>& indices) {
 // One thread per worker unless told otherwise: several workers share the cores. OpenBLAS (which
 // Debian's libtorch computes convolutions with) keeps its own pool, sized at load time from
 // OPENBLAS_NUM_THREADS; set it directly, since that variable was read before main().
-// Torch's CPU kernels allocate and free large scratch buffers (the unfolded convolution inputs)
-// on every call; at batch 128 the page faults tripled the CPU time of a step (common/heap.h).
-void KeepScratchMemory() {
-  if (!cohort::KeepFreedMemory()) {
-    COHORT_WARN(kRuntime, "mallopt failed; large batches may page-fault on every step");
-  }
-}
-
 void SetThreads(int threads) {
   at::set_num_threads(threads);
   using SetFn = void (*)(int);
@@ -130,7 +121,6 @@ void OnSignal(int sig) {
 }
 
 int Run(const Flags& flags) {
-  KeepScratchMemory();
   SetThreads(flags.threads);
   torch::manual_seed(flags.seed);
 
