@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <functional>
 #include <thread>
@@ -162,9 +163,15 @@ TEST(Shm, ARankThatNeverArrivesIsNamedAtTheTimeout) {
 
 TEST(Shm, NothingIsLeftInDevShmOnceEveryRankHasMappedIt) {
   const int before = CountSegmentsOfThisProcess();
-  auto errors = OnRanks(3, [&](int, ShmAllReduce&) {
-    // Every rank is past Create: the name is gone already, the mapping stays usable.
+  std::atomic<int> created{0};
+  auto errors = OnRanks(3, [&](int, ShmAllReduce& shm) {
+    // Once every rank is past Create, the name is gone and the mapping still works.
+    ++created;
+    while (created.load() < 3) std::this_thread::yield();
     EXPECT_EQ(CountSegmentsOfThisProcess(), before);
+    int64_t v = 2;
+    shm.Run(&v, &v, 1, DType::kInt64, ReduceOp::kSum, 10s);
+    EXPECT_EQ(v, 6);
   });
   for (const auto& e : errors) EXPECT_EQ(e, "");
   EXPECT_EQ(CountSegmentsOfThisProcess(), before);
