@@ -124,9 +124,12 @@ struct ShmAllReduce::Segment {
     return ControlBytes(size) + 2 * static_cast<size_t>(size + 1) * slot;
   }
 
-  void Map(int fd, size_t want) {
+  // Maps want bytes of fd and closes fd, whether or not the mapping worked.
+  void MapAndClose(int fd, size_t want) {
     void* p = mmap(nullptr, want, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-    if (p == MAP_FAILED) throw Unavailable(fmt::format("mmap: {}", std::strerror(errno)));
+    const int err = errno;
+    close(fd);
+    if (p == MAP_FAILED) throw Unavailable(fmt::format("mmap: {}", std::strerror(err)));
     base = static_cast<char*>(p);
     bytes = want;
   }
@@ -148,13 +151,7 @@ struct ShmAllReduce::Segment {
       throw Unavailable(
           fmt::format("cannot reserve {} MiB in /dev/shm: {}", want >> 20, std::strerror(err)));
     }
-    try {
-      seg->Map(fd, want);
-    } catch (...) {
-      close(fd);
-      throw;
-    }
-    close(fd);
+    seg->MapAndClose(fd, want);
     std::memset(seg->base, 0, want);  // also faults every page in now, not during a collective
     *seg->header() = Header{kMagic, nonce, static_cast<uint64_t>(size), slot};
     return seg;
@@ -174,13 +171,7 @@ struct ShmAllReduce::Segment {
       close(fd);
       throw Unavailable(fmt::format("segment {} has the wrong size", name));
     }
-    try {
-      seg->Map(fd, want);
-    } catch (...) {
-      close(fd);
-      throw;
-    }
-    close(fd);
+    seg->MapAndClose(fd, want);
     const Header h = *seg->header();
     if (h.magic != kMagic || h.nonce != nonce || h.size != static_cast<uint64_t>(size) ||
         h.slot_bytes != slot) {
