@@ -249,8 +249,7 @@ def print_tables(summary, rows, args):
           f"alternating the sides; samples/s medians (min-max); {os.cpu_count()} cores")
     print(f"{'model':>5} {'world':>5} {'cohort':>6} {'cohort samples/s':>20} "
           f"{'pytorch samples/s':>20} {'cohort/pt':>9} {'paired':>6} {'/pt-heap':>8} "
-          f"{'eff cohort':>10} "
-          f"{'eff pt':>6} {'overlap':>7} {'comm ms':>7} {'exposed':>7}")
+          f"{'eff cohort':>10} {'eff pt':>6} {'overlap':>7} {'comm ms':>7} {'exposed':>7}")
     for model in args.models:
         for world in args.worlds:
             p = summary.get(f"pytorch/{model}/{world}")

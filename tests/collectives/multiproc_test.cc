@@ -1,13 +1,13 @@
 // Collectives between real processes on 127.0.0.1: Gloo workers started directly with the env
 // contract, MPI workers started by mpirun, both meeting at a gRPC store hosted by this test.
 // The worker (collective_worker.cc) checks every value; here we check exit codes and messages.
-#include <dirent.h>
 #include <fmt/format.h>
 #include <gtest/gtest.h>
 
 #include "collectives/config.h"
 #include "collectives/store/grpc_store_server.h"
 #include "common/net.h"
+#include "tests/util/dev_shm.h"
 #include "tests/util/subprocess.h"
 
 namespace cohort::testing {
@@ -115,14 +115,7 @@ std::string Describe(const std::vector<ProcessResult>& rs) {
   return s;
 }
 
-int CountShmSegments() {
-  int n = 0;
-  if (DIR* d = opendir("/dev/shm")) {
-    while (dirent* e = readdir(d)) n += std::string(e->d_name).rfind("cohort-", 0) == 0;
-    closedir(d);
-  }
-  return n;
-}
+int CountShmSegments() { return CountDevShmEntries("cohort-"); }
 
 // ---- the matrix: every op x dtype x count, world sizes 1..4 ----
 

@@ -2,10 +2,8 @@
 // values for every dtype, op and size (0, 1, primes, several pieces), calls that disagree, a
 // rank that never arrives, and what is left in /dev/shm. Real processes (a rank SIGKILLed
 // mid-collective, a rank with COHORT_SHM=0) are in multiproc_test, through the Gloo backend.
-#include <dirent.h>
 #include <fmt/format.h>
 #include <gtest/gtest.h>
-#include <stdlib.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -17,6 +15,8 @@
 #include "collectives/store/memory_store.h"
 #include "common/error.h"
 #include "tests/collectives/expected_values.h"
+#include "tests/util/dev_shm.h"
+#include "tests/util/scoped_env.h"
 
 namespace cohort::testing {
 namespace {
@@ -63,15 +63,7 @@ std::vector<char> Inputs(DType dtype, int rank, size_t count, int k) {
   return buf;
 }
 
-int CountSegmentsOfThisProcess() {
-  const std::string prefix = fmt::format("cohort-{}-", getpid());
-  int n = 0;
-  if (DIR* d = opendir("/dev/shm")) {
-    while (dirent* e = readdir(d)) n += std::string(e->d_name).rfind(prefix, 0) == 0;
-    closedir(d);
-  }
-  return n;
-}
+int CountSegmentsOfThisProcess() { return CountDevShmEntries(fmt::format("cohort-{}-", getpid())); }
 
 class ShmWorld : public ::testing::TestWithParam<int> {};
 
@@ -178,7 +170,7 @@ TEST(Shm, NothingIsLeftInDevShmOnceEveryRankHasMappedIt) {
 }
 
 TEST(Shm, TurnedOffEveryRankFallsBackAndSaysWhy) {
-  ::setenv("COHORT_SHM", "0", 1);
+  ScopedEnv off({{"COHORT_SHM", "0"}});
   auto store = std::make_shared<MemoryStore>();
   std::vector<std::string> why(2);
   std::vector<bool> got(2);
@@ -188,7 +180,6 @@ TEST(Shm, TurnedOffEveryRankFallsBackAndSaysWhy) {
         [&, r] { got[r] = ShmAllReduce::Create(*store, "off", r, 2, 5s, &why[r]) != nullptr; });
   }
   for (auto& t : threads) t.join();
-  ::unsetenv("COHORT_SHM");
   for (int r = 0; r < 2; ++r) {
     EXPECT_FALSE(got[r]);
     EXPECT_EQ(why[r], "rank 0: COHORT_SHM=0");
