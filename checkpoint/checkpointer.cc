@@ -6,6 +6,7 @@
 #include <chrono>
 #include <future>
 
+#include "checkpoint/layout.h"
 #include "checkpoint/shard_file.h"
 #include "common/env.h"
 #include "common/error.h"
@@ -21,11 +22,13 @@ double SecondsSince(Clock::time_point start) {
 }
 
 nlohmann::json EntryJson(const ShardEntry& e, int64_t step) {
-  return {{"step", step},
-          {"object", e.object},
-          {"size", e.size},
-          {"digest", e.digest},
-          {"tensors", e.tensors}};
+  nlohmann::json j = {{"step", step},
+                      {"object", e.object},
+                      {"size", e.size},
+                      {"digest", e.digest},
+                      {"tensors", e.tensors}};
+  if (!e.contents.is_null()) j["contents"] = e.contents;  // sharded saves (layout.h)
+  return j;
 }
 
 }  // namespace
@@ -47,6 +50,16 @@ Checkpointer::Checkpointer(std::shared_ptr<ObjectStore> store, CheckpointOptions
     throw InvalidArgument(fmt::format("run id '{}' must not contain '..'", options_.run));
   }
   if (options_.attempt < 0) options_.attempt = env::kRestart.Int(0);
+  if (IsShardedLayout(options_.layout)) {
+    const auto& mesh = options_.layout.at("mesh");
+    const int ranks = mesh.value("dp", 1) * mesh.value("pp", 1) * mesh.value("tp", 1);
+    if (ranks != options_.world_size) {
+      throw InvalidArgument(
+          fmt::format("Checkpointer: sharded layout mesh {} has {} ranks, the "
+                      "world {}; pass the job's dp x pp x tp",
+                      mesh.dump(), ranks, options_.world_size));
+    }
+  }
 }
 
 ShardEntry Checkpointer::WriteShard(const Shard& shard, const std::string& name,
@@ -61,6 +74,11 @@ ShardEntry Checkpointer::WriteShard(const Shard& shard, const std::string& name,
   entry.object = ShardObjectName(options_.rank);
   entry.size = encoded.size();
   entry.tensors = shard.tensors.size();
+  if (IsShardedLayout(options_.layout)) {
+    // Before any byte is written: a slice that does not fit its tensor fails the save here.
+    entry.contents = DescribeContents(shard, encoded, options_.digest,
+                                      options_.layout.value("digest_block", kDefaultDigestBlock));
+  }
   const RunDir run = run_dir();
   // The digest is computed on another core while the bytes go to the store (whose writes and
   // fsync wait on the disk or the network), so it costs no time when a core is free. The
@@ -118,6 +136,7 @@ std::vector<ShardEntry> Checkpointer::GatherEntries(const std::string& scope, in
       e.size = j.at("size").get<uint64_t>();
       e.digest = j.at("digest").get<std::string>();
       e.tensors = j.value("tensors", uint64_t{0});
+      if (j.contains("contents")) e.contents = j.at("contents");
       entries.push_back(std::move(e));
     }
   }
@@ -139,6 +158,7 @@ void Checkpointer::FinishSnapshot(const Shard& shard, const std::string& name,
   m.layout = options_.layout;
   m.created = UtcNow();
   m.shards = std::move(entries);
+  if (IsShardedLayout(m.layout)) FinalizeShardedManifest(m);
   // The manifest is what makes the snapshot exist: written only now, after every shard.
   store_->Put(run.Key(name + "/" + kManifestName), m.ToJson());
   store_->Put(run.Key(kLatestName), name + "\n");

@@ -14,3 +14,9 @@ add_library(cohort_checkpoint STATIC
 target_link_libraries(cohort_checkpoint
   PUBLIC cohort_objstore cohort_collectives nlohmann_json::nlohmann_json hdf5::hdf5
   PRIVATE cohort_xxhash OpenSSL::Crypto cohort_warnings)
+# Sharded snapshots: boxes, the manifest's layout, resharding reads and consolidation.
+target_sources(cohort_checkpoint PRIVATE
+  ${CMAKE_CURRENT_LIST_DIR}/box.cc
+  ${CMAKE_CURRENT_LIST_DIR}/consolidate.cc
+  ${CMAKE_CURRENT_LIST_DIR}/layout.cc
+  ${CMAKE_CURRENT_LIST_DIR}/reshard.cc)

@@ -13,11 +13,13 @@ namespace cohort::checkpoint {
 std::string Manifest::ToJson() const {
   nlohmann::json shards_json = nlohmann::json::array();
   for (const ShardEntry& s : shards) {
-    shards_json.push_back({{"rank", s.rank},
-                           {"object", s.object},
-                           {"size", s.size},
-                           {"digest", s.digest},
-                           {"tensors", s.tensors}});
+    nlohmann::json e = {{"rank", s.rank},
+                        {"object", s.object},
+                        {"size", s.size},
+                        {"digest", s.digest},
+                        {"tensors", s.tensors}};
+    if (!s.contents.is_null()) e["contents"] = s.contents;
+    shards_json.push_back(std::move(e));
   }
   nlohmann::json j = {{"format", "cohort-snapshot"},
                       {"format_version", format_version},
@@ -57,6 +59,7 @@ Manifest Manifest::Parse(const std::string& text, const std::string& what) {
       e.size = s.at("size").get<uint64_t>();
       e.digest = s.at("digest").get<std::string>();
       e.tensors = s.value("tensors", uint64_t{0});
+      if (s.contains("contents")) e.contents = s.at("contents");
       DigestAlgorithmOf(e.digest);  // throws on a malformed digest
       if (e.rank < 0 || e.rank >= m.world_size || !ranks.insert(e.rank).second) {
         throw DataLoss(fmt::format("shard rank {} is repeated or outside world size {}", e.rank,

@@ -14,7 +14,10 @@
 
 namespace cohort::checkpoint {
 
-inline constexpr int kManifestFormatVersion = 1;
+// Version 1: data-parallel snapshots. Version 2 adds sharded layouts (checkpoint/layout.h);
+// data-parallel manifests are still written as version 1, so older cohorts keep reading them.
+inline constexpr int kManifestFormatVersion = 2;
+inline constexpr int kDataParallelFormatVersion = 1;
 inline constexpr char kManifestName[] = "manifest.json";
 inline constexpr char kLatestName[] = "latest";
 
@@ -24,10 +27,13 @@ struct ShardEntry {
   uint64_t size = 0;
   std::string digest;  // "xxh3-128:<hex>" or "sha256:<hex>"
   uint64_t tensors = 0;
+  // Sharded snapshots only (else null): this rank's own tensors (rng/...) with their byte
+  // offsets and block digests, and its /meta attributes. See checkpoint/layout.h.
+  nlohmann::json contents = nullptr;
 };
 
 struct Manifest {
-  int format_version = kManifestFormatVersion;
+  int format_version = kDataParallelFormatVersion;
   std::string run;
   int64_t step = 0;
   int64_t epoch = 0;

@@ -69,6 +69,13 @@ struct Blob {
   bool operator==(const Blob& o) const { return bytes == o.bytes; }
 };
 
+// Where a tensor of a sharded save lies in the unsharded (global) tensor of the same name: the
+// tensor holds the box {offsets, its own shape} of global_shape. See checkpoint/layout.h.
+struct TensorSlice {
+  std::vector<int64_t> global_shape;
+  std::vector<int64_t> offsets;
+};
+
 // A small value in /meta: integer, float, UTF-8 text (no NUL), or bytes.
 using AttrValue = std::variant<int64_t, double, std::string, Blob>;
 
@@ -79,6 +86,9 @@ struct Shard {
   // "format_version" are reserved.
   std::map<std::string, AttrValue> attributes;
   std::vector<HostTensor> tensors;
+  // Sharded saves only: the tensors (by name) that are slices of a larger global tensor. Other
+  // tensors under model/ and optimizer/ are whole; the rest are this rank's own (rng/...).
+  std::map<std::string, TensorSlice> slices;
 
   // The tensor called name, or nullptr.
   const HostTensor* Find(const std::string& name) const;

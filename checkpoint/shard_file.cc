@@ -227,6 +227,15 @@ std::string EncodedShard::ToString() const {
   return out;
 }
 
+uint64_t EncodedShard::TensorOffset(const std::string& name) const {
+  const auto it = offsets_.find(name);
+  if (it != offsets_.end()) return it->second;
+  for (const HostTensor& t : tensors_) {
+    if (t.name() == name) return 0;  // empty: no region
+  }
+  throw InvalidArgument(fmt::format("the encoded shard has no tensor '{}'", name));
+}
+
 EncodedShard EncodeShard(const Shard& shard, int rank) {
   h5::QuietErrors();
   ValidateShard(shard);
@@ -326,6 +335,7 @@ EncodedShard EncodeShard(const Shard& shard, int rank) {
                                  tensor->name(), offset));
     }
     add_image(offset);
+    out.offsets_[tensor->name()] = offset;
     out.pieces_.push_back({static_cast<const uint8_t*>(tensor->data()), tensor->nbytes()});
     cursor = offset + tensor->nbytes();
   }

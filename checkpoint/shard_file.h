@@ -15,6 +15,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -46,6 +47,9 @@ class EncodedShard {
   const std::vector<Piece>& pieces() const { return pieces_; }
   // Concatenates the pieces (for tests and small shards).
   std::string ToString() const;
+  // Byte offset in the file of the named tensor's data (contiguous, tensor.nbytes() long); 0
+  // for an empty tensor. Throws InvalidArgument for a name the shard does not hold.
+  uint64_t TensorOffset(const std::string& name) const;
 
  private:
   friend EncodedShard EncodeShard(const Shard& shard, int rank);
@@ -54,6 +58,7 @@ class EncodedShard {
   std::unique_ptr<h5::ImageBuilder> image_;
   std::vector<HostTensor> tensors_;  // keep the bytes the pieces point into
   std::vector<Piece> pieces_;
+  std::map<std::string, uint64_t> offsets_;  // tensor name -> file offset of its bytes
   uint64_t size_ = 0;
 };
 
