@@ -2,6 +2,9 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+#include <cctype>
+
 #include "common/env.h"
 #include "common/log.h"
 
@@ -44,9 +47,15 @@ Communicator::Communicator(const CommConfig& config)
   if (config_.timeout.count() <= 0) {
     throw InvalidArgument("the collective timeout must be positive (COHORT_TIMEOUT, seconds)");
   }
+  if (!config_.global_ranks.empty() && config_.global_ranks.size() != static_cast<size_t>(size_)) {
+    throw InvalidArgument(fmt::format("group {} has {} ranks but {} global ranks", config_.group,
+                                      size_, config_.global_ranks.size()));
+  }
   if (config_.store && size_ > 1) {
-    health_ =
-        std::make_unique<HealthMonitor>(config_.store, Scope(), rank_, size_, config_.heartbeat);
+    HealthMonitor::RankNamer namer;  // a group's verdicts name both numberings
+    if (!config_.group.empty()) namer = [this](int r) { return RankName(r); };
+    health_ = std::make_unique<HealthMonitor>(config_.store, Scope(), rank_, size_,
+                                              config_.heartbeat, std::move(namer));
   }
 }
 
@@ -136,6 +145,122 @@ WorkPtr Communicator::Barrier(const OpOptions& opts) {
   return Start(OpType::kBarrier, TensorView(), TensorView(), ReduceOp::kSum, -1, opts);
 }
 
+int Communicator::GlobalRank(int r) const {
+  CheckRank(r, "GlobalRank:");
+  return config_.global_ranks.empty() ? r : config_.global_ranks[static_cast<size_t>(r)];
+}
+
+std::string Communicator::RankName(int r) const {
+  if (config_.group.empty() || r < 0 || r >= size_) return fmt::format("rank {}", r);
+  return fmt::format("rank {} of group {} (global rank {})", r, config_.group, GlobalRank(r));
+}
+
+std::vector<WorkPtr> Communicator::BatchSendRecv(const std::vector<P2POp>& ops,
+                                                 const OpOptions& opts) {
+  std::vector<Op> batch;
+  batch.reserve(ops.size());
+  for (size_t i = 0; i < ops.size(); ++i) {
+    const P2POp& p = ops[i];
+    const std::string what = fmt::format("batch op {}", i);
+    if (p.type != OpType::kSend && p.type != OpType::kRecv) {
+      throw InvalidArgument(
+          fmt::format("{}: {} is not point-to-point; a batch holds only sends "
+                      "and receives",
+                      what, OpTypeName(p.type)));
+    }
+    CheckDevice(p.buf, p.type == OpType::kSend ? "send" : "recv");
+    CheckRank(p.peer, p.type == OpType::kSend ? "send: destination" : "recv: source");
+    if (p.peer == rank_) {
+      throw InvalidArgument(fmt::format("{}: a rank cannot {} itself; copy instead", what,
+                                        p.type == OpType::kSend ? "send to" : "receive from"));
+    }
+    Op op;
+    op.type = p.type;
+    op.in = op.out = p.buf;
+    op.peer = p.peer;
+    op.tag = p.tag;
+    op.timeout = opts.timeout.count() > 0 ? opts.timeout : config_.timeout;
+    Validate(op);
+    batch.push_back(op);
+  }
+  std::lock_guard<std::mutex> lock(seq_mu_);
+  if (broken_.load()) {
+    std::vector<WorkPtr> works;
+    for (Op& op : batch) {
+      works.push_back(NewWork(std::move(op)));
+      works.back()->Finish(BrokenError());
+    }
+    return works;
+  }
+  return SubmitBatch(std::move(batch));
+}
+
+std::vector<WorkPtr> Communicator::SubmitBatch(std::vector<Op> ops) {
+  std::vector<WorkPtr> works;
+  works.reserve(ops.size());
+  for (Op& op : ops) works.push_back(Submit(std::move(op)));
+  return works;
+}
+
+namespace {
+
+// What each rank contributes to a Split: its color and key.
+struct SplitEntry {
+  int32_t color;
+  int32_t key;
+};
+
+std::string CheckGroupName(const std::string& group) {
+  for (char c : group) {
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '-' && c != '_' && c != '.') {
+      throw InvalidArgument(fmt::format(
+          "split: group name '{}' has '{}'; use letters, digits, '-', '_' and '.'", group, c));
+    }
+  }
+  return group;
+}
+
+}  // namespace
+
+std::unique_ptr<Communicator> Communicator::Split(int color, int key, const std::string& group) {
+  if (color < kNoColor) {
+    throw InvalidArgument(fmt::format(
+        "split: color {} is negative; use a color >= 0, or kNoColor ({}) to join no group", color,
+        kNoColor));
+  }
+  CheckGroupName(group);
+  SplitEntry mine{color, key};
+  std::vector<SplitEntry> all(static_cast<size_t>(size_));
+  AllGather(TensorView(&mine, sizeof(mine), DType::kUInt8),
+            TensorView(all.data(), sizeof(mine) * all.size(), DType::kUInt8))
+      ->Wait();
+  SplitInfo info;
+  info.color = color;
+  info.key = key;
+  const int n = splits_++;
+  if (color != kNoColor) {
+    for (int r = 0; r < size_; ++r) {
+      if (all[r].color == color) info.members.push_back(r);
+    }
+    std::stable_sort(info.members.begin(), info.members.end(),
+                     [&](int a, int b) { return all[a].key < all[b].key; });
+    CommConfig& c = info.config;
+    c = config_;
+    c.size = static_cast<int>(info.members.size());
+    c.rank = static_cast<int>(std::find(info.members.begin(), info.members.end(), rank_) -
+                              info.members.begin());
+    c.name = fmt::format("{}/split-{}-c{}", config_.name, n, color);
+    c.group = group.empty() ? std::to_string(color) : group;
+    c.global_ranks.clear();
+    for (int m : info.members) c.global_ranks.push_back(GlobalRank(m));
+  }
+  return CreateGroup(info);
+}
+
+std::unique_ptr<Communicator> Communicator::CreateGroup(const SplitInfo& info) {
+  throw Unsupported(fmt::format("backend {} does not support split", Backend()));
+}
+
 WorkPtr Communicator::Start(OpType type, TensorView in, TensorView out, ReduceOp reduce, int peer,
                             const OpOptions& opts) {
   Op op;
@@ -178,15 +303,15 @@ std::exception_ptr Communicator::Blame(const Op& op, ErrorKind kind, const std::
   }
   std::string verdict;
   if (!op.IsCollective()) {
-    verdict = fmt::format("check that rank {} posts the matching {} with tag {}", op.peer,
+    verdict = fmt::format("check that {} posts the matching {} with tag {}", RankName(op.peer),
                           op.type == OpType::kSend ? "recv" : "send", op.tag);
   } else if (health_) {
     verdict = health_->Diagnose(op.seq, OpTypeName(op.type));
   } else if (size_ > 1) {
     verdict = "no store, so the stuck ranks cannot be named";
   }
-  std::string what =
-      fmt::format("{} {} on rank {} of {}: {}", Backend(), op.Describe(), rank_, size_, detail);
+  std::string what = fmt::format("{} {} on {}, {} ranks: {}", Backend(), op.Describe(),
+                                 RankName(rank_), size_, detail);
   if (!verdict.empty()) what += "; " + verdict;
   std::exception_ptr error;
   try {

@@ -9,6 +9,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <vector>
 
 #include "collectives/health.h"
 #include "collectives/op.h"
@@ -18,6 +19,14 @@
 #include "common/error.h"
 
 namespace cohort::collectives {
+
+// One send or receive of a batch (Communicator::BatchSendRecv).
+struct P2POp {
+  OpType type = OpType::kSend;  // kSend or kRecv
+  TensorView buf;               // what is sent, or where it is received
+  int peer = -1;                // destination or source rank, in this communicator
+  uint32_t tag = 0;
+};
 
 // What every backend needs to start.
 struct CommConfig {
@@ -40,6 +49,11 @@ struct CommConfig {
   std::chrono::milliseconds heartbeat{500};
   // Check that every rank calls the same operation with the same shape (COHORT_DEBUG_COLLECTIVES).
   bool debug_checks = false;
+  // A group made by Split(): its display name ("pp-stage-0") and, for each rank of the group,
+  // its rank in the job (global_ranks[r]). Empty for the job's own communicator, whose ranks are
+  // the global ones. Errors name both numberings.
+  std::string group;
+  std::vector<int> global_ranks;
   // Reads COHORT_TIMEOUT, COHORT_STORE_TIMEOUT, COHORT_HEARTBEAT_INTERVAL,
   // COHORT_DEBUG_COLLECTIVES, COHORT_RUN_ID and COHORT_RESTART.
   static CommConfig FromEnv(int rank, int size, std::shared_ptr<Store> store);
@@ -78,6 +92,32 @@ class Communicator {
   // Completes on each rank once every rank has entered it.
   WorkPtr Barrier(const OpOptions& opts = {});
 
+  // Starts every send and receive of ops together and returns their Works, in the order of ops.
+  // Every op is posted before any is waited for, so two ranks that send to each other in one
+  // batch never deadlock (the schedules of a pipeline do it every step). Each op is checked
+  // first: a bad one throws InvalidArgument and nothing of the batch starts. opts.tag is unused;
+  // each op carries its own.
+  std::vector<WorkPtr> BatchSendRecv(const std::vector<P2POp>& ops, const OpOptions& opts = {});
+
+  // The color that leaves the calling rank out of every group of a Split (MPI_UNDEFINED).
+  static constexpr int kNoColor = -1;
+  // Collective over this communicator (MPI_Comm_split): every rank calls it, in the same order
+  // relative to the other collectives. Returns a communicator over the ranks that passed the same
+  // color, ranked by key (ties by rank here), or nullptr for kNoColor. group names the new group
+  // in errors ("pp-stage-0"; each rank passes its own group's name; empty: "<color>"). The new
+  // communicator is independent: its operations never match this one's, and it may outlive it.
+  // Throws InvalidArgument for a color below kNoColor; what the backend throws when the group
+  // cannot connect (naming the ranks that never joined).
+  std::unique_ptr<Communicator> Split(int color, int key, const std::string& group = "");
+
+  // This communicator's group name, "" for the job's own communicator.
+  const std::string& Group() const { return config_.group; }
+  // The job-wide rank of rank r of this communicator.
+  int GlobalRank(int r) const;
+  // How errors name rank r: "rank 3" in the job's communicator, "rank 1 of group pp-stage-0
+  // (global rank 3)" in a group.
+  std::string RankName(int r) const;
+
   // True after an operation failed or timed out: the group is out of step and every later
   // operation fails at once with the first error.
   bool IsBroken() const { return broken_.load(); }
@@ -88,6 +128,23 @@ class Communicator {
   // Backend-specific argument checks (throw InvalidArgument). They run before the op takes a
   // sequence number, so a rejected call leaves this rank in step with the others.
   virtual void Validate(const Op& op) const {}
+  // Starts the sends and receives of one batch; every op is valid. The default submits them one
+  // by one, which suits backends whose Submit() posts point-to-point ops without blocking (Gloo
+  // and MPI); NCCL groups them (ncclGroupStart/End).
+  virtual std::vector<WorkPtr> SubmitBatch(std::vector<Op> ops);
+
+  // What a backend needs to build one group of a Split.
+  struct SplitInfo {
+    int color = kNoColor;      // this rank's color (kNoColor: it joins no group)
+    int key = 0;
+    std::vector<int> members;  // this communicator's ranks in the new group, in the new order
+    CommConfig config;         // the new group's config: rank, size, name, group, global_ranks
+  };
+  // Builds this rank's new group, or returns nullptr for kNoColor. Called on every rank of this
+  // communicator, kNoColor ones too (MPI_Comm_split and ncclCommSplit are collective over the
+  // parent), right after the ranks have exchanged their colors and keys through this
+  // communicator, so that no earlier operation of this communicator is still queued.
+  virtual std::unique_ptr<Communicator> CreateGroup(const SplitInfo& info);
 
   // A Work whose Wait() timeout runs OnWaitTimeout().
   WorkPtr NewWork(Op op);
@@ -123,6 +180,8 @@ class Communicator {
   std::unique_ptr<HealthMonitor> health_;
   std::mutex seq_mu_;  // keeps seq order == submission order across threads
   uint64_t next_seq_ = 1;
+  // Split() calls so far: a group's store scope is "<name>/split-<n>-c<color>".
+  int splits_ = 0;
   std::atomic<bool> broken_{false};
   mutable std::mutex broken_mu_;
   std::exception_ptr broken_error_;

@@ -18,19 +18,24 @@ constexpr std::chrono::milliseconds kMinGap{50};
 // an older number. Fast operations then cost the store nothing.
 constexpr std::chrono::milliseconds kSlowOp{100};
 
-std::string RankList(const std::vector<int>& ranks) {
-  return fmt::format("{} {}", ranks.size() == 1 ? "rank" : "ranks", fmt::join(ranks, ","));
+std::string RankList(const std::vector<int>& ranks, const HealthMonitor::RankNamer& namer) {
+  if (!namer)
+    return fmt::format("{} {}", ranks.size() == 1 ? "rank" : "ranks", fmt::join(ranks, ","));
+  std::vector<std::string> names;
+  for (int r : ranks) names.push_back(namer(r));
+  return fmt::format("{}", fmt::join(names, ", "));
 }
 
 }  // namespace
 
 HealthMonitor::HealthMonitor(std::shared_ptr<Store> store, std::string scope, int rank, int size,
-                             std::chrono::milliseconds interval)
+                             std::chrono::milliseconds interval, RankNamer namer)
     : store_(std::move(store)),
       prefix_(scope + "/health/"),
       rank_(rank),
       size_(size),
-      interval_(interval) {
+      interval_(interval),
+      namer_(std::move(namer)) {
   Publish();  // so that a peer diagnosing a failure at our first op sees us
   thread_ = std::thread([this] { Loop(); });
 }
@@ -133,6 +138,7 @@ HealthMonitor::Verdict HealthMonitor::Inspect(uint64_t seq, const std::string& n
     return v;
   }
   std::vector<std::string> clauses;
+  auto rank_name = [this](int r) { return namer_ ? namer_(r) : fmt::format("rank {}", r); };
   for (int r = 0; r < size_; ++r) {
     if (r == rank_) continue;
     const Report& a = first[r];
@@ -144,21 +150,21 @@ HealthMonitor::Verdict HealthMonitor::Inspect(uint64_t seq, const std::string& n
     if (b.beat == a.beat && a.present) {
       v.silent.push_back(r);
       clauses.push_back(fmt::format(
-          "rank {} stopped responding (no heartbeat for {:.1f} s; its last report: started #{} "
+          "{} stopped responding (no heartbeat for {:.1f} s; its last report: started #{} "
           "{}, completed #{})",
-          r, std::chrono::duration<double>(2 * interval_ + kMinGap).count(), b.started, b.name,
-          b.completed));
+          rank_name(r), std::chrono::duration<double>(2 * interval_ + kMinGap).count(), b.started,
+          b.name, b.completed));
     } else if (b.started < seq) {
       v.behind.push_back(r);
-      clauses.push_back(fmt::format("rank {} never reached it (its last collective was #{} {})", r,
-                                    b.started, b.started == 0 ? "-" : b.name));
+      clauses.push_back(fmt::format("{} never reached it (its last collective was #{} {})",
+                                    rank_name(r), b.started, b.started == 0 ? "-" : b.name));
     }
   }
   if (!v.missing.empty()) {
     clauses.insert(clauses.begin(),
                    fmt::format("{} never reported to the store (not started, or dead before "
                                "its first collective)",
-                               RankList(v.missing)));
+                               RankList(v.missing, namer_)));
   }
   if (clauses.empty()) {
     v.text = fmt::format(

@@ -7,6 +7,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -18,9 +19,11 @@ namespace cohort::collectives {
 
 class HealthMonitor {
  public:
+  // How verdicts name rank r ("rank 1 of group tp-0 (global rank 3)"); default "rank r".
+  using RankNamer = std::function<std::string(int)>;
   // Publishes under "<scope>/health/<rank>". interval: time between heartbeats.
   HealthMonitor(std::shared_ptr<Store> store, std::string scope, int rank, int size,
-                std::chrono::milliseconds interval);
+                std::chrono::milliseconds interval, RankNamer namer = nullptr);
   ~HealthMonitor();
   HealthMonitor(const HealthMonitor&) = delete;
   HealthMonitor& operator=(const HealthMonitor&) = delete;
@@ -61,6 +64,7 @@ class HealthMonitor {
   const int rank_;
   const int size_;
   const std::chrono::milliseconds interval_;
+  const RankNamer namer_;
 
   std::mutex mu_;
   std::condition_variable cv_;

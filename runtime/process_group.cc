@@ -152,6 +152,43 @@ collectives::WorkPtr ProcessGroup::AllGather(const at::Tensor& in, const at::Ten
   return comm_->AllGather(View(in, "all-gather input"), View(out, "all-gather output"));
 }
 
+collectives::WorkPtr ProcessGroup::ReduceScatter(const at::Tensor& in, const at::Tensor& out,
+                                                 collectives::ReduceOp op) {
+  return comm_->ReduceScatter(View(in, "reduce-scatter input"), View(out, "reduce-scatter output"),
+                              op);
+}
+
+collectives::WorkPtr ProcessGroup::Send(const at::Tensor& t, int dst, uint32_t tag) {
+  collectives::OpOptions opts;
+  opts.tag = tag;
+  return comm_->Send(View(t, "send tensor"), dst, opts);
+}
+
+collectives::WorkPtr ProcessGroup::Recv(const at::Tensor& t, int src, uint32_t tag) {
+  collectives::OpOptions opts;
+  opts.tag = tag;
+  return comm_->Recv(View(t, "recv tensor"), src, opts);
+}
+
+std::vector<collectives::WorkPtr> ProcessGroup::BatchSendRecv(
+    const std::vector<collectives::P2POp>& ops) {
+  return comm_->BatchSendRecv(ops);
+}
+
 void ProcessGroup::Barrier() { comm_->Barrier()->Wait(); }
+
+std::shared_ptr<ProcessGroup> ProcessGroup::Split(int color, int key, const std::string& group) {
+  auto comm = comm_->Split(color, key, group);
+  if (!comm) return nullptr;
+  return std::make_shared<ProcessGroup>(store_, std::move(comm));
+}
+
+collectives::P2POp SendOp(const at::Tensor& t, int dst, uint32_t tag) {
+  return {collectives::OpType::kSend, View(t, "send tensor"), dst, tag};
+}
+
+collectives::P2POp RecvOp(const at::Tensor& t, int src, uint32_t tag) {
+  return {collectives::OpType::kRecv, View(t, "recv tensor"), src, tag};
+}
 
 }  // namespace cohort::runtime

@@ -6,6 +6,7 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "collectives/communicator.h"
 #include "collectives/store/store.h"
@@ -17,6 +18,11 @@ namespace cohort::runtime {
 // Throws InvalidArgument when t is undefined, not contiguous (fix: call .contiguous()), or of a
 // dtype collectives do not support (bool, complex, ...).
 collectives::TensorView View(const at::Tensor& t, const std::string& what = "tensor");
+
+// One send or receive of ProcessGroup::BatchSendRecv. The tensor must stay alive until its Work
+// completes. Throws what View() throws.
+collectives::P2POp SendOp(const at::Tensor& t, int dst, uint32_t tag = 0);
+collectives::P2POp RecvOp(const at::Tensor& t, int src, uint32_t tag = 0);
 
 struct ProcessGroupOptions {
   // "auto", "nccl", "mpi", "gloo"; empty: COHORT_BACKEND, else auto.
@@ -51,7 +57,23 @@ class ProcessGroup {
   collectives::WorkPtr Broadcast(const at::Tensor& t, int root);
   // out holds Size() * in.numel() elements, in rank order.
   collectives::WorkPtr AllGather(const at::Tensor& in, const at::Tensor& out);
+  // in holds Size() * out.numel() elements; out gets slice Rank() of the reduction.
+  collectives::WorkPtr ReduceScatter(const at::Tensor& in, const at::Tensor& out,
+                                     collectives::ReduceOp op = collectives::ReduceOp::kSum);
+  // Point-to-point; the receiver's tensor must have the sender's dtype and element count.
+  collectives::WorkPtr Send(const at::Tensor& t, int dst, uint32_t tag = 0);
+  collectives::WorkPtr Recv(const at::Tensor& t, int src, uint32_t tag = 0);
+  // Starts every op together (Communicator::BatchSendRecv: two ranks that send to each other
+  // in one batch never deadlock); returns their Works in order.
+  std::vector<collectives::WorkPtr> BatchSendRecv(const std::vector<collectives::P2POp>& ops);
   void Barrier();
+
+  // Collective (Communicator::Split): a process group over the ranks that passed the same
+  // color, ordered by key, sharing this group's store; nullptr for Communicator::kNoColor.
+  std::shared_ptr<ProcessGroup> Split(int color, int key, const std::string& group = "");
+  // This group's name in errors ("" for the job's group) and the job-wide rank of rank r.
+  const std::string& Group() const { return comm_->Group(); }
+  int GlobalRank(int r) const { return comm_->GlobalRank(r); }
 
  private:
   std::shared_ptr<collectives::Store> store_;

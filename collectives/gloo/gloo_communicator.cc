@@ -123,6 +123,11 @@ GlooCommunicator::~GlooCommunicator() {
   StopWaiter();
 }
 
+std::unique_ptr<Communicator> GlooCommunicator::CreateGroup(const SplitInfo& info) {
+  if (info.color == kNoColor) return nullptr;
+  return std::make_unique<GlooCommunicator>(info.config);
+}
+
 WorkPtr GlooCommunicator::Submit(Op op) {
   if (op.IsCollective()) return ThreadedCommunicator::Submit(std::move(op));
   auto work = NewWork(std::move(op));

@@ -43,6 +43,10 @@ class GlooCommunicator : public ThreadedCommunicator {
   // Send and recv are posted here, on the caller's thread (Gloo's pairs allow it, as c10d does),
   // and completed by their own waiter thread: they never wait behind, or block, collectives.
   WorkPtr Submit(Op op) override;
+  // A group is a GlooCommunicator of its own: a sub-rendezvous under this one's store scope, its
+  // own TCP pairs (so its traffic never matches ours) and shared memory when its ranks share a
+  // host.
+  std::unique_ptr<Communicator> CreateGroup(const SplitInfo& info) override;
   std::unique_ptr<Pending> Run(const Op& op) override;
   ErrorKind Classify(const std::exception& e) const override;
 

@@ -123,7 +123,43 @@ MpiCommunicator::MpiCommunicator(const CommConfig& config) : ThreadedCommunicato
         rank, size, Rank(), Size()));
   }
   // Our own communicator, so cohort's traffic never matches the program's own MPI calls.
-  COHORT_CHECK_MPI(MPI_Comm_dup(MPI_COMM_WORLD, &comm_));
+  MPI_Comm comm = MPI_COMM_NULL;
+  COHORT_CHECK_MPI(MPI_Comm_dup(MPI_COMM_WORLD, &comm));
+  Adopt(comm);
+}
+
+MpiCommunicator::MpiCommunicator(const CommConfig& config, MPI_Comm comm)
+    : ThreadedCommunicator(config) {
+  int rank = 0, size = 0;
+  COHORT_CHECK_MPI(MPI_Comm_rank(comm, &rank));
+  COHORT_CHECK_MPI(MPI_Comm_size(comm, &size));
+  if (rank != Rank() || size != Size()) {
+    MPI_Comm_free(&comm);
+    throw Internal(fmt::format("mpi: MPI_Comm_split made rank {} of {}, expected rank {} of {}",
+                               rank, size, Rank(), Size()));
+  }
+  Adopt(comm);
+}
+
+std::unique_ptr<Communicator> MpiCommunicator::CreateGroup(const SplitInfo& info) {
+  if (!MpiEnv::ThreadMultiple()) {
+    throw Unsupported(
+        "mpi: groups need MPI_THREAD_MULTIPLE (each group calls MPI from its own thread), but "
+        "MPI was initialized at a lower level; let cohort initialize MPI, or call "
+        "MPI_Init_thread with MPI_THREAD_MULTIPLE");
+  }
+  MPI_Comm comm = MPI_COMM_NULL;
+  // Keys: the new ranks are the positions in info.members, which Split ordered already.
+  int key = 0;
+  if (info.color != kNoColor) key = info.config.rank;
+  COHORT_CHECK_MPI(
+      MPI_Comm_split(comm_, info.color == kNoColor ? MPI_UNDEFINED : info.color, key, &comm));
+  if (info.color == kNoColor) return nullptr;
+  return std::unique_ptr<Communicator>(new MpiCommunicator(info.config, comm));
+}
+
+void MpiCommunicator::Adopt(MPI_Comm comm) {
+  comm_ = comm;
   COHORT_CHECK_MPI(MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN));
   int* tag_ub = nullptr;
   int found = 0;

@@ -22,11 +22,18 @@ class MpiCommunicator : public ThreadedCommunicator {
  protected:
   // Collectives block the worker; send and recv are posted (MPI_Isend/MPI_Irecv) and polled.
   std::unique_ptr<Pending> Run(const Op& op) override;
+  // MPI_Comm_split of this communicator (needs MPI_THREAD_MULTIPLE: each group's worker thread
+  // calls MPI on its own communicator).
+  std::unique_ptr<Communicator> CreateGroup(const SplitInfo& info) override;
   void OnWaitTimeout(Work& work) override;
   // A caller's thread is blocked in MPI past the timeout: name the culprits, then abort the job.
   void OnInlineStuck(const Op& op) override;
 
  private:
+  // A group: adopts comm, made by MPI_Comm_split of a parent.
+  MpiCommunicator(const CommConfig& config, MPI_Comm comm);
+  // Shared tail of both constructors: error handler, tag bound, the worker.
+  void Adopt(MPI_Comm comm);
   void RunAllReduce(const Op& op);
   void RunReduceScatter(const Op& op);
   std::unique_ptr<Pending> PostSendRecv(const Op& op);

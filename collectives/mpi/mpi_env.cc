@@ -18,6 +18,7 @@ namespace {
 
 std::atomic<bool> g_stuck{false};
 bool g_we_initialized = false;
+bool g_thread_multiple = false;
 std::vector<void (*)()> g_before_finalize;  // appended under Ensure()'s once or the op's once
 
 const char* LevelName(int level) {
@@ -72,11 +73,13 @@ void MpiEnv::Ensure() {
     int provided = MPI_THREAD_SINGLE;
     TuneMalloc();
     if (!initialized) {
-      COHORT_CHECK_MPI(MPI_Init_thread(nullptr, nullptr, MPI_THREAD_SERIALIZED, &provided));
+      // MULTIPLE: each group (Split) runs its MPI calls on its own worker thread.
+      COHORT_CHECK_MPI(MPI_Init_thread(nullptr, nullptr, MPI_THREAD_MULTIPLE, &provided));
       g_we_initialized = true;
     } else {
       COHORT_CHECK_MPI(MPI_Query_thread(&provided));
     }
+    g_thread_multiple = provided >= MPI_THREAD_MULTIPLE;
     std::atexit(FinalizeAtExit);
     if (provided < MPI_THREAD_SERIALIZED) {
       throw Unavailable(fmt::format(
@@ -92,6 +95,8 @@ void MpiEnv::BeforeFinalize(void (*fn)()) { g_before_finalize.push_back(fn); }
 void MpiEnv::MarkStuck() { g_stuck.store(true); }
 
 bool MpiEnv::Stuck() { return g_stuck.load(); }
+
+bool MpiEnv::ThreadMultiple() { return g_thread_multiple; }
 
 void MpiEnv::Abort(int code) {
   MPI_Abort(MPI_COMM_WORLD, code);

@@ -11,7 +11,7 @@ class MpiEnv {
  public:
   // True when this process was started by mpirun (or MPI is already initialized).
   static bool Launched();
-  // Initializes MPI with MPI_THREAD_SERIALIZED unless the program already did; throws
+  // Initializes MPI with MPI_THREAD_MULTIPLE (at least SERIALIZED) unless the program already did; throws
   // Unavailable if MPI was initialized at a lower thread level than cohort needs.
   static void Ensure();
   // Runs fn at exit just before MPI_Finalize (to free MPI objects cohort created).
@@ -19,6 +19,8 @@ class MpiEnv {
   // Records that an operation is stuck in MPI: at exit, MPI_Abort replaces MPI_Finalize.
   static void MarkStuck();
   static bool Stuck();
+  // True when MPI runs at MPI_THREAD_MULTIPLE (needed by groups); valid after Ensure().
+  static bool ThreadMultiple();
   // Terminates every process of the MPI job with code (MPI_Abort).
   [[noreturn]] static void Abort(int code);
 };

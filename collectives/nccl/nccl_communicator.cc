@@ -160,12 +160,104 @@ NcclCommunicator::NcclCommunicator(const CommConfig& config, int device)
   progress_ = std::thread([this] { ProgressLoop(); });
 }
 
-void NcclCommunicator::Init(const CommConfig& config) {
+void NcclCommunicator::InitResources() {
   DeviceGuard guard(device_);
   COHORT_CHECK_CUDA(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
   COHORT_CHECK_CUDA(cudaEventCreateWithFlags(&order_event_, cudaEventDisableTiming));
   COHORT_CHECK_CUDA(cudaMalloc(&barrier_buf_, sizeof(float)));
   COHORT_CHECK_CUDA(cudaMemsetAsync(barrier_buf_, 0, sizeof(float), stream_));
+}
+
+NcclCommunicator::NcclCommunicator(NcclCommunicator& parent, const SplitInfo& info)
+    : Communicator(info.config), device_(parent.device_) {
+  try {
+    InitResources();
+    DeviceGuard guard(device_);
+    ncclConfig_t cfg = NCCL_CONFIG_INITIALIZER;
+    cfg.blocking = 0;
+    const std::string name = "cohort/" + info.config.name;
+#if NCCL_VERSION_CODE >= NCCL_VERSION(2, 19, 0)
+    cfg.commName = name.c_str();
+#endif
+    const auto deadline = Clock::now() + info.config.connect_timeout;
+    std::lock_guard<std::mutex> lock(parent.comm_mu_);
+    const ncclResult_t rc = ncclCommSplit(parent.comm_, info.color, Rank(), &comm_, &cfg);
+    Settle(comm_ ? comm_ : parent.comm_, rc, "ncclCommSplit", deadline,
+           "ncclCommSplit did not finish in time (did every rank of the parent call Split?)",
+           __FILE__, __LINE__);
+  } catch (...) {
+    if (comm_) (void)ncclCommAbort(comm_);
+    comm_ = nullptr;
+    ReleaseResources();
+    throw;
+  }
+  progress_ = std::thread([this] { ProgressLoop(); });
+}
+
+std::unique_ptr<Communicator> NcclCommunicator::CreateGroup(const SplitInfo& info) {
+  if (info.color != kNoColor) {
+    return std::unique_ptr<Communicator>(new NcclCommunicator(*this, info));
+  }
+  // ncclCommSplit is collective over the parent: ranks that join no group take part too.
+  DeviceGuard guard(device_);
+  std::lock_guard<std::mutex> lock(comm_mu_);
+  ncclComm_t none = nullptr;
+  ncclConfig_t cfg = NCCL_CONFIG_INITIALIZER;
+  cfg.blocking = 0;
+  const ncclResult_t rc = ncclCommSplit(comm_, NCCL_SPLIT_NOCOLOR, Rank(), &none, &cfg);
+  Settle(comm_, rc, "ncclCommSplit", Clock::now() + config().connect_timeout,
+         "ncclCommSplit did not finish in time (did every rank of the parent call Split?)",
+         __FILE__, __LINE__);
+  return nullptr;
+}
+
+std::vector<WorkPtr> NcclCommunicator::SubmitBatch(std::vector<Op> ops) {
+  std::vector<WorkPtr> works;
+  for (Op& op : ops) works.push_back(NewWork(std::move(op)));
+  if (works.empty()) return works;
+  const auto deadline = Clock::now() + works.front()->op().timeout;
+  std::lock_guard<std::mutex> lock(comm_mu_);
+  if (aborted_.load() || comm_ == nullptr) {
+    for (auto& w : works) w->Finish(BrokenError());
+    return works;
+  }
+  try {
+    DeviceGuard guard(device_);
+    COHORT_NCCL_ENQUEUE(ncclGroupStart());
+    for (auto& w : works) {
+      OpStarted(*w);
+      Enqueue(w->op(), deadline);
+    }
+    COHORT_NCCL_ENQUEUE(ncclGroupEnd());
+    for (auto& w : works) Track(w);
+  } catch (const std::exception& e) {
+    auto* ce = dynamic_cast<const cohort::Error*>(&e);
+    std::exception_ptr error =
+        Blame(works.front()->op(), ce ? ce->kind() : ErrorKind::kInternal, e.what());
+    Abort(e.what());
+    for (auto& w : works) OpFinished(*w, error);
+    return works;
+  }
+  cv_.notify_one();
+  return works;
+}
+
+void NcclCommunicator::Track(const WorkPtr& work) {
+  cudaEvent_t done = TakeEvent();
+  try {
+    COHORT_CHECK_CUDA(cudaEventRecord(done, stream_));
+  } catch (...) {
+    std::lock_guard<std::mutex> qlock(mu_);
+    free_events_.push_back(done);
+    throw;
+  }
+  std::lock_guard<std::mutex> qlock(mu_);
+  pending_.push_back({work, done, Clock::now()});
+}
+
+void NcclCommunicator::Init(const CommConfig& config) {
+  InitResources();
+  DeviceGuard guard(device_);
 
   const auto deadline = Clock::now() + config.connect_timeout;
   ncclUniqueId id;

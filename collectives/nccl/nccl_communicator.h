@@ -59,6 +59,11 @@ class NcclCommunicator : public Communicator {
 
  protected:
   WorkPtr Submit(Op op) override;
+  // One ncclGroupStart/End around the batch, so that sends and receives between two ranks in
+  // either direction progress together.
+  std::vector<WorkPtr> SubmitBatch(std::vector<Op> ops) override;
+  // ncclCommSplit of this communicator, on the same device (collective over every rank of it).
+  std::unique_ptr<Communicator> CreateGroup(const SplitInfo& info) override;
   void Validate(const Op& op) const override;
   // Aborts the NCCL communicator so that the stuck stream drains, after the base has blamed the
   // ranks that never reached the operation.
@@ -72,7 +77,13 @@ class NcclCommunicator : public Communicator {
     Clock::time_point submitted{};
   };
 
+  // A group: ncclCommSplit of parent with info's color and rank as key.
+  NcclCommunicator(NcclCommunicator& parent, const SplitInfo& info);
   void Init(const CommConfig& config);
+  // Creates stream_, order_event_ and barrier_buf_ on device_.
+  void InitResources();
+  // Queues work (and its event) for the progress thread. Called with comm_mu_ held.
+  void Track(const WorkPtr& work);
   // Throws InvalidArgument unless t is memory on this communicator's device.
   void CheckTensor(const TensorView& t, const Op& op) const;
   // Issues op's NCCL calls on stream_. Called with comm_mu_ held.

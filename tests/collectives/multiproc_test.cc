@@ -44,7 +44,7 @@ class Multiproc : public ::testing::Test {
     std::vector<std::vector<std::string>> argvs;
     std::vector<std::map<std::string, std::string>> envs;
     for (int r = 0; r < n; ++r) {
-      std::vector<std::string> argv = {BinPath("collective_worker"), "--backend", "gloo"};
+      std::vector<std::string> argv = {BinPath(worker_), "--backend", "gloo"};
       argv.insert(argv.end(), args.begin(), args.end());
       auto e = BaseEnv();
       for (const auto& [k, v] : env) e[k] = v;
@@ -92,7 +92,7 @@ class Multiproc : public ::testing::Test {
         argv.push_back(k);
       }
     }
-    argv.push_back(BinPath("collective_worker"));
+    argv.push_back(BinPath(worker_));
     argv.push_back("--backend");
     argv.push_back("mpi");
     argv.insert(argv.end(), args.begin(), args.end());
@@ -103,6 +103,8 @@ class Multiproc : public ::testing::Test {
 #endif
 
   std::unique_ptr<GrpcStoreServer> server_;
+  // The worker binary the ranks run: collective_worker, or split_worker for the group tests.
+  std::string worker_ = "collective_worker";
 };
 
 std::string Describe(const std::vector<ProcessResult>& rs) {
@@ -365,6 +367,50 @@ TEST_F(Multiproc, MpiDebugChecksNameMismatchedCalls) {
   EXPECT_FALSE(r.timed_out) << r.output;
   EXPECT_NE(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("ranks called different operations"), std::string::npos) << r.output;
+}
+#endif
+
+// ---- groups: Split, Mesh and batched send/recv (split_worker.cc checks the values) ----
+
+TEST_F(Multiproc, GlooGroupsAtWorlds1To4) {
+  worker_ = "split_worker";
+  for (int n = 1; n <= 4; ++n) {
+    auto rs = Gloo(n, {}, {{"COHORT_RUN_ID", fmt::format("groups-{}", n)}}, 60s);
+    for (int r = 0; r < n; ++r) {
+      EXPECT_EQ(rs[r].exit_code, 0) << "world " << n << "\n" << Describe(rs);
+      EXPECT_NE(rs[r].output.find("groups ok"), std::string::npos) << Describe(rs);
+    }
+  }
+}
+
+TEST_F(Multiproc, GlooGroupHangNamesGroupAndGlobalRank) {
+  worker_ = "split_worker";
+  // Odd global ranks 1, 3 form group odd-1; its rank 0 (global 1) never calls the all-reduce.
+  auto rs = Gloo(4, {"--mode", "hang"},
+                 {{"COHORT_TIMEOUT", "2"}, {"COHORT_HEARTBEAT_INTERVAL", "0.2"}}, 20s, 0);
+  const ProcessResult& r3 = rs[3];
+  EXPECT_EQ(r3.exit_code, 3) << Describe(rs);
+  EXPECT_NE(r3.output.find("on rank 1 of group odd-1 (global rank 3)"), std::string::npos)
+      << Describe(rs);
+  EXPECT_NE(r3.output.find("rank 0 of group odd-1 (global rank 1) never reached it"),
+            std::string::npos)
+      << Describe(rs);
+  EXPECT_EQ(rs[0].exit_code, 0) << Describe(rs);  // the even group completed
+  EXPECT_LT(r3.seconds, 10.0) << Describe(rs);
+}
+
+#if COHORT_HAVE_MPI
+TEST_F(Multiproc, MpiGroupsAtWorlds1To4) {
+  worker_ = "split_worker";
+  for (int n : {1, 3, 4}) {
+    auto r = Mpi(n, {}, {}, 90s);
+    EXPECT_EQ(r.exit_code, 0) << "world " << n << "\n" << r.output;
+    for (int q = 0; q < n; ++q) {
+      EXPECT_NE(r.output.find(fmt::format("rank {} of {} (mpi): groups ok", q, n)),
+                std::string::npos)
+          << r.output;
+    }
+  }
 }
 #endif
 
