@@ -79,16 +79,23 @@ std::string GlooCommunicator::UnavailableReason(const CommConfig& config) {
   return "";
 }
 
-GlooCommunicator::GlooCommunicator(const CommConfig& config) : ThreadedCommunicator(config) {
+GlooCommunicator::GlooCommunicator(const CommConfig& config)
+    : GlooCommunicator(config, nullptr) {}
+
+GlooCommunicator::GlooCommunicator(const CommConfig& config,
+                                   std::shared_ptr<gloo::transport::Device> device)
+    : ThreadedCommunicator(config), device_(std::move(device)) {
   if (auto why = UnavailableReason(config); !why.empty()) throw Unavailable(why);
   if (Size() > 1) {
     const std::string host = BindHost();
     JoinGroup(*config.store, Scope(), Rank(), Size(), config.connect_timeout, "gloo");
     try {
-      gloo::transport::tcp::attr attr;
-      attr.hostname = host;
-      if (host.find(':') == std::string::npos) attr.ai_family = AF_INET;
-      device_ = gloo::transport::tcp::CreateDevice(attr);
+      if (!device_) {
+        gloo::transport::tcp::attr attr;
+        attr.hostname = host;
+        if (host.find(':') == std::string::npos) attr.ai_family = AF_INET;
+        device_ = gloo::transport::tcp::CreateDevice(attr);
+      }
       auto context = std::make_shared<gloo::rendezvous::Context>(Rank(), Size());
       context->setTimeout(config.connect_timeout);
       GlooStoreAdapter adapter(config.store, Scope() + "/gloo/", config.connect_timeout);
@@ -125,7 +132,7 @@ GlooCommunicator::~GlooCommunicator() {
 
 std::unique_ptr<Communicator> GlooCommunicator::CreateGroup(const SplitInfo& info) {
   if (info.color == kNoColor) return nullptr;
-  return std::make_unique<GlooCommunicator>(info.config);
+  return std::make_unique<GlooCommunicator>(info.config, device_);
 }
 
 WorkPtr GlooCommunicator::Submit(Op op) {

@@ -28,6 +28,9 @@ class GlooCommunicator : public ThreadedCommunicator {
  public:
   // Joins the group and connects a full mesh of TCP pairs. Needs config.store.
   explicit GlooCommunicator(const CommConfig& config);
+  // The same over an existing TCP device (a group shares its parent's: one listening socket and
+  // one event-loop thread per process, however many groups).
+  GlooCommunicator(const CommConfig& config, std::shared_ptr<gloo::transport::Device> device);
   ~GlooCommunicator() override;
 
   const char* Backend() const override { return "gloo"; }
