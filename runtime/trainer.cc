@@ -7,6 +7,7 @@
 #include "runtime/trainer.h"
 
 #include <ATen/core/Tensor.h>
+#include <ATen/ops/scalar_tensor.h>
 #include <fmt/format.h>
 #include <torch/optim/optimizer.h>
 
@@ -79,10 +80,25 @@ class Trainer::Impl {
       throw InvalidArgument(fmt::format(
           "Trainer: max_steps is {}; pass -1 (no limit) or a step count", options_.max_steps));
     }
-    state_.world = pg_->Size();
+    const bool own_data = options_.data_rank == -1 && options_.data_ranks == -1;
+    if (!own_data && (options_.data_ranks < 1 || options_.data_rank < 0 ||
+                      options_.data_rank >= options_.data_ranks)) {
+      throw InvalidArgument(fmt::format(
+          "Trainer: data_rank {} of data_ranks {}; pass both (0 <= data_rank < data_ranks) or "
+          "neither",
+          options_.data_rank, options_.data_ranks));
+    }
+    data_rank_ = own_data ? pg_->Rank() : options_.data_rank;
+    data_ranks_ = own_data ? pg_->Size() : options_.data_ranks;
+    state_.world = data_ranks_;
   }
 
-  TrainResult Fit(size_t dataset_size, const LossFn& loss_fn);
+  // One step on these indices; returns its loss as a detached scalar tensor (on the loss's
+  // device: no host sync per step).
+  using Step = std::function<at::Tensor(const std::vector<size_t>& indices)>;
+  TrainResult Fit(size_t dataset_size, const Step& step);
+  // The step of a LossFn: loss, backward, optimizer step.
+  Step LossStep(const LossFn& loss_fn);
 
   std::vector<StepHook> hooks_;
   std::atomic<bool> stop_requested_{false};
@@ -103,6 +119,8 @@ class Trainer::Impl {
   std::shared_ptr<DistributedDataParallel> ddp_;
   std::shared_ptr<torch::optim::Optimizer> optimizer_;
   TrainerOptions options_;
+  int data_rank_ = 0;  // the sampler's rank and world
+  int data_ranks_ = 1;
 };
 
 ReportExchange Trainer::Impl::Exchange(ReportExchange e) {
@@ -126,22 +144,43 @@ std::unique_ptr<collectives::Heartbeat> Trainer::Impl::MakeHeartbeat() {
   }
 }
 
-TrainResult Trainer::Impl::Fit(size_t dataset_size, const LossFn& loss_fn) {
+Trainer::Impl::Step Trainer::Impl::LossStep(const LossFn& loss_fn) {
+  if (!loss_fn) throw InvalidArgument("Trainer::Fit: the loss function is empty");
+  return [this, &loss_fn](const std::vector<size_t>& indices) {
+    at::Tensor loss = loss_fn(indices);
+    if (!loss.defined() || loss.numel() != 1) {
+      throw InvalidArgument(fmt::format(
+          "Trainer: the loss function must return a scalar tensor; it returned {}",
+          loss.defined() ? fmt::format("one with {} elements", loss.numel()) : "nothing"));
+    }
+    if (!loss.requires_grad()) {
+      throw InvalidArgument(
+          "Trainer: the loss does not require grad (computed under a NoGradGuard, or every "
+          "parameter frozen?); return the model's loss with its autograd graph");
+    }
+    ZeroGrad(*optimizer_);
+    loss.backward();
+    optimizer_->step();
+    return loss.detach().reshape({});
+  };
+}
+
+TrainResult Trainer::Impl::Fit(size_t dataset_size, const Step& step_fn) {
   if (dataset_size == 0) {
     throw InvalidArgument("Trainer::Fit: the dataset is empty (0 examples); nothing to train on");
   }
-  if (!loss_fn) throw InvalidArgument("Trainer::Fit: the loss function is empty");
   const int rank = pg_->Rank();
   const int world = pg_->Size();
+  const int data_world = data_ranks_;
   const bool rank0 = rank == 0;
   const size_t batch = options_.batch_size;
 
   TrainerState start = Snapshot();
-  DistributedSampler sampler(dataset_size, rank, world, /*shuffle=*/true, options_.seed,
+  DistributedSampler sampler(dataset_size, data_rank_, data_world, /*shuffle=*/true, options_.seed,
                              options_.drop_last);
   // Continue where the state says: after Restore (a checkpoint), or in a second Fit after a stop.
   if (restored_ || start.step > 0) {
-    sampler.Restore(start.sampler, start.world > 0 ? start.world : world);
+    sampler.Restore(start.sampler, start.world > 0 ? start.world : data_world);
   } else {
     sampler.SetEpoch(start.epoch);
   }
@@ -174,7 +213,7 @@ TrainResult Trainer::Impl::Fit(size_t dataset_size, const LossFn& loss_fn) {
   if (rank0) {
     COHORT_INFO(kRuntime,
                 "training {} steps: {} examples, {} per rank, batch {} per rank, {} rank(s)",
-                planned, dataset_size, share, batch, world);
+                planned, dataset_size, share, batch, data_world);
   }
 
   const Clock::time_point begin = Clock::now();
@@ -204,22 +243,7 @@ TrainResult Trainer::Impl::Fit(size_t dataset_size, const LossFn& loss_fn) {
         const std::vector<size_t> indices = sampler.Next(batch);
         if (indices.empty()) break;  // epoch done
 
-        at::Tensor loss = loss_fn(indices);
-        if (!loss.defined() || loss.numel() != 1) {
-          throw InvalidArgument(fmt::format(
-              "Trainer: the loss function must return a scalar tensor; it returned {}",
-              loss.defined() ? fmt::format("one with {} elements", loss.numel()) : "nothing"));
-        }
-        if (!loss.requires_grad()) {
-          throw InvalidArgument(
-              "Trainer: the loss does not require grad (computed under a NoGradGuard, or every "
-              "parameter frozen?); return the model's loss with its autograd graph");
-        }
-        ZeroGrad(*optimizer_);
-        loss.backward();
-        optimizer_->step();
-
-        const at::Tensor value = loss.detach().reshape({});
+        const at::Tensor value = step_fn(indices);
         loss_sum = loss_sum.defined() ? loss_sum.add(value) : value.clone();
         last_loss = value;
         ++loss_steps;
@@ -232,7 +256,7 @@ TrainResult Trainer::Impl::Fit(size_t dataset_size, const LossFn& loss_fn) {
           state_.epoch = epoch;
           state_.step = before.step + 1;
           state_.sampler = sampler_state;
-          state_.world = world;
+          state_.world = data_world;
           after = state_;
         }
         ++result.steps;
@@ -282,7 +306,7 @@ TrainResult Trainer::Impl::Fit(size_t dataset_size, const LossFn& loss_fn) {
         loss_steps = 0;
 
         const double rate =
-            since > 0 ? static_cast<double>(samples_since_report * world) / since : 0;
+            since > 0 ? static_cast<double>(samples_since_report * data_world) / since : 0;
         samples_since_report = 0;
         last_report = Clock::now();
         shown.samples_per_second = rate;
@@ -304,7 +328,7 @@ TrainResult Trainer::Impl::Fit(size_t dataset_size, const LossFn& loss_fn) {
   if (progress) progress->EndLine();
 
   result.seconds = SecondsSince(begin);
-  result.samples = local_samples * world;  // equal shares: every rank saw as many
+  result.samples = local_samples * data_world;  // equal shares: every replica saw as many
   result.samples_per_second =
       result.seconds > 0 ? static_cast<double>(result.samples) / result.seconds : 0;
   if (rank0) {
@@ -331,7 +355,14 @@ Trainer::Trainer(std::shared_ptr<ProcessGroup> pg, std::shared_ptr<DistributedDa
 Trainer::~Trainer() = default;
 
 TrainResult Trainer::Fit(size_t dataset_size, const LossFn& loss) {
-  return impl_->Fit(dataset_size, loss);
+  return impl_->Fit(dataset_size, impl_->LossStep(loss));
+}
+
+TrainResult Trainer::Fit(size_t dataset_size, const StepFn& step) {
+  if (!step) throw InvalidArgument("Trainer::Fit: the step function is empty");
+  return impl_->Fit(dataset_size, [&step](const std::vector<size_t>& indices) {
+    return at::scalar_tensor(step(indices), at::kDouble);
+  });
 }
 
 void Trainer::OnStep(StepHook hook) { impl_->hooks_.push_back(std::move(hook)); }

@@ -31,6 +31,12 @@ struct TrainerOptions {
   // records, and the ranks' exchange of their losses (one tiny all-reduce). 0: every step.
   double progress_interval = 1.0;
   bool progress = true;  // rank 0 prints progress
+  // Which share of the dataset this rank reads, when that is not its place in the process
+  // group: the pipeline stages (or tensor-parallel ranks) of one model replica read the same
+  // batches, so they pass the replica's data-parallel rank and the number of replicas. -1: the
+  // process group's rank and size. Samples and samples/s count replicas, not ranks.
+  int data_rank = -1;
+  int data_ranks = -1;
 };
 
 // Where the loop stands; what a checkpoint saves besides model and optimizer.
@@ -54,18 +60,24 @@ class Trainer {
   // Returns the loss (a scalar tensor with a graph to run backward on) of the model on the
   // examples with these indices. Called once per step on every rank.
   using LossFn = std::function<at::Tensor(const std::vector<size_t>& indices)>;
+  // A whole training step on the examples with these indices (e.g. zero_grad, a pipeline
+  // schedule, the optimizer step); returns the step's loss. Called once per step on every rank.
+  using StepFn = std::function<double(const std::vector<size_t>& indices)>;
   // Called after every optimizer step with the state after it.
   using StepHook = std::function<void(const TrainerState& state)>;
 
   // ddp may be null (a model kept in step some other way, or one process); the loop itself only
   // reads its statistics. Throws InvalidArgument for a null pg or optimizer, batch_size 0,
-  // epochs < 0 or max_steps < -1.
+  // epochs < 0, max_steps < -1 or a data_rank outside [0, data_ranks).
   Trainer(std::shared_ptr<ProcessGroup> pg, std::shared_ptr<DistributedDataParallel> ddp,
           std::shared_ptr<torch::optim::Optimizer> optimizer, TrainerOptions options);
   ~Trainer();
 
   // Trains over a dataset of dataset_size examples. Resumes from State() (set by Restore).
   TrainResult Fit(size_t dataset_size, const LossFn& loss);
+  // Trains with a step of the caller's own in place of loss, backward and optimizer step;
+  // progress, metrics, heartbeats, RequestStop and the step hooks work as with a LossFn.
+  TrainResult Fit(size_t dataset_size, const StepFn& step);
 
   void OnStep(StepHook hook);
   // Asks the loop to stop after the current step (e.g. from a SIGTERM handler); Fit returns.
