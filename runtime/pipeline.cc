@@ -272,7 +272,11 @@ void Pipeline::SendOutput(StepState& s, const at::Tensor& out, int micro) {
 }
 
 void Pipeline::RunForward(StepState& s, int micro) {
-  if (stage() > 0) ReceiveInput(s, micro);
+  if (stage() > 0) {
+    ReceiveInput(s, micro);  // posts the queued sends with the receive
+  } else {
+    transport_->Post();
+  }
   const at::Tensor& x = s.inputs[micro];
   at::Tensor out = Forward(s, x, micro);
   s.outputs[micro] = out;
@@ -313,6 +317,7 @@ void Pipeline::RunBackward(StepState& s, int micro) {
   if (ddp_ && micro + 1 < s.m) no_sync.emplace(ddp_->NoSync());
   const at::Tensor& out = s.outputs[micro];
   if (stage() + 1 == stages()) {
+    transport_->Post();
     const Clock::time_point t0 = Clock::now();
     if (s.losses[micro].requires_grad()) s.losses[micro].backward();
     s.compute += SecondsSince(t0);

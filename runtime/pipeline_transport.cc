@@ -98,23 +98,26 @@ void PipelineTransport::Receive(const at::Tensor& t, int src, uint32_t tag,
   state_->receiving.clear();
 }
 
-void PipelineTransport::Flush() {
-  if (!state_->queued.empty()) {
-    std::vector<collectives::P2POp> ops;
-    for (const auto& q : state_->queued) ops.push_back(SendOp(q.tensor, q.peer, q.tag));
-    std::vector<collectives::WorkPtr> works;
-    try {
-      works = pp_->BatchSendRecv(ops);
-    } catch (const std::exception& e) {
-      Rethrow(e, "posting the send of " + state_->queued.front().what + " to",
-              state_->queued.front().peer);
-    }
-    for (size_t i = 0; i < works.size(); ++i) {
-      state_->queued[i].work = works[i];
-      state_->posted.push_back(std::move(state_->queued[i]));
-    }
-    state_->queued.clear();
+void PipelineTransport::Post() {
+  if (state_->queued.empty()) return;
+  std::vector<collectives::P2POp> ops;
+  for (const auto& q : state_->queued) ops.push_back(SendOp(q.tensor, q.peer, q.tag));
+  std::vector<collectives::WorkPtr> works;
+  try {
+    works = pp_->BatchSendRecv(ops);
+  } catch (const std::exception& e) {
+    Rethrow(e, "posting the send of " + state_->queued.front().what + " to",
+            state_->queued.front().peer);
   }
+  for (size_t i = 0; i < works.size(); ++i) {
+    state_->queued[i].work = works[i];
+    state_->posted.push_back(std::move(state_->queued[i]));
+  }
+  state_->queued.clear();
+}
+
+void PipelineTransport::Flush() {
+  Post();
   for (auto& p : state_->posted) {
     try {
       p.work->Wait();

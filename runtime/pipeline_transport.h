@@ -56,6 +56,9 @@ class PipelineTransport {
   // Posts the queued sends and a receive into t from stage src in one batch, and waits for the
   // receive. Throws the communication error, naming both stages, as the same kind.
   void Receive(const at::Tensor& t, int src, uint32_t tag, const std::string& what);
+  // Posts the queued sends now, without waiting (before a pass that receives nothing, so the
+  // neighbour need not wait for this stage's next receive).
+  void Post();
   // Posts the queued sends and waits for every send since the last Flush.
   void Flush();
 
