@@ -123,6 +123,8 @@ std::vector<Case> Cases() {
   cases.push_back({"gloo_tp1_parallel", "gloo", 1, 1, {}});
   cases.push_back({"gloo_tp2_no_bias", "gloo", 2, 2, {"--no-bias"}});
   cases.push_back({"mpi_tp2_parallel", "mpi", 2, 2, {}});
+  // Two tp groups of two (Split of the world of 4) training side by side.
+  cases.push_back({"gloo_world4_tp2", "gloo", 4, 2, {}});
   return cases;
 }
 
