@@ -8,6 +8,8 @@
 #include <vector>
 
 #include "checkpoint/catalog.h"
+#include "checkpoint/consolidate.h"
+#include "checkpoint/layout.h"
 #include "checkpoint/loader.h"
 #include "common/error.h"
 
@@ -19,6 +21,7 @@ using checkpoint::RunDir;
 
 struct CheckpointOptions {
   std::string uri;
+  std::string out_uri;  // consolidate
   std::vector<int> ranks;
 };
 
@@ -148,6 +151,24 @@ void PrintShard(int rank, const checkpoint::Shard& shard) {
   }
 }
 
+// A sharded snapshot's mesh and, per global tensor, which rank holds which box.
+void PrintLayout(const checkpoint::LoadedSnapshot& snap) {
+  const auto layout =
+      checkpoint::ShardedLayout::Parse(snap.manifest, snap.uri + "/" + checkpoint::kManifestName);
+  fmt::print(
+      "mesh dp={} pp={} tp={} (rank order: tp fastest, then pp, then dp), {} global "
+      "tensor(s)\n",
+      layout.mesh.dp, layout.mesh.pp, layout.mesh.tp, layout.tensors.size());
+  for (const auto& [name, t] : layout.tensors) {
+    std::string shards;
+    for (const auto& s : t.shards) {
+      shards += fmt::format("{}rank {} {}", shards.empty() ? "" : ", ", s.rank, s.box.ToString());
+    }
+    fmt::print("  tensor {}  {}  {}: {}\n", name, collectives::DTypeName(t.dtype),
+               checkpoint::ShapeToString(t.shape), shards);
+  }
+}
+
 int RunInspect(const CheckpointOptions& o) {
   Location loc = checkpoint::ResolveUri(o.uri);
   checkpoint::LoadOptions load;
@@ -171,8 +192,9 @@ int RunInspect(const CheckpointOptions& o) {
   const auto& m = snap->manifest;
   fmt::print("snapshot {}\n", snap->uri);
   fmt::print("run {}, step {}, epoch {}, world size {}, layout {}, created {}\n",
-             m.run.empty() ? "-" : m.run, m.step, m.epoch, m.world_size, m.layout.dump(),
-             m.created);
+             m.run.empty() ? "-" : m.run, m.step, m.epoch, m.world_size,
+             checkpoint::IsShardedLayout(m.layout) ? "sharded" : m.layout.dump(), m.created);
+  if (checkpoint::IsShardedLayout(m.layout)) PrintLayout(*snap);
   for (const auto& s : m.shards) {
     fmt::print("shard {}  rank {}  {}  {}  {} tensor(s)\n", s.object, s.rank, HumanBytes(s.size),
                s.digest, s.tensors);
@@ -181,12 +203,20 @@ int RunInspect(const CheckpointOptions& o) {
   return 0;
 }
 
+int RunConsolidate(const CheckpointOptions& o) {
+  const auto r = checkpoint::ConsolidateSnapshot(o.uri, o.out_uri);
+  fmt::print("consolidated {} into {} ({} tensor(s), {}, {})\n", r.source, r.saved.uri, r.tensors,
+             HumanBytes(r.saved.shard.size), r.saved.shard.digest);
+  return 0;
+}
+
 }  // namespace
 
 Command AddCheckpointCommand(CLI::App& parent) {
   auto options = std::make_shared<CheckpointOptions>();
   CLI::App* app = parent.add_subcommand(
-      "checkpoint", "List, verify or inspect snapshots in file://, s3:// or a local path");
+      "checkpoint",
+      "List, verify, inspect or consolidate snapshots in file://, s3:// or a local path");
   app->require_subcommand(1, 1);
   CLI::App* ls = app->add_subcommand("ls", "List snapshots: step, world size, status, size");
   CLI::App* verify =
@@ -203,9 +233,17 @@ Command AddCheckpointCommand(CLI::App& parent) {
   app->footer(
       "A snapshot is complete when its manifest.json exists and every shard's size and digest "
       "match it.\nExit codes: 0 fine, 1 a bad snapshot or an error, 2 bad usage.");
-  return {app, [ls, verify, options] {
+  CLI::App* consolidate = app->add_subcommand(
+      "consolidate",
+      "Write a sharded snapshot as one unsharded (data-parallel, world 1) snapshot under OUT_URI");
+  consolidate
+      ->add_option("snapshot", options->uri, "a sharded snapshot (or a run's folder: its latest)")
+      ->required();
+  consolidate->add_option("out_uri", options->out_uri, "the run folder to write it to")->required();
+  return {app, [ls, verify, consolidate, options] {
             if (ls->parsed()) return RunLs(*options);
             if (verify->parsed()) return RunVerify(*options);
+            if (consolidate->parsed()) return RunConsolidate(*options);
             return RunInspect(*options);
           }};
 }
