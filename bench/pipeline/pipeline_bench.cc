@@ -61,7 +61,7 @@ int main(int argc, char** argv) {
   std::vector<std::string> schedules = {"gpipe", "1f1b"};
   int64_t batch = 64, width = 256;
   int steps = 3;
-  double fwd_ms = 4, bwd_ms = 8;
+  double fwd_ms = 20, bwd_ms = 40;  // ~1.5 ms of messaging per slot stays small beside it
   bool spin = false;
   app.add_option("--micro", micros, "micro-batch counts");
   app.add_option("--schedules", schedules);
@@ -85,9 +85,9 @@ int main(int argc, char** argv) {
           "# p={} batch={} width={}; per stage and micro-batch a fixed {} of {} ms forward and "
           "{} ms backward (so the bubble is measurable with fewer cores than stages)\n",
           p, batch, width, spin ? "busy-wait" : "sleep", fwd_ms, bwd_ms);
-      std::cout << fmt::format("{:>8} {:>4} {:>10} {:>9} {:>8} {:>9} {:>9} {:>12} {:>9}\n",
+      std::cout << fmt::format("{:>8} {:>4} {:>10} {:>9} {:>8} {:>9} {:>9} {:>12} {:>9} {:>8}\n",
                                "schedule", "m", "samples/s", "step_ms", "theory", "idle_max",
-                               "idle_min", "peak_act_B", "vs_gpipe");
+                               "idle_min", "peak_act_B", "vs_gpipe", "targets");
     }
     std::map<int, double> gpipe_peak;
     for (const auto& sched : schedules) {
@@ -120,12 +120,22 @@ int main(int argc, char** argv) {
         if (sched == "gpipe") gpipe_peak[m] = peak;
         const std::string vs =
             gpipe_peak.count(m) ? fmt::format("{:.3f}", peak / gpipe_peak[m]) : "-";
-        std::cout
-            << fmt::format(
-                   "{:>8} {:>4} {:>10.0f} {:>9.1f} {:>8.3f} {:>9.3f} {:>9.3f} {:>12.0f} {:>9}\n",
-                   sched, m, batch / mean_step, mean_step * 1e3, TheoreticalBubble(p, m), idle_max,
-                   idle_min, peak, vs)
-            << std::flush;
+        // The targets: bubble within 0.05 of theory at m >= 2p; 1F1B's peak activations
+        // at most (p/m) x GPipe's + 10%.
+        std::string targets = "-";
+        if (m >= 2 * p) {
+          bool ok = idle_max - TheoreticalBubble(p, m) <= 0.05;
+          if (sched == "1f1b" && gpipe_peak.count(m)) {
+            ok = ok && peak <= 1.1 * static_cast<double>(p) / m * gpipe_peak[m];
+          }
+          targets = ok ? "met" : "missed";
+        }
+        std::cout << fmt::format(
+                         "{:>8} {:>4} {:>10.0f} {:>9.1f} {:>8.3f} {:>9.3f} {:>9.3f} {:>12.0f} "
+                         "{:>9} {:>8}\n",
+                         sched, m, batch / mean_step, mean_step * 1e3, TheoreticalBubble(p, m),
+                         idle_max, idle_min, peak, vs, targets)
+                  << std::flush;
       }
     }
     return 0;
