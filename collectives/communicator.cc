@@ -127,17 +127,24 @@ WorkPtr Communicator::ReduceScatter(TensorView in, TensorView out, ReduceOp op,
   return Start(OpType::kReduceScatter, in, out, op, -1, opts);
 }
 
+void Communicator::CheckPeer(OpType type, const TensorView& buf, int peer,
+                             const std::string& what) const {
+  const bool send = type == OpType::kSend;
+  CheckDevice(buf, what.c_str());
+  CheckRank(peer, (what + (send ? ": destination" : ": source")).c_str());
+  if (peer == rank_) {
+    throw InvalidArgument(fmt::format("{}: a rank cannot {} itself; copy instead", what,
+                                      send ? "send to" : "receive from"));
+  }
+}
+
 WorkPtr Communicator::Send(TensorView buf, int dst, const OpOptions& opts) {
-  CheckDevice(buf, "send");
-  CheckRank(dst, "send: destination");
-  if (dst == rank_) throw InvalidArgument("send: a rank cannot send to itself; copy instead");
+  CheckPeer(OpType::kSend, buf, dst, "send");
   return Start(OpType::kSend, buf, buf, ReduceOp::kSum, dst, opts);
 }
 
 WorkPtr Communicator::Recv(TensorView buf, int src, const OpOptions& opts) {
-  CheckDevice(buf, "recv");
-  CheckRank(src, "recv: source");
-  if (src == rank_) throw InvalidArgument("recv: a rank cannot receive from itself; copy instead");
+  CheckPeer(OpType::kRecv, buf, src, "recv");
   return Start(OpType::kRecv, buf, buf, ReduceOp::kSum, src, opts);
 }
 
@@ -161,27 +168,15 @@ std::vector<WorkPtr> Communicator::BatchSendRecv(const std::vector<P2POp>& ops,
   batch.reserve(ops.size());
   for (size_t i = 0; i < ops.size(); ++i) {
     const P2POp& p = ops[i];
-    const std::string what = fmt::format("batch op {}", i);
     if (p.type != OpType::kSend && p.type != OpType::kRecv) {
-      throw InvalidArgument(
-          fmt::format("{}: {} is not point-to-point; a batch holds only sends "
-                      "and receives",
-                      what, OpTypeName(p.type)));
+      throw InvalidArgument(fmt::format(
+          "batch op {}: {} is not point-to-point; a batch holds only sends and receives", i,
+          OpTypeName(p.type)));
     }
-    CheckDevice(p.buf, p.type == OpType::kSend ? "send" : "recv");
-    CheckRank(p.peer, p.type == OpType::kSend ? "send: destination" : "recv: source");
-    if (p.peer == rank_) {
-      throw InvalidArgument(fmt::format("{}: a rank cannot {} itself; copy instead", what,
-                                        p.type == OpType::kSend ? "send to" : "receive from"));
-    }
-    Op op;
-    op.type = p.type;
-    op.in = op.out = p.buf;
-    op.peer = p.peer;
-    op.tag = p.tag;
-    op.timeout = opts.timeout.count() > 0 ? opts.timeout : config_.timeout;
-    Validate(op);
-    batch.push_back(op);
+    CheckPeer(p.type, p.buf, p.peer, fmt::format("batch op {}: {}", i, OpTypeName(p.type)));
+    OpOptions o = opts;
+    o.tag = p.tag;
+    batch.push_back(MakeOp(p.type, p.buf, p.buf, ReduceOp::kSum, p.peer, o));
   }
   std::lock_guard<std::mutex> lock(seq_mu_);
   if (broken_.load()) {
@@ -261,8 +256,8 @@ std::unique_ptr<Communicator> Communicator::CreateGroup(const SplitInfo& info) {
   throw Unsupported(fmt::format("backend {} does not support split", Backend()));
 }
 
-WorkPtr Communicator::Start(OpType type, TensorView in, TensorView out, ReduceOp reduce, int peer,
-                            const OpOptions& opts) {
+Op Communicator::MakeOp(OpType type, TensorView in, TensorView out, ReduceOp reduce, int peer,
+                        const OpOptions& opts) const {
   Op op;
   op.type = type;
   op.in = in;
@@ -272,6 +267,12 @@ WorkPtr Communicator::Start(OpType type, TensorView in, TensorView out, ReduceOp
   op.timeout = opts.timeout.count() > 0 ? opts.timeout : config_.timeout;
   op.tag = opts.tag;
   Validate(op);
+  return op;
+}
+
+WorkPtr Communicator::Start(OpType type, TensorView in, TensorView out, ReduceOp reduce, int peer,
+                            const OpOptions& opts) {
+  Op op = MakeOp(type, in, out, reduce, peer, opts);
   std::lock_guard<std::mutex> lock(seq_mu_);
   if (op.IsCollective()) op.seq = next_seq_++;
   if (broken_.load()) {

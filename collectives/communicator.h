@@ -135,7 +135,7 @@ class Communicator {
 
   // What a backend needs to build one group of a Split.
   struct SplitInfo {
-    int color = kNoColor;      // this rank's color (kNoColor: it joins no group)
+    int color = kNoColor;  // this rank's color (kNoColor: it joins no group)
     int key = 0;
     std::vector<int> members;  // this communicator's ranks in the new group, in the new order
     CommConfig config;         // the new group's config: rank, size, name, group, global_ranks
@@ -168,11 +168,16 @@ class Communicator {
   std::string Scope() const;
 
  private:
+  // The op these arguments describe, after the backend's checks (not yet numbered).
+  Op MakeOp(OpType type, TensorView in, TensorView out, ReduceOp reduce, int peer,
+            const OpOptions& opts) const;
   // Builds the op, checks it, numbers it and submits it.
   WorkPtr Start(OpType type, TensorView in, TensorView out, ReduceOp reduce, int peer,
                 const OpOptions& opts);
   void CheckDevice(const TensorView& t, const char* what) const;
   void CheckRank(int r, const char* what) const;
+  // A send's or receive's buffer and peer; what names the call in errors ("send").
+  void CheckPeer(OpType type, const TensorView& buf, int peer, const std::string& what) const;
 
   const CommConfig config_;
   const int rank_;

@@ -259,6 +259,25 @@ TEST(Validation, BadArgumentsGetOneLineFixes) {
         "the nccl backend");
     expect_invalid([&] { comm.AllReduce(TensorView(nullptr, 8, DType::kFloat32), ReduceOp::kSum); },
                    "null data pointer");
+    expect_invalid([&] { comm.Send(TensorView(a.data(), 8, DType::kFloat32), 0); },
+                   "send: a rank cannot send to itself");
+    const TensorView va(a.data(), 8, DType::kFloat32);
+    expect_invalid(
+        [&] {
+          comm.BatchSendRecv({{OpType::kRecv, va, 0, 0}});
+        },
+        "batch op 0: recv: a rank cannot receive from itself");
+    expect_invalid(
+        [&] {
+          comm.BatchSendRecv({{OpType::kBarrier, va, 0, 0}});
+        },
+        "batch op 0: barrier is not point-to-point");
+    expect_invalid(
+        [&] {
+          comm.BatchSendRecv({{OpType::kSend, TensorView(), 2, 0}});
+        },
+        "batch op 0: send: destination rank 2 is outside the world of 1");
+    EXPECT_TRUE(comm.BatchSendRecv({}).empty());
     EXPECT_THROW(ParseDType("float8"), InvalidArgument);
     EXPECT_THROW(ParseReduceOp("xor"), InvalidArgument);
   });
