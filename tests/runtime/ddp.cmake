@@ -6,9 +6,6 @@ set_target_properties(ddp_worker PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${CMAKE_BIN
 add_executable(ddp_test ddp_test.cc)
 target_link_libraries(ddp_test PRIVATE cohort_collectives cohort_test_util GTest::gtest_main
                       cohort_warnings)
-if(COHORT_WITH_MPI)
-  target_compile_definitions(ddp_test PRIVATE MPIEXEC="${MPIEXEC_EXECUTABLE}")
-endif()
 add_dependencies(ddp_test ddp_worker)
 gtest_discover_tests(ddp_test TEST_PREFIX "ddp." NO_PRETTY_VALUES
                      PROPERTIES LABELS multiproc TIMEOUT 180 RUN_SERIAL ON DISCOVERY_TIMEOUT 60)

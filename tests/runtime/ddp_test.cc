@@ -10,6 +10,7 @@
 #include "collectives/config.h"
 #include "collectives/store/grpc_store_server.h"
 #include "tests/util/subprocess.h"
+#include "tests/util/world.h"
 
 namespace cohort::testing {
 namespace {
@@ -50,34 +51,7 @@ class DdpEquivalence : public ::testing::TestWithParam<Case> {
   std::vector<ProcessResult> Run(const Case& c) {
     std::vector<std::string> worker = {BinPath("ddp_worker")};
     worker.insert(worker.end(), c.args.begin(), c.args.end());
-    auto env = Env(c);
-    if (c.backend == "mpi") {
-#if COHORT_HAVE_MPI
-      env["OMPI_ALLOW_RUN_AS_ROOT"] = "1";
-      env["OMPI_ALLOW_RUN_AS_ROOT_CONFIRM"] = "1";
-      env["OMPI_MCA_rmaps_base_oversubscribe"] = "1";
-      std::vector<std::string> argv = {MPIEXEC, "-np", std::to_string(c.world), "--bind-to",
-                                       "none"};
-      for (const auto& [k, v] : env) {
-        if (k.rfind("COHORT_", 0) == 0 || k.find("_NUM_THREADS") != std::string::npos) {
-          argv.insert(argv.end(), {"-x", k});
-        }
-      }
-      argv.insert(argv.end(), worker.begin(), worker.end());
-      Subprocess p(argv, env);
-      return {p.Wait(120s)};
-#endif
-    }
-    std::vector<std::vector<std::string>> argvs;
-    std::vector<std::map<std::string, std::string>> envs;
-    for (int r = 0; r < c.world; ++r) {
-      auto e = env;
-      e["COHORT_RANK"] = std::to_string(r);
-      e["COHORT_WORLD_SIZE"] = std::to_string(c.world);
-      argvs.push_back(worker);
-      envs.push_back(e);
-    }
-    return RunAll(argvs, envs, 120s);
+    return RunWorld(c.backend, c.world, worker, Env(c), 120s);
   }
 
   std::unique_ptr<collectives::GrpcStoreServer> server_;

@@ -7,9 +7,6 @@ set_target_properties(pipeline_worker PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${CMAK
 add_executable(pipeline_test pipeline_test.cc)
 target_link_libraries(pipeline_test PRIVATE cohort_collectives cohort_test_util GTest::gtest_main
                       cohort_warnings)
-if(COHORT_WITH_MPI)
-  target_compile_definitions(pipeline_test PRIVATE MPIEXEC="${MPIEXEC_EXECUTABLE}")
-endif()
 add_dependencies(pipeline_test pipeline_worker)
 gtest_discover_tests(pipeline_test TEST_PREFIX "pipeline." TEST_FILTER "-*Mpi*"
                      PROPERTIES LABELS multiproc TIMEOUT 120 RUN_SERIAL ON DISCOVERY_TIMEOUT 60)

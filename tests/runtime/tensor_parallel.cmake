@@ -7,9 +7,6 @@ set_target_properties(tp_worker PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${CMAKE_BINA
 add_executable(tensor_parallel_test tensor_parallel_test.cc)
 target_link_libraries(tensor_parallel_test PRIVATE cohort_collectives cohort_test_util
                       GTest::gtest_main cohort_warnings)
-if(COHORT_WITH_MPI)
-  target_compile_definitions(tensor_parallel_test PRIVATE MPIEXEC="${MPIEXEC_EXECUTABLE}")
-endif()
 add_dependencies(tensor_parallel_test tp_worker)
 gtest_discover_tests(tensor_parallel_test TEST_PREFIX "tp." NO_PRETTY_VALUES
                      PROPERTIES LABELS multiproc TIMEOUT 120 RUN_SERIAL ON DISCOVERY_TIMEOUT 60)
