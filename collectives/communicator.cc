@@ -205,14 +205,13 @@ struct SplitEntry {
   int32_t key;
 };
 
-std::string CheckGroupName(const std::string& group) {
+void CheckGroupName(const std::string& group) {
   for (char c : group) {
     if (!std::isalnum(static_cast<unsigned char>(c)) && c != '-' && c != '_' && c != '.') {
       throw InvalidArgument(fmt::format(
           "split: group name '{}' has '{}'; use letters, digits, '-', '_' and '.'", group, c));
     }
   }
-  return group;
 }
 
 }  // namespace

@@ -115,10 +115,9 @@ int MeshShape::RankOf(const std::vector<int>& coords) const {
 }
 
 int MeshShape::ColorAlong(int rank, int d) const {
-  // The group's number: the rank of its member with coordinate 0 along d, counted among such
-  // ranks (so groups are numbered 0, 1, ... in order of their smallest rank).
-  std::vector<int> c = Coords(rank);
-  c[static_cast<size_t>(d)] = 0;
+  // The other coordinates, row-major: groups are numbered 0, 1, ... in order of their smallest
+  // rank.
+  const std::vector<int> c = Coords(rank);
   int color = 0;
   for (size_t i = 0; i < dims_.size(); ++i) {
     if (static_cast<int>(i) == d) continue;

@@ -43,8 +43,9 @@ class MeshShape {
   // Coordinates of rank, one per dimension.
   std::vector<int> Coords(int rank) const;
   int RankOf(const std::vector<int>& coords) const;
-  // The split of dimension d for rank: color (the same for ranks that differ only along d) and
-  // key (the coordinate along d), and the group's number i in "<dim>-<i>".
+  // The color of rank's group along dimension d: the same for ranks that differ only along d,
+  // and the group's number i in "<dim>-<i>" (Mesh::Create splits with it, keyed by the
+  // coordinate along d).
   int ColorAlong(int rank, int d) const;
   // "dp=2,pp=2,tp=2".
   std::string ToString() const;
@@ -68,8 +69,7 @@ class Mesh {
   std::unique_ptr<Communicator> Release(const std::string& dim);
 
  private:
-  Mesh(MeshShape shape, std::vector<int> coords,
-       std::vector<std::unique_ptr<Communicator>> groups);
+  Mesh(MeshShape shape, std::vector<int> coords, std::vector<std::unique_ptr<Communicator>> groups);
 
   MeshShape shape_;
   std::vector<int> coords_;

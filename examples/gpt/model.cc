@@ -128,21 +128,20 @@ std::shared_ptr<torch::nn::Module> MakeGptStage(const GptConfig& c,
         fmt::format("gpt: --dim {} is not divisible by --heads {}", c.dim, c.heads));
   }
   auto stage = std::make_shared<Stage>();
+  // Keeps unit u when it belongs to this stage, under its name in the whole model.
+  auto keep = [&](int u, const std::string& name, auto module) {
+    if (u < first || u >= end) return;
+    stage->units.push_back([module](const at::Tensor& x) { return module->forward(x); });
+    stage->register_module(name, module);
+  };
   // Every unit is built on every rank, in order: the same RNG draws as the one-process model.
   for (int u = 0; u < c.Units(); ++u) {
-    const bool mine = u >= first && u < end;
     if (u == 0) {
-      auto m = std::make_shared<Embed>(c, tp);
-      if (mine) stage->units.push_back([m](const at::Tensor& x) { return m->forward(x); });
-      if (mine) stage->register_module("embed", m);
+      keep(u, "embed", std::make_shared<Embed>(c, tp));
     } else if (u <= c.layers) {
-      auto m = std::make_shared<Block>(c, tp);
-      if (mine) stage->units.push_back([m](const at::Tensor& x) { return m->forward(x); });
-      if (mine) stage->register_module(fmt::format("block{}", u - 1), m);
+      keep(u, fmt::format("block{}", u - 1), std::make_shared<Block>(c, tp));
     } else {
-      auto m = std::make_shared<Head>(c, tp);
-      if (mine) stage->units.push_back([m](const at::Tensor& x) { return m->forward(x); });
-      if (mine) stage->register_module("final", m);
+      keep(u, "final", std::make_shared<Head>(c, tp));
     }
   }
   return stage;
