@@ -1,18 +1,17 @@
-// One S3 bucket over HTTP: builds path-style URLs with sorted, encoded query strings, signs with
-// libcurl's SigV4, and retries with exponential backoff and jitter on 5xx, 429, connection errors
-// and timeouts. Thread-safe: each request borrows its own curl easy handle from a pool, so
-// parallel part uploads run on separate connections, and connections are reused across calls.
+// One S3 bucket over HTTP: builds path-style URLs with sorted, encoded query strings and signs
+// with libcurl's SigV4. Transport, connection reuse and retries (exponential backoff and jitter
+// on 5xx, 429, connection errors and timeouts) are common/http.h's. Thread-safe: parallel part
+// uploads run on separate connections.
 #pragma once
 
-#include <atomic>
 #include <cstdint>
-#include <map>
-#include <mutex>
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "checkpoint/store/s3_options.h"
+#include "common/http.h"
 
 namespace cohort::checkpoint {
 
@@ -25,11 +24,7 @@ struct S3Request {
   size_t body_size = 0;
 };
 
-struct S3Response {
-  long status = 0;
-  std::string body;
-  std::map<std::string, std::string> headers;  // names lower-case
-  std::string Header(const std::string& name) const;
+struct S3Response : http::Response {
   // S3's error <Code> and <Message> from the body ("" when absent, e.g. for HEAD).
   std::string ErrorCode() const;
   std::string ErrorMessage() const;
@@ -38,7 +33,6 @@ struct S3Response {
 class S3Client {
  public:
   S3Client(std::string bucket, const S3Options& options);
-  ~S3Client();
   S3Client(const S3Client&) = delete;
   S3Client& operator=(const S3Client&) = delete;
 
@@ -57,23 +51,15 @@ class S3Client {
   const S3Options& options() const { return options_; }
   // "s3://bucket/key", for messages.
   std::string Describe(const std::string& key) const;
-  uint64_t retries() const { return retries_.load(); }
-
-  struct Attempt;  // one try of a request (defined in the .cc, used by curl's callbacks)
+  uint64_t retries() const { return http_->retries(); }
 
  private:
-  void* AcquireHandle();
-  void ReleaseHandle(void* handle);
-  std::string Url(const S3Request& request) const;
-  void Perform(void* handle, const S3Request& request, const std::string& url, Attempt* attempt);
+  std::string Target(const S3Request& request) const;
 
   std::string bucket_;
   S3Options options_;
   std::string endpoint_;  // no trailing '/'
-  std::string sigv4_;     // "aws:amz:<region>:s3"
-  std::mutex mu_;
-  std::vector<void*> idle_;  // CURL* handles, reused to keep connections alive
-  std::atomic<uint64_t> retries_{0};
+  std::unique_ptr<http::Client> http_;
 };
 
 // AWS's URI encoding: every byte but A-Z a-z 0-9 - _ . ~ as %XX; '/' kept when keep_slash.
