@@ -69,6 +69,13 @@ int OnSeek(void* user, curl_off_t offset, int origin) {
   return CURL_SEEKFUNC_OK;
 }
 
+// Aborts a transfer in flight once the caller's `cancelled` says so (curl polls this about once
+// a second, and on every chunk), so a slow server cannot hold a closing caller.
+int OnProgress(void* user, curl_off_t, curl_off_t, curl_off_t, curl_off_t) {
+  const auto* cancelled = static_cast<const std::function<bool()>*>(user);
+  return (*cancelled)() ? 1 : 0;
+}
+
 // Transport errors that another attempt cannot fix.
 bool RetryableCurl(CURLcode code) {
   switch (code) {
@@ -96,8 +103,8 @@ double Since(std::chrono::steady_clock::time_point start) {
 // Sleeps `seconds` in short slices; false when `cancelled` said stop first.
 bool SleepUnlessCancelled(double seconds, const std::function<bool()>& cancelled) {
   using Clock = std::chrono::steady_clock;
-  const Clock::time_point until =
-      Clock::now() + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(seconds));
+  const Clock::time_point until = Clock::now() + std::chrono::duration_cast<Clock::duration>(
+                                                     std::chrono::duration<double>(seconds));
   while (Clock::now() < until) {
     if (cancelled && cancelled()) return false;
     Clock::duration left = until - Clock::now();
@@ -214,6 +221,20 @@ void Client::ReleaseHandle(void* handle) {
   idle_.push_back(handle);
 }
 
+// Basic and SigV4 go through curl's options; a bearer token is a header (Perform adds it).
+void Client::SetAuth(void* handle) const {
+  CURL* h = static_cast<CURL*>(handle);
+  if (auth_.kind == Auth::Kind::kBasic) {
+    curl_easy_setopt(h, CURLOPT_HTTPAUTH, static_cast<long>(CURLAUTH_BASIC));
+  } else if (auth_.kind == Auth::Kind::kAwsSigV4) {
+    curl_easy_setopt(h, CURLOPT_AWS_SIGV4, auth_.sigv4.c_str());
+  } else {
+    return;
+  }
+  curl_easy_setopt(h, CURLOPT_USERNAME, auth_.user.c_str());
+  curl_easy_setopt(h, CURLOPT_PASSWORD, auth_.password.c_str());
+}
+
 void Client::Perform(void* handle, const Request& request, Attempt* attempt) const {
   CURL* h = static_cast<CURL*>(handle);
   curl_easy_reset(h);  // keeps the live connection
@@ -230,6 +251,12 @@ void Client::Perform(void* handle, const Request& request, Attempt* attempt) con
   if (options_.request_timeout_s > 0)
     curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, static_cast<long>(options_.request_timeout_s * 1000));
   curl_easy_setopt(h, CURLOPT_TCP_KEEPALIVE, 1L);
+  if (options_.cancelled) {
+    curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
+    curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, OnProgress);
+    curl_easy_setopt(h, CURLOPT_XFERINFODATA,
+                     const_cast<std::function<bool()>*>(&options_.cancelled));
+  }
   curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, OnBody);
   curl_easy_setopt(h, CURLOPT_WRITEDATA, &attempt->response);
   curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, OnHeader);
@@ -237,23 +264,8 @@ void Client::Perform(void* handle, const Request& request, Attempt* attempt) con
   curl_slist* headers = nullptr;
   for (const auto& line : request.headers) headers = curl_slist_append(headers, line.c_str());
   const std::string bearer = "Authorization: Bearer " + auth_.token;
-  switch (auth_.kind) {
-    case Auth::Kind::kNone:
-      break;
-    case Auth::Kind::kBearer:
-      headers = curl_slist_append(headers, bearer.c_str());
-      break;
-    case Auth::Kind::kBasic:
-      curl_easy_setopt(h, CURLOPT_HTTPAUTH, static_cast<long>(CURLAUTH_BASIC));
-      curl_easy_setopt(h, CURLOPT_USERNAME, auth_.user.c_str());
-      curl_easy_setopt(h, CURLOPT_PASSWORD, auth_.password.c_str());
-      break;
-    case Auth::Kind::kAwsSigV4:
-      curl_easy_setopt(h, CURLOPT_AWS_SIGV4, auth_.sigv4.c_str());
-      curl_easy_setopt(h, CURLOPT_USERNAME, auth_.user.c_str());
-      curl_easy_setopt(h, CURLOPT_PASSWORD, auth_.password.c_str());
-      break;
-  }
+  if (auth_.kind == Auth::Kind::kBearer) headers = curl_slist_append(headers, bearer.c_str());
+  SetAuth(h);
   // curl sends "Expect: 100-continue" before large bodies and then waits up to a second for
   // the server's go-ahead; send the body right away instead. (Removing the header with "Expect:"
   // is not an option: curl's SigV4 signs the removed header and the signature no longer matches.)

@@ -62,7 +62,7 @@ struct Options {
   double backoff_max_s = 5.0;      // cap of one backoff step
   double max_retry_after_s = 60;   // a longer Retry-After is cut to this
   double connect_timeout_s = 10;
-  double stall_timeout_s = 60;  // a transfer below 1 KiB/s for this long is a retried timeout
+  double stall_timeout_s = 60;   // a transfer below 1 KiB/s for this long is a retried timeout
   double request_timeout_s = 0;  // whole attempt, 0: none (stall_timeout_s still applies)
   // Throw Unauthenticated on 401/403 (with auth_hint), instead of returning the answer.
   bool refusal_throws = true;
@@ -105,6 +105,7 @@ class Client {
   void* AcquireHandle();
   void ReleaseHandle(void* handle);
   void Perform(void* handle, const Request& request, Attempt* attempt) const;
+  void SetAuth(void* handle) const;
   bool Retryable(const Attempt& attempt, std::string* problem) const;
   [[noreturn]] void ThrowRefused(const std::string& what, const Response& response) const;
   // The one-line message when attempts run out or the caller cancelled.
