@@ -119,6 +119,18 @@ inline constexpr Var kAwsAccessKeyId{"AWS_ACCESS_KEY_ID", "AWS tools: access key
 inline constexpr Var kAwsSecretAccessKey{"AWS_SECRET_ACCESS_KEY", "AWS tools: secret key"};
 inline constexpr Var kAwsSessionToken{"AWS_SESSION_TOKEN", "AWS tools: session token"};
 
+// MLflow tracking (tracking/): MLflow's own names, as its clients read them.
+inline constexpr Var kMlflowTrackingUri{"MLFLOW_TRACKING_URI",
+                                        "MLflow tracking server, http(s)://host:port[/prefix]"};
+inline constexpr Var kMlflowExperimentName{"MLFLOW_EXPERIMENT_NAME",
+                                           "MLflow experiment of the run (created if absent)"};
+inline constexpr Var kMlflowRunId{"MLFLOW_RUN_ID", "MLflow run to continue instead of a new one"};
+inline constexpr Var kMlflowTrackingToken{"MLFLOW_TRACKING_TOKEN", "MLflow bearer token"};
+inline constexpr Var kMlflowTrackingUsername{"MLFLOW_TRACKING_USERNAME",
+                                             "MLflow basic-auth user"};
+inline constexpr Var kMlflowTrackingPassword{"MLFLOW_TRACKING_PASSWORD",
+                                             "MLflow basic-auth password"};
+
 // torchrun-compatible aliases.
 inline constexpr Var kTorchRank{"RANK", "torchrun: global rank (PyTorchJob: node rank)"};
 inline constexpr Var kTorchWorldSize{"WORLD_SIZE", "torchrun: number of processes"};
