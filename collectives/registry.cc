@@ -14,6 +14,7 @@
 #if COHORT_HAVE_NCCL
 #include "collectives/nccl/nccl_communicator.h"
 #endif
+#include "collectives/ps/ps_communicator.h"
 
 namespace cohort::collectives {
 namespace {
@@ -51,6 +52,13 @@ const std::vector<BackendEntry>& Backends() {
      },
      &Make<GlooCommunicator>},
 #endif
+    // Last: the fallback where no collective backend can run. Always built (gRPC is required).
+    {"ps",
+     [](const CommConfig& c, DeviceType d) {
+       if (d != DeviceType::kCPU) return std::string("ps moves CPU tensors only");
+       return ps::PsCommunicator::UnavailableReason(c);
+     },
+     &Make<ps::PsCommunicator>},
   };
   return backends;
 }
@@ -78,6 +86,9 @@ std::unique_ptr<Communicator> CreateCommunicator(const std::string& backend,
   }
   std::string reasons;
   for (const auto& b : Backends()) {
+    // auto reaches ps only when every rank agrees to fall back (through the store), which is
+    // not built yet; a rank alone on ps would strand its peers.
+    if (std::string(b.name) == "ps") continue;
     std::string why = b.unavailable(config, devices);
     if (why.empty()) {
       try {

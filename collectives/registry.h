@@ -17,7 +17,8 @@ struct BackendEntry {
   std::unique_ptr<Communicator> (*create)(const CommConfig& config);
 };
 
-// Every backend compiled into this build, in the order `auto` tries them: nccl, mpi, gloo.
+// Every backend compiled into this build, in the order `auto` tries them: nccl, mpi, gloo;
+// then ps, which auto does not pick (yet): name it.
 const std::vector<BackendEntry>& Backends();
 
 // Creates the backend named by `backend` ("auto" or a name from Backends()). With auto, NCCL

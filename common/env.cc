@@ -82,6 +82,8 @@ const std::vector<const Var*>& All() {
                                               &kDebugCollectives,
                                               &kMallocTune,
                                               &kGlooHost,
+                                              &kPsServers,
+                                              &kPsPartitionBytes,
                                               &kShm,
                                               &kProgress,
                                               &kS3Endpoint,

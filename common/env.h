@@ -86,6 +86,14 @@ inline constexpr Var kShm{
     "the backend's transport (gloo); 0: always through the transport"};
 inline constexpr Var kGlooHost{"COHORT_GLOO_HOST",
                                "address Gloo's TCP transport binds and advertises (hostname)"};
+inline constexpr Var kPsServers{
+    "COHORT_PS_SERVERS",
+    "host:port,... of the parameter servers (backend ps), in shard order (`cohort launch "
+    "--ps-servers N` sets it)"};
+inline constexpr Var kPsPartitionBytes{
+    "COHORT_PS_PARTITION_BYTES",
+    "backend ps: tensors are cut into partitions of this many bytes, spread over the servers "
+    "(4 MiB); the same on every rank"};
 inline constexpr Var kProgress{
     "COHORT_PROGRESS",
     "the Trainer's progress line on rank 0: auto (in place on a terminal, plain lines otherwise "

@@ -1,0 +1,87 @@
+#include "collectives/ps/ps_client.h"
+
+#include <fmt/format.h>
+
+#include "collectives/store/grpc_status.h"
+#include "common/error.h"
+#include "common/net.h"
+
+namespace cohort::collectives::ps {
+namespace {
+
+namespace pb = ::cohort::ps;
+
+std::string CheckToken(std::string token) {
+  for (unsigned char c : token) {
+    if (c < 0x20 || c > 0x7e) {
+      throw InvalidArgument(
+          "COHORT_TOKEN holds a byte that is not printable ASCII; gRPC metadata cannot carry "
+          "it: use letters, digits and punctuation only (e.g. `openssl rand -hex 16`)");
+    }
+  }
+  return token;
+}
+
+}  // namespace
+
+PsServerClient::PsServerClient(const std::string& address, int shard, int shards, std::string token)
+    : address_(net::ParseHostPort(address, "COHORT_PS_SERVERS").ToString()),
+      shard_(shard),
+      shards_(shards),
+      token_(CheckToken(std::move(token))),
+      name_(fmt::format("server {} (shard {} of {})", address_, shard, shards)) {
+  grpc::ChannelArguments args;
+  // Workers often start with or before the servers: retry a refused connection soon.
+  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
+  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
+  args.SetInt(GRPC_ARG_DNS_MIN_TIME_BETWEEN_RESOLUTIONS_MS, 1000);
+  args.SetMaxReceiveMessageSize(-1);
+  args.SetMaxSendMessageSize(-1);
+  // One channel per server and process; a distinct arg keeps gRPC from sharing the TCP
+  // connection of another communicator's channel to the same server (a split group).
+  args.SetInt("cohort.ps.shard", shard);
+  channel_ = grpc::CreateCustomChannel(address_, grpc::InsecureChannelCredentials(), args);
+  stub_ = pb::PsService::NewStub(channel_);
+}
+
+void PsServerClient::Connect(Deadline deadline) {
+  const auto start = std::chrono::system_clock::now();
+  if (!channel_->WaitForConnected(deadline)) {
+    const double waited =
+        std::chrono::duration<double>(std::chrono::system_clock::now() - start).count();
+    throw Unavailable(fmt::format(
+        "ps {} did not come up within {:.1f} s: start `cohort ps-server --port {} --shard {} "
+        "--shards {}` there (or `cohort launch --ps-servers {}`), or fix COHORT_PS_SERVERS",
+        name_, waited, net::ParseHostPort(address_, "COHORT_PS_SERVERS").port, shard_, shards_,
+        shards_));
+  }
+  grpc::ClientContext ctx;
+  if (!token_.empty()) ctx.AddMetadata("authorization", "Bearer " + token_);
+  ctx.set_deadline(deadline + std::chrono::seconds(5));
+  pb::HelloRequest req;
+  pb::HelloReply reply;
+  const grpc::Status s = stub_->Hello(&ctx, req, &reply);
+  if (s.error_code() == grpc::StatusCode::PERMISSION_DENIED) {
+    throw Unauthenticated(fmt::format(
+        "ps {} refused this worker: {} (gRPC PERMISSION_DENIED); give workers and servers the "
+        "same COHORT_TOKEN",
+        name_, s.error_message()));
+  }
+  CheckGrpc(s, fmt::format("ps {}: Hello", name_));
+  if (reply.shard() != shard_ || reply.shards() != shards_) {
+    throw InvalidArgument(fmt::format(
+        "COHORT_PS_SERVERS lists {} as shard {} of {}, but it was started as shard {} of {}: list "
+        "the servers in shard order, every one of them, the same on every worker",
+        address_, shard_, shards_, reply.shard(), reply.shards()));
+  }
+}
+
+void PsServerClient::PushPull(grpc::ClientContext* ctx, const pb::PushRequest* req,
+                              pb::PullReply* reply, Deadline deadline,
+                              std::function<void(grpc::Status)> done) {
+  if (!token_.empty()) ctx->AddMetadata("authorization", "Bearer " + token_);
+  ctx->set_deadline(deadline);
+  stub_->async()->PushPull(ctx, req, reply, std::move(done));
+}
+
+}  // namespace cohort::collectives::ps

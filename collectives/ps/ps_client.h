@@ -1,0 +1,50 @@
+// The worker's side of one parameter-server shard: its channel, the token every call carries,
+// and the checks that the server is up and is the shard the worker's list says it is.
+#pragma once
+
+#include <grpcpp/grpcpp.h>
+
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "collectives/ps/ps.grpc.pb.h"
+
+namespace cohort::collectives::ps {
+
+class PsServerClient {
+ public:
+  using Deadline = std::chrono::system_clock::time_point;
+
+  // A client of shard `shard` of `shards` at address ("host:port"). Does not connect yet.
+  // Throws InvalidArgument for a malformed address or a token that gRPC metadata cannot carry.
+  PsServerClient(const std::string& address, int shard, int shards, std::string token);
+
+  // Waits until the server accepts connections and answers Hello as the expected shard.
+  // Throws Unavailable naming the server when it is not up by the deadline, Unauthenticated
+  // when it refuses the token, InvalidArgument when it is another shard.
+  void Connect(Deadline deadline);
+
+  // Sends req on ctx (which gets the token and the deadline) and calls done on a gRPC thread.
+  // ctx, req and reply must outlive the call.
+  void PushPull(grpc::ClientContext* ctx, const ::cohort::ps::PushRequest* req,
+                ::cohort::ps::PullReply* reply, Deadline deadline,
+                std::function<void(grpc::Status)> done);
+
+  // "server 127.0.0.1:7001 (shard 1 of 2)": how errors name it.
+  const std::string& Name() const { return name_; }
+  const std::string& Address() const { return address_; }
+  int Shard() const { return shard_; }
+
+ private:
+  const std::string address_;
+  const int shard_;
+  const int shards_;
+  const std::string token_;
+  const std::string name_;
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<::cohort::ps::PsService::Stub> stub_;
+};
+
+}  // namespace cohort::collectives::ps

@@ -1,0 +1,183 @@
+#include "collectives/ps/ps_server.h"
+
+#include <fmt/format.h>
+#include <grpcpp/grpcpp.h>
+
+#include <atomic>
+#include <mutex>
+#include <string_view>
+
+#include "collectives/ps/ps.grpc.pb.h"
+#include "collectives/ps/push_table.h"
+#include "common/error.h"
+#include "common/log.h"
+#include "common/net.h"
+
+namespace cohort::collectives::ps {
+namespace {
+
+namespace pb = ::cohort::ps;
+
+// Compares in time that depends only on expected's length, not on where the two differ.
+bool ConstantTimeEquals(std::string_view given, std::string_view expected) {
+  unsigned char diff = given.size() == expected.size() ? 0 : 1;
+  for (size_t i = 0; i < expected.size(); ++i) {
+    const unsigned char g = i < given.size() ? static_cast<unsigned char>(given[i]) : 0;
+    diff |= static_cast<unsigned char>(g ^ static_cast<unsigned char>(expected[i]));
+  }
+  return diff == 0;
+}
+
+// One PushPull call: waits in the table (holding no thread) until its round is answered.
+class PushReactor final : public grpc::ServerUnaryReactor, public PushTable::Waiter {
+ public:
+  PushReactor(PushTable* table, const pb::PushRequest* req, pb::PullReply* reply)
+      : table_(table), req_(req), reply_(reply) {}
+
+  const pb::PushRequest& Request() const override { return *req_; }
+  void Answer(const grpc::Status& status, std::shared_ptr<const std::string> result) override {
+    if (status.ok() && result) reply_->set_data(*result);
+    Finish(status);
+  }
+  void OnCancel() override { table_->Abandon(this); }
+  void OnDone() override { delete this; }
+
+ private:
+  PushTable* table_;
+  const pb::PushRequest* req_;
+  pb::PullReply* reply_;
+};
+
+}  // namespace
+
+class PsServer::Impl final : public pb::PsService::CallbackService {
+ public:
+  Impl(std::string host, int port, std::string token, int shard, int shards)
+      : host_(std::move(host)),
+        port_(port),
+        token_(std::move(token)),
+        shard_(shard),
+        shards_(shards) {}
+
+  void Start() {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (server_ || stopped_) throw InvalidArgument("PsServer::Start called twice");
+    const std::string requested = net::HostPort{host_, port_}.ToString();
+    int chosen = 0;
+    grpc::ServerBuilder builder;
+    builder.AddListeningPort(requested, grpc::InsecureServerCredentials(), &chosen);
+    builder.RegisterService(this);
+    // Without this a second server could bind the same port silently (SO_REUSEPORT).
+    builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
+    builder.SetMaxReceiveMessageSize(-1);
+    builder.SetMaxSendMessageSize(-1);
+    server_ = builder.BuildAndStart();
+    if (!server_ || chosen == 0) {
+      server_.reset();
+      throw Unavailable(fmt::format(
+          "ps-server shard {} could not listen on {}: the port is in use or the host is not an "
+          "address of this machine; pick another --port (or 0 for any free one)",
+          shard_, requested));
+    }
+    port_ = chosen;
+  }
+
+  void Shutdown() {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!server_) return;
+    // Pending pushes are cancelled (OnCancel fails their rounds) and answered.
+    server_->Shutdown(std::chrono::system_clock::now() + std::chrono::milliseconds(100));
+    server_.reset();
+    stopped_ = true;
+  }
+
+  int Port() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return server_ || stopped_ ? port_ : 0;
+  }
+
+  std::string Address() const { return net::HostPort{host_, Port()}.ToString(); }
+
+  grpc::ServerUnaryReactor* Hello(grpc::CallbackServerContext* ctx, const pb::HelloRequest*,
+                                  pb::HelloReply* reply) override {
+    auto* reactor = ctx->DefaultReactor();
+    grpc::Status auth = Authenticate(*ctx);
+    if (auth.ok()) {
+      reply->set_shard(shard_);
+      reply->set_shards(shards_);
+    }
+    reactor->Finish(auth);
+    return reactor;
+  }
+
+  grpc::ServerUnaryReactor* PushPull(grpc::CallbackServerContext* ctx, const pb::PushRequest* req,
+                                     pb::PullReply* reply) override {
+    auto* reactor = new PushReactor(&table_, req, reply);
+    grpc::Status auth = Authenticate(*ctx);
+    if (!auth.ok()) {
+      reactor->Finish(auth);
+      return reactor;
+    }
+    table_.Push(reactor);
+    return reactor;
+  }
+
+ private:
+  grpc::Status Authenticate(const grpc::CallbackServerContext& ctx) {
+    if (token_.empty()) return grpc::Status::OK;
+    constexpr std::string_view kBearer = "Bearer ";
+    const auto& metadata = ctx.client_metadata();
+    auto it = metadata.find("authorization");
+    const char* reason = nullptr;
+    if (it == metadata.end()) {
+      reason = "the call carries no token";
+    } else {
+      std::string_view value(it->second.data(), it->second.size());
+      if (value.substr(0, kBearer.size()) != kBearer ||
+          !ConstantTimeEquals(value.substr(kBearer.size()), token_)) {
+        reason = "the call's token is wrong";
+      }
+    }
+    if (reason == nullptr) return grpc::Status::OK;
+    if (refusals_.fetch_add(1) == 0) {
+      COHORT_WARN(kColl,
+                  "ps-server shard {} refused a call from {}: {} (further refusals at "
+                  "debug level)",
+                  shard_, ctx.peer(), reason);
+    }
+    return grpc::Status(grpc::StatusCode::PERMISSION_DENIED,
+                        fmt::format("ps-server shard {}: {}", shard_, reason));
+  }
+
+  const std::string host_;
+  int port_;
+  const std::string token_;
+  const int shard_;
+  const int shards_;
+  PushTable table_;
+  mutable std::mutex mu_;
+  std::unique_ptr<grpc::Server> server_;
+  bool stopped_ = false;
+  std::atomic<uint64_t> refusals_{0};
+};
+
+PsServer::PsServer(std::string host, int port, std::string token, int shard, int shards) {
+  if (port < 0 || port > 65535) {
+    throw InvalidArgument(fmt::format(
+        "ps-server port {} is out of range; use 1-65535, or 0 for any free port", port));
+  }
+  if (shards < 1 || shard < 0 || shard >= shards) {
+    throw InvalidArgument(fmt::format(
+        "ps-server --shard {} --shards {}: shards must be >= 1 and the shard in 0..shards-1", shard,
+        shards));
+  }
+  impl_ = std::make_unique<Impl>(std::move(host), port, std::move(token), shard, shards);
+}
+
+PsServer::~PsServer() { impl_->Shutdown(); }
+void PsServer::Start() { impl_->Start(); }
+void PsServer::Shutdown() { impl_->Shutdown(); }
+int PsServer::Port() const { return impl_->Port(); }
+std::string PsServer::Address() const { return impl_->Address(); }
+
+}  // namespace cohort::collectives::ps
