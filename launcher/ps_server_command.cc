@@ -1,0 +1,85 @@
+#include "launcher/ps_server_command.h"
+
+#include <fmt/format.h>
+#include <pthread.h>
+#include <signal.h>
+
+#include <cstdio>
+#include <cstring>
+#include <memory>
+#include <string>
+
+#include "collectives/ps/ps_server.h"
+#include "common/env.h"
+#include "common/log.h"
+
+namespace cohort::launcher {
+namespace {
+
+struct PsServerOptions {
+  std::string host = "0.0.0.0";
+  int port = 0;
+  int shard = 0;
+  int shards = 1;
+  std::string token;
+  bool token_given = false;
+};
+
+int RunPsServer(const PsServerOptions& o) {
+  // Block the stop signals before gRPC starts its threads, so that only sigwait() gets them.
+  sigset_t stop;
+  sigemptyset(&stop);
+  sigaddset(&stop, SIGINT);
+  sigaddset(&stop, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &stop, nullptr);
+
+  const std::string token = o.token_given ? o.token : env::kToken.Str("");
+  collectives::ps::PsServer server(o.host, o.port, token, o.shard, o.shards);
+  server.Start();
+  if (token.empty()) {
+    COHORT_WARN(kColl,
+                "no token: anyone who reaches port {} can take part in this job's collectives; "
+                "set COHORT_TOKEN (here and in every worker) to require one",
+                server.Port());
+  }
+  std::printf("cohort ps-server shard %d of %d listening on %s (%s)\n", o.shard, o.shards,
+              server.Address().c_str(), token.empty() ? "no token" : "token required");
+  std::fflush(stdout);
+
+  int sig = 0;
+  sigwait(&stop, &sig);
+  COHORT_INFO(kColl, "ps-server shard {}: {} received, shutting down", o.shard, ::strsignal(sig));
+  server.Shutdown();
+  return 0;
+}
+
+}  // namespace
+
+Command AddPsServerCommand(CLI::App& parent) {
+  auto o = std::make_shared<PsServerOptions>();
+  CLI::App* app = parent.add_subcommand(
+      "ps-server", "Run one shard of the parameter server (backend ps) until SIGINT or SIGTERM");
+  app->add_option("-p,--port", o->port, "TCP port to listen on; 0 picks a free one")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 65535));
+  app->add_option("--host", o->host, "address to listen on; 0.0.0.0 listens on every interface")
+      ->capture_default_str();
+  app->add_option("--shard", o->shard, "this server's index, 0..shards-1")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  app->add_option("--shards", o->shards, "how many servers the job has")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  app->add_option("--token", o->token,
+                  "shared secret every call must carry (default: $COHORT_TOKEN). Prefer the env "
+                  "variable: other users can read command lines with ps");
+  app->footer(
+      "Workers find the servers with COHORT_PS_SERVERS=<host>:<port>,... listed in shard order,\n"
+      "and the same COHORT_TOKEN. Prints one line with the address once listening.");
+  return {app, [app, o] {
+            o->token_given = app->count("--token") > 0;
+            return RunPsServer(*o);
+          }};
+}
+
+}  // namespace cohort::launcher
