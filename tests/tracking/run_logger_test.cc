@@ -196,6 +196,22 @@ TEST(RunLogger, SlowServerDoesNotSlowTheCaller) {
   EXPECT_TRUE(logger.report().complete()) << line;
 }
 
+TEST(RunLogger, CloseAbortsCallsStuckOnAServerThatStoppedAnswering) {
+  MlflowDouble server;
+  server.SetDelay(2);  // each answer takes longer than Close() may wait
+  RunLoggerOptions o = FastOptions();
+  o.close_timeout_s = 0.3;
+  RunLogger logger(ConfigFor(server.uri()), o);
+  logger.Start(kParams, {});
+  LogSteps(&logger, 10);
+  auto closing = Clock::now();
+  std::string line = logger.Close(RunStatus::kFinished);
+  EXPECT_LT(Clock::now() - closing, std::chrono::milliseconds(1500));
+  EXPECT_NE(line.find("not delivered: 20 of 20 metric values, 3 of 3 params"), std::string::npos)
+      << line;
+  EXPECT_FALSE(logger.report().complete());
+}
+
 TEST(RunLogger, FullBufferDropsNewRecordsAndCountsThem) {
   const std::string uri = "http://127.0.0.1:" + std::to_string(net::FreePort());
   RunLoggerOptions o = FastOptions();
