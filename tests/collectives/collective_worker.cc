@@ -4,6 +4,8 @@
 //   hang      rank --victim stops calling collectives at op --at (sleeps); others must time out
 //   kill      rank --victim SIGKILLs itself in the middle of op --at; others must fail
 //   mismatch  rank 0 passes 7 elements, the others 9
+//   send      every rank sends one element to the next (a backend without send must refuse it)
+// --skip reducescatter,sendrecv leaves out the ops a backend lacks (ps).
 // Exit codes: 0 all checks passed, 1 a value was wrong, 3 an operation threw (message on stderr).
 #include <fmt/format.h>
 #include <signal.h>
@@ -40,11 +42,18 @@ struct Options {
   std::vector<std::string> dtypes = {"f32", "f64", "f16", "bf16", "i32", "i64", "u8"};
   int victim = -1;
   int at = 3;
+  std::vector<std::string> skip;  // "reducescatter", "sendrecv"
 };
 
 class Checker {
  public:
-  Checker(Communicator& comm, Store* store) : comm_(comm), store_(store) {}
+  Checker(Communicator& comm, Store* store, const std::vector<std::string>& skip)
+      : comm_(comm), store_(store) {
+    for (const auto& s : skip) {
+      skip_reducescatter_ = skip_reducescatter_ || s == "reducescatter";
+      skip_sendrecv_ = skip_sendrecv_ || s == "sendrecv";
+    }
+  }
 
   int failures() const { return failures_; }
   int checks() const { return checks_; }
@@ -60,10 +69,12 @@ class Checker {
     Broadcast(dtype, n);
     AllGather(dtype, n, false);
     AllGather(dtype, n, true);
-    for (ReduceOp op : kAllReduceOps) ReduceScatter(dtype, n, op, false);
-    ReduceScatter(dtype, n, ReduceOp::kSum, true);
-    ReduceScatter(dtype, n, ReduceOp::kMax, true);
-    if (size > 1) SendRecvRing(dtype, n);
+    if (!skip_reducescatter_) {
+      for (ReduceOp op : kAllReduceOps) ReduceScatter(dtype, n, op, false);
+      ReduceScatter(dtype, n, ReduceOp::kSum, true);
+      ReduceScatter(dtype, n, ReduceOp::kMax, true);
+    }
+    if (size > 1 && !skip_sendrecv_) SendRecvRing(dtype, n);
     AsyncBatch(dtype, n);
     Barrier();
   }
@@ -229,13 +240,15 @@ class Checker {
   Store* store_;
   std::vector<char> in_, out_;
   std::vector<char> batch_[3];
+  bool skip_reducescatter_ = false;
+  bool skip_sendrecv_ = false;
   int k_ = 0;
   int failures_ = 0;
   int checks_ = 0;
 };
 
 int RunMatrix(Communicator& comm, Store* store, const Options& o) {
-  Checker c(comm, store);
+  Checker c(comm, store, o.skip);
   const auto t0 = std::chrono::steady_clock::now();
   for (size_t n : o.counts) {
     for (const auto& d : o.dtypes) c.RunAll(ParseDType(d), n);
@@ -263,6 +276,10 @@ int RunFault(Communicator& comm, const Options& o) {
       }
     }
     comm.AllReduce(TensorView(buf.data(), buf.size(), DType::kFloat32), ReduceOp::kSum)->Wait();
+    if (i == 2) {  // a test that injects a fault of its own waits for this line
+      fmt::print("rank {} completed op 2\n", comm.Rank());
+      std::fflush(stdout);
+    }
   }
   return 0;
 }
@@ -279,11 +296,12 @@ int Main(int argc, char** argv) {
   Options o;
   CLI::App app{"cohort collectives test worker"};
   app.add_option("--backend", o.backend);
-  app.add_option("--mode", o.mode)->check(CLI::IsMember({"matrix", "hang", "kill", "mismatch"}));
+  app.add_option("--mode", o.mode)->check(CLI::IsMember({"matrix", "hang", "kill", "mismatch", "send"}));
   app.add_option("--counts", o.counts)->delimiter(',');
   app.add_option("--dtypes", o.dtypes)->delimiter(',');
   app.add_option("--victim", o.victim);
   app.add_option("--at", o.at);
+  app.add_option("--skip", o.skip, "ops to leave out: reducescatter, sendrecv")->delimiter(',');
   CLI11_PARSE(app, argc, argv);
 
   const World world = DetectWorld();
@@ -293,6 +311,11 @@ int Main(int argc, char** argv) {
   auto comm = CreateCommunicator(o.backend, CommConfig::FromEnv(world.rank, world.size, store));
   if (o.mode == "matrix") return RunMatrix(*comm, store.get(), o);
   if (o.mode == "mismatch") return RunMismatch(*comm);
+  if (o.mode == "send") {
+    float one = 1.0f;
+    comm->Send(TensorView(&one, 1, DType::kFloat32), (world.rank + 1) % world.size)->Wait();
+    return 0;
+  }
   return RunFault(*comm, o);
 }
 
