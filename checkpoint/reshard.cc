@@ -109,7 +109,8 @@ HostTensor ShardedReader::Read(const SliceRequest& request) {
   const GlobalTensor& g = it->second;
   if (g.shape != request.global_shape || g.dtype != request.dtype) {
     throw InvalidArgument(fmt::format(
-        "checkpoint: tensor {} has global shape {} ({}) in {} but the model wants {} ({})",
+        "checkpoint: tensor {} has global shape {} ({}) in {} but the model wants {} ({}); "
+        "resume with the model it was saved from",
         request.name, ShapeToString(g.shape), collectives::DTypeName(g.dtype), name_,
         ShapeToString(request.global_shape), collectives::DTypeName(request.dtype)));
   }

@@ -1,14 +1,21 @@
 // Checkpoints for the Trainer: saves a snapshot every N steps (asynchronously: training waits
 // only for the copy to host memory), saves one at the end and when the job is asked to stop
-// (SIGTERM), and resumes from `latest` or a given snapshot, at any world size (data parallel).
-// The launcher sets COHORT_CHECKPOINT_URI and, on a restart, COHORT_RESUME=latest.
+// (SIGTERM), and resumes from `latest` or a given snapshot. A data-parallel job's snapshots
+// resume at any world size. A model-parallel job passes its ShardedCheckpointLayout: each rank
+// then saves the slices it owns (checkpoint/layout.h) and resumes at any other dp x pp x tp
+// layout, reading only the slices it needs. The launcher sets COHORT_CHECKPOINT_URI and, on a
+// restart, COHORT_RESUME=latest.
 #pragma once
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
+#include <vector>
 
+#include "checkpoint/layout.h"
 #include "runtime/process_group.h"
+#include "runtime/sharded_state.h"
 #include "runtime/torch_fwd.h"
 #include "runtime/trainer.h"
 
@@ -30,16 +37,29 @@ struct CheckpointConfig {
   void FillFromEnv();
 };
 
+// How a model-parallel rank's state is cut. The module's parameters must carry their names in
+// the whole (unsharded) model, as examples/gpt's stages do, so that names match across layouts.
+struct ShardedCheckpointLayout {
+  checkpoint::MeshSizes mesh;            // of the job that saves
+  std::vector<ParamSharding> shardings;  // this rank's sliced parameters (others are whole)
+  bool saves_model = true;               // false on dp replicas > 0: they save only their RNG
+};
+
 class TrainingCheckpoints {
  public:
+  // pg: the whole job (every rank saves a shard). sharded: nullopt for a data-parallel job.
   TrainingCheckpoints(std::shared_ptr<ProcessGroup> pg, std::shared_ptr<torch::nn::Module> module,
-                      std::shared_ptr<torch::optim::Optimizer> optimizer, CheckpointConfig config);
+                      std::shared_ptr<torch::optim::Optimizer> optimizer, CheckpointConfig config,
+                      std::optional<ShardedCheckpointLayout> sharded = std::nullopt);
   ~TrainingCheckpoints();
 
   bool enabled() const { return !config_.uri.empty(); }
   // Loads the snapshot config.resume names into the model, the optimizer and the trainer.
   // Returns the step resumed from, or -1 when there was nothing to resume ("latest" on a new
   // run). Throws DataLoss when a named snapshot is missing or every complete one is corrupt.
+  // Sharded: a damaged snapshot (a block whose digest differs, a truncated shard) makes every
+  // rank fall back together to the next older complete one, as data-parallel loads do; a
+  // layout that cannot map (another global shape, a missing tensor) throws InvalidArgument.
   int64_t Resume(Trainer& trainer);
   // Saves every config.every steps from the trainer's step hook.
   void Attach(Trainer& trainer);
@@ -51,11 +71,18 @@ class TrainingCheckpoints {
 
  private:
   void Save(const TrainerState& state, bool wait);
+  std::string ResumeUri() const;  // what config.resume names ("latest": the run's folder)
+  std::optional<TrainerState> ResumeDataParallel();
+  std::optional<TrainerState> ResumeSharded();
+  // Restores from one sharded snapshot; every rank learns whether every rank succeeded.
+  bool TryShardedSnapshot(const checkpoint::RunDir& run, const std::string& name,
+                          TrainerState* state);
 
   std::shared_ptr<ProcessGroup> pg_;
   std::shared_ptr<torch::nn::Module> module_;
   std::shared_ptr<torch::optim::Optimizer> optimizer_;
   CheckpointConfig config_;
+  std::optional<ShardedCheckpointLayout> sharded_;
   std::unique_ptr<checkpoint::HostBufferPool> pool_;  // warm buffers for phase one
   std::unique_ptr<checkpoint::AsyncSaver> saver_;
   int64_t last_saved_step_ = -1;

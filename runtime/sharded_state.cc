@@ -9,6 +9,7 @@
 #include "common/error.h"
 #include "runtime/process_group.h"
 #include "runtime/state_tensors.h"
+#include "runtime/tensor_parallel.h"
 
 namespace cohort::runtime {
 namespace {
@@ -34,6 +35,16 @@ at::Tensor ReadInto(checkpoint::ShardedReader& reader, const std::string& name,
 }
 
 }  // namespace
+
+std::vector<ParamSharding> TensorParallelParamShardings(const torch::nn::Module& module) {
+  std::vector<ParamSharding> out;
+  for (const auto& [name, tp] : TensorParallelShardings(module)) {
+    ParamSharding s{name, tp.global_shape, std::vector<int64_t>(tp.global_shape.size(), 0)};
+    s.offsets[tp.dim] = tp.offset;
+    out.push_back(std::move(s));
+  }
+  return out;
+}
 
 Shard CaptureShardedState(const torch::nn::Module& module, const torch::optim::Optimizer& optimizer,
                           const TrainerState& state, const std::vector<ParamSharding>& shardings,

@@ -31,6 +31,10 @@ struct ParamSharding {
   std::vector<int64_t> offsets;
 };
 
+// The ParamShardings of the tensor-parallel layers under module (TensorParallelShardings in
+// runtime/tensor_parallel.h), under the module's own parameter names.
+std::vector<ParamSharding> TensorParallelParamShardings(const torch::nn::Module& module);
+
 // Copies this rank's state to host memory. with_model: data-parallel rank 0 of its (pp, tp)
 // position (replicas save nothing but their RNG). Throws InvalidArgument for an optimizer other
 // than SGD, Adam or AdamW, or a sharding that names no parameter.

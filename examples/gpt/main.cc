@@ -4,6 +4,8 @@
 //   gpt                                  (one process: the same model, the same losses)
 // Every rank of one replica (its pp x tp ranks) reads the same batches; replicas read disjoint
 // shares (the Trainer's data rank is the dp rank). Rank 0 prints progress and the final loss.
+// Snapshots are sharded (each rank saves the slices it holds) and resume at any other layout:
+//   gpt --pp 2 --tp 2 --checkpoint-uri file:///tmp/ck ...   then   gpt --resume latest ...
 #include <ATen/Parallel.h>
 #include <fmt/format.h>
 #include <torch/nn/functional/loss.h>
@@ -18,9 +20,11 @@
 #include "common/log.h"
 #include "examples/gpt/corpus.h"
 #include "examples/gpt/model.h"
+#include "runtime/checkpointing.h"
 #include "runtime/ddp.h"
 #include "runtime/parallel_mesh.h"
 #include "runtime/pipeline.h"
+#include "runtime/sharded_state.h"
 #include "runtime/trainer.h"
 
 namespace {
@@ -43,6 +47,7 @@ struct Flags {
   std::string metrics;
   std::string data = examples::kFortunesDir;
   bool print_losses = false;
+  runtime::CheckpointConfig checkpoint;  // flags, then COHORT_CHECKPOINT_* / COHORT_RESUME
 };
 
 runtime::Trainer* g_trainer = nullptr;
@@ -121,6 +126,17 @@ int Run(const Flags& f) {
   options.data_rank = mesh->dp_rank();
   options.data_ranks = layout.dp;
   runtime::Trainer trainer(world, nullptr, optimizer, options);
+  runtime::CheckpointConfig checkpoint_config = f.checkpoint;
+  checkpoint_config.FillFromEnv();
+  runtime::ShardedCheckpointLayout sharded{{layout.dp, layout.pp, layout.tp},
+                                           runtime::TensorParallelParamShardings(*module),
+                                           mesh->dp_rank() == 0};
+  runtime::TrainingCheckpoints checkpoints(world, module, optimizer, checkpoint_config, sharded);
+  const int64_t resumed = checkpoints.Resume(trainer);
+  checkpoints.Attach(trainer);
+  if (rank0 && resumed >= 0) {
+    std::printf("resumed from step %lld\n", static_cast<long long>(resumed));
+  }
   if (rank0) {
     std::printf(
         "gpt: %zu characters, %zu windows of %lld; layout %s, %d micro-batches (%s), "
@@ -133,7 +149,6 @@ int Run(const Flags& f) {
   g_trainer = &trainer;
   std::signal(SIGTERM, OnSignal);
   std::signal(SIGINT, OnSignal);
-  int64_t step = 0;
   auto ce = [](const at::Tensor& logits, const at::Tensor& target) {
     return torch::nn::functional::cross_entropy(logits.reshape({-1, logits.size(-1)}),
                                                 target.reshape({-1}));
@@ -150,12 +165,15 @@ int Run(const Flags& f) {
                      collectives::ReduceOp::kAvg)
           ->Wait();
     }
-    ++step;
-    if (f.print_losses && rank0)
-      std::printf("step %lld loss %.9g\n", static_cast<long long>(step), loss);
+    if (f.print_losses && rank0) {
+      std::printf("step %lld loss %.9g\n", static_cast<long long>(trainer.State().step + 1), loss);
+    }
     return loss;
   });
   g_trainer = nullptr;
+  // Stopped or done: a snapshot of where training stands (when checkpoints are on).
+  checkpoints.SaveNow(trainer.State());
+  checkpoints.Finish();
   if (rank0) {
     std::printf("trained %lld steps in %.1f s (%.0f sequences/s), final loss %.4f\n",
                 static_cast<long long>(result.steps), result.seconds, result.samples_per_second,
@@ -199,6 +217,14 @@ int main(int argc, char** argv) {
   app.add_option("--dim", f.model.dim, "model width")->capture_default_str();
   app.add_option("--heads", f.model.heads, "attention heads")->capture_default_str();
   app.add_option("--context", f.model.context, "characters per sequence")->capture_default_str();
+  app.add_option("--checkpoint-uri", f.checkpoint.uri,
+                 "save sharded snapshots here: file:///dir, s3://bucket/prefix (default: "
+                 "COHORT_CHECKPOINT_URI, which cohort launch --checkpoint-uri sets)");
+  app.add_option("--checkpoint-every", f.checkpoint.every,
+                 "steps between snapshots (0: only at the end and when stopped)")
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--resume", f.checkpoint.resume,
+                 "latest, or a snapshot URI, saved at any layout (default: COHORT_RESUME)");
   app.add_flag("--print-losses", f.print_losses, "print every step's loss (rank 0)");
   CLI11_PARSE(app, argc, argv);
   try {

@@ -224,7 +224,8 @@ TEST_F(Sharded, ALayoutThatCannotMapIsRefusedInOneLine) {
   } catch (const InvalidArgument& e) {
     EXPECT_STREQ(e.what(),
                  "checkpoint: tensor model/fc.weight has global shape [7, 13] (f32) in "
-                 "step-000000000100 but the model wants [7, 14] (f32)");
+                 "step-000000000100 but the model wants [7, 14] (f32); "
+                 "resume with the model it was saved from");
   }
   try {
     reader.Read({"model/fc2.weight", DType::kFloat32, {7, 13}, Box{{0, 0}, {7, 13}}});

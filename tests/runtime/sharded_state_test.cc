@@ -72,7 +72,8 @@ TEST(ShardedState, Tp2SaveRestoresAtTp1BitExact) {
   } catch (const InvalidArgument& e) {
     EXPECT_STREQ(e.what(),
                  "checkpoint: tensor model/weight has global shape [4, 6] (f32) in "
-                 "step-000000000001 but the model wants [4, 7] (f32)");
+                 "step-000000000001 but the model wants [4, 7] (f32); "
+                 "resume with the model it was saved from");
   }
 }
 
