@@ -6,6 +6,8 @@
 
 #include <algorithm>
 #include <cstring>
+#include <numeric>
+#include <tuple>
 
 #include "collectives/nccl/cuda_device.h"
 #include "collectives/rendezvous.h"
@@ -223,10 +225,18 @@ std::vector<WorkPtr> NcclCommunicator::SubmitBatch(std::vector<Op> ops) {
   }
   try {
     DeviceGuard guard(device_);
+    // NCCL matches one peer's messages in posting order: posting each peer's sends, and its
+    // receives, by tag makes a batch match by tag whatever order the two sides listed them in.
+    std::vector<size_t> order(works.size());
+    std::iota(order.begin(), order.end(), size_t{0});
+    std::stable_sort(order.begin(), order.end(), [&works](size_t a, size_t b) {
+      const Op &x = works[a]->op(), &y = works[b]->op();
+      return std::tie(x.peer, x.tag) < std::tie(y.peer, y.tag);
+    });
     COHORT_NCCL_ENQUEUE(ncclGroupStart());
-    for (auto& w : works) {
-      OpStarted(*w);
-      Enqueue(w->op(), deadline);
+    for (size_t i : order) {
+      OpStarted(*works[i]);
+      Enqueue(works[i]->op(), deadline);
     }
     COHORT_NCCL_ENQUEUE(ncclGroupEnd());
     for (auto& w : works) Track(w);

@@ -11,8 +11,10 @@
 // stream().
 //
 // NCCL has no message tags: sends and receives between two ranks match in the order they are
-// posted, whatever their tag; a rank that sends and receives to the same peer must order them
-// so that they match (or the two kernels wait for each other).
+// posted. Tags are honoured inside a BatchSendRecv (each peer's sends, and its receives, are
+// posted by tag, so two batches holding the same messages match by tag in any listed order);
+// separate Send and Recv calls to one peer match in call order, whatever their tag, so callers
+// must issue them in the same order on both sides (the pipeline schedules do: they batch).
 #pragma once
 
 #include <atomic>
