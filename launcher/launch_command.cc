@@ -5,6 +5,7 @@
 
 #include <memory>
 
+#include "collectives/registry.h"
 #include "common/error.h"
 #include "common/log.h"
 #include "launcher/launch_plan.h"
@@ -33,7 +34,8 @@ WORLD_SIZE, PET_NPROC_PER_NODE, PET_NNODES); mpirun (OMPI_COMM_WORLD_*); Slurm (
 SLURM_NNODES); else one node. --dry-run shows what was derived and from where.
 
 Each worker gets COHORT_RANK, COHORT_WORLD_SIZE, COHORT_LOCAL_RANK, COHORT_LOCAL_WORLD_SIZE,
-COHORT_NODE_RANK, COHORT_NNODES, COHORT_STORE, COHORT_TOKEN, COHORT_RUN_ID, COHORT_RESTART, and
+COHORT_NODE_RANK, COHORT_NNODES, COHORT_STORE, COHORT_TOKEN, COHORT_RUN_ID, COHORT_RESTART
+(COHORT_PS_SERVERS with --ps-servers), and
 torchrun's RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, MASTER_ADDR, MASTER_PORT. Its output is
 printed line by line as "[rank N] ..."; the launcher's own lines start "[cohort launch]".
 
@@ -97,7 +99,13 @@ Command AddLaunchCommand(CLI::App& parent) {
       ->check(CLI::NonNegativeNumber);
   app->add_option("--rdzv-endpoint", options->rdzv_endpoint,
                   "HOST:PORT of node 0's launcher, which hosts the rendezvous store");
-  app->add_option("--backend", options->backend, "auto, nccl, mpi, gloo or ps (COHORT_BACKEND)");
+  app->add_option("--backend", options->backend,
+                  "auto or a backend of this build: " + collectives::BackendNames() +
+                      " (COHORT_BACKEND)");
+  app->add_option("--ps-servers", options->ps_servers,
+                  "parameter servers (`cohort ps-server`) node 0 runs beside its workers; every "
+                  "worker gets COHORT_PS_SERVERS (backend ps)")
+      ->check(CLI::NonNegativeNumber);
   app->add_option("--max-restarts", options->max_restarts,
                   "restarts of the whole group after a failure (default 0)")
       ->check(CLI::NonNegativeNumber);

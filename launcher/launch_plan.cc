@@ -8,6 +8,7 @@
 #include <thread>
 
 #include "collectives/config.h"
+#include "collectives/registry.h"
 #include "collectives/store/store_from_env.h"
 #include "common/env.h"
 #include "common/error.h"
@@ -174,6 +175,17 @@ void DeriveCounts(const LaunchOptions& o, LaunchPlan& p) {
   }
 }
 
+// The backends this build can create come from the collectives registry, so the launcher never
+// accepts one that every worker would then refuse.
+void CheckBackend(const Sourced<std::string>& backend) {
+  if (backend.value.empty() || backend.value == "auto") return;
+  for (const auto& b : collectives::Backends()) {
+    if (backend.value == b.name) return;
+  }
+  throw InvalidArgument(fmt::format("{}='{}' is not a backend of this build; use auto or one of: {}",
+                                    backend.source, backend.value, collectives::BackendNames()));
+}
+
 void DeriveEndpoint(const LaunchOptions& o, LaunchPlan& p) {
   if (!o.rdzv_endpoint.empty()) {
     p.endpoint = {o.rdzv_endpoint, "--rdzv-endpoint"};
@@ -250,10 +262,13 @@ LaunchPlan MakePlan(const LaunchOptions& o) {
   p.backend = pick(o.backend, "--backend", env::kBackend, "", "the workers' default (auto)");
   p.checkpoint_uri = pick(o.checkpoint_uri, "--checkpoint-uri", env::kCheckpointUri, "", "none");
   p.resume = pick(o.resume, "--resume", env::kResume, "", "none");
-  if (!p.backend.value.empty() && p.backend.value != "auto" && p.backend.value != "nccl" &&
-      p.backend.value != "mpi" && p.backend.value != "gloo" && p.backend.value != "ps") {
-    throw InvalidArgument(fmt::format("{}='{}' is not a backend; use auto, nccl, mpi, gloo or ps",
-                                      p.backend.source, p.backend.value));
+  CheckBackend(p.backend);
+  p.ps_servers = {o.ps_servers, o.ps_servers > 0 ? "--ps-servers" : "default"};
+  if (p.backend.value == "ps" && p.ps_servers.value == 0 && !env::kPsServers.IsSet()) {
+    throw InvalidArgument(fmt::format(
+        "{}=ps needs parameter servers: add --ps-servers N (node 0 runs them), or set "
+        "COHORT_PS_SERVERS to running `cohort ps-server` shards",
+        p.backend.source));
   }
   if (o.max_restarts >= 0) {
     p.max_restarts = {o.max_restarts, "--max-restarts"};
@@ -299,6 +314,7 @@ std::string DescribePlan(const LaunchPlan& p) {
   line("hosts the store", p.host_store.value ? "yes" : "no", p.host_store.source);
   line("run-id", p.run_id.value, p.run_id.source);
   line("backend", p.backend.value.empty() ? "auto" : p.backend.value, p.backend.source);
+  line("ps-servers", std::to_string(p.ps_servers.value), p.ps_servers.source);
   line("max-restarts", std::to_string(p.max_restarts.value), p.max_restarts.source);
   line("heartbeat-timeout",
        p.heartbeat_timeout.value > 0 ? fmt::format("{:g} s", p.heartbeat_timeout.value) : "off",

@@ -24,6 +24,7 @@ struct LaunchOptions {
   double grace_period = 20;       // seconds between SIGTERM and SIGKILL
   double rdzv_timeout = 300;      // seconds to wait for every node
   double rdzv_last_call = 2;      // with --nnodes MIN:MAX, how long to wait for more than MIN
+  int ps_servers = 0;             // parameter servers node 0 runs (backend ps)
   bool dry_run = false;
   std::vector<std::string> program;  // PROGRAM ARGS...
 };
@@ -45,6 +46,7 @@ struct LaunchPlan {
   Sourced<bool> host_store;       // whether this launcher hosts it
   Sourced<std::string> run_id;
   Sourced<std::string> backend;  // empty: the workers' default (auto)
+  Sourced<int> ps_servers;        // `cohort ps-server` shards node 0 starts; 0: none
   Sourced<int> max_restarts;
   Sourced<double> heartbeat_timeout;  // 0: off
   std::string token;                  // COHORT_TOKEN, or a fresh one for a single node

@@ -11,6 +11,7 @@
 #include "launcher/checkpoint_command.h"
 #include "launcher/command.h"
 #include "launcher/launch_command.h"
+#include "launcher/ps_server_command.h"
 #include "launcher/store_command.h"
 
 namespace {
@@ -22,6 +23,7 @@ using cohort::launcher::Command;
 constexpr AddCommandFn kCommands[] = {
     cohort::launcher::AddLaunchCommand,
     cohort::launcher::AddStoreCommand,
+    cohort::launcher::AddPsServerCommand,
     cohort::launcher::AddCheckpointCommand,
 };
 

@@ -48,7 +48,7 @@ int RunPsServer(const PsServerOptions& o) {
 
   int sig = 0;
   sigwait(&stop, &sig);
-  COHORT_INFO(kColl, "ps-server shard {}: {} received, shutting down", o.shard, ::strsignal(sig));
+  COHORT_DEBUG(kColl, "ps-server shard {}: {} received, shutting down", o.shard, ::strsignal(sig));
   server.Shutdown();
   return 0;
 }

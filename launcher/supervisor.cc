@@ -19,6 +19,7 @@
 #include "common/error.h"
 #include "common/net.h"
 #include "launcher/node_rendezvous.h"
+#include "launcher/ps_server_group.h"
 #include "launcher/worker_env.h"
 #include "launcher/worker_group.h"
 
@@ -56,6 +57,9 @@ class Supervisor {
     (void)!::write(2, line.data(), line.size());
   }
   void OpenStore();
+  // With --ps-servers: the store's host starts them and publishes their addresses; every node
+  // reads them (ps_addresses_).
+  void StartPsServers();
   Outcome RunAttempt(int attempt);
   Outcome Watch(WorkerGroup& group, int attempt, const std::string& prefix);
   // Records a failure for every node to see (the first one recorded wins) and returns it.
@@ -73,7 +77,26 @@ class Supervisor {
   int first_rank_ = 0;
   int nproc_ = 0;
   std::map<int, Beat> beats_;
+  std::unique_ptr<PsServerGroup> ps_;
+  std::string ps_addresses_;
 };
+
+void Supervisor::StartPsServers() {
+  if (plan_.ps_servers.value == 0) return;
+  const std::string key = fmt::format("cohort/{}/launch/ps-servers", plan_.run_id.value);
+  if (hosting_) {
+    const bool single = plan_.max_nodes.value == 1;
+    const std::string host =
+        net::ParseHostPort(plan_.endpoint.value, plan_.endpoint.source, true).host;
+    ps_ = std::make_unique<PsServerGroup>(plan_.ps_servers.value, single ? "127.0.0.1" : "0.0.0.0",
+                                          single ? "127.0.0.1" : host, plan_.token,
+                                          std::chrono::seconds(30));
+    store_->Set(key, ps_->Addresses());
+    Say("started {} ps-server{} on {}", plan_.ps_servers.value,
+        plan_.ps_servers.value == 1 ? "" : "s", ps_->Addresses());
+  }
+  ps_addresses_ = store_->Get(key, Ms(plan_.rdzv_timeout));
+}
 
 void Supervisor::OpenStore() {
   const net::HostPort ep = net::ParseHostPort(plan_.endpoint.value, plan_.endpoint.source, true);
@@ -160,6 +183,13 @@ Outcome Supervisor::Watch(WorkerGroup& group, int attempt, const std::string& pr
       group.Stop(Ms(plan_.grace_period), SIGTERM);
       return Fail(prefix, e.ShellCode(), what);
     }
+    if (ps_) {
+      if (std::string dead = ps_->Dead(); !dead.empty()) {
+        Say("{}: stopping the workers", dead);
+        group.Stop(Ms(plan_.grace_period), SIGTERM);
+        return Fail(prefix, 1, dead);
+      }
+    }
     if (!local_done && group.Running() == 0) {
       local_done = true;
       store_->Set(prefix + "done/" + std::to_string(node_), "1");
@@ -205,7 +235,8 @@ Outcome Supervisor::RunAttempt(int attempt) {
   const std::string prefix = RoundPrefix(plan_.run_id.value, attempt);
   std::unique_ptr<WorkerGroup> group;
   try {
-    group = std::make_unique<WorkerGroup>(MakeWorkerSpecs(plan_, a, attempt, store_address_));
+    group = std::make_unique<WorkerGroup>(
+        MakeWorkerSpecs(plan_, a, attempt, store_address_, ps_addresses_));
   } catch (const InvalidArgument& e) {
     Say("{}", e.what());
     Fail(prefix, kExitUsage, fmt::format("node {} could not start its workers", node_));
@@ -253,6 +284,12 @@ int Supervisor::Run() {
     OpenStore();
   } catch (const Error& e) {
     Say("cannot reach the rendezvous store: {}", e.what());
+    return kExitRendezvous;
+  }
+  try {
+    StartPsServers();
+  } catch (const Error& e) {
+    Say("cannot start the parameter servers: {}", e.what());
     return kExitRendezvous;
   }
   const int attempts = plan_.max_restarts.value + 1;

@@ -53,7 +53,8 @@ std::vector<std::string> LauncherVariables(const LaunchPlan& plan, const Assignm
 }
 
 std::vector<WorkerSpec> MakeWorkerSpecs(const LaunchPlan& plan, const Assignment& a, int attempt,
-                                        const std::string& store_address) {
+                                        const std::string& store_address,
+                                        const std::string& ps_servers) {
   std::vector<WorkerSpec> specs;
   for (int l = 0; l < a.nproc; ++l) {
     WorkerSpec spec;
@@ -70,6 +71,7 @@ std::vector<WorkerSpec> MakeWorkerSpecs(const LaunchPlan& plan, const Assignment
       auto eq = kv.find('=');
       env[kv.substr(0, eq)] = kv.substr(eq + 1);
     }
+    if (!ps_servers.empty()) env["COHORT_PS_SERVERS"] = ps_servers;
     for (const auto& [k, val] : env) spec.env.push_back(k + "=" + val);
     specs.push_back(std::move(spec));
   }

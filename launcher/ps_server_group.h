@@ -1,0 +1,45 @@
+// The parameter servers `cohort launch --ps-servers N` runs beside the workers on node 0: N
+// `cohort ps-server` processes (this same binary), each on a port it picks itself and reports on
+// its first line of output; stopped with the launcher.
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <string>
+#include <vector>
+
+namespace cohort::launcher {
+
+class PsServerGroup {
+ public:
+  // Starts shards 0..n-1 listening on bind_host, with COHORT_TOKEN=token, and waits (up to
+  // timeout) until each reports its port. advertise_host is how workers reach them. Throws
+  // Unavailable naming the shard that did not start.
+  PsServerGroup(int n, const std::string& bind_host, const std::string& advertise_host,
+                const std::string& token, std::chrono::milliseconds timeout);
+  // SIGTERM, then SIGKILL after a second, and reaps them.
+  ~PsServerGroup();
+  PsServerGroup(const PsServerGroup&) = delete;
+  PsServerGroup& operator=(const PsServerGroup&) = delete;
+
+  // "host:port,host:port,...": COHORT_PS_SERVERS for the workers.
+  const std::string& Addresses() const { return addresses_; }
+  // Empty while every server runs, else "ps-server shard 1 exited with code 1" for the first
+  // one that ended; never blocks.
+  std::string Dead();
+
+ private:
+  struct Server {
+    pid_t pid = -1;
+    bool running = false;
+  };
+  // Spawns shard i of n with stdout on out_fd.
+  pid_t Spawn(int i, int n, const std::string& bind_host, const std::string& token, int out_fd);
+  void StopAll();
+
+  std::vector<Server> servers_;
+  std::string addresses_;
+};
+
+}  // namespace cohort::launcher
