@@ -1,0 +1,106 @@
+// `cohort launch --ps-servers N`: the launcher runs N `cohort ps-server` shards beside its workers
+// and gives every worker COHORT_PS_SERVERS. Existing workers run unchanged on the ps backend:
+// collective_worker's matrix, and ddp_worker's DDP equivalence (the same check the gloo run
+// passes, against the same one-process reference).
+#include <fmt/format.h>
+#include <gtest/gtest.h>
+
+#include <regex>
+
+#include "tests/util/subprocess.h"
+
+namespace cohort::testing {
+namespace {
+
+using namespace std::chrono_literals;
+using Env = std::map<std::string, std::string>;
+
+// Variables of the machine running the tests that would change what the launcher derives.
+Env Clean() {
+  Env e = {{"COHORT_LOG_LEVEL", "warn"}, {"OPENBLAS_NUM_THREADS", "1"}, {"OMP_NUM_THREADS", "1"}};
+  for (const char* v :
+       {"COHORT_NNODES", "COHORT_NODE_RANK", "COHORT_NPROC_PER_NODE", "COHORT_RDZV_ENDPOINT",
+        "COHORT_RUN_ID", "COHORT_TOKEN", "COHORT_BACKEND", "COHORT_PS_SERVERS", "MASTER_ADDR",
+        "MASTER_PORT", "JOB_COMPLETION_INDEX", "PET_NNODES", "PET_NPROC_PER_NODE", "RANK",
+        "WORLD_SIZE", "OMPI_COMM_WORLD_SIZE", "SLURM_NTASKS"}) {
+    e[v] = "";  // empty counts as unset
+  }
+  return e;
+}
+
+ProcessResult Launch(std::vector<std::string> flags, std::vector<std::string> program) {
+  std::vector<std::string> argv = {BinPath("cohort"), "launch"};
+  argv.insert(argv.end(), flags.begin(), flags.end());
+  argv.push_back("--");
+  argv.insert(argv.end(), program.begin(), program.end());
+  Subprocess p(argv, Clean());
+  return p.Wait(120s);
+}
+
+int Count(const std::string& s, const std::string& text) {
+  int n = 0;
+  for (size_t at = s.find(text); at != std::string::npos; at = s.find(text, at + 1)) ++n;
+  return n;
+}
+
+TEST(PsLaunch, CollectiveMatrixOnTwoServers) {
+  auto r = Launch({"--backend", "ps", "--ps-servers", "2", "--nproc-per-node", "3"},
+                  {BinPath("collective_worker"), "--backend", "ps", "--mode", "matrix", "--skip",
+                   "reducescatter,sendrecv", "--counts", "0,1,7,1031"});
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("started 2 ps-servers on 127.0.0.1:"), std::string::npos) << r.output;
+  EXPECT_EQ(Count(r.output, " of 3 (ps): 560 checks, 0 failed"), 3) << r.output;
+}
+
+// The RESULT lines of ddp_worker: rank -> "max_diff_ref=... rank_spread=...".
+std::map<int, std::string> DdpResults(const std::string& out, const std::string& backend) {
+  std::map<int, std::string> results;
+  std::regex line("RESULT rank=(\\d+) world=3 backend=(\\w+) (max_diff_ref=\\S+ rank_spread=\\S+)");
+  for (std::sregex_iterator it(out.begin(), out.end(), line), end; it != end; ++it) {
+    EXPECT_EQ((*it)[2].str(), backend);
+    results[std::stoi((*it)[1])] = (*it)[3];
+  }
+  return results;
+}
+
+TEST(PsLaunch, DdpOnPsEqualsDdpOnGloo) {
+#ifndef COHORT_HAVE_DDP_WORKER
+  GTEST_SKIP() << "built without libtorch (COHORT_WITH_TORCH=OFF): no ddp_worker";
+#endif
+  const std::vector<std::string> tiny = {BinPath("ddp_worker"),
+                                         "--bucket-bytes",
+                                         "1",
+                                         "--first-bucket-bytes",
+                                         "1",
+                                         "--expect-buckets",
+                                         "10"};
+  auto ps = Launch({"--backend", "ps", "--ps-servers", "2", "--nproc-per-node", "3"}, tiny);
+  auto gloo = Launch({"--backend", "gloo", "--nproc-per-node", "3"}, tiny);
+  ASSERT_EQ(ps.exit_code, 0) << ps.output;
+  ASSERT_EQ(gloo.exit_code, 0) << gloo.output;
+  // ddp_worker checks its parameters against the one-process reference (--tol) and that the
+  // ranks agree exactly; both backends must also land at the same distance from it.
+  const auto on_ps = DdpResults(ps.output, "ps");
+  const auto on_gloo = DdpResults(gloo.output, "gloo");
+  ASSERT_EQ(on_ps.size(), 3u) << ps.output;
+  EXPECT_EQ(on_ps, on_gloo) << ps.output << gloo.output;
+  for (const auto& [rank, result] : on_ps)
+    EXPECT_NE(result.find("rank_spread=0"), std::string::npos);
+}
+
+TEST(PsLaunch, BackendsComeFromTheRegistry) {
+  auto unknown = Launch({"--backend", "carrier-pigeon"}, {"/bin/true"});
+  EXPECT_EQ(unknown.exit_code, 2) << unknown.output;
+  EXPECT_NE(unknown.output.find("is not a backend of this build; use auto or one of:"),
+            std::string::npos)
+      << unknown.output;
+  EXPECT_NE(unknown.output.find("gloo, ps"), std::string::npos) << unknown.output;
+  auto no_servers = Launch({"--backend", "ps"}, {"/bin/true"});
+  EXPECT_EQ(no_servers.exit_code, 2) << no_servers.output;
+  EXPECT_NE(no_servers.output.find("needs parameter servers: add --ps-servers N"),
+            std::string::npos)
+      << no_servers.output;
+}
+
+}  // namespace
+}  // namespace cohort::testing
