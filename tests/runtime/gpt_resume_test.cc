@@ -4,12 +4,14 @@
 // pp 2 -> 1 at once), one process -> tp 2, one process -> pp 2, dp 2 -> dp 2 x tp 2. A snapshot
 // whose shapes cannot map is refused in one line naming the tensor; a damaged newest snapshot
 // makes every rank fall back to the one before it together, even when only one rank reads the
-// damaged bytes.
+// damaged bytes. On S3 (moto, signatures checked) the resumed ranks fetch their slices with
+// ranged GETs.
 #include <fmt/format.h>
 #include <gtest/gtest.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -18,6 +20,7 @@
 #include <string>
 #include <vector>
 
+#include "tests/checkpoint/moto_fixture.h"
 #include "tests/util/subprocess.h"
 
 namespace cohort::testing {
@@ -56,7 +59,8 @@ class GptResume : public ::testing::Test {
 
   // n workers under cohort launch (run id "r"), gpt with the small model (--dim 32 unless extra
   // names another), steps and extra.
-  ProcessResult Gpt(int n, int64_t steps, const Args& extra) {
+  ProcessResult Gpt(int n, int64_t steps, const Args& extra,
+                    std::map<std::string, std::string> env = {}) {
     Args argv = {BinPath("cohort"),
                  "launch",
                  "--nproc-per-node",
@@ -72,26 +76,33 @@ class GptResume : public ::testing::Test {
     if (std::find(extra.begin(), extra.end(), "--dim") == extra.end()) {
       argv.insert(argv.end(), {"--dim", "32"});
     }
-    Subprocess p(argv, {{"COHORT_LOG_LEVEL", "warn"},
-                        {"OPENBLAS_NUM_THREADS", "1"},
-                        {"OMP_NUM_THREADS", "1"},
-                        {"COHORT_CHECKPOINT_URI", ""},
-                        {"COHORT_RESUME", ""}});
+    env.insert({{"COHORT_LOG_LEVEL", "warn"},
+                {"OPENBLAS_NUM_THREADS", "1"},
+                {"OMP_NUM_THREADS", "1"},
+                {"COHORT_CHECKPOINT_URI", ""},
+                {"COHORT_RESUME", ""}});
+    Subprocess p(argv, env);
     return p.Wait(180s);
   }
 
   // Steps 1..4 at `save` (n_save workers), a snapshot, steps 5..8 at `resume`: the resumed
   // losses equal `want` (the uninterrupted run's, by step).
+  // uri: where snapshots go (default: a file:// folder called name); *resumed gets the
+  // resumed run's output.
   void ExpectResumeMatches(const std::map<int, double>& want, int n_save, const Args& save,
-                           int n_resume, const Args& resume, const std::string& name) {
+                           int n_resume, const Args& resume, const std::string& name,
+                           std::string uri = "", const std::map<std::string, std::string>& env = {},
+                           std::string* resumed = nullptr) {
     SCOPED_TRACE(name);
+    if (uri.empty()) uri = Uri(name);
     Args s = save;
-    s.insert(s.end(), {"--checkpoint-uri", Uri(name)});
-    const ProcessResult first = Gpt(n_save, 4, s);
+    s.insert(s.end(), {"--checkpoint-uri", uri});
+    const ProcessResult first = Gpt(n_save, 4, s, env);
     ASSERT_EQ(first.exit_code, 0) << first.output;
     Args r = resume;
-    r.insert(r.end(), {"--checkpoint-uri", Uri(name), "--resume", "latest"});
-    const ProcessResult second = Gpt(n_resume, 8, r);
+    r.insert(r.end(), {"--checkpoint-uri", uri, "--resume", "latest"});
+    const ProcessResult second = Gpt(n_resume, 8, r, env);
+    if (resumed) *resumed = second.output;
     ASSERT_EQ(second.exit_code, 0) << second.output;
     EXPECT_NE(second.output.find("resumed from step 4"), std::string::npos) << second.output;
     const std::map<int, double> got = Losses(second.output);
@@ -122,6 +133,37 @@ TEST_F(GptResume, DataParallelReplicasReshardToo) {
   const std::map<int, double> want = Losses(straight.output);
   ASSERT_EQ(want.size(), 8u) << straight.output;
   ExpectResumeMatches(want, 2, {"--dp", "2"}, 4, {"--dp", "2", "--tp", "2"}, "dp2-to-dp2tp2");
+}
+
+TEST_F(GptResume, OnS3EachRankFetchesItsSlicesWithRangedReads) {
+  COHORT_REQUIRE_MOTO(moto);
+  const ProcessResult straight = Gpt(1, 8, {});
+  ASSERT_EQ(straight.exit_code, 0) << straight.output;
+  const std::string uri = moto->FreshUri("gpt");
+  std::map<std::string, std::string> env = moto->Env();
+  env["COHORT_LOG_LEVEL"] = "info";  // for the "read N bytes of it" line
+  std::string out;
+  ExpectResumeMatches(Losses(straight.output), 4, {"--pp", "2", "--tp", "2"}, 2, {"--tp", "2"},
+                      "s3-pp2tp2-to-tp2", uri, env, &out);
+  // A client we did not write sees what the sharded save wrote: four shards and the manifest.
+  const std::string prefix = uri.substr(uri.find('/', 5) + 1) + "/r/step-000000000004/";
+  uint64_t shard_bytes = 0;
+  int shards = 0, manifests = 0;
+  for (const auto& o : moto->AwsList(prefix)) {
+    if (o.key.find(".h5") != std::string::npos) ++shards, shard_bytes += o.size;
+    manifests += o.key.find("manifest.json") != std::string::npos;
+  }
+  EXPECT_EQ(shards, 4);
+  EXPECT_EQ(manifests, 1);
+  // Rank 0 at tp 2 needs half of each cut tensor and the replicated ones: well under the whole.
+  std::smatch m;
+  ASSERT_TRUE(std::regex_search(out, m, std::regex(R"(\[rank 0\].*read (\d+) bytes of it)")))
+      << out;
+  const uint64_t read = std::stoull(m[1]);
+  EXPECT_GT(read, 0u);
+  EXPECT_LT(read, shard_bytes * 3 / 4) << "rank 0 read " << read << " of " << shard_bytes;
+  std::printf("rank 0 at tp 2 read %llu of the snapshot's %llu shard bytes\n",
+              static_cast<unsigned long long>(read), static_cast<unsigned long long>(shard_bytes));
 }
 
 TEST_F(GptResume, ShapesThatCannotMapAreRefusedInOneLine) {
