@@ -176,7 +176,7 @@ std::vector<WorkPtr> Communicator::BatchSendRecv(const std::vector<P2POp>& ops,
     CheckPeer(p.type, p.buf, p.peer, fmt::format("batch op {}: {}", i, OpTypeName(p.type)));
     OpOptions o = opts;
     o.tag = p.tag;
-    batch.push_back(MakeOp(p.type, p.buf, p.buf, ReduceOp::kSum, p.peer, o));
+    batch.push_back(MakeOp(p.type, p.buf, p.buf, ReduceOp::kSum, p.peer, o, /*in_batch=*/true));
   }
   std::lock_guard<std::mutex> lock(seq_mu_);
   if (broken_.load()) {
@@ -256,7 +256,7 @@ std::unique_ptr<Communicator> Communicator::CreateGroup(const SplitInfo& info) {
 }
 
 Op Communicator::MakeOp(OpType type, TensorView in, TensorView out, ReduceOp reduce, int peer,
-                        const OpOptions& opts) const {
+                        const OpOptions& opts, bool in_batch) const {
   Op op;
   op.type = type;
   op.in = in;
@@ -265,6 +265,7 @@ Op Communicator::MakeOp(OpType type, TensorView in, TensorView out, ReduceOp red
   op.peer = peer;
   op.timeout = opts.timeout.count() > 0 ? opts.timeout : config_.timeout;
   op.tag = opts.tag;
+  op.in_batch = in_batch;
   Validate(op);
   return op;
 }

@@ -85,7 +85,8 @@ class Communicator {
   // Reduces in across ranks and leaves slice Rank() of the result in out;
   // in.count = out.count * Size(). In place when out is in's slice for this rank.
   WorkPtr ReduceScatter(TensorView in, TensorView out, ReduceOp op, const OpOptions& opts = {});
-  // Sends buf to rank dst; the matching Recv must use the same tag and size.
+  // Sends buf to rank dst; the matching Recv must use the same tag and size (NCCL: tag 0 only;
+  // see nccl_communicator.h).
   WorkPtr Send(TensorView buf, int dst, const OpOptions& opts = {});
   // Receives into buf from rank src.
   WorkPtr Recv(TensorView buf, int src, const OpOptions& opts = {});
@@ -170,7 +171,7 @@ class Communicator {
  private:
   // The op these arguments describe, after the backend's checks (not yet numbered).
   Op MakeOp(OpType type, TensorView in, TensorView out, ReduceOp reduce, int peer,
-            const OpOptions& opts) const;
+            const OpOptions& opts, bool in_batch = false) const;
   // Builds the op, checks it, numbers it and submits it.
   WorkPtr Start(OpType type, TensorView in, TensorView out, ReduceOp reduce, int peer,
                 const OpOptions& opts);

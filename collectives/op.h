@@ -43,6 +43,7 @@ struct Op {
   int peer = -1;  // broadcast root, send destination or receive source
   std::chrono::milliseconds timeout{0};
   uint32_t tag = 0;
+  bool in_batch = false;  // a send or receive of a BatchSendRecv
   // Position of a collective in this communicator's sequence, from 1; 0 for send/recv, which
   // only two ranks take part in.
   uint64_t seq = 0;

@@ -414,6 +414,12 @@ void NcclCommunicator::CheckTensor(const TensorView& t, const Op& op) const {
 }
 
 void NcclCommunicator::Validate(const Op& op) const {
+  if ((op.type == OpType::kSend || op.type == OpType::kRecv) && op.tag != 0 && !op.in_batch) {
+    throw InvalidArgument(fmt::format(
+        "nccl {} {} rank {} with tag {}: NCCL matches separate sends and receives in call order, "
+        "not by tag; pass tag 0 and the same order on both ranks, or use BatchSendRecv",
+        OpTypeName(op.type), op.type == OpType::kSend ? "to" : "from", op.peer, op.tag));
+  }
   CheckTensor(op.in, op);
   if (op.out.data != op.in.data) CheckTensor(op.out, op);
 }

@@ -13,8 +13,9 @@
 // NCCL has no message tags: sends and receives between two ranks match in the order they are
 // posted. Tags are honoured inside a BatchSendRecv (each peer's sends, and its receives, are
 // posted by tag, so two batches holding the same messages match by tag in any listed order);
-// separate Send and Recv calls to one peer match in call order, whatever their tag, so callers
-// must issue them in the same order on both sides (the pipeline schedules do: they batch).
+// separate Send and Recv calls to one peer match in call order, so they are refused with a tag
+// other than 0 (never silently matched against another tag): callers issue them in the same
+// order on both sides, or batch them (the pipeline schedules do).
 #pragma once
 
 #include <atomic>
