@@ -37,6 +37,12 @@ PsServerClient::PsServerClient(const std::string& address, int shard, int shards
   args.SetInt(GRPC_ARG_DNS_MIN_TIME_BETWEEN_RESOLUTIONS_MS, 1000);
   args.SetMaxReceiveMessageSize(-1);
   args.SetMaxSendMessageSize(-1);
+  args.SetInt(GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES, 16 << 20);
+  args.SetInt(GRPC_ARG_HTTP2_MAX_FRAME_SIZE, 16 << 20);
+  // Notice a server host that vanished without closing the connection.
+  args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 10000);
+  args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 10000);
+  args.SetInt(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
   // One channel per server and process; a distinct arg keeps gRPC from sharing the TCP
   // connection of another communicator's channel to the same server (a split group).
   args.SetInt("cohort.ps.shard", shard);
@@ -74,6 +80,12 @@ void PsServerClient::Connect(Deadline deadline) {
         "the servers in shard order, every one of them, the same on every worker",
         address_, shard_, shards_, reply.shard(), reply.shards()));
   }
+}
+
+void PsServerClient::Attend(grpc::ClientContext* ctx, const pb::AttendRequest* req,
+                            pb::AttendReply* reply, std::function<void(grpc::Status)> done) {
+  if (!token_.empty()) ctx->AddMetadata("authorization", "Bearer " + token_);
+  stub_->async()->Attend(ctx, req, reply, std::move(done));
 }
 
 void PsServerClient::PushPull(grpc::ClientContext* ctx, const pb::PushRequest* req,

@@ -32,6 +32,11 @@ class PsServerClient {
                 ::cohort::ps::PullReply* reply, Deadline deadline,
                 std::function<void(grpc::Status)> done);
 
+  // Starts the Attend call that tells the server while this rank's communicator lives; done is
+  // called (on a gRPC thread) when it ends: cancelled through ctx, or the server went away.
+  void Attend(grpc::ClientContext* ctx, const ::cohort::ps::AttendRequest* req,
+              ::cohort::ps::AttendReply* reply, std::function<void(grpc::Status)> done);
+
   // "server 127.0.0.1:7001 (shard 1 of 2)": how errors name it.
   const std::string& Name() const { return name_; }
   const std::string& Address() const { return address_; }

@@ -9,6 +9,7 @@
 #include "collectives/ps/ps_client.h"
 #include "collectives/ps/ps_exchange.h"
 #include "common/env.h"
+#include "common/heap.h"
 #include "common/log.h"
 
 namespace cohort::collectives::ps {
@@ -47,6 +48,12 @@ void CheckSize(const std::string& got, size_t want, const Op& op, size_t part) {
 
 }  // namespace
 
+struct PsCommunicator::Attendance {
+  grpc::ClientContext ctx;
+  pb::AttendRequest req;
+  pb::AttendReply reply;
+};
+
 PsOptions PsOptions::FromEnv() {
   PsOptions o;
   o.servers = SplitList(env::kPsServers.Str(""));
@@ -79,6 +86,11 @@ PsCommunicator::PsCommunicator(const CommConfig& config, PsOptions options,
     : ThreadedCommunicator(config), options_(std::move(options)), servers_(std::move(servers)) {
   if (servers_.empty()) {
     if (options_.servers.empty()) throw Unavailable(UnavailableReason(config));
+    // Every collective allocates partition-sized messages (requests, answers): kept freed
+    // memory turns their page faults into reuse (common/heap.h).
+    if (env::kMallocTune.Bool(true) && !KeepFreedMemory()) {
+      COHORT_WARN(kColl, "mallopt failed; large ps collectives may page-fault on every call");
+    }
     const int n = static_cast<int>(options_.servers.size());
     for (int i = 0; i < n; ++i) {
       servers_.push_back(
@@ -89,10 +101,38 @@ PsCommunicator::PsCommunicator(const CommConfig& config, PsOptions options,
     COHORT_DEBUG(kColl, "ps: rank {} of {} connected to {} servers", Rank(), Size(), n);
   }
   scope_ = Join(config.connect_timeout);
+  StartAttendance();
   StartWorker();
 }
 
-PsCommunicator::~PsCommunicator() { StopWorker(); }
+PsCommunicator::~PsCommunicator() {
+  StopWorker();
+  EndAttendance();
+}
+
+void PsCommunicator::StartAttendance() {
+  {
+    std::lock_guard<std::mutex> lock(attend_mu_);
+    attending_ = servers_.size();
+  }
+  // Not under attend_mu_: gRPC may run a callback before Attend() returns.
+  for (auto& server : servers_) {
+    Attendance& a = attendance_.emplace_back();
+    a.req.set_scope(scope_);
+    a.req.set_rank(Rank());
+    server->Attend(&a.ctx, &a.req, &a.reply, [this](grpc::Status) {
+      std::lock_guard<std::mutex> lock(attend_mu_);
+      --attending_;
+      attend_cv_.notify_all();
+    });
+  }
+}
+
+void PsCommunicator::EndAttendance() {
+  std::unique_lock<std::mutex> lock(attend_mu_);
+  for (Attendance& a : attendance_) a.ctx.TryCancel();
+  attend_cv_.wait(lock, [this] { return attending_ == 0; });
+}
 
 std::unique_ptr<Communicator> PsCommunicator::CreateGroup(const SplitInfo& info) {
   if (info.color == kNoColor) return nullptr;

@@ -7,7 +7,10 @@
 // refused ("backend ps does not support send").
 #pragma once
 
+#include <condition_variable>
+#include <deque>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -62,10 +65,19 @@ class PsCommunicator : public ThreadedCommunicator {
   void RunBroadcast(const Op& op);
   void RunAllGather(const Op& op);
   void RunBarrier(const Op& op);
+  // Opens an Attend call to every server for this communicator's scope; EndAttendance cancels
+  // them and waits until gRPC is done with them.
+  void StartAttendance();
+  void EndAttendance();
 
   const PsOptions options_;
   std::vector<std::shared_ptr<PsServerClient>> servers_;
   std::string scope_;  // Scope() plus the epoch
+  struct Attendance;
+  std::deque<Attendance> attendance_;
+  std::mutex attend_mu_;
+  std::condition_variable attend_cv_;
+  size_t attending_ = 0;  // calls gRPC has not finished yet
 };
 
 }  // namespace cohort::collectives::ps

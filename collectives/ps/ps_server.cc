@@ -48,6 +48,21 @@ class PushReactor final : public grpc::ServerUnaryReactor, public PushTable::Wai
   pb::PullReply* reply_;
 };
 
+// One Attend call: open until the rank's communicator ends; then its scope is failed.
+class AttendReactor final : public grpc::ServerUnaryReactor {
+ public:
+  AttendReactor(PushTable* table, const pb::AttendRequest* req) : table_(table), req_(req) {}
+  void OnCancel() override {
+    table_->Left(req_->scope(), req_->rank());
+    Finish(grpc::Status::CANCELLED);
+  }
+  void OnDone() override { delete this; }
+
+ private:
+  PushTable* table_;
+  const pb::AttendRequest* req_;
+};
+
 }  // namespace
 
 class PsServer::Impl final : public pb::PsService::CallbackService {
@@ -71,6 +86,11 @@ class PsServer::Impl final : public pb::PsService::CallbackService {
     builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
     builder.SetMaxReceiveMessageSize(-1);
     builder.SetMaxSendMessageSize(-1);
+    builder.AddChannelArgument(GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES, 16 << 20);
+    builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_FRAME_SIZE, 16 << 20);
+    // Workers ping to notice a vanished server (and it, a vanished worker); allow it.
+    builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 5000);
+    builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PING_STRIKES, 0);
     server_ = builder.BuildAndStart();
     if (!server_ || chosen == 0) {
       server_.reset();
@@ -108,6 +128,17 @@ class PsServer::Impl final : public pb::PsService::CallbackService {
     }
     reactor->Finish(auth);
     return reactor;
+  }
+
+  grpc::ServerUnaryReactor* Attend(grpc::CallbackServerContext* ctx, const pb::AttendRequest* req,
+                                   pb::AttendReply*) override {
+    grpc::Status auth = Authenticate(*ctx);
+    if (!auth.ok()) {
+      auto* reactor = ctx->DefaultReactor();
+      reactor->Finish(auth);
+      return reactor;
+    }
+    return new AttendReactor(&table_, req);  // finishes when the call is cancelled
   }
 
   grpc::ServerUnaryReactor* PushPull(grpc::CallbackServerContext* ctx, const pb::PushRequest* req,

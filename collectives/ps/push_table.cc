@@ -47,6 +47,13 @@ std::vector<PushTable::Waiter*> PushTable::FailLocked(const std::string& key,
   return waiters;
 }
 
+const grpc::Status* PushTable::FailedLocked(const std::string& key,
+                                            const std::string& scope) const {
+  if (auto f = failed_.find(key); f != failed_.end()) return &f->second;
+  if (auto l = left_.find(scope); l != left_.end()) return &l->second;
+  return nullptr;
+}
+
 void PushTable::Push(Waiter* w) {
   const auto& req = w->Request();
   if (std::string bad = CheckPush(req); !bad.empty()) {
@@ -56,8 +63,8 @@ void PushTable::Push(Waiter* w) {
   const std::string key = Key(req);
   std::vector<Waiter*> waiters;
   std::unique_lock<std::mutex> lock(mu_);
-  if (auto f = failed_.find(key); f != failed_.end()) {
-    const grpc::Status why = f->second;
+  if (const grpc::Status* failed = FailedLocked(key, req.scope())) {
+    const grpc::Status why = *failed;
     lock.unlock();
     w->Answer(why, nullptr);
     return;
@@ -119,6 +126,34 @@ void PushTable::Abandon(Waiter* w) {
     if (r >= by_rank.size() || by_rank[r] != w) return;
     waiters = FailLocked(key, why);
   }
+  AnswerAll(waiters, why);
+}
+
+void PushTable::Left(const std::string& scope, int rank) {
+  const grpc::Status why(
+      grpc::StatusCode::ABORTED,
+      fmt::format("rank {} left this communicator (its process died, or closed it) before "
+                  "every rank had finished its collectives",
+                  rank));
+  const std::string prefix = scope + "\n";
+  std::vector<Waiter*> waiters;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (auto it = rounds_.begin(); it != rounds_.end();) {
+      if (it->first.compare(0, prefix.size(), prefix) != 0) {
+        ++it;
+        continue;
+      }
+      for (Waiter* w : it->second.by_rank) {
+        if (w) waiters.push_back(w);
+      }
+      it = rounds_.erase(it);
+    }
+    if (left_.size() >= kMaxFailed) left_.clear();
+    left_.emplace(scope, why);
+  }
+  if (!waiters.empty())
+    COHORT_WARN(kColl, "ps: {}: failing {} pending pushes", why.error_message(), waiters.size());
   AnswerAll(waiters, why);
 }
 

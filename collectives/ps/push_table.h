@@ -36,6 +36,10 @@ class PushTable {
   // the other ranks learn it now instead of at their deadline. No-op if w was already answered.
   void Abandon(Waiter* w);
 
+  // Rank `rank` of the communicator `scope` went away: its pending rounds fail now and its later
+  // pushes at once, naming that rank.
+  void Left(const std::string& scope, int rank);
+
   // Rounds with some pushes still missing; for tests and logs.
   size_t Pending() const;
 
@@ -47,12 +51,16 @@ class PushTable {
   static std::string Key(const ::cohort::ps::PushRequest& p);
   // Removes key's round, remembers why it failed, and returns its waiters; needs mu_.
   std::vector<Waiter*> FailLocked(const std::string& key, const grpc::Status& why);
+  // Why key's round (of communicator scope) already failed, or null; needs mu_.
+  const grpc::Status* FailedLocked(const std::string& key, const std::string& scope) const;
   static void AnswerAll(const std::vector<Waiter*>& waiters, const grpc::Status& status);
 
   mutable std::mutex mu_;
   std::unordered_map<std::string, Round> rounds_;
   // Rounds that failed, so that their late pushes fail too instead of waiting.
   std::unordered_map<std::string, grpc::Status> failed_;
+  // Communicators one of whose ranks left (by scope), and why.
+  std::unordered_map<std::string, grpc::Status> left_;
 };
 
 }  // namespace cohort::collectives::ps
