@@ -11,6 +11,7 @@
 
 #include "collectives/ps/ps_server.h"
 #include "common/env.h"
+#include "common/heap.h"
 #include "common/log.h"
 
 namespace cohort::launcher {
@@ -33,6 +34,11 @@ int RunPsServer(const PsServerOptions& o) {
   sigaddset(&stop, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &stop, nullptr);
 
+  // Every push and answer is a partition-sized message: keep freed memory for the next one
+  // instead of page-faulting it in again (common/heap.h).
+  if (env::kMallocTune.Bool(true) && !KeepFreedMemory()) {
+    COHORT_WARN(kColl, "mallopt failed; ps-server may page-fault on every push");
+  }
   const std::string token = o.token_given ? o.token : env::kToken.Str("");
   collectives::ps::PsServer server(o.host, o.port, token, o.shard, o.shards);
   server.Start();
