@@ -152,6 +152,45 @@ TEST_F(Ps, KilledServerIsNamedByEveryRank) {
   }
 }
 
+// A rank that stops calling collectives is named by the others at their timeout (3 s).
+TEST_F(Ps, HungRankIsNamedAtTheTimeout) {
+  PsServerProcs ps(2, kToken);
+  auto env = Env(ps);
+  env["COHORT_TIMEOUT"] = "3";
+  auto procs = Start(2, {"--mode", "hang", "--victim", "1", "--at", "3"}, env);
+  const auto start = std::chrono::steady_clock::now();
+  auto r = procs[0]->Wait(30s);
+  const double secs =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  procs[1]->Kill(SIGKILL);
+  EXPECT_EQ(r.exit_code, 3) << r.output;
+  // Either the wait or the gRPC deadline ends it first; both name the rank that never came.
+  EXPECT_THAT(r.output, HasSubstr("ERROR [timeout] ps allreduce #3 (sum, f32[1048576] cpu) on "
+                                  "rank 0, 2 ranks: "))
+      << r.output;
+  EXPECT_THAT(r.output, HasSubstr("; rank 1 never reached it (its last collective was #2 "
+                                  "allreduce)"))
+      << r.output;
+  EXPECT_LT(secs, 15.0);
+}
+
+// A rank SIGKILLed in the middle of an all-reduce: the servers fail its partitions for the
+// others at once (the dead rank's calls are cancelled), long before the timeout (60 s).
+TEST_F(Ps, KilledRankFailsTheOthersAtOnce) {
+  PsServerProcs ps(2, kToken);
+  auto env = Env(ps);
+  env["COHORT_PS_PARTITION_BYTES"] = "65536";
+  auto procs = Start(3, {"--mode", "kill", "--victim", "1", "--at", "3"}, env);
+  for (int r : {0, 2}) {
+    auto res = procs[r]->Wait(60s);
+    EXPECT_EQ(res.exit_code, 3) << res.output;
+    EXPECT_LT(res.seconds, 20.0) << res.output;
+    EXPECT_THAT(res.output, HasSubstr("allreduce #3")) << res.output;
+    EXPECT_THAT(res.output, HasSubstr("rank 1")) << res.output;
+  }
+  EXPECT_EQ(procs[1]->Wait(10s).signal, SIGKILL);
+}
+
 // A listed server that never comes up is named when COHORT_STORE_TIMEOUT (2 s) runs out.
 TEST_F(Ps, ServerNeverUpIsNamedAtTheDeadline) {
   PsServerProcs ps(1, kToken, 2);
