@@ -86,6 +86,26 @@ TEST_F(Ps, MatrixOverServersAndWorlds) {
   }
 }
 
+// Split on ps: groups that leave ranks out, two groups at once, a dp x tp mesh (world 4).
+TEST_F(Ps, SplitAndMesh) {
+  PsServerProcs ps(2, kToken);
+  for (int world : {3, 4}) {
+    auto env = Env(ps);
+    std::vector<std::unique_ptr<Subprocess>> procs;
+    for (int r = 0; r < world; ++r) {
+      env["COHORT_RANK"] = std::to_string(r);
+      env["COHORT_WORLD_SIZE"] = std::to_string(world);
+      procs.push_back(std::make_unique<Subprocess>(
+          std::vector<std::string>{BinPath("split_worker"), "--backend", "ps", "--no-p2p"}, env));
+    }
+    for (auto& p : procs) {
+      auto r = p->Wait(60s);
+      EXPECT_EQ(r.exit_code, 0) << r.output;
+      EXPECT_THAT(r.output, HasSubstr(fmt::format(" of {} (ps): groups ok", world))) << r.output;
+    }
+  }
+}
+
 // A large count, in default-sized (4 MiB) partitions over 2 servers.
 TEST_F(Ps, LargeTensors) {
   PsServerProcs ps(2, kToken);
