@@ -1,0 +1,133 @@
+// The parameter server's matching and combining (PushTable), in one process with fake waiting
+// calls: results in rank order whatever order the pushes arrive in, and the one-line failures.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cstring>
+#include <memory>
+#include <vector>
+
+#include "collectives/ps/push_table.h"
+#include "collectives/tensor_view.h"
+
+namespace cohort::testing {
+namespace {
+
+namespace pb = ::cohort::ps;
+using collectives::DType;
+using collectives::ps::PushTable;
+using ::testing::HasSubstr;
+
+class FakeCall : public PushTable::Waiter {
+ public:
+  explicit FakeCall(pb::PushRequest req) : req_(std::move(req)) {}
+  const pb::PushRequest& Request() const override { return req_; }
+  void Answer(const grpc::Status& status, std::shared_ptr<const std::string> result) override {
+    ++answers;
+    this->status = status;
+    data = result ? *result : "";
+  }
+  int answers = 0;
+  grpc::Status status;
+  std::string data;
+
+ private:
+  pb::PushRequest req_;
+};
+
+pb::PushRequest Push(int rank, int world, const std::vector<float>& v, uint64_t seq = 1) {
+  pb::PushRequest p;
+  p.set_scope("test/scope");
+  p.set_seq(seq);
+  p.set_rank(rank);
+  p.set_world(world);
+  p.set_kind(pb::REDUCE);
+  p.set_dtype(static_cast<int>(DType::kFloat32));
+  p.set_total(v.size());
+  p.set_count(v.size());
+  p.set_data(std::string(reinterpret_cast<const char*>(v.data()), v.size() * sizeof(float)));
+  return p;
+}
+
+float First(const std::string& data) {
+  float f;
+  std::memcpy(&f, data.data(), sizeof(f));
+  return f;
+}
+
+// (1e8 + -1e8) + 1 = 1 in float, but 1e8 + (-1e8 + 1) = 0: only rank order gives 1.
+TEST(PsPushTable, SumsInRankOrderWhateverTheArrivalOrder) {
+  const std::vector<std::vector<float>> inputs = {{1e8f}, {-1e8f}, {1.0f}};
+  std::vector<int> order = {0, 1, 2};
+  do {
+    PushTable table;
+    std::vector<std::unique_ptr<FakeCall>> calls;
+    for (int r = 0; r < 3; ++r) calls.push_back(std::make_unique<FakeCall>(Push(r, 3, inputs[r])));
+    for (int r : order) table.Push(calls[r].get());
+    for (auto& c : calls) {
+      ASSERT_EQ(c->answers, 1);
+      ASSERT_TRUE(c->status.ok()) << c->status.error_message();
+      EXPECT_EQ(First(c->data), 1.0f);
+    }
+    EXPECT_EQ(table.Pending(), 0u);
+  } while (std::next_permutation(order.begin(), order.end()));
+}
+
+TEST(PsPushTable, MismatchFailsEveryRankNamingBoth) {
+  PushTable table;
+  FakeCall a(Push(1, 2, {1, 2, 3})), b(Push(0, 2, {1, 2}));
+  table.Push(&a);
+  table.Push(&b);
+  for (FakeCall* c : {&a, &b}) {
+    ASSERT_EQ(c->answers, 1);
+    EXPECT_EQ(c->status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_THAT(c->status.error_message(),
+                HasSubstr("rank 0 called allreduce f32[2] sum but rank 1 called allreduce f32[3] "
+                          "sum"));
+  }
+  FakeCall late(Push(0, 2, {1, 2, 3}));  // the round failed: a late push fails at once
+  table.Push(&late);
+  EXPECT_EQ(late.answers, 1);
+  EXPECT_EQ(late.status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+}
+
+TEST(PsPushTable, AbandonAndLeaveFailThePendingPushes) {
+  PushTable table;
+  FakeCall a(Push(0, 3, {1})), b(Push(1, 3, {1}));
+  table.Push(&a);
+  table.Push(&b);
+  table.Abandon(&b);
+  for (FakeCall* c : {&a, &b}) {
+    EXPECT_EQ(c->answers, 1);
+    EXPECT_THAT(c->status.error_message(), HasSubstr("rank 1 gave up on it"));
+  }
+  FakeCall c(Push(0, 3, {1}, 2));
+  table.Push(&c);
+  table.Left("test/scope", 2);
+  EXPECT_EQ(c.answers, 1);
+  EXPECT_THAT(c.status.error_message(), HasSubstr("rank 2 left this communicator"));
+  FakeCall d(Push(1, 3, {1}, 3));  // later collectives of that communicator fail at once
+  table.Push(&d);
+  EXPECT_EQ(d.answers, 1);
+  EXPECT_EQ(d.status.error_code(), grpc::StatusCode::ABORTED);
+  EXPECT_EQ(table.Pending(), 0u);
+}
+
+TEST(PsPushTable, MalformedAndDuplicatePushesAreRefused) {
+  PushTable table;
+  pb::PushRequest bad = Push(0, 2, {1, 2});
+  bad.set_count(3);  // 3 elements announced, 2 sent
+  FakeCall malformed(bad);
+  table.Push(&malformed);
+  EXPECT_THAT(malformed.status.error_message(), HasSubstr("sent 8 bytes for 3 elements"));
+  FakeCall first(Push(0, 2, {1})), twice(Push(0, 2, {1}));
+  table.Push(&first);
+  table.Push(&twice);
+  EXPECT_EQ(first.answers, 0);  // still waiting for rank 1
+  EXPECT_THAT(twice.status.error_message(), HasSubstr("rank 0 pushed it twice"));
+  table.Abandon(&first);
+}
+
+}  // namespace
+}  // namespace cohort::testing
