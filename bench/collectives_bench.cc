@@ -2,7 +2,8 @@
 // --min-bytes to --max-bytes, out-of-place and in-place, with time, algbw, busbw and the number of
 // wrong elements; and, in the same run, the same operation through the raw library as the
 // baseline, with the ratio cohort / raw. Run it under mpirun (then both MPI and Gloo run), or
-// under `cohort launch` / any env contract for Gloo alone.
+// under `cohort launch` / any env contract for Gloo alone; `--backends ps` under
+// `cohort launch --ps-servers N` measures the parameter servers against raw Gloo over TCP.
 //
 //   mpirun -np 4 -x MASTER_ADDR=127.0.0.1 -x MASTER_PORT=29500 build/bin/collectives_bench
 #include <fmt/format.h>
@@ -256,7 +257,8 @@ int Main(int argc, char** argv) {
       continue;
     }
     auto ours = MakeCohortRunner(*comm);
-    auto raw = MakeRawRunner(backend, world.rank, world.size, store);
+    // ps has no library underneath; its baseline is what it stands in for: raw Gloo over TCP.
+    auto raw = MakeRawRunner(backend == "ps" ? "gloo" : backend, world.rank, world.size, store);
     if (!raw) continue;
     Bench bench(*comm, *ours, *raw, o);
     for (const auto& name : o.ops) {
