@@ -63,6 +63,15 @@ bool IsTritonDataType(const std::string& name) {
   return std::find(std::begin(kDataTypes), std::end(kDataTypes), name) != std::end(kDataTypes);
 }
 
+void SetSampleIo(TritonConfig& config, TensorSpec input, TensorSpec output) {
+  if (config.max_batch_size == 0) {
+    input.dims.insert(input.dims.begin(), -1);
+    output.dims.insert(output.dims.begin(), -1);
+  }
+  config.inputs = {std::move(input)};
+  config.outputs = {std::move(output)};
+}
+
 InstanceKind ParseInstanceKind(const std::string& text) {
   std::string lower = text;
   for (char& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));

@@ -42,6 +42,10 @@ bool IsTritonDataType(const std::string& name);
 // negative max_batch_size or an instance_count < 1.
 std::string RenderConfigPbtxt(const TritonConfig& config);
 
+// Sets the one input and the one output from per-sample dims (no batch dimension): with
+// max_batch_size 0 Triton passes whole shapes, so a leading -1 (any batch) is added.
+void SetSampleIo(TritonConfig& config, TensorSpec input, TensorSpec output);
+
 // "gpu" / "cpu" (any case) -> kind; throws InvalidArgument for anything else.
 InstanceKind ParseInstanceKind(const std::string& text);
 
