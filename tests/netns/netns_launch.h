@@ -1,0 +1,90 @@
+// One `cohort launch` per namespace node: the flags every node of a job shares, the env a clean
+// test needs, and node 0's address as the rendezvous endpoint.
+#pragma once
+
+#include <fmt/format.h>
+
+#include <chrono>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "tests/util/netns.h"
+#include "tests/util/subprocess.h"
+
+namespace cohort::testing {
+
+using Env = std::map<std::string, std::string>;
+
+// Variables of the machine running the tests that would change what the launcher derives.
+inline Env CleanLaunchEnv(const Env& extra) {
+  Env e = {{"COHORT_LOG_LEVEL", "warn"}, {"COHORT_TOKEN", "netns-t0k"},
+           {"COHORT_RUN_ID", "netns-job"}};
+  for (const char* v : {"COHORT_NNODES", "COHORT_NODE_RANK", "COHORT_NPROC_PER_NODE",
+                        "COHORT_RDZV_ENDPOINT", "COHORT_STORE", "MASTER_ADDR", "MASTER_PORT",
+                        "JOB_COMPLETION_INDEX", "PET_NNODES", "PET_NPROC_PER_NODE", "RANK",
+                        "WORLD_SIZE", "OMPI_COMM_WORLD_SIZE", "SLURM_NTASKS", "COHORT_GLOO_HOST"}) {
+    e[v] = "";  // empty counts as unset
+  }
+  for (const auto& [k, v] : extra) e[k] = v;
+  return e;
+}
+
+inline int CountOf(const std::string& s, const std::string& text) {
+  int n = 0;
+  for (size_t at = s.find(text); at != std::string::npos; at = s.find(text, at + 1)) ++n;
+  return n;
+}
+
+class NodeLaunch {
+ public:
+  // flags: shared by every node (--nproc-per-node 2 ...); --nnodes, --node-rank and
+  // --rdzv-endpoint (node 0's address, port 29500: each node has its ports to itself) are added.
+  NodeLaunch(const NetnsCluster& cluster, std::vector<std::string> flags, Env env = {})
+      : cluster_(cluster),
+        flags_(std::move(flags)),
+        env_(CleanLaunchEnv(env)),
+        endpoint_(cluster.node(0).address + ":29500") {}
+
+  // Points every node at another rendezvous (etcd's host:port, say).
+  void set_endpoint(std::string endpoint) { endpoint_ = std::move(endpoint); }
+
+  std::unique_ptr<Subprocess> Start(int node, const std::vector<std::string>& program) const {
+    return StartAs(node, node, program);
+  }
+  // The launcher on `node` claiming node rank `rank`.
+  std::unique_ptr<Subprocess> StartAs(int node, int rank,
+                                      const std::vector<std::string>& program) const {
+    std::vector<std::string> argv = {BinPath("cohort"), "launch", "--nnodes",
+                                     std::to_string(cluster_.size()), "--node-rank",
+                                     std::to_string(rank), "--rdzv-endpoint", endpoint_};
+    argv.insert(argv.end(), flags_.begin(), flags_.end());
+    argv.push_back("--");
+    argv.insert(argv.end(), program.begin(), program.end());
+    return cluster_.Start(node, argv, env_);
+  }
+
+  // Starts every node, then waits for all with one deadline.
+  std::vector<ProcessResult> RunAll(const std::vector<std::string>& program,
+                                    std::chrono::milliseconds timeout) const {
+    std::vector<std::unique_ptr<Subprocess>> nodes;
+    for (int i = 0; i < cluster_.size(); ++i) nodes.push_back(Start(i, program));
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    std::vector<ProcessResult> results;
+    for (auto& p : nodes) {
+      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+          deadline - std::chrono::steady_clock::now());
+      results.push_back(p->Wait(std::max(left, std::chrono::milliseconds(1))));
+    }
+    return results;
+  }
+
+ private:
+  const NetnsCluster& cluster_;
+  std::vector<std::string> flags_;
+  Env env_;
+  std::string endpoint_;
+};
+
+}  // namespace cohort::testing

@@ -1,0 +1,156 @@
+// `cohort launch` across nodes that are network namespaces (tests/util/netns.h): one launcher per
+// node, reaching node 0 by its address, Gloo between the nodes over veth and a bridge.
+#include <fmt/format.h>
+#include <gtest/gtest.h>
+#include <signal.h>
+
+#include <thread>
+
+#include "tests/netns/netns_launch.h"
+
+namespace cohort::testing {
+namespace {
+
+using namespace std::chrono_literals;
+
+// The matrix on every dtype would take minutes over TCP; these cover reduce, gather and
+// broadcast paths at sizes that take one and several messages.
+const std::vector<std::string> kMatrix = {BinPath("collective_worker"), "--backend", "gloo",
+                                          "--mode", "matrix", "--counts", "0,7,1031",
+                                          "--dtypes", "f32,i64"};
+
+// A long loop of 4 MiB all-reduces (no victim): runs until a fault is injected from outside.
+const std::vector<std::string> kLoop = {BinPath("collective_worker"), "--backend", "gloo",
+                                        "--mode", "kill", "--victim", "-1", "--at", "100000"};
+
+// Every node exited 0 and each of its two workers printed its matrix line with 0 failures.
+void ExpectMatrixPassed(const std::vector<ProcessResult>& r, int world) {
+  for (size_t n = 0; n < r.size(); ++n) {
+    EXPECT_EQ(r[n].exit_code, 0) << "node " << n << ":\n" << r[n].output;
+    for (int l = 0; l < 2; ++l) {
+      const int rank = static_cast<int>(n) * 2 + l;
+      const std::string line = fmt::format("[rank {}] rank {} of {} (gloo): ", rank, rank, world);
+      const size_t at = r[n].output.find(line);
+      ASSERT_NE(at, std::string::npos) << r[n].output;
+      const std::string rest = r[n].output.substr(at + line.size(), 40);
+      EXPECT_NE(rest.find(" checks, 0 failed"), std::string::npos) << rest;
+    }
+  }
+}
+
+class NetnsLaunch : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (auto why = NetnsCluster::UnavailableReason(); !why.empty()) {
+      GTEST_SKIP() << "network namespaces unavailable: " << why;
+    }
+  }
+};
+
+TEST_F(NetnsLaunch, TwoNodesOfTwoWorkersAllReduceCorrectly) {
+  NetnsCluster c(2);
+  NodeLaunch job(c, {"--nproc-per-node", "2"});
+  auto r = job.RunAll(kMatrix, 60s);
+  ExpectMatrixPassed(r, 4);
+  for (int rank = 0; rank < 4; ++rank) {
+    EXPECT_EQ(CountOf(r[rank / 2].output, fmt::format("rank {} of 4 (gloo): ", rank)), 1);
+  }
+}
+
+TEST_F(NetnsLaunch, ThreeNodesOfTwoWorkersAllReduceCorrectly) {
+  NetnsCluster c(3);
+  NodeLaunch job(c, {"--nproc-per-node", "2"});
+  auto r = job.RunAll(kMatrix, 60s);
+  ExpectMatrixPassed(r, 6);
+  EXPECT_NE(r[2].output.find("started 2 workers (ranks 4..5) of a world of 6"), std::string::npos)
+      << r[2].output;
+}
+
+TEST_F(NetnsLaunch, NodeThatNeverArrivesIsNamedAtTheDeadline) {
+  NetnsCluster c(3);
+  NodeLaunch job(c, {"--nproc-per-node", "2", "--rdzv-timeout", "3"});
+  auto n0 = job.Start(0, kMatrix), n1 = job.Start(1, kMatrix);  // node 2 never comes
+  auto r0 = n0->Wait(30s), r1 = n1->Wait(30s);
+  for (const auto* r : {&r0, &r1}) {
+    EXPECT_EQ(r->exit_code, 3) << r->output;
+    EXPECT_NE(r->output.find("node rank 2 of 3 never joined the rendezvous at 10.77.0.1:"),
+              std::string::npos)
+        << r->output;
+    EXPECT_LT(r->seconds, 10) << r->output;
+  }
+}
+
+TEST_F(NetnsLaunch, DuplicateNodeRankIsRefusedOnEveryNode) {
+  NetnsCluster c(3);
+  NodeLaunch job(c, {"--nproc-per-node", "2", "--rdzv-timeout", "20"});
+  auto n0 = job.Start(0, kMatrix), n1 = job.Start(1, kMatrix);
+  std::this_thread::sleep_for(500ms);
+  auto again = job.StartAs(2, 1, kMatrix);  // node 2's machine claims rank 1 too
+  auto r0 = n0->Wait(30s), r1 = n1->Wait(30s), r2 = again->Wait(30s);
+  for (const auto* r : {&r0, &r1, &r2}) {
+    EXPECT_EQ(r->exit_code, 3) << r0.output << r1.output << r2.output;
+    EXPECT_NE(r->output.find("node rank 1 is claimed twice"), std::string::npos) << r->output;
+    EXPECT_LT(r->seconds, 15) << r->output;
+  }
+  // The claimants are named by their hostnames.
+  EXPECT_NE(r0.output.find("node1"), std::string::npos) << r0.output;
+  EXPECT_NE(r0.output.find("node2"), std::string::npos) << r0.output;
+}
+
+// Node 1 runs its share of a long all-reduce loop; then every process in it is SIGKILLed
+// (launcher and workers, as when a machine dies) or its link is cut (no RST, packets stop).
+// Every other node must fail within the collective timeout (COHORT_TIMEOUT 8 s) and nothing may
+// hang. The workers that notice name node 1's ranks (2 and 3) as the ones that stopped
+// responding; a node whose workers were stopped first by another node's failure relays that
+// failure's line instead (the launcher passes on the first failure recorded, not its cause).
+void ExpectNodeLossIsNamed(bool cut_link) {
+  NetnsCluster c(3);
+  NodeLaunch job(c, {"--nproc-per-node", "2", "--grace-period", "2"}, {{"COHORT_TIMEOUT", "8"}});
+  std::vector<std::unique_ptr<Subprocess>> nodes;
+  for (int i = 0; i < 3; ++i) nodes.push_back(job.Start(i, kLoop));
+  for (int i : {0, 2}) {
+    ASSERT_TRUE(nodes[i]->AwaitLine(fmt::format("rank {} completed op 2", 2 * i), 30s))
+        << nodes[i]->Output();
+  }
+  const auto t0 = std::chrono::steady_clock::now();
+  if (cut_link) {
+    c.SetLinkUp(1, false);
+  } else {
+    ASSERT_GE(c.KillAll(1, SIGKILL), 3);  // the launcher and its two workers
+  }
+  std::string survivors;
+  for (int i : {0, 2}) {
+    auto r = nodes[i]->Wait(60s);
+    const double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    EXPECT_FALSE(r.timed_out) << r.output;
+    EXPECT_NE(r.exit_code, 0) << r.output;
+    EXPECT_LT(took, cut_link ? 25 : 12) << r.output;
+    const bool named = r.output.find("rank 2 stopped responding") != std::string::npos ||
+                       r.output.find("on node 0 exited with code") != std::string::npos ||
+                       r.output.find("on node 2 exited with code") != std::string::npos;
+    EXPECT_TRUE(named) << "node " << i << " names neither node 1's ranks nor a relayed failure:\n"
+                       << r.output;
+    fmt::print("node {} failed {:.1f} s after node 1 was {}\n", i, took,
+               cut_link ? "cut off" : "killed");
+    survivors += r.output;
+  }
+  EXPECT_NE(survivors.find("rank 2 stopped responding"), std::string::npos) << survivors;
+  EXPECT_NE(survivors.find("rank 3 stopped responding"), std::string::npos) << survivors;
+  if (cut_link) {  // the cut-off node gives up too, on its own
+    auto r = nodes[1]->Wait(60s);
+    EXPECT_FALSE(r.timed_out) << r.output;
+    EXPECT_NE(r.exit_code, 0) << r.output;
+    EXPECT_NE(r.output.find("lost the rendezvous store"), std::string::npos) << r.output;
+    fmt::print("node 1 (cut off) exited with {} after {:.1f} s\n", r.exit_code,
+               std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  }
+}
+
+TEST_F(NetnsLaunch, KilledNodeMakesTheOthersFailNamingIt) { ExpectNodeLossIsNamed(false); }
+
+TEST_F(NetnsLaunch, CutLinkMidCollectiveMakesTheOthersFailNamingIt) {
+  ExpectNodeLossIsNamed(true);
+}
+
+}  // namespace
+}  // namespace cohort::testing
