@@ -11,6 +11,7 @@
 #include "launcher/checkpoint_command.h"
 #include "launcher/command.h"
 #include "launcher/launch_command.h"
+#include "launcher/model_command.h"
 #include "launcher/ps_server_command.h"
 #include "launcher/store_command.h"
 
@@ -25,6 +26,7 @@ constexpr AddCommandFn kCommands[] = {
     cohort::launcher::AddStoreCommand,
     cohort::launcher::AddPsServerCommand,
     cohort::launcher::AddCheckpointCommand,
+    cohort::launcher::AddModelCommand,
 };
 
 }  // namespace
