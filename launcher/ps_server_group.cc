@@ -122,6 +122,15 @@ std::string PsServerGroup::Dead() {
   return "";
 }
 
+bool PsServerGroup::AllRunning() {
+  while (!Dead().empty()) {
+  }
+  for (const Server& s : servers_) {
+    if (!s.running) return false;
+  }
+  return true;
+}
+
 void PsServerGroup::StopAll() {
   for (Server& s : servers_) {
     if (s.running) ::kill(s.pid, SIGTERM);

@@ -28,6 +28,8 @@ class PsServerGroup {
   // Empty while every server runs, else "ps-server shard 1 exited with code 1" for the first
   // one that ended; never blocks.
   std::string Dead();
+  // True while every server runs; never blocks.
+  bool AllRunning();
 
  private:
   struct Server {

@@ -57,9 +57,9 @@ class Supervisor {
     (void)!::write(2, line.data(), line.size());
   }
   void OpenStore();
-  // With --ps-servers: the store's host starts them and publishes their addresses; every node
-  // reads them (ps_addresses_).
-  void StartPsServers();
+  // With --ps-servers: the store's host starts them (again, for an attempt after one of them
+  // died) and publishes their addresses for this attempt; every node reads them (ps_addresses_).
+  void StartPsServers(int attempt);
   Outcome RunAttempt(int attempt);
   Outcome Watch(WorkerGroup& group, int attempt, const std::string& prefix);
   // Records a failure for every node to see (the first one recorded wins) and returns it.
@@ -81,20 +81,21 @@ class Supervisor {
   std::string ps_addresses_;
 };
 
-void Supervisor::StartPsServers() {
+void Supervisor::StartPsServers(int attempt) {
   if (plan_.ps_servers.value == 0) return;
-  const std::string key = fmt::format("cohort/{}/launch/ps-servers", plan_.run_id.value);
-  if (hosting_) {
+  const std::string key = RoundPrefix(plan_.run_id.value, attempt) + "ps-servers";
+  if (hosting_ && (!ps_ || !ps_->AllRunning())) {
+    ps_.reset();  // the survivors go too: workers of the new attempt get a fresh set
     const bool single = plan_.max_nodes.value == 1;
     const std::string host =
         net::ParseHostPort(plan_.endpoint.value, plan_.endpoint.source, true).host;
     ps_ = std::make_unique<PsServerGroup>(plan_.ps_servers.value, single ? "127.0.0.1" : "0.0.0.0",
                                           single ? "127.0.0.1" : host, plan_.token,
                                           std::chrono::seconds(30));
-    store_->Set(key, ps_->Addresses());
     Say("started {} ps-server{} on {}", plan_.ps_servers.value,
         plan_.ps_servers.value == 1 ? "" : "s", ps_->Addresses());
   }
+  if (hosting_) store_->Set(key, ps_->Addresses());
   ps_addresses_ = store_->Get(key, Ms(plan_.rdzv_timeout));
 }
 
@@ -233,6 +234,13 @@ Outcome Supervisor::RunAttempt(int attempt) {
   nproc_ = a.nproc;
   beats_.clear();
   const std::string prefix = RoundPrefix(plan_.run_id.value, attempt);
+  try {
+    StartPsServers(attempt);
+  } catch (const Error& e) {
+    Say("cannot start the parameter servers: {}", e.what());
+    Fail(prefix, kExitRendezvous, "the parameter servers did not start");
+    return {Outcome::kFailed, kExitRendezvous, e.what()};
+  }
   std::unique_ptr<WorkerGroup> group;
   try {
     group = std::make_unique<WorkerGroup>(
@@ -284,12 +292,6 @@ int Supervisor::Run() {
     OpenStore();
   } catch (const Error& e) {
     Say("cannot reach the rendezvous store: {}", e.what());
-    return kExitRendezvous;
-  }
-  try {
-    StartPsServers();
-  } catch (const Error& e) {
-    Say("cannot start the parameter servers: {}", e.what());
     return kExitRendezvous;
   }
   const int attempts = plan_.max_restarts.value + 1;

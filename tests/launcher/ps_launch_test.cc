@@ -2,10 +2,14 @@
 // and gives every worker COHORT_PS_SERVERS. Existing workers run unchanged on the ps backend:
 // collective_worker's matrix, and ddp_worker's DDP equivalence (the same check the gloo run
 // passes, against the same one-process reference).
+#include <dirent.h>
 #include <fmt/format.h>
 #include <gtest/gtest.h>
+#include <signal.h>
 
+#include <fstream>
 #include <regex>
+#include <sstream>
 
 #include "tests/util/subprocess.h"
 
@@ -86,6 +90,72 @@ TEST(PsLaunch, DdpOnPsEqualsDdpOnGloo) {
   EXPECT_EQ(on_ps, on_gloo) << ps.output << gloo.output;
   for (const auto& [rank, result] : on_ps)
     EXPECT_NE(result.find("rank_spread=0"), std::string::npos);
+}
+
+// The pid of the child of `parent` whose command line has every one of words, or -1.
+pid_t ChildWith(pid_t parent, const std::vector<std::string>& words) {
+  DIR* proc = ::opendir("/proc");
+  pid_t found = -1;
+  for (dirent* e = ::readdir(proc); e && found < 0; e = ::readdir(proc)) {
+    const pid_t pid = static_cast<pid_t>(std::atoi(e->d_name));
+    if (pid <= 0) continue;
+    std::ifstream stat(fmt::format("/proc/{}/stat", pid));
+    std::string line;
+    std::getline(stat, line);
+    const size_t close = line.rfind(')');
+    if (close == std::string::npos) continue;
+    std::istringstream rest(line.substr(close + 2));
+    std::string state;
+    pid_t ppid = 0;
+    rest >> state >> ppid;
+    if (ppid != parent) continue;
+    std::ifstream cmd(fmt::format("/proc/{}/cmdline", pid));
+    std::string args((std::istreambuf_iterator<char>(cmd)), std::istreambuf_iterator<char>());
+    for (char& c : args) c = c == '\0' ? ' ' : c;
+    bool all = true;
+    for (const auto& w : words) all = all && args.find(w) != std::string::npos;
+    if (all) found = pid;
+  }
+  ::closedir(proc);
+  return found;
+}
+
+// A ps-server SIGKILLed mid-run stops the group; the restart runs on a fresh set of servers.
+TEST(PsLaunch, DeadServerRestartsTheGroupOnFreshServers) {
+  std::vector<std::string> argv = {BinPath("cohort"),
+                                   "launch",
+                                   "--backend",
+                                   "ps",
+                                   "--ps-servers",
+                                   "2",
+                                   "--nproc-per-node",
+                                   "2",
+                                   "--max-restarts",
+                                   "1",
+                                   "--grace-period",
+                                   "2",
+                                   "--",
+                                   BinPath("collective_worker"),
+                                   "--backend",
+                                   "ps",
+                                   "--mode",
+                                   "hang",
+                                   "--victim",
+                                   "-1",
+                                   "--at",
+                                   "60"};
+  Subprocess launcher(argv, Clean());
+  ASSERT_TRUE(launcher.AwaitLine("completed op 2", 60s)) << launcher.Output();
+  const pid_t server = ChildWith(launcher.pid(), {"ps-server", "--shard 1 "});
+  ASSERT_GT(server, 0) << launcher.Output();
+  ::kill(server, SIGKILL);
+  auto r = launcher.Wait(120s);
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("ps-server shard 1 was killed by signal 9 (SIGKILL)"), std::string::npos)
+      << r.output;
+  EXPECT_NE(r.output.find("restarting the group: attempt 2 of 2"), std::string::npos) << r.output;
+  EXPECT_EQ(Count(r.output, "started 2 ps-servers on 127.0.0.1:"), 2) << r.output;
+  EXPECT_EQ(Count(r.output, "rank 1 completed op 2"), 2) << r.output;
 }
 
 TEST(PsLaunch, BackendsComeFromTheRegistry) {
