@@ -48,6 +48,7 @@ PsServerClient::PsServerClient(const std::string& address, int shard, int shards
   args.SetInt("cohort.ps.shard", shard);
   channel_ = grpc::CreateCustomChannel(address_, grpc::InsecureChannelCredentials(), args);
   stub_ = pb::PsService::NewStub(channel_);
+  generic_ = std::make_unique<grpc::GenericStub>(channel_);
 }
 
 void PsServerClient::Connect(Deadline deadline) {
@@ -80,6 +81,15 @@ void PsServerClient::Connect(Deadline deadline) {
         "the servers in shard order, every one of them, the same on every worker",
         address_, shard_, shards_, reply.shard(), reply.shards()));
   }
+}
+
+void PsServerClient::PushPullRaw(grpc::ClientContext* ctx, const grpc::ByteBuffer* req,
+                                 grpc::ByteBuffer* reply, Deadline deadline,
+                                 std::function<void(grpc::Status)> done) {
+  if (!token_.empty()) ctx->AddMetadata("authorization", "Bearer " + token_);
+  ctx->set_deadline(deadline);
+  generic_->UnaryCall(ctx, "/cohort.ps.PsService/PushPull", grpc::StubOptions(), req, reply,
+                      std::move(done));
 }
 
 void PsServerClient::Attend(grpc::ClientContext* ctx, const pb::AttendRequest* req,

@@ -2,6 +2,7 @@
 // and the checks that the server is up and is the shard the worker's list says it is.
 #pragma once
 
+#include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/grpcpp.h>
 
 #include <chrono>
@@ -32,6 +33,11 @@ class PsServerClient {
                 ::cohort::ps::PullReply* reply, Deadline deadline,
                 std::function<void(grpc::Status)> done);
 
+  // PushPull with the messages already encoded (PushRequest in, PullReply out): lets the caller
+  // send a tensor's bytes without copying them into a message first.
+  void PushPullRaw(grpc::ClientContext* ctx, const grpc::ByteBuffer* req, grpc::ByteBuffer* reply,
+                   Deadline deadline, std::function<void(grpc::Status)> done);
+
   // Starts the Attend call that tells the server while this rank's communicator lives; done is
   // called (on a gRPC thread) when it ends: cancelled through ctx, or the server went away.
   void Attend(grpc::ClientContext* ctx, const ::cohort::ps::AttendRequest* req,
@@ -50,6 +56,7 @@ class PsServerClient {
   const std::string name_;
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<::cohort::ps::PsService::Stub> stub_;
+  std::unique_ptr<grpc::GenericStub> generic_;
 };
 
 }  // namespace cohort::collectives::ps

@@ -39,10 +39,10 @@ char* Bytes(const TensorView& t, size_t element) {
 }
 
 // Throws Internal when a server's answer has another size than the partition needs.
-void CheckSize(const std::string& got, size_t want, const Op& op, size_t part) {
-  if (got.size() != want) {
+void CheckSize(const Exchange& ex, size_t want, const Op& op, size_t part) {
+  if (ex.ResultSize(part) != want) {
     throw Internal(fmt::format("ps {} partition {}: the server answered {} bytes, expected {}",
-                               op.Describe(), part, got.size(), want));
+                               op.Describe(), part, ex.ResultSize(part), want));
   }
 }
 
@@ -181,7 +181,9 @@ size_t PsCommunicator::AddPartitions(Exchange& ex, const Op& op, int kind,
   for (size_t p = 0; p < parts; ++p) {
     const size_t offset = p * per;
     const size_t count = std::min(per, t.count - std::min(t.count, offset));
-    pb::PushRequest& req = ex.Add(servers_[(op.seq + p) % n].get());
+    const bool data = sends && count > 0;
+    pb::PushRequest& req = ex.Add(servers_[(op.seq + p) % n].get(),
+                                  data ? Bytes(t, offset) : nullptr, data ? count * es : 0);
     req.set_scope(op.seq == 0 ? Scope() : scope_);
     req.set_seq(op.seq);
     req.set_part(static_cast<uint32_t>(p));
@@ -193,7 +195,6 @@ size_t PsCommunicator::AddPartitions(Exchange& ex, const Op& op, int kind,
     req.set_root(op.peer);
     req.set_total(t.count);
     req.set_count(count);
-    if (sends && count > 0) req.set_data(Bytes(t, offset), count * es);
   }
   return per;
 }
@@ -209,8 +210,8 @@ std::string PsCommunicator::Join(std::chrono::milliseconds timeout) {
   AddPartitions(ex, op, pb::GATHER, op.in);
   ex.Run(DeadlineAfter(timeout));
   uint64_t epoch = 0;
-  CheckSize(ex.Result(0), sizeof(mine) * static_cast<size_t>(Size()), op, 0);
-  std::memcpy(&epoch, ex.Result(0).data(), sizeof(epoch));
+  CheckSize(ex, sizeof(mine) * static_cast<size_t>(Size()), op, 0);
+  ex.CopyResult(0, 0, sizeof(epoch), &epoch);
   return fmt::format("{}/{:016x}", Scope(), epoch);
 }
 
@@ -221,8 +222,8 @@ void PsCommunicator::RunAllReduce(const Op& op) {
   const size_t es = ElementSize(op.in.dtype);
   for (size_t p = 0; p < ex.size(); ++p) {
     const size_t count = std::min(per, op.in.count - std::min(op.in.count, p * per));
-    CheckSize(ex.Result(p), count * es, op, p);
-    if (count) std::memcpy(Bytes(op.out, p * per), ex.Result(p).data(), count * es);
+    CheckSize(ex, count * es, op, p);
+    if (count) ex.CopyResult(p, 0, count * es, Bytes(op.out, p * per));
   }
 }
 
@@ -234,8 +235,8 @@ void PsCommunicator::RunBroadcast(const Op& op) {
   const size_t es = ElementSize(op.out.dtype);
   for (size_t p = 0; p < ex.size(); ++p) {
     const size_t count = std::min(per, op.out.count - std::min(op.out.count, p * per));
-    CheckSize(ex.Result(p), count * es, op, p);
-    if (count) std::memcpy(Bytes(op.out, p * per), ex.Result(p).data(), count * es);
+    CheckSize(ex, count * es, op, p);
+    if (count) ex.CopyResult(p, 0, count * es, Bytes(op.out, p * per));
   }
 }
 
@@ -247,12 +248,11 @@ void PsCommunicator::RunAllGather(const Op& op) {
   const size_t n = op.in.count;
   for (size_t p = 0; p < ex.size(); ++p) {
     const size_t count = std::min(per, n - std::min(n, p * per));
-    const std::string& all = ex.Result(p);
-    CheckSize(all, count * es * static_cast<size_t>(Size()), op, p);
+    CheckSize(ex, count * es * static_cast<size_t>(Size()), op, p);
     if (count == 0) continue;
     for (int r = 0; r < Size(); ++r) {
-      std::memcpy(Bytes(op.out, static_cast<size_t>(r) * n + p * per),
-                  all.data() + static_cast<size_t>(r) * count * es, count * es);
+      ex.CopyResult(p, static_cast<size_t>(r) * count * es, count * es,
+                    Bytes(op.out, static_cast<size_t>(r) * n + p * per));
     }
   }
 }

@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include <cstring>
+
 #include "collectives/ps/push_combine.h"
 #include "collectives/store/grpc_status.h"
 #include "common/error.h"
@@ -15,6 +17,19 @@ constexpr std::chrono::milliseconds kEchoGrace{1000};
 // Past the calls' own gRPC deadline, how long before the exchange stops waiting for them.
 constexpr std::chrono::seconds kDeadlineSlack{5};
 
+// Protocol buffers' wire format: the key of PushRequest.data (field 12, length-delimited) and
+// of PullReply.data (field 1).
+constexpr uint8_t kPushDataKey = (12 << 3) | 2;
+constexpr uint8_t kReplyDataKey = (1 << 3) | 2;
+
+void AppendVarint(std::string& out, uint64_t v) {
+  while (v >= 0x80) {
+    out.push_back(static_cast<char>((v & 0x7f) | 0x80));
+    v >>= 7;
+  }
+  out.push_back(static_cast<char>(v));
+}
+
 bool IsEcho(grpc::StatusCode code) {
   return code == grpc::StatusCode::ABORTED || code == grpc::StatusCode::DEADLINE_EXCEEDED ||
          code == grpc::StatusCode::CANCELLED;
@@ -22,30 +37,99 @@ bool IsEcho(grpc::StatusCode code) {
 
 }  // namespace
 
-::cohort::ps::PushRequest& Exchange::Add(PsServerClient* server) {
+::cohort::ps::PushRequest& Exchange::Add(PsServerClient* server, const void* data, size_t bytes) {
   calls_.emplace_back();
-  calls_.back().server = server;
-  return calls_.back().req;
+  Call& call = calls_.back();
+  call.server = server;
+  call.data = data;
+  call.bytes = bytes;
+  return call.req;
+}
+
+void Exchange::Encode(Call& call) {
+  // Concatenated encodings merge: the header's fields, then the data field pointing at the
+  // caller's bytes (a static slice: gRPC neither copies nor frees it).
+  std::string header = call.req.SerializeAsString();
+  std::vector<grpc::Slice> slices;
+  if (call.bytes > 0) {
+    header.push_back(static_cast<char>(kPushDataKey));
+    AppendVarint(header, call.bytes);
+    slices.emplace_back(header);
+    slices.emplace_back(call.data, call.bytes, grpc::Slice::STATIC_SLICE);
+  } else {
+    slices.emplace_back(header);
+  }
+  call.request = grpc::ByteBuffer(slices.data(), slices.size());
+}
+
+void Exchange::Decode(Call& call) {
+  call.slices.clear();
+  if (call.reply.Valid()) (void)call.reply.Dump(&call.slices);
+  size_t total = 0;
+  for (const auto& s : call.slices) total += s.size();
+  call.result_offset = call.result_size = 0;
+  if (total == 0) return;  // an empty data field is not sent at all
+  // The key and the length: at most 11 bytes, possibly spread over slices.
+  uint8_t head[11] = {};
+  size_t got = 0;
+  for (const auto& s : call.slices) {
+    const size_t n = std::min(s.size(), sizeof(head) - got);
+    std::memcpy(head + got, s.begin(), n);
+    got += n;
+    if (got == sizeof(head)) break;
+  }
+  uint64_t len = 0;
+  size_t at = 1;
+  for (int shift = 0; at < got && shift < 64; shift += 7) {
+    const uint8_t b = head[at++];
+    len |= static_cast<uint64_t>(b & 0x7f) << shift;
+    if (!(b & 0x80)) break;
+  }
+  if (head[0] != kReplyDataKey || at + len != total) {
+    throw Internal(fmt::format("ps {}: its answer to {} is not a PullReply ({} bytes)",
+                               call.server->Name(), DescribePush(call.req), total));
+  }
+  call.result_offset = at;
+  call.result_size = len;
+}
+
+void Exchange::CopyResult(size_t i, size_t from, size_t n, void* dst) const {
+  const Call& call = calls_[i];
+  size_t skip = call.result_offset + from;
+  char* out = static_cast<char*>(dst);
+  for (const auto& s : call.slices) {
+    if (n == 0) break;
+    if (skip >= s.size()) {
+      skip -= s.size();
+      continue;
+    }
+    const size_t take = std::min(n, s.size() - skip);
+    std::memcpy(out, s.begin() + skip, take);
+    out += take;
+    n -= take;
+    skip = 0;
+  }
 }
 
 void Exchange::Run(PsServerClient::Deadline deadline) {
+  for (Call& call : calls_) Encode(call);
   for (Call& call : calls_) {
-    call.server->PushPull(&call.ctx, &call.req, &call.reply, deadline,
-                          [this, &call](grpc::Status s) {
-                            std::lock_guard<std::mutex> lock(mu_);
-                            call.status = std::move(s);
-                            call.done = true;
-                            ++finished_;
-                            if (!call.status.ok()) {
-                              if (!IsEcho(call.status.error_code())) {
-                                if (!decisive_) decisive_ = &call;
-                              } else if (!echo_) {
-                                echo_ = &call;
-                                echo_at_ = std::chrono::steady_clock::now();
-                              }
-                            }
-                            cv_.notify_all();
-                          });
+    call.server->PushPullRaw(&call.ctx, &call.request, &call.reply, deadline,
+                             [this, &call](grpc::Status s) {
+                               std::lock_guard<std::mutex> lock(mu_);
+                               call.status = std::move(s);
+                               call.done = true;
+                               ++finished_;
+                               if (!call.status.ok()) {
+                                 if (!IsEcho(call.status.error_code())) {
+                                   if (!decisive_) decisive_ = &call;
+                                 } else if (!echo_) {
+                                   echo_ = &call;
+                                   echo_at_ = std::chrono::steady_clock::now();
+                                 }
+                               }
+                               cv_.notify_all();
+                             });
   }
   std::unique_lock<std::mutex> lock(mu_);
   AwaitOutcome(lock, deadline);
@@ -57,7 +141,8 @@ void Exchange::Run(PsServerClient::Deadline deadline) {
   }
   const Call* failed = decisive_ ? decisive_ : echo_;
   if (!failed) {
-    // Not failed but unfinished cannot happen: the loop above waited for every call.
+    lock.unlock();
+    for (Call& call : calls_) Decode(call);
     return;
   }
   lock.unlock();
