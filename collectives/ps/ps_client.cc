@@ -98,12 +98,4 @@ void PsServerClient::Attend(grpc::ClientContext* ctx, const pb::AttendRequest* r
   stub_->async()->Attend(ctx, req, reply, std::move(done));
 }
 
-void PsServerClient::PushPull(grpc::ClientContext* ctx, const pb::PushRequest* req,
-                              pb::PullReply* reply, Deadline deadline,
-                              std::function<void(grpc::Status)> done) {
-  if (!token_.empty()) ctx->AddMetadata("authorization", "Bearer " + token_);
-  ctx->set_deadline(deadline);
-  stub_->async()->PushPull(ctx, req, reply, std::move(done));
-}
-
 }  // namespace cohort::collectives::ps

@@ -27,14 +27,9 @@ class PsServerClient {
   // when it refuses the token, InvalidArgument when it is another shard.
   void Connect(Deadline deadline);
 
-  // Sends req on ctx (which gets the token and the deadline) and calls done on a gRPC thread.
-  // ctx, req and reply must outlive the call.
-  void PushPull(grpc::ClientContext* ctx, const ::cohort::ps::PushRequest* req,
-                ::cohort::ps::PullReply* reply, Deadline deadline,
-                std::function<void(grpc::Status)> done);
-
-  // PushPull with the messages already encoded (PushRequest in, PullReply out): lets the caller
-  // send a tensor's bytes without copying them into a message first.
+  // Sends a PushPull on ctx (which gets the token and the deadline) and calls done on a gRPC
+  // thread. The messages come encoded (PushRequest in, PullReply out), so that a tensor's bytes
+  // go out without being copied into a message first. ctx, req and reply must outlive the call.
   void PushPullRaw(grpc::ClientContext* ctx, const grpc::ByteBuffer* req, grpc::ByteBuffer* reply,
                    Deadline deadline, std::function<void(grpc::Status)> done);
 
