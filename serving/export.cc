@@ -25,6 +25,14 @@ std::string TorchWhat(const c10::Error& e) {
   return what.substr(0, what.find('\n'));
 }
 
+// The TorchScript interpreter's errors carry a Python-like traceback; the cause is the last line.
+std::string LastLine(const std::string& text) {
+  size_t end = text.find_last_not_of(" \n");
+  if (end == std::string::npos) return text;
+  size_t begin = text.rfind('\n', end);
+  return text.substr(begin == std::string::npos ? 0 : begin + 1, end + 1 - (begin + 1));
+}
+
 torch::jit::Module LoadScripted(const std::string& path) {
   try {
     return torch::jit::load(path, at::kCPU);
@@ -114,6 +122,13 @@ void CopyByName(const Named& source, torch::jit::Module& skeleton, const std::st
   for (auto& [name, target] : targets) target.copy_(source.at(name).to(at::kCPU));
 }
 
+[[noreturn]] void ForwardFailed(const at::Tensor& x, const std::string& why) {
+  throw InvalidArgument(fmt::format(
+      "export: forward() fails on an example input of shape {} ({}); pass the shape of one "
+      "sample without the batch dimension as --example-input-shape",
+      Shape(x), why));
+}
+
 // Runs forward() on a zero batch for the output's type and shape.
 ExportedModel Probe(torch::jit::Module module, const ExportOptions& o) {
   std::vector<int64_t> shape = {o.probe_batch};
@@ -125,10 +140,9 @@ ExportedModel Probe(torch::jit::Module module, const ExportOptions& o) {
   try {
     out = module.forward({x});
   } catch (const c10::Error& e) {
-    throw InvalidArgument(fmt::format(
-        "export: forward() fails on an example input of shape {} ({}); pass the shape of one "
-        "sample without the batch dimension as --example-input-shape",
-        Shape(x), TorchWhat(e)));
+    ForwardFailed(x, TorchWhat(e));
+  } catch (const std::exception& e) {  // torch::jit::JITException: a scripted forward() threw
+    ForwardFailed(x, LastLine(e.what()));
   }
   if (!out.isTensor())
     throw InvalidArgument(fmt::format(
