@@ -4,6 +4,7 @@
 
 #include "collectives/store/grpc_store_client.h"
 #include "collectives/store/grpc_store_server.h"
+#include "collectives/store/store_backends.h"
 #include "common/env.h"
 #include "common/error.h"
 #include "common/log.h"
@@ -65,7 +66,9 @@ StoreEnv ReadStoreEnv() {
   const double seconds = env::kStoreTimeout.Seconds(60.0);
   out.connect_timeout = std::chrono::milliseconds(static_cast<int64_t>(seconds * 1000.0));
   if (auto store = env::kStore.Get()) {
-    out.address = net::ParseHostPort(*store, env::kStore.name()).ToString();
+    std::string endpoint;
+    const StoreBackend& backend = BackendOfAddress(*store, &endpoint);
+    out.address = backend.scheme + net::ParseHostPort(endpoint, env::kStore.name()).ToString();
     return out;
   }
   const auto addr = env::kMasterAddr.Get();
@@ -115,9 +118,9 @@ std::shared_ptr<Store> HostStore(const std::string& host, int port, const std::s
 std::shared_ptr<Store> ConnectStoreFromEnv() {
   const StoreEnv e = ReadStoreEnv();
   if (!e.host_server) {
-    auto client = std::make_unique<GrpcStoreClient>(e.address, e.token, e.connect_timeout);
-    client->Connect();
-    return std::shared_ptr<Store>(std::move(client));
+    std::string endpoint;
+    const StoreBackend& backend = BackendOfAddress(e.address, &endpoint);
+    return backend.connect({endpoint, e.token, env::kRunId.Str(""), e.connect_timeout});
   }
   // Listen on every interface: the other ranks reach this host by its address.
   auto store = HostStore("0.0.0.0", e.host_port, e.token, e.connect_timeout, nullptr);

@@ -1,5 +1,6 @@
 // How a worker finds its rendezvous store from the environment (the env contract in DESIGN.md):
-//   COHORT_STORE=host:port [COHORT_TOKEN] [COHORT_STORE_TIMEOUT]: connect to that store;
+//   COHORT_STORE=host:port [COHORT_TOKEN] [COHORT_STORE_TIMEOUT]: connect to that store
+//   (etcd://host:port: an etcd, keys under cohort/<COHORT_RUN_ID>/; store_backends.h);
 //   else MASTER_ADDR + MASTER_PORT (torchrun's convention): the process of rank 0 (COHORT_RANK,
 //   else RANK, else OMPI_COMM_WORLD_RANK) hosts a store on MASTER_PORT, and every process, rank 0
 //   included, connects to MASTER_ADDR:MASTER_PORT;

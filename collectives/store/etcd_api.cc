@@ -1,0 +1,158 @@
+#include "collectives/store/etcd_api.h"
+
+#include <nlohmann/json.hpp>
+
+#include "common/error.h"
+
+namespace cohort::collectives::etcd {
+namespace {
+
+using nlohmann::json;
+
+constexpr char kAlphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+int Sextet(char c) {
+  if (c >= 'A' && c <= 'Z') return c - 'A';
+  if (c >= 'a' && c <= 'z') return c - 'a' + 26;
+  if (c >= '0' && c <= '9') return c - '0' + 52;
+  if (c == '+' || c == '-') return 62;
+  if (c == '/' || c == '_') return 63;
+  return -1;
+}
+
+json Parse(const std::string& body) {
+  json j = json::parse(body, nullptr, /*allow_exceptions=*/false);
+  if (!j.is_object()) throw DataLoss("etcd answered with something that is not JSON: " + body);
+  return j;
+}
+
+int64_t Int(const json& j, const char* field) {
+  auto it = j.find(field);
+  if (it == j.end()) return 0;
+  if (it->is_string()) return std::stoll(it->get<std::string>());
+  return it->get<int64_t>();
+}
+
+std::vector<KeyValue> KeyValues(const json& range) {
+  std::vector<KeyValue> out;
+  auto kvs = range.find("kvs");
+  if (kvs == range.end()) return out;
+  for (const json& kv : *kvs) {
+    out.push_back({Base64Decode(kv.value("key", "")), Base64Decode(kv.value("value", "")),
+                   Int(kv, "mod_revision")});
+  }
+  return out;
+}
+
+}  // namespace
+
+std::string Base64Encode(const std::string& bytes) {
+  std::string out;
+  out.reserve((bytes.size() + 2) / 3 * 4);
+  for (size_t i = 0; i < bytes.size(); i += 3) {
+    uint32_t n = static_cast<uint8_t>(bytes[i]) << 16;
+    if (i + 1 < bytes.size()) n |= static_cast<uint8_t>(bytes[i + 1]) << 8;
+    if (i + 2 < bytes.size()) n |= static_cast<uint8_t>(bytes[i + 2]);
+    out += kAlphabet[(n >> 18) & 63];
+    out += kAlphabet[(n >> 12) & 63];
+    out += i + 1 < bytes.size() ? kAlphabet[(n >> 6) & 63] : '=';
+    out += i + 2 < bytes.size() ? kAlphabet[n & 63] : '=';
+  }
+  return out;
+}
+
+std::string Base64Decode(const std::string& text) {
+  std::string out;
+  uint32_t acc = 0;
+  int bits = 0;
+  for (char c : text) {
+    if (c == '=') break;
+    const int v = Sextet(c);
+    if (v < 0) throw DataLoss("etcd sent a key or value that is not base64: " + text);
+    acc = (acc << 6) | static_cast<uint32_t>(v);
+    bits += 6;
+    if (bits >= 8) {
+      bits -= 8;
+      out += static_cast<char>((acc >> bits) & 0xff);
+    }
+  }
+  return out;
+}
+
+std::string PrefixEnd(const std::string& prefix) {
+  std::string end = prefix;
+  while (!end.empty()) {
+    if (static_cast<uint8_t>(end.back()) < 0xff) {
+      end.back() = static_cast<char>(static_cast<uint8_t>(end.back()) + 1);
+      return end;
+    }
+    end.pop_back();
+  }
+  return std::string(1, '\0');  // every key
+}
+
+std::string PutBody(const std::string& key, const std::string& value) {
+  return json{{"key", Base64Encode(key)}, {"value", Base64Encode(value)}}.dump();
+}
+
+std::string RangeBody(const std::string& key) { return json{{"key", Base64Encode(key)}}.dump(); }
+
+std::string PrefixRangeBody(const std::string& prefix) {
+  return json{{"key", Base64Encode(prefix)}, {"range_end", Base64Encode(PrefixEnd(prefix))}}
+      .dump();
+}
+
+std::string DeleteBody(const std::string& key) { return RangeBody(key); }
+
+std::string PutIfBody(const std::string& key, const Condition& when, const std::string& value) {
+  json compare = {{"key", Base64Encode(key)}, {"result", "EQUAL"}};
+  switch (when.kind) {
+    case Condition::kAbsent:
+      compare["target"] = "CREATE";
+      compare["create_revision"] = "0";
+      break;
+    case Condition::kValue:
+      compare["target"] = "VALUE";
+      compare["value"] = Base64Encode(when.value);
+      break;
+    case Condition::kModRevision:
+      compare["target"] = "MOD";
+      compare["mod_revision"] = std::to_string(when.mod_revision);
+      break;
+  }
+  json put = {{"request_put", {{"key", Base64Encode(key)}, {"value", Base64Encode(value)}}}};
+  json range = {{"request_range", {{"key", Base64Encode(key)}}}};
+  return json{{"compare", json::array({compare})},
+              {"success", json::array({put})},
+              {"failure", json::array({range})}}
+      .dump();
+}
+
+std::vector<KeyValue> ParseRange(const std::string& body) { return KeyValues(Parse(body)); }
+
+bool ParseDeleted(const std::string& body) { return Int(Parse(body), "deleted") > 0; }
+
+TxnResult ParsePutIf(const std::string& body) {
+  const json j = Parse(body);
+  TxnResult r;
+  r.succeeded = j.value("succeeded", false);
+  if (r.succeeded) return r;
+  auto responses = j.find("responses");
+  if (responses == j.end() || responses->empty() || !(*responses)[0].contains("response_range")) {
+    throw DataLoss("etcd's txn answer has no read of the key: " + body);
+  }
+  auto kvs = KeyValues((*responses)[0]["response_range"]);
+  if (!kvs.empty()) r.current = kvs.front();
+  return r;
+}
+
+std::string ErrorMessage(const std::string& body) {
+  const json j = json::parse(body, nullptr, false);
+  if (j.is_object()) {
+    if (j.contains("message") && j["message"].is_string()) return j["message"];
+    if (j.contains("error") && j["error"].is_string()) return j["error"];
+  }
+  return body.substr(0, 200);
+}
+
+}  // namespace cohort::collectives::etcd

@@ -1,0 +1,58 @@
+// The parts of etcd's v3 JSON gateway (etcd 3.4: POST /v3/kv/range, /v3/kv/put,
+// /v3/kv/deleterange, /v3/kv/txn) that EtcdStore uses: request bodies and answers, with keys and
+// values in base64 as the gateway wants them. Pure functions, no I/O, so they are unit-tested
+// without a server. The gateway leaves out fields at their zero value ("kvs", "value",
+// "succeeded", "deleted"), and writes 64-bit integers as strings.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace cohort::collectives::etcd {
+
+std::string Base64Encode(const std::string& bytes);
+// Throws DataLoss on text that is not base64.
+std::string Base64Decode(const std::string& text);
+
+// The range_end that makes a range cover every key starting with prefix (etcd's prefix end: the
+// prefix with its last byte below 0xff incremented and the rest cut; "\0" when there is none).
+std::string PrefixEnd(const std::string& prefix);
+
+struct KeyValue {
+  std::string key;
+  std::string value;
+  int64_t mod_revision = 0;
+};
+
+std::string PutBody(const std::string& key, const std::string& value);
+std::string RangeBody(const std::string& key);
+std::string PrefixRangeBody(const std::string& prefix);
+std::string DeleteBody(const std::string& key);
+
+// What a conditional put compares the key against.
+struct Condition {
+  enum Kind { kAbsent, kValue, kModRevision } kind = kAbsent;
+  std::string value;         // kValue
+  int64_t mod_revision = 0;  // kModRevision
+};
+
+// A txn: if key meets `when`, put value; otherwise read key (so the caller learns what it holds).
+std::string PutIfBody(const std::string& key, const Condition& when, const std::string& value);
+
+// The keys of a range answer. Throws DataLoss when the answer is not what etcd sends.
+std::vector<KeyValue> ParseRange(const std::string& body);
+// Whether a deleterange answer deleted anything.
+bool ParseDeleted(const std::string& body);
+
+struct TxnResult {
+  bool succeeded = false;
+  std::optional<KeyValue> current;  // on failure: the key as it was, if it existed
+};
+TxnResult ParsePutIf(const std::string& body);
+
+// The "error" / "message" of an error answer, or the body cut to one line.
+std::string ErrorMessage(const std::string& body);
+
+}  // namespace cohort::collectives::etcd

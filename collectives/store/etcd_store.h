@@ -1,0 +1,61 @@
+// A Store on etcd (v3 API, through its JSON gateway: Debian's etcd-server 3.4 serves it on the
+// client port), for rendezvous beyond what one launcher-hosted store serves, and as torchelastic
+// offers it (`cohort launch --rdzv-backend etcd --rdzv-endpoint HOST:2379`).
+//
+// Every key is stored under key_prefix ("cohort/<run id>/"), so jobs sharing an etcd never see
+// each other's keys; List strips it again. Set, Get, Delete and List are one request each;
+// CompareSet is one txn (compare the value, or that the key does not exist, then put; else read);
+// Add is a txn loop on the key's mod_revision, so concurrent adds never lose an increment.
+// Get and Wait poll (5 ms growing to 100 ms) until the deadline: the gateway's /v3/watch is a
+// stream, which the HTTP layer (common/http.h: whole answers, retries) does not read.
+// Safe to use from many threads at once (http::Client pools its connections).
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "collectives/store/store.h"
+
+namespace cohort::http {
+class Client;
+}
+
+namespace cohort::collectives {
+
+class EtcdStore : public Store {
+ public:
+  // endpoint: "host:port" of etcd's client URL (http). Does not connect yet. Throws
+  // InvalidArgument for a malformed endpoint.
+  EtcdStore(const std::string& endpoint, std::string key_prefix);
+  ~EtcdStore() override;
+
+  // Waits up to timeout until etcd answers. Throws Unavailable naming the endpoint and the wait.
+  void Connect(Millis timeout);
+
+  // Every operation throws Unavailable when etcd cannot be reached (naming the endpoint),
+  // Timeout from Get and Wait naming the keys still missing, InvalidArgument from Add when the
+  // key holds something that is not a decimal integer.
+  void Set(const std::string& key, const std::string& value) override;
+  std::string Get(const std::string& key, Millis timeout) override;
+  int64_t Add(const std::string& key, int64_t delta) override;
+  std::string CompareSet(const std::string& key, const std::string& expected,
+                         const std::string& desired) override;
+  bool Delete(const std::string& key) override;
+  void Wait(const std::vector<std::string>& keys, Millis timeout) override;
+  std::map<std::string, std::string> List(const std::string& prefix) override;
+
+  // The prefix a job's keys go under: "cohort/<run_id>/".
+  static std::string KeyPrefix(const std::string& run_id);
+
+ private:
+  // POSTs body to /v3/kv/<call>; returns the answer's body. Throws Unavailable on an error answer.
+  std::string Call(const std::string& call, const std::string& body, const std::string& what);
+  // The key's value if it exists (one range request).
+  bool TryGet(const std::string& key, std::string* value);
+
+  std::string endpoint_;
+  std::string prefix_;
+  std::unique_ptr<http::Client> http_;
+};
+
+}  // namespace cohort::collectives

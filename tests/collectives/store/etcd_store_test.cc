@@ -1,0 +1,309 @@
+// The Store contract, checked the same way against every implementation (MemoryStore, the gRPC
+// store, EtcdStore over a real etcd started here), then what is particular to etcd: run-id
+// namespacing, an unreachable etcd named within its deadline, the COHORT_STORE=etcd://
+// selection, and the JSON gateway's encoding.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <signal.h>
+
+#include <atomic>
+#include <set>
+#include <thread>
+
+#include "collectives/store/etcd_api.h"
+#include "collectives/store/etcd_store.h"
+#include "collectives/store/grpc_store_client.h"
+#include "collectives/store/grpc_store_server.h"
+#include "collectives/store/memory_store.h"
+#include "collectives/store/store_backends.h"
+#include "collectives/store/store_from_env.h"
+#include "common/error.h"
+#include "common/net.h"
+#include "tests/collectives/store/etcd_fixture.h"
+#include "tests/collectives/store/store_test_util.h"
+
+namespace cohort::collectives {
+namespace {
+
+using std::chrono::milliseconds;
+using testing::Clock;
+using ::testing::HasSubstr;
+using testing::MillisSince;
+using ::testing::Not;
+using testing::ThrownMessage;
+
+// One backend: makes clients that all see the same keys.
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual std::shared_ptr<Store> Client() = 0;
+};
+
+class MemoryBackend : public Backend {
+ public:
+  std::shared_ptr<Store> Client() override { return std::make_shared<MemoryStore>(table_); }
+
+ private:
+  std::shared_ptr<KvTable> table_ = std::make_shared<KvTable>();
+};
+
+class GrpcBackend : public Backend {
+ public:
+  GrpcBackend() : server_("127.0.0.1", 0, "t") { server_.Start(); }
+  std::shared_ptr<Store> Client() override {
+    return std::make_shared<GrpcStoreClient>(server_.Address(), "t", milliseconds(2000));
+  }
+
+ private:
+  GrpcStoreServer server_;
+};
+
+class EtcdBackend : public Backend {
+ public:
+  std::shared_ptr<Store> Client() override {
+    auto s = std::make_shared<EtcdStore>(etcd_.endpoint(), EtcdStore::KeyPrefix("conformance"));
+    s->Connect(milliseconds(5000));
+    return s;
+  }
+
+ private:
+  cohort::testing::EtcdServer etcd_;
+};
+
+class StoreConformance : public ::testing::TestWithParam<std::string> {
+ protected:
+  void SetUp() override {
+    if (GetParam() == "memory") backend_ = std::make_unique<MemoryBackend>();
+    if (GetParam() == "grpc") backend_ = std::make_unique<GrpcBackend>();
+    if (GetParam() == "etcd") {
+      if (auto why = cohort::testing::EtcdServer::UnavailableReason(); !why.empty()) {
+        GTEST_SKIP() << why;
+      }
+      backend_ = std::make_unique<EtcdBackend>();
+    }
+  }
+  std::unique_ptr<Backend> backend_;
+};
+
+TEST_P(StoreConformance, EveryOperation) {
+  auto s = backend_->Client();
+  const std::string binary("\0key\xff", 5), value("\0\0val\n", 6);
+  s->Set(binary, value);
+  EXPECT_EQ(s->Get(binary, milliseconds(0)), value);
+  s->Set(binary, "second");
+  EXPECT_EQ(s->Get(binary, milliseconds(0)), "second");
+  s->Set("empty", "");
+  EXPECT_EQ(s->Get("empty", milliseconds(0)), "");
+
+  EXPECT_EQ(s->Add("n", 5), 5);
+  EXPECT_EQ(s->Add("n", -7), -2);
+  EXPECT_EQ(s->Get("n", milliseconds(0)), "-2");
+  EXPECT_THAT(ThrownMessage<InvalidArgument>([&] { s->Add(binary, 1); }), Not(""));
+
+  EXPECT_EQ(s->CompareSet("cas", "", "a"), "a");     // absent matches ""
+  EXPECT_EQ(s->CompareSet("cas", "", "b"), "a");     // present: no match, returns current
+  EXPECT_EQ(s->CompareSet("cas", "x", "b"), "a");    // wrong expected
+  EXPECT_EQ(s->CompareSet("cas", "a", "b"), "b");    // match
+  EXPECT_EQ(s->CompareSet("none", "x", "y"), "");    // absent, expected something: absent
+  EXPECT_THAT(ThrownMessage<Timeout>([&] { s->Get("none", milliseconds(0)); }), HasSubstr("none"));
+
+  EXPECT_TRUE(s->Delete("cas"));
+  EXPECT_FALSE(s->Delete("cas"));
+
+  for (const char* k : {"p/1", "p/2", "p/3/x", "q/1", "p"}) s->Set(k, std::string(k) + "!");
+  const std::map<std::string, std::string> want = {
+      {"p/1", "p/1!"}, {"p/2", "p/2!"}, {"p/3/x", "p/3/x!"}};
+  EXPECT_EQ(s->List("p/"), want);
+  EXPECT_TRUE(s->List("zz/").empty());
+}
+
+TEST_P(StoreConformance, GetWaitsForAKeySetLaterByAnotherClient) {
+  auto waiter = backend_->Client(), setter = backend_->Client();
+  const auto start = Clock::now();
+  std::thread t([&] {
+    std::this_thread::sleep_for(milliseconds(200));
+    setter->Set("late", "here");
+  });
+  EXPECT_EQ(waiter->Get("late", milliseconds(5000)), "here");
+  t.join();
+  EXPECT_GE(MillisSince(start), 150);
+  EXPECT_LT(MillisSince(start), 2000);
+}
+
+TEST_P(StoreConformance, GetTimeoutNamesTheKeyAndTheWait) {
+  auto s = backend_->Client();
+  const auto start = Clock::now();
+  const std::string msg = ThrownMessage<Timeout>([&] { s->Get("never", milliseconds(300)); });
+  EXPECT_THAT(msg, HasSubstr("'never'"));
+  EXPECT_GE(MillisSince(start), 250);
+  EXPECT_LT(MillisSince(start), 2000);
+  const auto zero = Clock::now();
+  ThrownMessage<Timeout>([&] { s->Get("never", milliseconds(0)); });
+  EXPECT_LT(MillisSince(zero), 500);  // a zero timeout does not wait
+}
+
+TEST_P(StoreConformance, WaitReturnsOnceEveryKeyExistsAndNamesOnlyTheMissing) {
+  auto s = backend_->Client(), other = backend_->Client();
+  s->Set("w/a", "1");
+  std::thread t([&] {
+    std::this_thread::sleep_for(milliseconds(100));
+    other->Set("w/b", "1");
+  });
+  s->Wait({"w/a", "w/b"}, milliseconds(5000));
+  t.join();
+  const std::string msg =
+      ThrownMessage<Timeout>([&] { s->Wait({"w/a", "w/c", "w/d"}, milliseconds(300)); });
+  EXPECT_THAT(msg, HasSubstr("'w/c'"));
+  EXPECT_THAT(msg, HasSubstr("'w/d'"));
+  EXPECT_THAT(msg, Not(HasSubstr("'w/a'")));
+}
+
+TEST_P(StoreConformance, ConcurrentAddsFromManyClientsLoseNothing) {
+  constexpr int kThreads = 4, kEach = 40;
+  std::vector<std::shared_ptr<Store>> clients;
+  for (int i = 0; i < kThreads; ++i) clients.push_back(backend_->Client());
+  std::vector<std::vector<int64_t>> seen(kThreads);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < kThreads; ++i) {
+    threads.emplace_back([&, i] {
+      for (int j = 0; j < kEach; ++j) seen[i].push_back(clients[i]->Add("counter", 1));
+    });
+  }
+  for (auto& t : threads) t.join();
+  std::set<int64_t> all;
+  for (const auto& v : seen) all.insert(v.begin(), v.end());
+  EXPECT_EQ(all.size(), static_cast<size_t>(kThreads * kEach));  // every result distinct
+  EXPECT_EQ(*all.begin(), 1);
+  EXPECT_EQ(*all.rbegin(), kThreads * kEach);
+  EXPECT_EQ(clients[0]->Get("counter", milliseconds(0)), std::to_string(kThreads * kEach));
+}
+
+TEST_P(StoreConformance, ConcurrentCompareSetHasExactlyOneWinner) {
+  constexpr int kThreads = 8;
+  std::vector<std::shared_ptr<Store>> clients;
+  for (int i = 0; i < kThreads; ++i) clients.push_back(backend_->Client());
+  std::vector<std::string> got(kThreads);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < kThreads; ++i) {
+    threads.emplace_back([&, i] { got[i] = clients[i]->CompareSet("leader", "", std::to_string(i)); });
+  }
+  for (auto& t : threads) t.join();
+  int winners = 0;
+  for (int i = 0; i < kThreads; ++i) {
+    EXPECT_EQ(got[i], got[0]);  // everyone sees the one winner
+    winners += got[i] == std::to_string(i);
+  }
+  EXPECT_EQ(winners, 1);
+}
+
+INSTANTIATE_TEST_SUITE_P(Stores, StoreConformance, ::testing::Values("memory", "grpc", "etcd"),
+                         [](const auto& info) { return info.param; });
+
+// ---- etcd only ----
+
+class EtcdStoreTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (auto why = cohort::testing::EtcdServer::UnavailableReason(); !why.empty()) {
+      GTEST_SKIP() << why;
+    }
+    etcd_ = std::make_unique<cohort::testing::EtcdServer>();
+  }
+  std::shared_ptr<EtcdStore> Store(const std::string& prefix) {
+    auto s = std::make_shared<EtcdStore>(etcd_->endpoint(), prefix);
+    s->Connect(milliseconds(5000));
+    return s;
+  }
+  std::unique_ptr<cohort::testing::EtcdServer> etcd_;
+};
+
+TEST_F(EtcdStoreTest, KeysAreNamespacedByRunId) {
+  auto a = Store(EtcdStore::KeyPrefix("run-a")), b = Store(EtcdStore::KeyPrefix("run-b"));
+  auto raw = Store("");
+  a->Set("node/0", "a0");
+  b->Set("node/0", "b0");
+  EXPECT_EQ(a->Get("node/0", milliseconds(0)), "a0");
+  EXPECT_EQ(b->Get("node/0", milliseconds(0)), "b0");
+  EXPECT_EQ(a->List("node/"), (std::map<std::string, std::string>{{"node/0", "a0"}}));
+  EXPECT_EQ(raw->List("cohort/"), (std::map<std::string, std::string>{
+                                      {"cohort/run-a/node/0", "a0"}, {"cohort/run-b/node/0", "b0"}}));
+}
+
+TEST_F(EtcdStoreTest, SelectedByCohortStoreWithTheEtcdScheme) {
+  cohort::testing::ScopedEnv env({{"COHORT_STORE", "etcd://" + etcd_->endpoint()},
+                                  {"COHORT_RUN_ID", "from-env"},
+                                  {"MASTER_ADDR", std::nullopt},
+                                  {"MASTER_PORT", std::nullopt}});
+  EXPECT_EQ(ReadStoreEnv().address, "etcd://" + etcd_->endpoint());
+  auto s = ConnectStoreFromEnv();
+  s->Set("k", "v");
+  EXPECT_EQ(Store("")->Get("cohort/from-env/k", milliseconds(0)), "v");
+}
+
+TEST_F(EtcdStoreTest, LostEtcdIsNamedWithinSeconds) {
+  auto s = Store(EtcdStore::KeyPrefix("lost"));
+  s->Set("k", "v");
+  etcd_->process().Kill(SIGKILL);
+  const auto start = Clock::now();
+  const std::string msg = ThrownMessage<Unavailable>([&] { s->Get("k", milliseconds(0)); });
+  EXPECT_THAT(msg, HasSubstr(etcd_->endpoint()));
+  EXPECT_LT(MillisSince(start), 5000);
+}
+
+TEST(EtcdStoreConnectTest, UnreachableEtcdIsNamedAtTheDeadline) {
+  const std::string endpoint = "127.0.0.1:" + std::to_string(net::FreePort());
+  EtcdStore s(endpoint, "x/");
+  const auto start = Clock::now();
+  const std::string msg = ThrownMessage<Unavailable>([&] { s.Connect(milliseconds(1000)); });
+  EXPECT_THAT(msg, HasSubstr("cannot reach etcd at " + endpoint + " within 1000 ms"));
+  EXPECT_GE(MillisSince(start), 900);
+  EXPECT_LT(MillisSince(start), 5000);
+}
+
+TEST(StoreBackendsTest, RegistryNamesAndSchemes) {
+  EXPECT_EQ(StoreBackendNames(), "grpc, etcd");
+  EXPECT_EQ(FindStoreBackend("").name, "grpc");
+  EXPECT_TRUE(FindStoreBackend("grpc").hosted_by_launcher);
+  EXPECT_FALSE(FindStoreBackend("etcd").hosted_by_launcher);
+  EXPECT_THAT(ThrownMessage<InvalidArgument>([] { FindStoreBackend("zk"); }),
+              HasSubstr("unknown rendezvous backend 'zk': use one of grpc, etcd"));
+  std::string ep;
+  EXPECT_EQ(BackendOfAddress("etcd://h:2379", &ep).name, "etcd");
+  EXPECT_EQ(ep, "h:2379");
+  EXPECT_EQ(BackendOfAddress("h:29500", &ep).name, "grpc");
+  EXPECT_EQ(ep, "h:29500");
+}
+
+TEST(EtcdApiTest, Base64RoundTripsEveryByte) {
+  std::string all;
+  for (int i = 0; i < 256; ++i) all += static_cast<char>(i);
+  for (size_t n : {0, 1, 2, 3, 4, 255, 256}) {
+    EXPECT_EQ(etcd::Base64Decode(etcd::Base64Encode(all.substr(0, n))), all.substr(0, n));
+  }
+  EXPECT_EQ(etcd::Base64Encode("a/k"), "YS9r");
+  EXPECT_EQ(etcd::Base64Encode("5"), "NQ==");
+  EXPECT_THROW(etcd::Base64Decode("no!"), DataLoss);
+}
+
+TEST(EtcdApiTest, PrefixEndAndTheGatewaysOmittedFields) {
+  EXPECT_EQ(etcd::PrefixEnd("a/"), "a0");
+  EXPECT_EQ(etcd::PrefixEnd(std::string("a\xff", 2)), "b");
+  EXPECT_EQ(etcd::PrefixEnd(std::string("\xff", 1)), std::string(1, '\0'));
+  // An answer as etcd 3.4 sends it: no "kvs" when nothing matched, no "value" when empty.
+  EXPECT_TRUE(etcd::ParseRange(R"({"header":{"revision":"2"}})").empty());
+  auto kvs = etcd::ParseRange(
+      R"({"kvs":[{"key":"YS9r","create_revision":"2","mod_revision":"7","version":"1"}],"count":"1"})");
+  ASSERT_EQ(kvs.size(), 1u);
+  EXPECT_EQ(kvs[0].key, "a/k");
+  EXPECT_EQ(kvs[0].value, "");
+  EXPECT_EQ(kvs[0].mod_revision, 7);
+  EXPECT_FALSE(etcd::ParseDeleted(R"({"header":{}})"));
+  EXPECT_TRUE(etcd::ParseDeleted(R"({"deleted":"1"})"));
+  auto txn = etcd::ParsePutIf(R"({"responses":[{"response_range":{"header":{}}}]})");
+  EXPECT_FALSE(txn.succeeded);
+  EXPECT_FALSE(txn.current);
+  EXPECT_THROW(etcd::ParseRange("not json"), DataLoss);
+}
+
+}  // namespace
+}  // namespace cohort::collectives
