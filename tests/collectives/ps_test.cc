@@ -106,15 +106,20 @@ TEST_F(Ps, SplitAndMesh) {
   }
 }
 
-// A large count, in default-sized (4 MiB) partitions over 2 servers.
-TEST_F(Ps, LargeTensors) {
-  PsServerProcs ps(2, kToken);
-  auto args = kMatrixArgs;
-  args.insert(args.end(), {"--counts", std::to_string((4u << 20) + 3), "--dtypes", "f32,bf16,u8"});
-  auto rs = Run(3, args, Env(ps), 180s);
-  for (int r = 0; r < 3; ++r) {
-    EXPECT_EQ(rs[r].exit_code, 0) << "rank " << r << ": " << rs[r].output;
-    EXPECT_THAT(rs[r].output, HasSubstr(", 0 failed")) << rs[r].output;
+// A large count (1 Mi + 3) of every dtype, in 512 KiB partitions (3 to 17 of them) over 3
+// servers at world 2 and over 2 servers at world 3.
+TEST_F(Ps, LargeTensorsOfEveryDtype) {
+  for (auto [servers, world] : {std::pair{3, 2}, std::pair{2, 3}}) {
+    PsServerProcs ps(servers, kToken);
+    auto args = kMatrixArgs;
+    args.insert(args.end(), {"--counts", std::to_string((1u << 20) + 3)});
+    auto env = Env(ps);
+    env["COHORT_PS_PARTITION_BYTES"] = "524288";
+    auto rs = Run(world, args, env, 180s);
+    for (int r = 0; r < world; ++r) {
+      EXPECT_EQ(rs[r].exit_code, 0) << servers << " servers, rank " << r << ": " << rs[r].output;
+      EXPECT_THAT(rs[r].output, HasSubstr(", 0 failed")) << rs[r].output;
+    }
   }
 }
 
