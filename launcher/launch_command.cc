@@ -6,6 +6,7 @@
 #include <memory>
 
 #include "collectives/registry.h"
+#include "collectives/store/store_backends.h"
 #include "common/error.h"
 #include "common/log.h"
 #include "launcher/launch_plan.h"
@@ -99,6 +100,9 @@ Command AddLaunchCommand(CLI::App& parent) {
       ->check(CLI::NonNegativeNumber);
   app->add_option("--rdzv-endpoint", options->rdzv_endpoint,
                   "HOST:PORT of node 0's launcher, which hosts the rendezvous store");
+  app->add_option("--rdzv-backend", options->rdzv_backend,
+                  "rendezvous store: " + collectives::StoreBackendNames() +
+                      " (grpc: node 0's launcher hosts it; etcd: an etcd v3 at --rdzv-endpoint)");
   app->add_option("--backend", options->backend,
                   "auto or a backend of this build: " + collectives::BackendNames() +
                       " (COHORT_BACKEND)");

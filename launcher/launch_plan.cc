@@ -9,6 +9,7 @@
 
 #include "collectives/config.h"
 #include "collectives/registry.h"
+#include "collectives/store/store_backends.h"
 #include "collectives/store/store_from_env.h"
 #include "common/env.h"
 #include "common/error.h"
@@ -263,6 +264,7 @@ LaunchPlan MakePlan(const LaunchOptions& o) {
   p.checkpoint_uri = pick(o.checkpoint_uri, "--checkpoint-uri", env::kCheckpointUri, "", "none");
   p.resume = pick(o.resume, "--resume", env::kResume, "", "none");
   CheckBackend(p.backend);
+  p.rdzv_backend = collectives::FindStoreBackend(o.rdzv_backend).name;
   p.ps_servers = {o.ps_servers, o.ps_servers > 0 ? "--ps-servers" : "default"};
   if (p.backend.value == "ps" && p.ps_servers.value == 0 && !env::kPsServers.IsSet()) {
     throw InvalidArgument(fmt::format(

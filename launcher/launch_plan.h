@@ -15,6 +15,7 @@ struct LaunchOptions {
   std::string nnodes;          // "N" or "MIN:MAX"
   int node_rank = -1;
   std::string rdzv_endpoint;  // host:port
+  std::string rdzv_backend;   // a collectives::StoreBackends() name; empty: the default (grpc)
   std::string backend;
   int max_restarts = -1;
   std::string run_id;
@@ -44,6 +45,7 @@ struct LaunchPlan {
   Sourced<int> node_rank;         // -1: assigned by order of arrival
   Sourced<std::string> endpoint;  // host:port of the store node 0's launcher hosts
   Sourced<bool> host_store;       // whether this launcher hosts it
+  std::string rdzv_backend;       // the store backend: grpc (node 0 hosts it) or etcd
   Sourced<std::string> run_id;
   Sourced<std::string> backend;  // empty: the workers' default (auto)
   Sourced<int> ps_servers;        // `cohort ps-server` shards node 0 starts; 0: none

@@ -14,7 +14,7 @@
 #include <thread>
 
 #include "collectives/heartbeat.h"
-#include "collectives/store/grpc_store_client.h"
+#include "collectives/store/store_backends.h"
 #include "collectives/store/store_from_env.h"
 #include "common/error.h"
 #include "common/net.h"
@@ -102,7 +102,8 @@ void Supervisor::StartPsServers(int attempt) {
 void Supervisor::OpenStore() {
   const net::HostPort ep = net::ParseHostPort(plan_.endpoint.value, plan_.endpoint.source, true);
   const bool single = plan_.max_nodes.value == 1;
-  if (plan_.host_store.value) {
+  const collectives::StoreBackend& backend = collectives::FindStoreBackend(plan_.rdzv_backend);
+  if (plan_.host_store.value && backend.hosted_by_launcher) {
     try {
       int port = 0;
       store_ = collectives::HostStore(single ? "127.0.0.1" : "0.0.0.0", ep.port, plan_.token,
@@ -115,11 +116,9 @@ void Supervisor::OpenStore() {
       if (plan_.node_rank.value >= 0) throw;
     }
   }
-  auto client = std::make_shared<collectives::GrpcStoreClient>(plan_.endpoint.value, plan_.token,
-                                                               Ms(plan_.rdzv_timeout));
-  client->Connect();
-  store_ = client;
-  store_address_ = plan_.endpoint.value;
+  store_ = backend.connect(
+      {plan_.endpoint.value, plan_.token, plan_.run_id.value, Ms(plan_.rdzv_timeout)});
+  store_address_ = backend.scheme + plan_.endpoint.value;  // what COHORT_STORE tells workers
 }
 
 Outcome Supervisor::Fail(const std::string& prefix, int code, const std::string& what) {
