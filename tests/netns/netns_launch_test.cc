@@ -6,6 +6,8 @@
 
 #include <thread>
 
+#include "collectives/store/etcd_api.h"
+#include "tests/collectives/store/etcd_fixture.h"
 #include "tests/netns/netns_launch.h"
 
 namespace cohort::testing {
@@ -150,6 +152,31 @@ TEST_F(NetnsLaunch, KilledNodeMakesTheOthersFailNamingIt) { ExpectNodeLossIsName
 
 TEST_F(NetnsLaunch, CutLinkMidCollectiveMakesTheOthersFailNamingIt) {
   ExpectNodeLossIsNamed(true);
+}
+
+// --rdzv-backend etcd: the launchers meet on an etcd inside node 0 (10.77.0.1:2379) instead of
+// a store hosted by node 0's launcher; the workers get COHORT_STORE=etcd://... and use it too.
+TEST_F(NetnsLaunch, TwoNodesMeetThroughEtcd) {
+  if (auto why = EtcdServer::UnavailableReason(); !why.empty()) GTEST_SKIP() << why;
+  NetnsCluster c(2);
+  EtcdServer etcd(c.node(0).address, 2379, c.InNode(0, {}));
+  NodeLaunch job(c, {"--nproc-per-node", "2", "--rdzv-backend", "etcd"});
+  job.set_endpoint(etcd.endpoint());
+  auto r = job.RunAll(kMatrix, 60s);
+  ExpectMatrixPassed(r, 4);
+  // The job's keys are in etcd, under its run id.
+  namespace etcd_api = collectives::etcd;
+  const std::string body = fmt::format(
+      R"({{"key":"{}","range_end":"{}","count_only":true}})",
+      etcd_api::Base64Encode("cohort/netns-job/"),
+      etcd_api::Base64Encode(etcd_api::PrefixEnd("cohort/netns-job/")));
+  auto count = c.Start(1, {"/usr/bin/curl", "-s", "http://" + etcd.endpoint() + "/v3/kv/range",
+                           "-d", body})
+                   ->Wait(10s);
+  const size_t at = count.output.find(R"("count":")");
+  ASSERT_NE(at, std::string::npos) << count.output;
+  // At least both nodes' claims and both done marks, plus the workers' own keys.
+  EXPECT_GE(std::stoi(count.output.substr(at + 9)), 8) << count.output;
 }
 
 }  // namespace
