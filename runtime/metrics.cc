@@ -38,8 +38,14 @@ void MetricsWriter::Write(const MetricsRecord& r) {
        std::isfinite(r.loss) ? nlohmann::ordered_json(r.loss) : nlohmann::ordered_json(nullptr)},
       {"samples_per_second", r.samples_per_second},
       {"time", r.time},
-      {"timestamp", now},
+      {"step_seconds", r.step_seconds},
   };
+  if (r.straggler_rank >= 0) {
+    line["straggler_rank"] = r.straggler_rank;
+    line["straggler_node"] = r.straggler_node;
+    line["straggler_ratio"] = r.straggler_ratio;
+  }
+  line["timestamp"] = now;
   const std::string text = line.dump() + "\n";
   const bool ok =
       std::fwrite(text.data(), 1, text.size(), file_) == text.size() && std::fflush(file_) == 0;

@@ -46,9 +46,9 @@ std::string ProgressLine::Format(const ProgressSnapshot& s) {
     loss = (s.loss != 0 && std::fabs(s.loss) < 0.001) ? fmt::format("{:.2e}", s.loss)
                                                       : fmt::format("{:.3f}", s.loss);
   }
-  return fmt::format("epoch {}/{} step {}/{} {:.0f} samples/s loss {} ETA {}", s.epoch + 1,
+  return fmt::format("epoch {}/{} step {}/{} {:.0f} samples/s loss {} ETA {}{}{}", s.epoch + 1,
                      s.epochs, s.step, s.steps_per_epoch, s.samples_per_second, loss,
-                     FormatDuration(s.eta_seconds));
+                     FormatDuration(s.eta_seconds), s.note.empty() ? "" : "; ", s.note);
 }
 
 void ProgressLine::Refresh(const ProgressSnapshot& s) {

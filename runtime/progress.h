@@ -21,6 +21,7 @@ struct ProgressSnapshot {
   double loss = 0;
   bool has_loss = false;    // false until the first loss is known (shown as "loss -")
   double eta_seconds = -1;  // < 0: unknown (shown as "ETA -")
+  std::string note;         // appended after "; " when not empty (e.g. the straggler)
 };
 
 enum class ProgressMode { kOff, kTty, kPlain };

@@ -139,6 +139,7 @@ TrainerState RestoreShardedState(checkpoint::ShardedReader& reader, int rank,
   state.sampler.position = static_cast<size_t>(attr("sampler_position"));
   state.sampler.seed = static_cast<uint64_t>(attr("sampler_seed"));
   state.world = reader.layout().mesh.dp;  // the sampler shares data over data-parallel ranks
+  if (first) state.tracking_run_id = TextAttribute(*first, "tracking_run_id");
   return state;
 }
 

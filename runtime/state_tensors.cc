@@ -117,6 +117,14 @@ void PutSamplerAttributes(const TrainerState& state, checkpoint::Shard& shard) {
   shard.attributes["sampler_epoch"] = state.sampler.epoch;
   shard.attributes["sampler_position"] = static_cast<int64_t>(state.sampler.position);
   shard.attributes["sampler_seed"] = static_cast<int64_t>(state.sampler.seed);
+  if (!state.tracking_run_id.empty()) shard.attributes["tracking_run_id"] = state.tracking_run_id;
+}
+
+std::string TextAttribute(const checkpoint::Shard& shard, const std::string& name) {
+  const auto it = shard.attributes.find(name);
+  if (it == shard.attributes.end()) return "";
+  const auto* text = std::get_if<std::string>(&it->second);
+  return text ? *text : "";
 }
 
 }  // namespace cohort::runtime

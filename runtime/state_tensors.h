@@ -51,7 +51,10 @@ std::unique_ptr<torch::optim::OptimizerParamState> ReadOptimizerState(
 checkpoint::HostTensor CaptureRng(checkpoint::HostBufferPool* pool);
 void RestoreRng(const checkpoint::HostTensor& rng);
 
-// The sampler's position as the shard attributes sampler_epoch, sampler_position, sampler_seed.
+// The sampler's position as the shard attributes sampler_epoch, sampler_position, sampler_seed,
+// and the tracking run (tracking_run_id) when there is one.
 void PutSamplerAttributes(const TrainerState& state, checkpoint::Shard& shard);
+// A text attribute of shard, "" when absent (or not text).
+std::string TextAttribute(const checkpoint::Shard& shard, const std::string& name);
 
 }  // namespace cohort::runtime

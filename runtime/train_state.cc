@@ -157,6 +157,7 @@ TrainerState RestoreState(const Shard& model_shard, const Shard* own_shard,
   state.sampler.epoch = IntAttr(own, "sampler_epoch", model_shard.epoch);
   state.sampler.position = static_cast<size_t>(IntAttr(own, "sampler_position", 0));
   state.sampler.seed = static_cast<uint64_t>(IntAttr(own, "sampler_seed", 0));
+  state.tracking_run_id = TextAttribute(model_shard, "tracking_run_id");
   return state;
 }
 

@@ -4,6 +4,8 @@
 // one rank was asked to) is taken together at a report, where the ranks exchange their losses.
 // Reports happen every K steps, where K is rank 0's estimate of how many steps fit into
 // progress_interval, agreed on at the previous report; so there is no extra collective per step.
+// At a report every rank's compute time per step travels too (an all-gather of a few doubles
+// per rank), so rank 0 can name a straggler and print the per-rank table at the end.
 #include "runtime/trainer.h"
 
 #include <ATen/core/Tensor.h>
@@ -20,6 +22,7 @@
 #include <optional>
 
 #include "collectives/heartbeat.h"
+#include "common/env.h"
 #include "common/error.h"
 #include "common/log.h"
 #include "runtime/metrics.h"
@@ -35,14 +38,45 @@ double SecondsSince(Clock::time_point t) {
   return std::chrono::duration<double>(Clock::now() - t).count();
 }
 
-// What the ranks exchange at a report, summed over ranks by one all-reduce of 5 doubles.
+// What each rank contributes at a report (one all-gather of 7 doubles per rank).
 struct ReportExchange {
-  double loss_sum = 0;    // this rank's losses since the previous report
-  double loss_steps = 0;  // how many steps they are
-  double last_loss = 0;   // this rank's loss of the step just taken
-  double stop = 0;        // 1 if this rank was asked to stop
-  double next_every = 0;  // rank 0 only: steps until the next report
+  double loss_sum = 0;      // this rank's losses since the previous report
+  double loss_steps = 0;    // how many steps they are
+  double last_loss = 0;     // this rank's loss of the step just taken
+  double stop = 0;          // 1 if this rank was asked to stop
+  double next_every = 0;    // rank 0 only: steps until the next report
+  double step_seconds = 0;  // mean compute time per step since the previous report
+  double node = 0;          // this rank's node (COHORT_NODE_RANK)
 };
+constexpr size_t kExchangeDoubles = sizeof(ReportExchange) / sizeof(double);
+static_assert(kExchangeDoubles == 7, "ReportExchange is 7 doubles");
+
+// The report's view of all ranks: the first five fields summed, the rest per rank.
+struct ReportAll {
+  ReportExchange sum;
+  std::vector<double> step_seconds;  // by rank
+  std::vector<int> node;             // by rank
+};
+
+double Median(std::vector<double> v) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  const size_t n = v.size();
+  return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+// Fills the record's step time and, when one rank is over 1.2x the median, its straggler.
+void FindStraggler(const ReportAll& all, MetricsRecord& record) {
+  const double median = Median(all.step_seconds);
+  record.step_seconds = median;
+  if (all.step_seconds.size() < 2 || median <= 0) return;
+  const auto slowest = std::max_element(all.step_seconds.begin(), all.step_seconds.end());
+  const double ratio = *slowest / median;
+  if (ratio <= 1.2) return;
+  record.straggler_rank = static_cast<int>(slowest - all.step_seconds.begin());
+  record.straggler_node = all.node[static_cast<size_t>(record.straggler_rank)];
+  record.straggler_ratio = ratio;
+}
 
 // optimizer.zero_grad() without its detach_(): libtorch 1.13's Optimizer::zero_grad() detaches
 // every .grad in place, which fails on gradients that are views into DDP's buckets ("Can't
@@ -101,6 +135,8 @@ class Trainer::Impl {
   Step LossStep(const LossFn& loss_fn);
 
   std::vector<StepHook> hooks_;
+  std::vector<std::shared_ptr<MetricsSink>> sinks_;  // rank 0 writes every report to each
+  std::function<std::string()> tracking_run_;
   std::atomic<bool> stop_requested_{false};
   mutable std::mutex state_mu_;
   TrainerState state_;
@@ -111,8 +147,10 @@ class Trainer::Impl {
     std::lock_guard<std::mutex> lock(state_mu_);
     return state_;
   }
-  // Sums e over the ranks (no collective in a world of one).
-  ReportExchange Exchange(ReportExchange e);
+  // Every rank's e (no collective in a world of one).
+  ReportAll Exchange(const ReportExchange& e);
+  // Rank 0, at the end: each rank's mean compute time per step over the whole Fit.
+  void PrintRankTable(const ReportAll& totals) const;
   std::unique_ptr<collectives::Heartbeat> MakeHeartbeat();
 
   std::shared_ptr<ProcessGroup> pg_;
@@ -123,14 +161,43 @@ class Trainer::Impl {
   int data_ranks_ = 1;
 };
 
-ReportExchange Trainer::Impl::Exchange(ReportExchange e) {
-  if (pg_->Size() == 1) return e;
-  static_assert(sizeof(ReportExchange) == 5 * sizeof(double), "ReportExchange is 5 doubles");
-  pg_->comm()
-      .AllReduce(collectives::TensorView(&e, 5, collectives::DType::kFloat64),
-                 collectives::ReduceOp::kSum)
-      ->Wait();
-  return e;
+ReportAll Trainer::Impl::Exchange(const ReportExchange& e) {
+  const auto world = static_cast<size_t>(pg_->Size());
+  std::vector<ReportExchange> ranks(world);
+  ranks[static_cast<size_t>(pg_->Rank())] = e;
+  if (world > 1) {
+    ReportExchange mine = e;
+    pg_->comm()
+        .AllGather(collectives::TensorView(&mine, kExchangeDoubles, collectives::DType::kFloat64),
+                   collectives::TensorView(ranks.data(), kExchangeDoubles * world,
+                                           collectives::DType::kFloat64))
+        ->Wait();
+  }
+  ReportAll all;
+  for (const ReportExchange& r : ranks) {
+    all.sum.loss_sum += r.loss_sum;
+    all.sum.loss_steps += r.loss_steps;
+    all.sum.last_loss += r.last_loss;
+    all.sum.stop += r.stop;
+    all.sum.next_every += r.next_every;
+    all.step_seconds.push_back(r.step_seconds);
+    all.node.push_back(static_cast<int>(r.node));
+  }
+  return all;
+}
+
+void Trainer::Impl::PrintRankTable(const ReportAll& totals) const {
+  if (totals.step_seconds.size() < 2) return;
+  const double median = Median(totals.step_seconds);
+  std::string table = "compute time per step by rank:";
+  for (size_t r = 0; r < totals.step_seconds.size(); ++r) {
+    const double s = totals.step_seconds[r];
+    table += fmt::format("\n  rank {} (node {}): {:.2f} ms{}", r, totals.node[r], s * 1e3,
+                         median > 0 && s / median > 1.2
+                             ? fmt::format("  straggler at {:.1f}x the median", s / median)
+                             : "");
+  }
+  COHORT_INFO(kRuntime, "{}", table);
 }
 
 std::unique_ptr<collectives::Heartbeat> Trainer::Impl::MakeHeartbeat() {
@@ -200,7 +267,7 @@ TrainResult Trainer::Impl::Fit(size_t dataset_size, const Step& step_fn) {
 
   std::unique_ptr<collectives::Heartbeat> heartbeat = MakeHeartbeat();
   std::unique_ptr<ProgressLine> progress;
-  std::unique_ptr<MetricsWriter> metrics;
+  std::vector<std::shared_ptr<MetricsSink>> sinks;
   if (rank0 && options_.progress) {
     const ProgressMode mode = ProgressModeFromEnv(stdout);
     if (mode != ProgressMode::kOff) {
@@ -208,8 +275,11 @@ TrainResult Trainer::Impl::Fit(size_t dataset_size, const Step& step_fn) {
     }
   }
   if (rank0 && !options_.metrics_path.empty()) {
-    metrics = std::make_unique<MetricsWriter>(options_.metrics_path, /*append=*/start.step > 0);
+    sinks.push_back(
+        std::make_shared<MetricsWriter>(options_.metrics_path, /*append=*/start.step > 0));
   }
+  if (rank0) sinks.insert(sinks.end(), sinks_.begin(), sinks_.end());
+  const double node = static_cast<double>(env::kNodeRank.Int(0));
   if (rank0) {
     COHORT_INFO(kRuntime,
                 "training {} steps: {} examples, {} per rank, batch {} per rank, {} rank(s)",
@@ -224,6 +294,9 @@ TrainResult Trainer::Impl::Fit(size_t dataset_size, const Step& step_fn) {
   at::Tensor loss_sum;  // on the loss's device: no host sync per step (CUDA)
   at::Tensor last_loss;
   int64_t loss_steps = 0;
+  double compute_seconds = 0;  // in the step function less DDP's exposed wait, since the report
+  std::vector<double> rank_compute(static_cast<size_t>(world), 0.0);  // rank 0: over the Fit
+  ReportAll totals;
   int64_t next_report = start.step + 1;  // the first step reports, so a loss shows up early
   ProgressSnapshot shown;
   shown.epochs = options_.epochs;
@@ -243,7 +316,9 @@ TrainResult Trainer::Impl::Fit(size_t dataset_size, const Step& step_fn) {
         const std::vector<size_t> indices = sampler.Next(batch);
         if (indices.empty()) break;  // epoch done
 
+        const Clock::time_point step_begin = Clock::now();
         const at::Tensor value = step_fn(indices);
+        compute_seconds += SecondsSince(step_begin) - (ddp_ ? ddp_->Stats().exposed_seconds : 0);
         loss_sum = loss_sum.defined() ? loss_sum.add(value) : value.clone();
         last_loss = value;
         ++loss_steps;
@@ -257,6 +332,10 @@ TrainResult Trainer::Impl::Fit(size_t dataset_size, const Step& step_fn) {
           state_.step = before.step + 1;
           state_.sampler = sampler_state;
           state_.world = data_world;
+          if (tracking_run_) {
+            std::string id = tracking_run_();
+            if (!id.empty()) state_.tracking_run_id = std::move(id);
+          }
           after = state_;
         }
         ++result.steps;
@@ -289,6 +368,8 @@ TrainResult Trainer::Impl::Fit(size_t dataset_size, const Step& step_fn) {
         mine.loss_steps = static_cast<double>(loss_steps);
         mine.last_loss = last_loss.item<double>();
         mine.stop = local_stop ? 1 : 0;
+        mine.step_seconds = compute_seconds / static_cast<double>(std::max<int64_t>(1, loss_steps));
+        mine.node = node;
         if (rank0) {
           // Steps that fit into one progress interval at the pace since the last report.
           const double per_step = since / static_cast<double>(std::max<int64_t>(1, loss_steps));
@@ -297,13 +378,21 @@ TrainResult Trainer::Impl::Fit(size_t dataset_size, const Step& step_fn) {
                                    : std::floor(options_.progress_interval / per_step);
           mine.next_every = std::clamp(every, 1.0, 1e6);
         }
-        const ReportExchange all = Exchange(mine);
+        const ReportAll gathered = Exchange(mine);
+        const ReportExchange& all = gathered.sum;
+        for (size_t r = 0; r < rank_compute.size(); ++r) {
+          rank_compute[r] += gathered.step_seconds[r] * static_cast<double>(loss_steps);
+        }
+        totals.node = gathered.node;
         next_report = after.step + std::max<int64_t>(1, std::llround(all.next_every));
         if (all.stop > 0) stop = stop_agreed = true;
         const double mean_loss = all.loss_sum / std::max(1.0, all.loss_steps);
         result.last_loss = all.last_loss / world;
         loss_sum = at::Tensor();
         loss_steps = 0;
+        compute_seconds = 0;
+        MetricsRecord record{after.step, epoch, mean_loss, 0, SecondsSince(begin)};
+        FindStraggler(gathered, record);
 
         const double rate =
             since > 0 ? static_cast<double>(samples_since_report * data_world) / since : 0;
@@ -312,13 +401,19 @@ TrainResult Trainer::Impl::Fit(size_t dataset_size, const Step& step_fn) {
         shown.samples_per_second = rate;
         shown.loss = mean_loss;
         shown.has_loss = true;
+        shown.note =
+            record.straggler_rank < 0
+                ? ""
+                : fmt::format(
+                      "straggler: rank {} on node {} at {:.1f}x the median step "
+                      "time",
+                      record.straggler_rank, record.straggler_node, record.straggler_ratio);
         if (progress) {
           progress->Report(shown);
           if (epoch_end || last || stop) progress->EndLine();
         }
-        if (metrics) {
-          metrics->Write({after.step, epoch, mean_loss, rate, SecondsSince(begin)});
-        }
+        record.samples_per_second = rate;
+        for (const auto& sink : sinks) sink->Write(record);
       }
     }
   } catch (...) {
@@ -331,6 +426,11 @@ TrainResult Trainer::Impl::Fit(size_t dataset_size, const Step& step_fn) {
   result.samples = local_samples * data_world;  // equal shares: every replica saw as many
   result.samples_per_second =
       result.seconds > 0 ? static_cast<double>(result.samples) / result.seconds : 0;
+  if (rank0 && result.steps > 0) {
+    for (double& c : rank_compute) c /= static_cast<double>(result.steps);
+    totals.step_seconds = rank_compute;
+    PrintRankTable(totals);
+  }
   if (rank0) {
     COHORT_INFO(kRuntime, "trained {} steps in {:.1f} s: {:.0f} samples/s, loss {:.4f}",
                 result.steps, result.seconds, result.samples_per_second, result.last_loss);
@@ -366,6 +466,15 @@ TrainResult Trainer::Fit(size_t dataset_size, const StepFn& step) {
 }
 
 void Trainer::OnStep(StepHook hook) { impl_->hooks_.push_back(std::move(hook)); }
+
+void Trainer::AddMetricsSink(std::shared_ptr<MetricsSink> sink) {
+  if (!sink) throw InvalidArgument("Trainer::AddMetricsSink: the sink is null");
+  impl_->sinks_.push_back(std::move(sink));
+}
+
+void Trainer::SetTrackingRun(std::function<std::string()> run_id) {
+  impl_->tracking_run_ = std::move(run_id);
+}
 
 void Trainer::RequestStop() { impl_->stop_requested_.store(true); }
 

@@ -1,8 +1,10 @@
 // Trainer: the training loop for the common case. Each epoch it shuffles the dataset with a
 // DistributedSampler, and each step it asks the task for the loss of this rank's batch, runs
 // backward (DDP averages the gradients) and the optimizer step. Rank 0 prints a progress line
-// (epoch, step, samples/s, loss, ETA) that refreshes in place on a terminal and prints plainly
-// into logs, and writes metrics as JSON lines. Every step beats the launcher's heartbeat
+// (epoch, step, samples/s, loss, ETA, and the straggler when one rank is over 1.2x the median
+// compute time per step) that refreshes in place on a terminal and prints plainly into logs,
+// and writes metrics to its sinks (JSON lines, MLflow; runtime/metrics.h). At the end rank 0
+// logs each rank's compute time per step. Every step beats the launcher's heartbeat
 // (collectives/heartbeat.h). Checkpoints plug in through the hooks.
 #pragma once
 
@@ -14,6 +16,7 @@
 #include <vector>
 
 #include "runtime/ddp.h"
+#include "runtime/metrics.h"
 #include "runtime/process_group.h"
 #include "runtime/sampler.h"
 #include "runtime/torch_fwd.h"
@@ -45,6 +48,8 @@ struct TrainerState {
   int64_t step = 0;  // optimizer steps taken in total
   SamplerState sampler;
   int world = 1;  // ranks when saved: Restore maps the sampler position onto today's world
+  // The tracking (MLflow) run this training logs to, so that a resumed job continues it.
+  std::string tracking_run_id;
 };
 
 struct TrainResult {
@@ -80,6 +85,11 @@ class Trainer {
   TrainResult Fit(size_t dataset_size, const StepFn& step);
 
   void OnStep(StepHook hook);
+  // Rank 0 writes every report (progress_interval) to sink as well as to metrics_path.
+  void AddMetricsSink(std::shared_ptr<MetricsSink> sink);
+  // Where State().tracking_run_id comes from (read after each step; "" keeps the last value),
+  // so that snapshots carry the tracking run a resumed job continues.
+  void SetTrackingRun(std::function<std::string()> run_id);
   // Asks the loop to stop after the current step (e.g. from a SIGTERM handler); Fit returns.
   // In a world of one that is the current step. With more ranks, all of them must stop after
   // the same step: the request travels with the loss at the next report (at most about one

@@ -24,6 +24,7 @@
 #include "examples/fashion_mnist/model.h"
 #include "runtime/checkpointing.h"
 #include "runtime/ddp.h"
+#include "runtime/mlflow_sink.h"
 #include "runtime/process_group.h"
 #include "runtime/trainer.h"
 
@@ -49,6 +50,7 @@ struct Flags {
   int threads = 1;
   double progress_interval = 1.0;
   cohort::runtime::CheckpointConfig checkpoint;  // flags, then COHORT_CHECKPOINT_* / COHORT_RESUME
+  std::string config;  // every flag as "name=value" lines: the MLflow run's params
 };
 
 // The dataset as tensors: images stay uint8 (47 MB rather than 188 MB of floats per worker) and
@@ -120,6 +122,12 @@ void OnSignal(int sig) {
   if (g_trainer) g_trainer->RequestStop();
 }
 
+int TrainAndEvaluate(const Flags& flags, cohort::runtime::ProcessGroup& pg,
+                     cohort::runtime::Trainer& trainer,
+                     cohort::runtime::TrainingCheckpoints& checkpoints,
+                     cohort::examples::FashionCnn& model, torch::nn::Module& module,
+                     const Data& train, const Data& test, cohort::runtime::MlflowSink* tracking);
+
 int Run(const Flags& flags) {
   SetThreads(flags.threads);
   torch::manual_seed(flags.seed);
@@ -159,6 +167,9 @@ int Run(const Flags& flags) {
   if (rank0 && resumed >= 0) {
     std::printf("resumed from step %lld\n", static_cast<long long>(resumed));
   }
+  // After Resume: a restarted job continues the MLflow run its snapshot recorded.
+  auto tracking =
+      cohort::runtime::TrackTraining(trainer, *pg, cohort::runtime::ParamsFromConfig(flags.config));
 
   if (rank0) {
     std::printf(
@@ -173,11 +184,28 @@ int Run(const Flags& flags) {
   std::signal(SIGINT, OnSignal);
 
   module->train();
+  try {
+    return TrainAndEvaluate(flags, *pg, trainer, checkpoints, *model, *module, train, test,
+                            tracking.get());
+  } catch (const std::exception& e) {
+    if (tracking) tracking->Close(cohort::runtime::RunOutcome::kFailed, e.what());
+    throw;
+  }
+}
+
+// Trains, saves the last snapshot, evaluates and reports; closes the tracking run (when there
+// is one) as FINISHED or, after a signal, KILLED.
+int TrainAndEvaluate(const Flags& flags, cohort::runtime::ProcessGroup& pg,
+                     cohort::runtime::Trainer& trainer,
+                     cohort::runtime::TrainingCheckpoints& checkpoints,
+                     cohort::examples::FashionCnn& model, torch::nn::Module& module,
+                     const Data& train, const Data& test, cohort::runtime::MlflowSink* tracking) {
+  const bool rank0 = pg.Rank() == 0;
   const cohort::runtime::TrainResult result =
       trainer.Fit(static_cast<size_t>(train.images.size(0)), [&](const std::vector<size_t>& batch) {
         const at::Tensor idx = IndexTensor(batch);
         const at::Tensor logits =
-            cohort::examples::Forward(*model, Normalise(train.images.index_select(0, idx)));
+            cohort::examples::Forward(model, Normalise(train.images.index_select(0, idx)));
         return torch::nn::functional::cross_entropy(logits, train.labels.index_select(0, idx));
       });
   g_trainer = nullptr;
@@ -189,17 +217,23 @@ int Run(const Flags& flags) {
       std::printf("stopped by signal %d after step %lld\n", static_cast<int>(g_signal),
                   static_cast<long long>(trainer.State().step));
     }
+    if (tracking) tracking->Close(cohort::runtime::RunOutcome::kKilled);
     return 128 + g_signal;
   }
 
-  module->eval();
-  const auto [correct, total] = Evaluate(*model, test, *pg);
+  module.eval();
+  const auto [correct, total] = Evaluate(model, test, pg);
+  const double accuracy =
+      total > 0 ? static_cast<double>(correct) / static_cast<double>(total) : 0.0;
+  if (tracking) {
+    tracking->LogMetric("test_accuracy", accuracy, trainer.State().step);
+    tracking->Close(cohort::runtime::RunOutcome::kFinished);
+  }
   if (rank0) {
     std::printf("trained %lld steps in %.1f s (%.0f samples/s), final loss %.4f\n",
                 static_cast<long long>(result.steps), result.seconds, result.samples_per_second,
                 result.last_loss);
-    std::printf("test accuracy: %.2f%% (%lld/%lld)\n",
-                total > 0 ? 100.0 * static_cast<double>(correct) / static_cast<double>(total) : 0.0,
+    std::printf("test accuracy: %.2f%% (%lld/%lld)\n", 100.0 * accuracy,
                 static_cast<long long>(correct), static_cast<long long>(total));
     std::fflush(stdout);
   }
@@ -250,6 +284,7 @@ int main(int argc, char** argv) {
       "--resume", flags.checkpoint.resume,
       "latest, or a snapshot URI (default: COHORT_RESUME; a restarted group gets latest)");
   CLI11_PARSE(app, argc, argv);
+  flags.config = app.config_to_str(/*default_also=*/true, /*write_description=*/false);
 
   try {
     return Run(flags);

@@ -22,6 +22,7 @@
 #include "examples/gpt/model.h"
 #include "runtime/checkpointing.h"
 #include "runtime/ddp.h"
+#include "runtime/mlflow_sink.h"
 #include "runtime/parallel_mesh.h"
 #include "runtime/pipeline.h"
 #include "runtime/sharded_state.h"
@@ -48,6 +49,7 @@ struct Flags {
   std::string data = examples::kFortunesDir;
   bool print_losses = false;
   runtime::CheckpointConfig checkpoint;  // flags, then COHORT_CHECKPOINT_* / COHORT_RESUME
+  std::string config;                    // every flag as "name=value": the MLflow params
 };
 
 runtime::Trainer* g_trainer = nullptr;
@@ -137,6 +139,9 @@ int Run(const Flags& f) {
   if (rank0 && resumed >= 0) {
     std::printf("resumed from step %lld\n", static_cast<long long>(resumed));
   }
+  auto config = runtime::ParamsFromConfig(f.config);
+  config.emplace_back("layout", layout.ToString());
+  auto tracking = runtime::TrackTraining(trainer, *world, std::move(config));
   if (rank0) {
     std::printf(
         "gpt: %zu characters, %zu windows of %lld; layout %s, %d micro-batches (%s), "
@@ -153,7 +158,7 @@ int Run(const Flags& f) {
     return torch::nn::functional::cross_entropy(logits.reshape({-1, logits.size(-1)}),
                                                 target.reshape({-1}));
   };
-  const runtime::TrainResult result = trainer.Fit(windows, [&](const std::vector<size_t>& idx) {
+  const auto fit = [&](const std::vector<size_t>& idx) {
     auto [input, target] = Batch(text, idx, f.model.context);
     optimizer->zero_grad();
     double loss = pipe.Step(input, target, ce);
@@ -169,11 +174,21 @@ int Run(const Flags& f) {
       std::printf("step %lld loss %.9g\n", static_cast<long long>(trainer.State().step + 1), loss);
     }
     return loss;
-  });
-  g_trainer = nullptr;
-  // Stopped or done: a snapshot of where training stands (when checkpoints are on).
-  checkpoints.SaveNow(trainer.State());
-  checkpoints.Finish();
+  };
+  runtime::TrainResult result;
+  try {
+    result = trainer.Fit(windows, runtime::Trainer::StepFn(fit));
+    g_trainer = nullptr;
+    // Stopped or done: a snapshot of where training stands (when checkpoints are on).
+    checkpoints.SaveNow(trainer.State());
+    checkpoints.Finish();
+  } catch (const std::exception& e) {
+    if (tracking) tracking->Close(runtime::RunOutcome::kFailed, e.what());
+    throw;
+  }
+  if (tracking) {
+    tracking->Close(g_signal != 0 ? runtime::RunOutcome::kKilled : runtime::RunOutcome::kFinished);
+  }
   if (rank0) {
     std::printf("trained %lld steps in %.1f s (%.0f sequences/s), final loss %.4f\n",
                 static_cast<long long>(result.steps), result.seconds, result.samples_per_second,
@@ -227,6 +242,7 @@ int main(int argc, char** argv) {
                  "latest, or a snapshot URI, saved at any layout (default: COHORT_RESUME)");
   app.add_flag("--print-losses", f.print_losses, "print every step's loss (rank 0)");
   CLI11_PARSE(app, argc, argv);
+  f.config = app.config_to_str(/*default_also=*/true, /*write_description=*/false);
   try {
     return Run(f);
   } catch (const cohort::InvalidArgument& e) {

@@ -15,6 +15,7 @@
 #include <thread>
 
 #include "runtime/checkpointing.h"
+#include "runtime/mlflow_sink.h"
 #include "runtime/ddp.h"
 #include "runtime/process_group.h"
 #include "runtime/trainer.h"
@@ -49,7 +50,7 @@ int main(int argc, char** argv) {
   CLI::App app{"checkpoint test trainer"};
   int64_t steps = 12, global_batch = 8, crash_at = -1;
   double dropout = 0.2;
-  int slow_ms = 0;
+  int slow_ms = 0, slow_rank = -1, slow_compute_ms = 0;
   std::string dump;
   app.add_option("--steps", steps, "total optimizer steps");
   app.add_option("--global-batch", global_batch, "examples per step over all ranks");
@@ -57,6 +58,10 @@ int main(int argc, char** argv) {
   app.add_option("--dump", dump, "rank 0 writes the final parameters here");
   app.add_option("--crash-at", crash_at, "rank 1 of the first attempt SIGKILLs itself here");
   app.add_option("--slow-ms", slow_ms, "sleep per step (to be signalled mid-run)");
+  app.add_option("--slow-rank", slow_rank,
+                 "this rank computes --slow-compute-ms longer (a straggler)");
+  app.add_option("--slow-compute-ms", slow_compute_ms,
+                 "extra compute time per step of --slow-rank");
   CLI11_PARSE(app, argc, argv);
   try {
     torch::set_num_threads(1);
@@ -85,6 +90,7 @@ int main(int argc, char** argv) {
     const int64_t resumed = checkpoints.Resume(trainer);
     if (resumed >= 0) std::cout << "resumed from step " << resumed << std::endl;
     checkpoints.Attach(trainer);
+    auto tracking = TrackTraining(trainer, *pg, {{"steps", std::to_string(steps)}});
     const bool first_attempt = std::getenv("COHORT_RESTART") == nullptr ||
                                std::string(std::getenv("COHORT_RESTART")) == "0";
     trainer.OnStep([&](const TrainerState& s) {
@@ -96,6 +102,9 @@ int main(int argc, char** argv) {
     std::signal(SIGTERM, OnSigterm);
     trainer.Fit(static_cast<size_t>(n), [&](const std::vector<size_t>& idx) {
       auto index = torch::tensor(std::vector<int64_t>(idx.begin(), idx.end()));
+      if (pg->Rank() == slow_rank) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(slow_compute_ms));
+      }
       return torch::mse_loss(model->forward(inputs.index_select(0, index)),
                              targets.index_select(0, index));
     });
@@ -103,6 +112,7 @@ int main(int argc, char** argv) {
     checkpoints.SaveNow(trainer.State());
     checkpoints.Finish();
     std::cout << "finished at step " << trainer.State().step << std::endl;
+    if (tracking) tracking->Close(RunOutcome::kFinished);
     if (!dump.empty() && pg->Rank() == 0) {
       std::vector<torch::Tensor> parts;
       for (auto& p : model->parameters()) parts.push_back(p.detach().reshape({-1}));

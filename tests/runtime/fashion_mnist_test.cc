@@ -81,7 +81,9 @@ TEST(MultiprocFashionMnist, FourWorkersReachTheAccuracyTargetInOneEpoch) {
   EXPECT_FALSE(Has(r.output, "\r")) << r.output;
   EXPECT_TRUE(std::regex_search(
       r.output,
-      std::regex(R"(\[rank 0\] epoch 1/1 step 235/235 \d+ samples/s loss 0\.\d{3} ETA 0:00\n)")))
+      // 4 workers on a small machine: a straggler may be named after the ETA.
+      std::regex(
+          R"(\[rank 0\] epoch 1/1 step 235/235 \d+ samples/s loss 0\.\d{3} ETA 0:00(; straggler: [^\n]*)?\n)")))
       << r.output;
   EXPECT_TRUE(Has(r.output, "[rank 0] trained 235 steps in ")) << r.output;
   EXPECT_TRUE(Has(r.output, "on 4 worker(s) (gloo)")) << r.output;

@@ -79,11 +79,15 @@ TEST(Progress, PlainLinesWhenNotATerminal) {
     line.Tick(s);  // between reports: nothing in a log
     s.step = 121;
     line.Report(s);
+    s.note = "straggler: rank 3 on node 1 at 1.8x the median step time";
+    line.Report(s);
     line.EndLine();
   }
   EXPECT_EQ(Contents(f),
             "epoch 1/2 step 120/469 3412 samples/s loss 0.512 ETA 0:42\n"
-            "epoch 1/2 step 121/469 3412 samples/s loss 0.512 ETA 0:42\n");
+            "epoch 1/2 step 121/469 3412 samples/s loss 0.512 ETA 0:42\n"
+            "epoch 1/2 step 121/469 3412 samples/s loss 0.512 ETA 0:42; straggler: rank 3 on "
+            "node 1 at 1.8x the median step time\n");
   std::fclose(f);
 }
 

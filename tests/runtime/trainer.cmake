@@ -13,3 +13,11 @@ gtest_discover_tests(runtime_trainer_test TEST_PREFIX "runtime." TEST_FILTER "-M
 gtest_discover_tests(runtime_trainer_test TEST_PREFIX "runtime." TEST_FILTER "Multiproc*"
                      NO_PRETTY_VALUES
                      PROPERTIES LABELS multiproc TIMEOUT 180 RUN_SERIAL ON DISCOVERY_TIMEOUT 60)
+
+# The Trainer's MLflow run end to end: fashion_mnist against the MLflow double (tests/tracking).
+add_executable(tracking_train_test tracking_train_test.cc)
+target_link_libraries(tracking_train_test PRIVATE cohort_mlflow_double cohort_test_util fmt::fmt
+                      nlohmann_json::nlohmann_json GTest::gtest_main cohort_warnings)
+add_dependencies(tracking_train_test fashion_mnist ckpt_train_worker cohort)
+gtest_discover_tests(tracking_train_test TEST_PREFIX "runtime." NO_PRETTY_VALUES
+                     PROPERTIES LABELS multiproc TIMEOUT 300 RUN_SERIAL ON DISCOVERY_TIMEOUT 60)
