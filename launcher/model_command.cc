@@ -59,10 +59,10 @@ int RunRegister(const ModelOptions& o) {
 tracking::MlflowConfig MlflowFromEnv(const char* command) {
   std::optional<tracking::MlflowConfig> c = tracking::MlflowConfig::FromEnv();
   if (!c)
-    throw InvalidArgument(fmt::format(
-        "cohort model {} needs the MLflow server: set MLFLOW_TRACKING_URI (e.g. "
-        "http://127.0.0.1:5000)",
-        command));
+    throw InvalidArgument(
+        fmt::format("cohort model {} needs the MLflow server: set MLFLOW_TRACKING_URI (e.g. "
+                    "http://127.0.0.1:5000)",
+                    command));
   return *c;
 }
 
@@ -78,9 +78,10 @@ int RunManifest(const ModelOptions& o) {
   serving::ModelRepository repo(o.repo);
   const std::vector<int> versions = repo.Versions(o.name);
   if (versions.empty())
-    throw InvalidArgument(fmt::format("{} has no versions of model '{}'; run `cohort model "
-                                      "register --name {} --repo {}` first",
-                                      repo.Uri(), o.name, o.name, o.repo));
+    throw InvalidArgument(
+        fmt::format("{} has no versions of model '{}'; run `cohort model "
+                    "register --name {} --repo {}` first",
+                    repo.Uri(), o.name, o.name, o.repo));
   serving::InferenceServiceSpec spec;
   spec.name = o.service_name.empty() ? o.name : o.service_name;
   spec.namespace_ = o.namespace_;
@@ -127,10 +128,10 @@ Command AddModelCommand(CLI::App& parent) {
 
   o->manifest_app = app->add_subcommand("manifest", "print the KServe InferenceService");
   o->manifest_app->add_option("name", o->name, "the model in the repository")->required();
-  o->manifest_app->add_option("--repo", o->repo, "the Triton repository (storageUri)")
-      ->required();
-  o->manifest_app->add_option("--canary-percent", o->canary_percent,
-                              "traffic for the new revision (canaryTrafficPercent)")
+  o->manifest_app->add_option("--repo", o->repo, "the Triton repository (storageUri)")->required();
+  o->manifest_app
+      ->add_option("--canary-percent", o->canary_percent,
+                   "traffic for the new revision (canaryTrafficPercent)")
       ->check(CLI::Range(0, 100));
   o->manifest_app->add_option("--version", o->repo_version, "repository version (default: newest)");
   o->manifest_app->add_option("--service-name", o->service_name, "metadata.name (default NAME)");

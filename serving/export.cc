@@ -46,26 +46,35 @@ torch::jit::Module LoadScripted(const std::string& path) {
 
 std::string TritonType(at::ScalarType t) {
   switch (t) {
-    case at::kFloat: return "TYPE_FP32";
-    case at::kDouble: return "TYPE_FP64";
-    case at::kHalf: return "TYPE_FP16";
-    case at::kBFloat16: return "TYPE_BF16";
-    case at::kInt: return "TYPE_INT32";
-    case at::kLong: return "TYPE_INT64";
-    case at::kShort: return "TYPE_INT16";
-    case at::kChar: return "TYPE_INT8";
-    case at::kByte: return "TYPE_UINT8";
-    case at::kBool: return "TYPE_BOOL";
+    case at::kFloat:
+      return "TYPE_FP32";
+    case at::kDouble:
+      return "TYPE_FP64";
+    case at::kHalf:
+      return "TYPE_FP16";
+    case at::kBFloat16:
+      return "TYPE_BF16";
+    case at::kInt:
+      return "TYPE_INT32";
+    case at::kLong:
+      return "TYPE_INT64";
+    case at::kShort:
+      return "TYPE_INT16";
+    case at::kChar:
+      return "TYPE_INT8";
+    case at::kByte:
+      return "TYPE_UINT8";
+    case at::kBool:
+      return "TYPE_BOOL";
     default:
-      throw InvalidArgument(
-          fmt::format("a {} tensor has no Triton data type", c10::toString(t)));
+      throw InvalidArgument(fmt::format("a {} tensor has no Triton data type", c10::toString(t)));
   }
 }
 
 at::ScalarType InputType(const std::string& name) {
   static const std::map<std::string, at::ScalarType> kTypes = {
-      {"float32", at::kFloat}, {"float64", at::kDouble}, {"float16", at::kHalf},
-      {"bfloat16", at::kBFloat16}, {"int32", at::kInt}, {"int64", at::kLong},
+      {"float32", at::kFloat},     {"float64", at::kDouble}, {"float16", at::kHalf},
+      {"bfloat16", at::kBFloat16}, {"int32", at::kInt},      {"int64", at::kLong},
       {"uint8", at::kByte}};
   auto it = kTypes.find(name);
   if (it == kTypes.end())
@@ -79,13 +88,20 @@ at::ScalarType InputType(const std::string& name) {
 at::ScalarType ToTorch(collectives::DType d) {
   using collectives::DType;
   switch (d) {
-    case DType::kFloat32: return at::kFloat;
-    case DType::kFloat64: return at::kDouble;
-    case DType::kFloat16: return at::kHalf;
-    case DType::kBFloat16: return at::kBFloat16;
-    case DType::kInt32: return at::kInt;
-    case DType::kInt64: return at::kLong;
-    case DType::kUInt8: return at::kByte;
+    case DType::kFloat32:
+      return at::kFloat;
+    case DType::kFloat64:
+      return at::kDouble;
+    case DType::kFloat16:
+      return at::kHalf;
+    case DType::kBFloat16:
+      return at::kBFloat16;
+    case DType::kInt32:
+      return at::kInt;
+    case DType::kInt64:
+      return at::kLong;
+    case DType::kUInt8:
+      return at::kByte;
   }
   throw Internal("unknown checkpoint dtype");
 }
@@ -133,7 +149,8 @@ void CopyByName(const Named& source, torch::jit::Module& skeleton, const std::st
 ExportedModel Probe(torch::jit::Module module, const ExportOptions& o) {
   std::vector<int64_t> shape = {o.probe_batch};
   shape.insert(shape.end(), o.example_input_shape.begin(), o.example_input_shape.end());
-  const at::Tensor x = at::zeros(shape, at::TensorOptions().dtype(InputType(o.example_input_dtype)));
+  const at::Tensor x =
+      at::zeros(shape, at::TensorOptions().dtype(InputType(o.example_input_dtype)));
   module.eval();
   at::NoGradGuard no_grad;
   c10::IValue out;
@@ -197,9 +214,8 @@ ExportedModel ExportShard(const checkpoint::Shard& shard, const std::string& ske
           "first (cohort checkpoint consolidate)",
           t.name()));
     // A view of the loaded bytes: only read, by copy_() into the skeleton.
-    source[t.name().substr(prefix.size())] =
-        at::from_blob(const_cast<void*>(t.data()), t.shape(),
-                      at::TensorOptions().dtype(ToTorch(t.dtype())));
+    source[t.name().substr(prefix.size())] = at::from_blob(
+        const_cast<void*>(t.data()), t.shape(), at::TensorOptions().dtype(ToTorch(t.dtype())));
   }
   if (source.empty())
     throw InvalidArgument(
@@ -218,8 +234,7 @@ ExportedModel ExportScriptedFile(const std::string& path, const ExportOptions& o
   std::ifstream in(path, std::ios::binary);
   std::ostringstream bytes;
   bytes << in.rdbuf();
-  if (!in.good() && !in.eof())
-    throw InvalidArgument(fmt::format("cannot read {}", path));
+  if (!in.good() && !in.eof()) throw InvalidArgument(fmt::format("cannot read {}", path));
   m.model_pt = bytes.str();
   return m;
 }

@@ -90,11 +90,10 @@ int Register(Args& a) {
   } else {
     auto loaded = cohort::checkpoint::LoadUri(a.snapshot, {{0}});
     if (!loaded)
-      throw cohort::InvalidArgument(
-          fmt::format("no complete snapshot under {}; pass a snapshot URI (.../step-<N>)",
-                      a.snapshot));
-    exported = cohort::serving::ExportShard(loaded->shards.at(0), o.skeleton_path,
-                                            o.export_options);
+      throw cohort::InvalidArgument(fmt::format(
+          "no complete snapshot under {}; pass a snapshot URI (.../step-<N>)", a.snapshot));
+    exported =
+        cohort::serving::ExportShard(loaded->shards.at(0), o.skeleton_path, o.export_options);
   }
   fmt::print("{}\n", cohort::serving::RegisterExported(std::move(exported), o).Summary());
   return 0;
@@ -122,11 +121,12 @@ int main(int argc, char** argv) {
   try {
     return Register(args);
   } catch (const cohort::Error& e) {
-    fmt::print(stderr, "cohort model register: error ({}): {}\n",
-               cohort::ErrorKindName(e.kind()), e.what());
+    fmt::print(stderr, "cohort model register: error ({}): {}\n", cohort::ErrorKindName(e.kind()),
+               e.what());
   } catch (const std::exception& e) {
     std::string what = e.what();
-    fmt::print(stderr, "cohort model register: internal error: {}\n", what.substr(0, what.find('\n')));
+    fmt::print(stderr, "cohort model register: internal error: {}\n",
+               what.substr(0, what.find('\n')));
   }
   return 1;
 }

@@ -31,7 +31,8 @@ int VersionOf(const std::string& key, const std::string& model) {
 void CheckModelName(const std::string& name) {
   bool ok = !name.empty() && name[0] != '.' && name.size() <= 256;
   for (char c : name) {
-    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '_' && c != '-' && c != '.') ok = false;
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '_' && c != '-' && c != '.')
+      ok = false;
   }
   if (!ok)
     throw InvalidArgument(fmt::format(
@@ -66,8 +67,7 @@ std::vector<int> ModelRepository::Versions(const std::string& model) const {
 WrittenVersion ModelRepository::Write(const std::string& model, const std::string& model_pt,
                                       const std::string& config_pbtxt, int version) {
   const std::vector<int> existing = Versions(model);
-  if (version < 0)
-    throw InvalidArgument(fmt::format("model version {} must be positive", version));
+  if (version < 0) throw InvalidArgument(fmt::format("model version {} must be positive", version));
   if (version == 0) version = existing.empty() ? 1 : existing.back() + 1;
   if (std::find(existing.begin(), existing.end(), version) != existing.end())
     throw InvalidArgument(fmt::format(

@@ -22,8 +22,8 @@ tracking::ModelVersion RegisterVersion(tracking::MlflowClient& client, const Pub
     if (!r.alias.empty()) client.SetAlias(r.name, r.alias, v.version);
     return v;
   } catch (const Error& e) {
-    ThrowError(e.kind(), fmt::format("{} was written but not registered: {}", written.model_uri,
-                                     e.what()));
+    ThrowError(e.kind(),
+               fmt::format("{} was written but not registered: {}", written.model_uri, e.what()));
   }
 }
 
@@ -36,7 +36,8 @@ void CheckAlias(const std::string& alias) {
   }
   if (ok && (alias[0] == 'v' || alias[0] == 'V') && alias.size() > 1) {
     bool digits = true;
-    for (size_t i = 1; i < alias.size(); ++i) digits &= std::isdigit(static_cast<unsigned char>(alias[i])) != 0;
+    for (size_t i = 1; i < alias.size(); ++i)
+      digits &= std::isdigit(static_cast<unsigned char>(alias[i])) != 0;
     if (digits) ok = false;
   }
   if (!ok)
@@ -47,11 +48,11 @@ void CheckAlias(const std::string& alias) {
 }
 
 std::string PublishResult::Summary() const {
-  std::string line = fmt::format("wrote {} (version {}) and {}", written.model_uri,
-                                 written.version, written.config_uri);
+  std::string line = fmt::format("wrote {} (version {}) and {}", written.model_uri, written.version,
+                                 written.config_uri);
   if (registered) {
-    line += fmt::format("; registered {} version {} in MLflow", registered->name,
-                        registered->version);
+    line +=
+        fmt::format("; registered {} version {} in MLflow", registered->name, registered->version);
     if (!alias.empty()) line += fmt::format(" as @{}", alias);
   }
   return line;

@@ -28,7 +28,8 @@ struct RegisterOptions {
 
 // Throws InvalidArgument (export or naming problems), and what the store or MLflow throws.
 PublishResult RegisterTrainedModel(const torch::nn::Module& module, const RegisterOptions& options);
-PublishResult RegisterTrainedModel(const torch::jit::Module& module, const RegisterOptions& options);
+PublishResult RegisterTrainedModel(const torch::jit::Module& module,
+                                   const RegisterOptions& options);
 // Publishes an export already made (what cohort-export does after ExportShard).
 PublishResult RegisterExported(ExportedModel exported, const RegisterOptions& options);
 

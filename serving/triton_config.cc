@@ -11,9 +11,9 @@ namespace cohort::serving {
 namespace {
 
 // Triton's DataType enum (model_config.proto), without TYPE_INVALID.
-constexpr const char* kDataTypes[] = {"TYPE_BOOL",   "TYPE_UINT8",  "TYPE_UINT16", "TYPE_UINT32",
-                                      "TYPE_UINT64", "TYPE_INT8",   "TYPE_INT16",  "TYPE_INT32",
-                                      "TYPE_INT64",  "TYPE_FP16",   "TYPE_FP32",   "TYPE_FP64",
+constexpr const char* kDataTypes[] = {"TYPE_BOOL",   "TYPE_UINT8", "TYPE_UINT16", "TYPE_UINT32",
+                                      "TYPE_UINT64", "TYPE_INT8",  "TYPE_INT16",  "TYPE_INT32",
+                                      "TYPE_INT64",  "TYPE_FP16",  "TYPE_FP32",   "TYPE_FP64",
                                       "TYPE_STRING", "TYPE_BF16"};
 
 // Protobuf text format string literal (C escapes).
@@ -28,13 +28,15 @@ std::string Quoted(const std::string& s) {
 
 void CheckTensor(const TensorSpec& t, const char* field) {
   if (t.name.empty())
-    throw InvalidArgument(fmt::format("config.pbtxt: an {} has no name (Triton's PyTorch "
-                                      "backend expects INPUT__<i> / OUTPUT__<i>)",
-                                      field));
+    throw InvalidArgument(
+        fmt::format("config.pbtxt: an {} has no name (Triton's PyTorch "
+                    "backend expects INPUT__<i> / OUTPUT__<i>)",
+                    field));
   if (!IsTritonDataType(t.data_type))
-    throw InvalidArgument(fmt::format(
-        "config.pbtxt: {} '{}' has data_type '{}', not one of Triton's (TYPE_FP32, TYPE_INT64, ...)",
-        field, t.name, t.data_type));
+    throw InvalidArgument(
+        fmt::format("config.pbtxt: {} '{}' has data_type '{}', not one of Triton's (TYPE_FP32, "
+                    "TYPE_INT64, ...)",
+                    field, t.name, t.data_type));
   for (int64_t d : t.dims) {
     if (d < -1)
       throw InvalidArgument(fmt::format(
@@ -77,8 +79,8 @@ InstanceKind ParseInstanceKind(const std::string& text) {
   for (char& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
   if (lower == "gpu" || lower == "kind_gpu") return InstanceKind::kGpu;
   if (lower == "cpu" || lower == "kind_cpu") return InstanceKind::kCpu;
-  throw InvalidArgument(
-      fmt::format("instance kind '{}' is neither gpu nor cpu (Triton's KIND_GPU / KIND_CPU)", text));
+  throw InvalidArgument(fmt::format(
+      "instance kind '{}' is neither gpu nor cpu (Triton's KIND_GPU / KIND_CPU)", text));
 }
 
 std::string RenderConfigPbtxt(const TritonConfig& c) {

@@ -12,9 +12,9 @@ namespace cohort::serving {
 // One input or output (ModelInput / ModelOutput). The PyTorch backend binds tensors by
 // position through the names INPUT__<i> / OUTPUT__<i>.
 struct TensorSpec {
-  std::string name;               // "INPUT__0"
-  std::string data_type;          // Triton's DataType enum: "TYPE_FP32", "TYPE_INT64", ...
-  std::vector<int64_t> dims;      // without the batch dimension when max_batch_size > 0
+  std::string name;           // "INPUT__0"
+  std::string data_type;      // Triton's DataType enum: "TYPE_FP32", "TYPE_INT64", ...
+  std::vector<int64_t> dims;  // without the batch dimension when max_batch_size > 0
 };
 
 enum class InstanceKind { kGpu, kCpu };
@@ -26,7 +26,7 @@ struct DynamicBatching {
 };
 
 struct TritonConfig {
-  std::string name;  // must equal the model's folder name in the repository
+  std::string name;         // must equal the model's folder name in the repository
   int max_batch_size = 64;  // 0: the model takes no batch dimension from Triton
   std::vector<TensorSpec> inputs, outputs;
   InstanceKind instance_kind = InstanceKind::kCpu;

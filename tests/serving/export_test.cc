@@ -1,12 +1,15 @@
 // Export: Fashion-MNIST's trained C++ module copied into its TorchScript skeleton gives the
 // module's outputs in libtorch and in Debian's python3-torch; a snapshot's tensors do the same;
 // TorchScript is kept as is; a missing name or a shape mismatch is one line naming it.
+#include "serving/export.h"
+
 #include <gtest/gtest.h>
 
 #include <filesystem>
 
+#include "checkpoint/store/object_store.h"
 #include "common/error.h"
-#include "serving/export.h"
+#include "serving/register_model.h"
 #include "tests/serving/fashion_fixture.h"
 #include "tests/serving/serving_test_util.h"
 
@@ -93,8 +96,8 @@ TEST(Export, AMissingNameOrShapeMismatchIsOneLineNamingIt) {
       << what;
 
   checkpoint::Shard extra = ModelShard(*examples::AsModule(model));
-  extra.tensors.push_back(checkpoint::HostTensor::Copy("model/extra.bias", collectives::DType::kFloat32,
-                                                       {5}, zeros.data()));
+  extra.tensors.push_back(checkpoint::HostTensor::Copy(
+      "model/extra.bias", collectives::DType::kFloat32, {5}, zeros.data()));
   what = ErrorOf([&] { ExportShard(extra, SkeletonPath()); });
   EXPECT_EQ(Lines(what), 1) << what;
   EXPECT_NE(what.find("'extra.bias'"), std::string::npos) << what;
@@ -111,6 +114,28 @@ TEST(Export, AWrongExampleShapeIsOneLine) {
   const std::string what = ErrorOf([&] { ExportScriptedFile(SkeletonPath(), options); });
   EXPECT_EQ(Lines(what), 1) << what;
   EXPECT_NE(what.find("--example-input-shape"), std::string::npos) << what;
+}
+
+TEST(Export, RegisterTrainedModelWritesTheRepositoryATrainingProgramAsksFor) {
+  auto model = TrainedFashionCnn();
+  RegisterOptions options;
+  options.name = "fmnist";
+  options.repo_uri = "memory://serving-register-trained";
+  options.skeleton_path = SkeletonPath();
+  options.use_mlflow = false;
+  options.config.max_batch_size = 8;
+  PublishResult result = RegisterTrainedModel(*examples::AsModule(model), options);
+  EXPECT_EQ(result.written.model_uri, "memory://serving-register-trained/fmnist/1/model.pt");
+  EXPECT_FALSE(result.registered);
+  auto store = checkpoint::OpenObjectStore(options.repo_uri);
+  const at::Tensor x = TestBatch();
+  EXPECT_LE(MaxDiffOfArchive(store->Get("fmnist/1/model.pt").value(), x, Expected(*model, x)),
+            1e-6);
+  const std::string config = store->Get("fmnist/config.pbtxt").value();
+  EXPECT_NE(config.find("max_batch_size: 8\n"), std::string::npos) << config;
+  EXPECT_NE(config.find("dims: [ 10 ]"), std::string::npos) << config;
+  options.skeleton_path.clear();
+  EXPECT_THROW(RegisterTrainedModel(*examples::AsModule(model), options), InvalidArgument);
 }
 
 }  // namespace

@@ -68,10 +68,24 @@ TEST(ModelCommand, RegistersASnapshotOnS3AndInMlflowPromotesAndRendersTheManifes
   Env env = moto->Env();
   env["MLFLOW_TRACKING_URI"] = mlflow.uri();
   env["MLFLOW_RUN_ID"] = run;
-  const std::vector<std::string> reg = {
-      "model", "register", "--snapshot", snapshot, "--name", "fmnist", "--repo", repo,
-      "--example-input-shape", "1,28,28", "--max-batch-size", "16", "--instance-kind", "cpu",
-      "--max-queue-delay-us", "100", "--tag", "test_accuracy=0.875"};
+  const std::vector<std::string> reg = {"model",
+                                        "register",
+                                        "--snapshot",
+                                        snapshot,
+                                        "--name",
+                                        "fmnist",
+                                        "--repo",
+                                        repo,
+                                        "--example-input-shape",
+                                        "1,28,28",
+                                        "--max-batch-size",
+                                        "16",
+                                        "--instance-kind",
+                                        "cpu",
+                                        "--max-queue-delay-us",
+                                        "100",
+                                        "--tag",
+                                        "test_accuracy=0.875"};
   ProcessResult r = Cohort(reg, env);
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("registered fmnist version 1 in MLflow as @candidate"), std::string::npos)
@@ -162,10 +176,9 @@ TEST(ModelCommand, ARefusedMlflowCredentialIsOneLineAndWritesNothing) {
   tracking::testing::MlflowDouble mlflow;
   mlflow.RequireBearer("the-right-token");
   const std::string repo = TempDir("repo");
-  ProcessResult r = Cohort({"model", "register", "--snapshot", snapshot, "--name", "fmnist",
-                            "--repo", repo},
-                           {{"MLFLOW_TRACKING_URI", mlflow.uri()},
-                            {"MLFLOW_TRACKING_TOKEN", "a-wrong-token"}});
+  ProcessResult r =
+      Cohort({"model", "register", "--snapshot", snapshot, "--name", "fmnist", "--repo", repo},
+             {{"MLFLOW_TRACKING_URI", mlflow.uri()}, {"MLFLOW_TRACKING_TOKEN", "a-wrong-token"}});
   EXPECT_EQ(r.exit_code, 1) << r.output;
   EXPECT_EQ(Lines(r.output), 1) << r.output;
   EXPECT_NE(r.output.find("error (unauthenticated)"), std::string::npos) << r.output;

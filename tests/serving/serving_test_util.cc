@@ -1,14 +1,14 @@
 #include "tests/serving/serving_test_util.h"
 
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <chrono>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
-#include <cstring>
-#include <unistd.h>
 
 #include "tests/util/subprocess.h"
 
@@ -16,8 +16,8 @@ namespace cohort::serving::testing {
 
 std::string TempDir(const std::string& name) {
   static std::atomic<int> n{0};
-  const std::string dir = "/tmp/cohort-serving-" + std::to_string(getpid()) + "-" + name + "-" +
-                          std::to_string(n++);
+  const std::string dir =
+      "/tmp/cohort-serving-" + std::to_string(getpid()) + "-" + name + "-" + std::to_string(n++);
   std::filesystem::remove_all(dir);
   std::filesystem::create_directories(dir);
   return dir;
@@ -38,8 +38,8 @@ std::string ReadFile(const std::string& path) {
 std::vector<float> PythonOutputs(const std::string& model_path, const std::vector<float>& input,
                                  const std::vector<int64_t>& shape) {
   const std::string dir = TempDir("py");
-  WriteFile(dir + "/in.f32", std::string(reinterpret_cast<const char*>(input.data()),
-                                         input.size() * sizeof(float)));
+  WriteFile(dir + "/in.f32",
+            std::string(reinterpret_cast<const char*>(input.data()), input.size() * sizeof(float)));
   std::string dims;
   for (int64_t d : shape) dims += (dims.empty() ? "" : ",") + std::to_string(d);
   cohort::testing::Subprocess p({COHORT_TORCH_PYTHON, COHORT_SERVING_TEST_DIR "/jit_outputs.py",
