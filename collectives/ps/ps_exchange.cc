@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "collectives/ps/push_combine.h"
+#include "collectives/ps/wire.h"
 #include "collectives/store/grpc_status.h"
 #include "common/error.h"
 
@@ -17,18 +18,8 @@ constexpr std::chrono::milliseconds kEchoGrace{1000};
 // Past the calls' own gRPC deadline, how long before the exchange stops waiting for them.
 constexpr std::chrono::seconds kDeadlineSlack{5};
 
-// Protocol buffers' wire format: the key of PushRequest.data (field 12, length-delimited) and
-// of PullReply.data (field 1).
-constexpr uint8_t kPushDataKey = (12 << 3) | 2;
+// The key of PullReply.data (field 1, length-delimited) in the wire format.
 constexpr uint8_t kReplyDataKey = (1 << 3) | 2;
-
-void AppendVarint(std::string& out, uint64_t v) {
-  while (v >= 0x80) {
-    out.push_back(static_cast<char>((v & 0x7f) | 0x80));
-    v >>= 7;
-  }
-  out.push_back(static_cast<char>(v));
-}
 
 bool IsEcho(grpc::StatusCode code) {
   return code == grpc::StatusCode::ABORTED || code == grpc::StatusCode::DEADLINE_EXCEEDED ||
@@ -52,8 +43,7 @@ void Exchange::Encode(Call& call) {
   std::string header = call.req.SerializeAsString();
   std::vector<grpc::Slice> slices;
   if (call.bytes > 0) {
-    header.push_back(static_cast<char>(kPushDataKey));
-    AppendVarint(header, call.bytes);
+    AppendBytesFieldHeader(header, 12, call.bytes);  // PushRequest.data
     slices.emplace_back(header);
     slices.emplace_back(call.data, call.bytes, grpc::Slice::STATIC_SLICE);
   } else {

@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 #include <grpcpp/grpcpp.h>
+#include <grpcpp/support/proto_buffer_reader.h>
 
 #include <atomic>
 #include <mutex>
@@ -9,6 +10,7 @@
 
 #include "collectives/ps/ps.grpc.pb.h"
 #include "collectives/ps/push_table.h"
+#include "collectives/ps/wire.h"
 #include "common/error.h"
 #include "common/log.h"
 #include "common/net.h"
@@ -28,15 +30,23 @@ bool ConstantTimeEquals(std::string_view given, std::string_view expected) {
   return diff == 0;
 }
 
-// One PushPull call: waits in the table (holding no thread) until its round is answered.
+// One PushPull call: waits in the table (holding no thread) until its round is answered. It
+// takes the raw messages: every rank's answer shares the one combined result (an encoded
+// PullReply whose data is that result), instead of a copy per rank.
 class PushReactor final : public grpc::ServerUnaryReactor, public PushTable::Waiter {
  public:
-  PushReactor(PushTable* table, const pb::PushRequest* req, pb::PullReply* reply)
-      : table_(table), req_(req), reply_(reply) {}
+  PushReactor(PushTable* table, grpc::ByteBuffer* reply) : table_(table), reply_(reply) {}
 
-  const pb::PushRequest& Request() const override { return *req_; }
+  // Decodes the request; false when it is not a PushRequest.
+  bool Parse(const grpc::ByteBuffer* request) {
+    grpc::ProtoBufferReader reader(const_cast<grpc::ByteBuffer*>(request));
+    return req_.ParseFromZeroCopyStream(&reader);
+  }
+
+  const pb::PushRequest& Request() const override { return req_; }
+  pb::PushRequest& MutableRequest() override { return req_; }
   void Answer(const grpc::Status& status, std::shared_ptr<const std::string> result) override {
-    if (status.ok() && result) reply_->set_data(*result);
+    if (status.ok()) *reply_ = WithSharedBytesField("", 1, std::move(result));
     Finish(status);
   }
   void OnCancel() override { table_->Abandon(this); }
@@ -44,9 +54,13 @@ class PushReactor final : public grpc::ServerUnaryReactor, public PushTable::Wai
 
  private:
   PushTable* table_;
-  const pb::PushRequest* req_;
-  pb::PullReply* reply_;
+  pb::PushRequest req_;
+  grpc::ByteBuffer* reply_;
 };
+
+using Service =
+    pb::PsService::WithCallbackMethod_Hello<pb::PsService::WithRawCallbackMethod_PushPull<
+        pb::PsService::WithCallbackMethod_Attend<pb::PsService::Service>>>;
 
 // One Attend call: open until the rank's communicator ends; then its scope is failed.
 class AttendReactor final : public grpc::ServerUnaryReactor {
@@ -65,7 +79,7 @@ class AttendReactor final : public grpc::ServerUnaryReactor {
 
 }  // namespace
 
-class PsServer::Impl final : public pb::PsService::CallbackService {
+class PsServer::Impl final : public Service {
  public:
   Impl(std::string host, int port, std::string token, int shard, int shards)
       : host_(std::move(host)),
@@ -141,15 +155,19 @@ class PsServer::Impl final : public pb::PsService::CallbackService {
     return new AttendReactor(&table_, req);  // finishes when the call is cancelled
   }
 
-  grpc::ServerUnaryReactor* PushPull(grpc::CallbackServerContext* ctx, const pb::PushRequest* req,
-                                     pb::PullReply* reply) override {
-    auto* reactor = new PushReactor(&table_, req, reply);
+  grpc::ServerUnaryReactor* PushPull(grpc::CallbackServerContext* ctx,
+                                     const grpc::ByteBuffer* request,
+                                     grpc::ByteBuffer* reply) override {
+    auto* reactor = new PushReactor(&table_, reply);
     grpc::Status auth = Authenticate(*ctx);
     if (!auth.ok()) {
       reactor->Finish(auth);
-      return reactor;
+    } else if (!reactor->Parse(request)) {
+      reactor->Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                                   "PushPull: the request is not a PushRequest"));
+    } else {
+      table_.Push(reactor);
     }
-    table_.Push(reactor);
     return reactor;
   }
 

@@ -104,13 +104,13 @@ std::string Mismatch(const pb::PushRequest& x, const pb::PushRequest& y) {
          "same count, dtype and op";
 }
 
-std::string Combine(const std::vector<const pb::PushRequest*>& pushes) {
+std::string Combine(const std::vector<pb::PushRequest*>& pushes) {
   const pb::PushRequest& first = *pushes.front();
   switch (first.kind()) {
     case pb::BARRIER:
       return "";
     case pb::BROADCAST:
-      return pushes[static_cast<size_t>(first.root())]->data();
+      return std::move(*pushes[static_cast<size_t>(first.root())]->mutable_data());
     case pb::GATHER: {
       std::string out;
       out.reserve(first.data().size() * pushes.size());
@@ -122,7 +122,7 @@ std::string Combine(const std::vector<const pb::PushRequest*>& pushes) {
   }
   const DType dtype = DTypeOf(first);
   const auto op = static_cast<ReduceOp>(first.reduce());
-  std::string acc = first.data();
+  std::string acc = std::move(*pushes.front()->mutable_data());
   for (size_t r = 1; r < pushes.size(); ++r) {
     ReduceInto(op, dtype, acc.data(), acc.data(), pushes[r]->data().data(), first.count());
   }

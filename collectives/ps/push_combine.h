@@ -23,7 +23,8 @@ std::string Mismatch(const ::cohort::ps::PushRequest& a, const ::cohort::ps::Pus
 
 // The answer to the pushes of every rank, pushes[r] being rank r's: the rank-ordered reduction
 // (an average divided once, at the end), root's data, the concatenation in rank order, or
-// nothing for a barrier. Every push passed CheckPush and matches pushes[0].
-std::string Combine(const std::vector<const ::cohort::ps::PushRequest*>& pushes);
+// nothing for a barrier. Every push passed CheckPush and matches pushes[0]. A reduction is done
+// in rank 0's data and a broadcast answers with root's: those are moved out, not copied.
+std::string Combine(const std::vector<::cohort::ps::PushRequest*>& pushes);
 
 }  // namespace cohort::collectives::ps

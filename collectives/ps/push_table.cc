@@ -98,9 +98,9 @@ void PushTable::Push(Waiter* w) {
   rounds_.erase(key);
   lock.unlock();
 
-  std::vector<const ::cohort::ps::PushRequest*> pushes;
+  std::vector<::cohort::ps::PushRequest*> pushes;
   pushes.reserve(waiters.size());
-  for (Waiter* x : waiters) pushes.push_back(&x->Request());
+  for (Waiter* x : waiters) pushes.push_back(&x->MutableRequest());
   auto result = std::make_shared<const std::string>(Combine(pushes));
   const bool broadcast = req.kind() == ::cohort::ps::BROADCAST;
   for (size_t r = 0; r < waiters.size(); ++r) {

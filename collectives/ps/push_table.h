@@ -22,6 +22,8 @@ class PushTable {
    public:
     virtual ~Waiter() = default;
     virtual const ::cohort::ps::PushRequest& Request() const = 0;
+    // The same, for Combine to move the data out of (once the round is complete).
+    virtual ::cohort::ps::PushRequest& MutableRequest() = 0;
     // Called exactly once, without the table's lock held. result is null on error and for a
     // broadcast's root (which needs nothing back).
     virtual void Answer(const grpc::Status& status, std::shared_ptr<const std::string> result) = 0;

@@ -23,6 +23,7 @@ class FakeCall : public PushTable::Waiter {
  public:
   explicit FakeCall(pb::PushRequest req) : req_(std::move(req)) {}
   const pb::PushRequest& Request() const override { return req_; }
+  pb::PushRequest& MutableRequest() override { return req_; }
   void Answer(const grpc::Status& status, std::shared_ptr<const std::string> result) override {
     ++answers;
     this->status = status;

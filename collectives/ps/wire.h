@@ -1,0 +1,22 @@
+// The little of protocol buffers' wire format that the ps backend writes by hand, so that a
+// tensor's bytes go into a message (and a server's answer out to every rank) without a copy:
+// an encoded message followed by one more field is that message with the field set.
+#pragma once
+
+#include <grpcpp/support/byte_buffer.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+namespace cohort::collectives::ps {
+
+// Appends the key and the length of a bytes field number `field` holding `len` bytes.
+void AppendBytesFieldHeader(std::string& out, int field, uint64_t len);
+
+// `head` followed by bytes field `field` holding *data, which the buffer shares (kept alive by
+// it, never copied). An empty data adds nothing (proto3 leaves empty fields out).
+grpc::ByteBuffer WithSharedBytesField(std::string head, int field,
+                                      std::shared_ptr<const std::string> data);
+
+}  // namespace cohort::collectives::ps
