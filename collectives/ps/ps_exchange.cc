@@ -18,9 +18,6 @@ constexpr std::chrono::milliseconds kEchoGrace{1000};
 // Past the calls' own gRPC deadline, how long before the exchange stops waiting for them.
 constexpr std::chrono::seconds kDeadlineSlack{5};
 
-// The key of PullReply.data (field 1, length-delimited) in the wire format.
-constexpr uint8_t kReplyDataKey = (1 << 3) | 2;
-
 bool IsEcho(grpc::StatusCode code) {
   return code == grpc::StatusCode::ABORTED || code == grpc::StatusCode::DEADLINE_EXCEEDED ||
          code == grpc::StatusCode::CANCELLED;
@@ -55,71 +52,38 @@ void Exchange::Encode(Call& call) {
 void Exchange::Decode(Call& call) {
   call.slices.clear();
   if (call.reply.Valid()) (void)call.reply.Dump(&call.slices);
-  size_t total = 0;
-  for (const auto& s : call.slices) total += s.size();
-  call.result_offset = call.result_size = 0;
-  if (total == 0) return;  // an empty data field is not sent at all
-  // The key and the length: at most 11 bytes, possibly spread over slices.
-  uint8_t head[11] = {};
-  size_t got = 0;
-  for (const auto& s : call.slices) {
-    const size_t n = std::min(s.size(), sizeof(head) - got);
-    std::memcpy(head + got, s.begin(), n);
-    got += n;
-    if (got == sizeof(head)) break;
+  if (!FindOnlyBytesField(call.slices, 1, &call.result_offset, &call.result_size)) {
+    throw Internal(fmt::format("ps {}: its answer to {} is not a PullReply", call.server->Name(),
+                               DescribePush(call.req)));
   }
-  uint64_t len = 0;
-  size_t at = 1;
-  for (int shift = 0; at < got && shift < 64; shift += 7) {
-    const uint8_t b = head[at++];
-    len |= static_cast<uint64_t>(b & 0x7f) << shift;
-    if (!(b & 0x80)) break;
-  }
-  if (head[0] != kReplyDataKey || at + len != total) {
-    throw Internal(fmt::format("ps {}: its answer to {} is not a PullReply ({} bytes)",
-                               call.server->Name(), DescribePush(call.req), total));
-  }
-  call.result_offset = at;
-  call.result_size = len;
 }
 
 void Exchange::CopyResult(size_t i, size_t from, size_t n, void* dst) const {
   const Call& call = calls_[i];
-  size_t skip = call.result_offset + from;
-  char* out = static_cast<char*>(dst);
-  for (const auto& s : call.slices) {
-    if (n == 0) break;
-    if (skip >= s.size()) {
-      skip -= s.size();
-      continue;
+  CopyFromSlices(call.slices, call.result_offset + from, n, dst);
+}
+
+void Exchange::Finished(Call& call, grpc::Status status) {
+  std::lock_guard<std::mutex> lock(mu_);
+  call.status = std::move(status);
+  call.done = true;
+  ++finished_;
+  if (!call.status.ok()) {
+    if (!IsEcho(call.status.error_code())) {
+      if (!decisive_) decisive_ = &call;
+    } else if (!echo_) {
+      echo_ = &call;
+      echo_at_ = std::chrono::steady_clock::now();
     }
-    const size_t take = std::min(n, s.size() - skip);
-    std::memcpy(out, s.begin() + skip, take);
-    out += take;
-    n -= take;
-    skip = 0;
   }
+  cv_.notify_all();
 }
 
 void Exchange::Run(PsServerClient::Deadline deadline) {
   for (Call& call : calls_) Encode(call);
   for (Call& call : calls_) {
     call.server->PushPullRaw(&call.ctx, &call.request, &call.reply, deadline,
-                             [this, &call](grpc::Status s) {
-                               std::lock_guard<std::mutex> lock(mu_);
-                               call.status = std::move(s);
-                               call.done = true;
-                               ++finished_;
-                               if (!call.status.ok()) {
-                                 if (!IsEcho(call.status.error_code())) {
-                                   if (!decisive_) decisive_ = &call;
-                                 } else if (!echo_) {
-                                   echo_ = &call;
-                                   echo_at_ = std::chrono::steady_clock::now();
-                                 }
-                               }
-                               cv_.notify_all();
-                             });
+                             [this, &call](grpc::Status s) { Finished(call, std::move(s)); });
   }
   std::unique_lock<std::mutex> lock(mu_);
   AwaitOutcome(lock, deadline);

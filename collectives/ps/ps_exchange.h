@@ -50,6 +50,8 @@ class Exchange {
     grpc::Status status;
     bool done = false;
   };
+  // A call's completion, on a gRPC thread.
+  void Finished(Call& call, grpc::Status status);
   // Waits until all calls finished, or one failed decisively, or an echo's grace passed.
   void AwaitOutcome(std::unique_lock<std::mutex>& lock, PsServerClient::Deadline deadline);
   [[noreturn]] void Throw(const Call& call) const;

@@ -2,6 +2,8 @@
 
 #include <grpcpp/support/slice.h>
 
+#include <algorithm>
+#include <cstring>
 #include <vector>
 
 namespace cohort::collectives::ps {
@@ -32,6 +34,45 @@ grpc::ByteBuffer WithSharedBytesField(std::string head, int field,
       const_cast<char*>(data->data()), data->size(),
       [](void* p) { delete static_cast<std::shared_ptr<const std::string>*>(p); }, keep);
   return grpc::ByteBuffer(slices.data(), slices.size());
+}
+
+bool FindOnlyBytesField(const std::vector<grpc::Slice>& slices, int field, size_t* offset,
+                        size_t* len) {
+  size_t total = 0;
+  for (const auto& s : slices) total += s.size();
+  *offset = *len = 0;
+  if (total == 0) return true;
+  // The key and the length: at most 11 bytes, possibly spread over slices.
+  uint8_t head[11] = {};
+  const size_t got = std::min(total, sizeof(head));
+  CopyFromSlices(slices, 0, got, head);
+  uint64_t n = 0;
+  size_t at = 1;
+  for (int shift = 0; at < got && shift < 64; shift += 7) {
+    const uint8_t b = head[at++];
+    n |= static_cast<uint64_t>(b & 0x7f) << shift;
+    if (!(b & 0x80)) break;
+  }
+  if (head[0] != ((static_cast<uint64_t>(field) << 3) | 2) || at + n != total) return false;
+  *offset = at;
+  *len = n;
+  return true;
+}
+
+void CopyFromSlices(const std::vector<grpc::Slice>& slices, size_t from, size_t n, void* dst) {
+  char* out = static_cast<char*>(dst);
+  for (const auto& s : slices) {
+    if (n == 0) return;
+    if (from >= s.size()) {
+      from -= s.size();
+      continue;
+    }
+    const size_t take = std::min(n, s.size() - from);
+    std::memcpy(out, s.begin() + from, take);
+    out += take;
+    n -= take;
+    from = 0;
+  }
 }
 
 }  // namespace cohort::collectives::ps

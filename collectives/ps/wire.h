@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 namespace cohort::collectives::ps {
 
@@ -18,5 +19,14 @@ void AppendBytesFieldHeader(std::string& out, int field, uint64_t len);
 // it, never copied). An empty data adds nothing (proto3 leaves empty fields out).
 grpc::ByteBuffer WithSharedBytesField(std::string head, int field,
                                       std::shared_ptr<const std::string> data);
+
+// Where the bytes of field `field` start in a message that holds only that field (a PullReply),
+// spread over slices; false when the message is something else. An empty message: offset and
+// length 0.
+bool FindOnlyBytesField(const std::vector<grpc::Slice>& slices, int field, size_t* offset,
+                        size_t* len);
+
+// Copies bytes [from, from + n) of the concatenation of slices to dst.
+void CopyFromSlices(const std::vector<grpc::Slice>& slices, size_t from, size_t n, void* dst);
 
 }  // namespace cohort::collectives::ps

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "collectives/ps/push_table.h"
+#include "collectives/ps/wire.h"
 #include "collectives/tensor_view.h"
 
 namespace cohort::testing {
@@ -128,6 +129,35 @@ TEST(PsPushTable, MalformedAndDuplicatePushesAreRefused) {
   EXPECT_EQ(first.answers, 0);  // still waiting for rank 1
   EXPECT_THAT(twice.status.error_message(), HasSubstr("rank 0 pushed it twice"));
   table.Abandon(&first);
+}
+
+// The hand-written wire format against protobuf's own: an answer built with a shared data field
+// parses as a PullReply, and a PullReply's encoding, cut into slices anywhere, is found again.
+TEST(PsWire, SharedFieldAndSplitSlicesRoundTrip) {
+  auto data = std::make_shared<const std::string>(std::string(300, 'x') + "end");
+  grpc::ByteBuffer buf = collectives::ps::WithSharedBytesField("", 1, data);
+  std::vector<grpc::Slice> slices;
+  ASSERT_TRUE(buf.Dump(&slices).ok());
+  std::string flat;
+  for (const auto& sl : slices) flat.append(reinterpret_cast<const char*>(sl.begin()), sl.size());
+  pb::PullReply reply;
+  ASSERT_TRUE(reply.ParseFromString(flat));
+  EXPECT_EQ(reply.data(), *data);
+
+  const std::string encoded = reply.SerializeAsString();
+  for (size_t cut : {size_t{1}, size_t{2}, size_t{3}, encoded.size() - 1}) {
+    std::vector<grpc::Slice> parts = {grpc::Slice(encoded.substr(0, cut)),
+                                      grpc::Slice(encoded.substr(cut))};
+    size_t offset = 0, len = 0;
+    ASSERT_TRUE(collectives::ps::FindOnlyBytesField(parts, 1, &offset, &len)) << cut;
+    ASSERT_EQ(len, data->size());
+    std::string got(len, '\0');
+    collectives::ps::CopyFromSlices(parts, offset, len, got.data());
+    EXPECT_EQ(got, *data) << cut;
+  }
+  size_t offset = 0, len = 0;
+  EXPECT_FALSE(collectives::ps::FindOnlyBytesField({grpc::Slice(std::string("\x08\x01"))}, 1,
+                                                   &offset, &len));
 }
 
 }  // namespace
