@@ -2,6 +2,7 @@
 
 #include "common/error.h"
 #include "common/log.h"
+#include "common/timeline.h"
 
 namespace cohort::checkpoint {
 
@@ -76,6 +77,8 @@ void AsyncSaver::Run() {
     std::exception_ptr error;
     std::optional<SavedSnapshot> saved;
     try {
+      // Encode, upload, manifest.
+      timeline::Span span("checkpoint write", "checkpoint", "checkpoint writer");
       saved = checkpointer_->Save(shard);
     } catch (const std::exception& e) {
       COHORT_ERROR(kCheckpoint, "saving snapshot step {} failed: {}", shard.step, e.what());

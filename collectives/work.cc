@@ -40,6 +40,11 @@ std::chrono::nanoseconds Work::Duration() const {
   return finished_ - started_;
 }
 
+std::pair<Work::Clock::time_point, Work::Clock::time_point> Work::Times() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return {started_, finished_};
+}
+
 std::exception_ptr Work::Error() const {
   std::lock_guard<std::mutex> lock(mu_);
   return error_;

@@ -38,6 +38,9 @@ class Work {
 
   // Time from the start of execution to completion; zero until both happened.
   std::chrono::nanoseconds Duration() const;
+  // When execution started and finished (steady_clock: CLOCK_MONOTONIC, the timeline's clock);
+  // the epoch until they happened.
+  std::pair<Clock::time_point, Clock::time_point> Times() const;
 
   // The stored error, or nullptr.
   std::exception_ptr Error() const;

@@ -94,6 +94,10 @@ inline constexpr Var kPsPartitionBytes{
     "COHORT_PS_PARTITION_BYTES",
     "backend ps: tensors are cut into partitions of this many bytes, spread over the servers "
     "(4 MiB); the same on every rank"};
+inline constexpr Var kTimeline{
+    "COHORT_TIMELINE",
+    "write a Chrome trace (chrome://tracing, Perfetto) of every rank's steps, all-reduces and "
+    "checkpoint phases to this file (rank 0 writes it at the end of each Fit)"};
 inline constexpr Var kProgress{
     "COHORT_PROGRESS",
     "the Trainer's progress line on rank 0: auto (in place on a terminal, plain lines otherwise "

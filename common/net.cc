@@ -65,4 +65,10 @@ int FreePort() {
   return ntohs(addr.sin_port);
 }
 
+std::string Hostname() {
+  char name[256] = {0};
+  if (gethostname(name, sizeof(name) - 1) != 0 || name[0] == 0) return "localhost";
+  return name;
+}
+
 }  // namespace cohort::net

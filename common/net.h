@@ -20,4 +20,7 @@ HostPort ParseHostPort(const std::string& text, const std::string& what,
 // A TCP port on 127.0.0.1 that was free a moment ago (bound and released).
 int FreePort();
 
+// This machine's host name (gethostname); "localhost" when it cannot be read.
+std::string Hostname();
+
 }  // namespace cohort::net

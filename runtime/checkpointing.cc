@@ -13,6 +13,7 @@
 #include "common/env.h"
 #include "common/error.h"
 #include "common/log.h"
+#include "common/timeline.h"
 #include "runtime/train_state.h"
 
 namespace cohort::runtime {
@@ -195,6 +196,7 @@ void TrainingCheckpoints::Save(const TrainerState& state, bool wait) {
   if (!enabled()) return;
   if (state.step != last_saved_step_) {
     // Phase one (training waits for it): the copy to host memory. Phase two runs behind.
+    timeline::Span span("checkpoint capture", "checkpoint");
     checkpoint::Shard shard =
         sharded_ ? CaptureShardedState(*module_, *optimizer_, state, sharded_->shardings,
                                        sharded_->saves_model, pool_.get())

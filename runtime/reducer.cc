@@ -13,6 +13,7 @@
 
 #include "common/error.h"
 #include "common/log.h"
+#include "common/timeline.h"
 
 namespace cohort::runtime {
 
@@ -203,6 +204,20 @@ void DistributedDataParallel::Reducer::Launch(size_t bi) {
   }
 }
 
+// Each bucket's all-reduce on the timeline's "ddp buckets" track, from when the backend started
+// it to when it finished.
+void DistributedDataParallel::Reducer::TraceBuckets() const {
+  auto us = [](collectives::Work::Clock::time_point t) {
+    return std::chrono::duration_cast<std::chrono::microseconds>(t.time_since_epoch()).count();
+  };
+  for (size_t i = 0; i < buckets_.size(); ++i) {
+    const auto [start, end] = buckets_[i].work->Times();
+    const at::Tensor& t = buckets_[i].wire.defined() ? buckets_[i].wire : buckets_[i].flat;
+    timeline::Complete("allreduce", "comm", us(start), us(end), "ddp buckets",
+                       fmt::format("\"bucket\": {}, \"bytes\": {}", i, t.nbytes()));
+  }
+}
+
 void DistributedDataParallel::Reducer::Finalize() {
   torch::NoGradGuard no_grad;
   std::lock_guard<std::mutex> lock(mu_);
@@ -217,11 +232,15 @@ void DistributedDataParallel::Reducer::Finalize() {
     used_work = pg_->AllReduce(used, ReduceOp::kMax);
   }
   double comm = 0;
-  for (auto& b : buckets_) {
-    b.work->Wait();
-    comm += std::chrono::duration<double>(b.work->Duration()).count();
+  {
+    timeline::Span wait("ddp wait", "comm");
+    for (auto& b : buckets_) {
+      b.work->Wait();
+      comm += std::chrono::duration<double>(b.work->Duration()).count();
+    }
+    if (used_work) used_work->Wait();
   }
-  if (used_work) used_work->Wait();
+  if (timeline::Enabled()) TraceBuckets();
   const double exposed = Seconds(Clock::now() - backward_end);
   for (auto& b : buckets_) {
     if (b.wire.defined()) b.flat.copy_(b.wire);

@@ -39,6 +39,8 @@ class DistributedDataParallel::Reducer {
   void Launch(size_t b);
   // Runs at the end of backward: launches what is left, waits, writes gradients back.
   void Finalize();
+  // The buckets' all-reduces of the step that just finished, on the timeline.
+  void TraceBuckets() const;
   // After the first step: rank 0's arrival order, broadcast, becomes the bucket order.
   void RebuildFromArrivals();
 

@@ -25,8 +25,10 @@
 #include "common/env.h"
 #include "common/error.h"
 #include "common/log.h"
+#include "common/timeline.h"
 #include "runtime/metrics.h"
 #include "runtime/progress.h"
+#include "runtime/timeline_gather.h"
 
 namespace cohort::runtime {
 
@@ -122,6 +124,7 @@ class Trainer::Impl {
           "neither",
           options_.data_rank, options_.data_ranks));
     }
+    timeline::Init();
     data_rank_ = own_data ? pg_->Rank() : options_.data_rank;
     data_ranks_ = own_data ? pg_->Size() : options_.data_ranks;
     state_.world = data_ranks_;
@@ -214,7 +217,11 @@ std::unique_ptr<collectives::Heartbeat> Trainer::Impl::MakeHeartbeat() {
 Trainer::Impl::Step Trainer::Impl::LossStep(const LossFn& loss_fn) {
   if (!loss_fn) throw InvalidArgument("Trainer::Fit: the loss function is empty");
   return [this, &loss_fn](const std::vector<size_t>& indices) {
-    at::Tensor loss = loss_fn(indices);
+    at::Tensor loss;
+    {
+      timeline::Span span("forward", "train");
+      loss = loss_fn(indices);
+    }
     if (!loss.defined() || loss.numel() != 1) {
       throw InvalidArgument(fmt::format(
           "Trainer: the loss function must return a scalar tensor; it returned {}",
@@ -226,7 +233,11 @@ Trainer::Impl::Step Trainer::Impl::LossStep(const LossFn& loss_fn) {
           "parameter frozen?); return the model's loss with its autograd graph");
     }
     ZeroGrad(*optimizer_);
-    loss.backward();
+    {
+      timeline::Span span("backward", "train");
+      loss.backward();
+    }
+    timeline::Span span("optimizer", "train");
     optimizer_->step();
     return loss.detach().reshape({});
   };
@@ -316,6 +327,7 @@ TrainResult Trainer::Impl::Fit(size_t dataset_size, const Step& step_fn) {
         const std::vector<size_t> indices = sampler.Next(batch);
         if (indices.empty()) break;  // epoch done
 
+        timeline::Span step_span("step", "train");
         const Clock::time_point step_begin = Clock::now();
         const at::Tensor value = step_fn(indices);
         compute_seconds += SecondsSince(step_begin) - (ddp_ ? ddp_->Stats().exposed_seconds : 0);
@@ -378,6 +390,7 @@ TrainResult Trainer::Impl::Fit(size_t dataset_size, const Step& step_fn) {
                                    : std::floor(options_.progress_interval / per_step);
           mine.next_every = std::clamp(every, 1.0, 1e6);
         }
+        timeline::Span report_span("report", "train");
         const ReportAll gathered = Exchange(mine);
         const ReportExchange& all = gathered.sum;
         for (size_t r = 0; r < rank_compute.size(); ++r) {
@@ -421,6 +434,7 @@ TrainResult Trainer::Impl::Fit(size_t dataset_size, const Step& step_fn) {
     throw;
   }
   if (progress) progress->EndLine();
+  WriteTimeline(*pg_);  // collective: every rank ends Fit after the same step
 
   result.seconds = SecondsSince(begin);
   result.samples = local_samples * data_world;  // equal shares: every replica saw as many

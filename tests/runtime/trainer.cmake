@@ -21,3 +21,12 @@ target_link_libraries(tracking_train_test PRIVATE cohort_mlflow_double cohort_te
 add_dependencies(tracking_train_test fashion_mnist ckpt_train_worker cohort)
 gtest_discover_tests(tracking_train_test TEST_PREFIX "runtime." NO_PRETTY_VALUES
                      PROPERTIES LABELS multiproc TIMEOUT 300 RUN_SERIAL ON DISCOVERY_TIMEOUT 60)
+
+# COHORT_TIMELINE: a 3-rank job's Chrome trace, checked by Python's json module.
+add_executable(timeline_run_test timeline_run_test.cc)
+target_link_libraries(timeline_run_test PRIVATE cohort_test_util GTest::gtest_main cohort_warnings)
+target_compile_definitions(timeline_run_test PRIVATE
+                           COHORT_CHECK_TIMELINE="${CMAKE_CURRENT_SOURCE_DIR}/check_timeline.py")
+add_dependencies(timeline_run_test ckpt_train_worker cohort)
+gtest_discover_tests(timeline_run_test TEST_PREFIX "runtime." NO_PRETTY_VALUES
+                     PROPERTIES LABELS multiproc TIMEOUT 180 RUN_SERIAL ON DISCOVERY_TIMEOUT 60)
