@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include "collectives/config.h"
+#include "collectives/sigpipe.h"
 #include "common/log.h"
 
 #if COHORT_HAVE_GLOO
@@ -71,6 +72,7 @@ std::string BackendNames() {
 
 std::unique_ptr<Communicator> CreateCommunicator(const std::string& backend,
                                                  const CommConfig& config, DeviceType devices) {
+  IgnoreSigpipe();  // every backend's sockets: a dead peer must be an error, not a signal
   if (backend != "auto") {
     for (const auto& b : Backends()) {
       if (backend != b.name) continue;

@@ -22,6 +22,7 @@
 #include "collectives/reduce.h"
 #include "collectives/rendezvous.h"
 #include "collectives/shm/shm_allreduce.h"
+#include "collectives/sigpipe.h"
 #include "common/env.h"
 #include "common/log.h"
 #include "common/net.h"
@@ -87,6 +88,8 @@ GlooCommunicator::GlooCommunicator(const CommConfig& config,
     : ThreadedCommunicator(config), device_(std::move(device)) {
   if (auto why = UnavailableReason(config); !why.empty()) throw Unavailable(why);
   if (Size() > 1) {
+    // Gloo's TCP pairs write with writev(2): without this a peer's death is our SIGPIPE.
+    IgnoreSigpipe();
     const std::string host = BindHost();
     JoinGroup(*config.store, Scope(), Rank(), Size(), config.connect_timeout, "gloo");
     try {

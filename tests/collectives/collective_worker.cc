@@ -42,6 +42,7 @@ struct Options {
   std::vector<std::string> dtypes = {"f32", "f64", "f16", "bf16", "i32", "i64", "u8"};
   int victim = -1;
   int at = 3;
+  size_t fault_elems = 1 << 20;   // floats per all-reduce in hang/kill mode
   std::vector<std::string> skip;  // "reducescatter", "sendrecv"
 };
 
@@ -261,7 +262,7 @@ int RunMatrix(Communicator& comm, Store* store, const Options& o) {
 
 // A loop of small all-reduces; the victim stops (hang) or dies (kill) at op `at`.
 int RunFault(Communicator& comm, const Options& o) {
-  std::vector<float> buf(1 << 20, 1.0f);
+  std::vector<float> buf(o.fault_elems, 1.0f);
   for (int i = 1; i <= o.at + 2; ++i) {
     if (comm.Rank() == o.victim && i == o.at) {
       if (o.mode == "hang") {
@@ -301,6 +302,7 @@ int Main(int argc, char** argv) {
   app.add_option("--dtypes", o.dtypes)->delimiter(',');
   app.add_option("--victim", o.victim);
   app.add_option("--at", o.at);
+  app.add_option("--fault-elems", o.fault_elems, "floats per all-reduce in hang/kill mode");
   app.add_option("--skip", o.skip, "ops to leave out: reducescatter, sendrecv")->delimiter(',');
   CLI11_PARSE(app, argc, argv);
 
