@@ -8,7 +8,6 @@
 // ranged GETs.
 #include <fmt/format.h>
 #include <gtest/gtest.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <cstdio>
@@ -22,6 +21,7 @@
 
 #include "tests/checkpoint/moto_fixture.h"
 #include "tests/util/subprocess.h"
+#include "tests/util/test_dir.h"
 
 namespace cohort::testing {
 namespace {
@@ -45,17 +45,7 @@ std::map<int, double> Losses(const std::string& out) {
 
 class GptResume : public ::testing::Test {
  protected:
-  void SetUp() override {
-    dir_ = fs::temp_directory_path() /
-           fmt::format("cohort-gpt-resume-{}-{}", getpid(),
-                       ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
-  }
-  void TearDown() override {
-    if (!HasFailure()) fs::remove_all(dir_);
-  }
-  std::string Uri(const std::string& name) const { return "file://" + (dir_ / name).string(); }
+  std::string Uri(const std::string& name) const { return dir_.Uri(name); }
 
   // n workers under cohort launch (run id "r"), gpt with the small model (--dim 32 unless extra
   // names another), steps and extra.
@@ -114,7 +104,7 @@ class GptResume : public ::testing::Test {
     }
   }
 
-  fs::path dir_;
+  TestDir dir_{"gpt-resume"};
 };
 
 TEST_F(GptResume, AnotherLayoutContinuesTheUninterruptedRun) {
@@ -207,7 +197,7 @@ TEST_F(GptResume, DamagedNewestSnapshotFallsBackOnEveryRank) {
       Gpt(2, 4, {"--pp", "2", "--checkpoint-uri", Uri("c"), "--checkpoint-every", "2"});
   ASSERT_EQ(first.exit_code, 0) << first.output;
   // Stage 1's shard of step 4: at pp 2 again, only rank 1 reads those bytes.
-  DamageShard(dir_ / "c" / "r" / "step-000000000004", 1);
+  DamageShard(dir_.path() / "c" / "r" / "step-000000000004", 1);
   const ProcessResult second =
       Gpt(2, 8, {"--pp", "2", "--checkpoint-uri", Uri("c"), "--resume", "latest"});
   ASSERT_EQ(second.exit_code, 0) << second.output;

@@ -3,28 +3,24 @@
 // checks: every rank's steps, the nesting of forward/backward/optimizer/ddp wait, one all-reduce
 // per step on its own track, the checkpoint phases, and clocks aligned across ranks.
 #include <gtest/gtest.h>
-#include <unistd.h>
 
-#include <filesystem>
 #include <string>
 
 #include "tests/util/subprocess.h"
+#include "tests/util/test_dir.h"
 
 namespace cohort::testing {
 namespace {
 
 using namespace std::chrono_literals;
-namespace fs = std::filesystem;
 
 TEST(Timeline, ThreeRanksWriteOneAlignedNestedTrace) {
-  const fs::path dir = fs::temp_directory_path() / ("cohort-timeline-" + std::to_string(getpid()));
-  fs::remove_all(dir);
-  fs::create_directories(dir);
-  const std::string trace = (dir / "trace.json").string();
+  const TestDir dir("timeline");
+  const std::string trace = dir.File("trace.json");
   Subprocess p({BinPath("cohort"), "launch", "--nproc-per-node", "3", "--",
                 BinPath("ckpt_train_worker"), "--steps", "12", "--global-batch", "12"},
                {{"COHORT_TIMELINE", trace},
-                {"COHORT_CHECKPOINT_URI", "file://" + (dir / "ckpt").string()},
+                {"COHORT_CHECKPOINT_URI", dir.Uri("ckpt")},
                 {"COHORT_CHECKPOINT_EVERY", "4"},
                 {"COHORT_LOG_LEVEL", "info"},
                 {"OPENBLAS_NUM_THREADS", "1"},
@@ -37,7 +33,6 @@ TEST(Timeline, ThreeRanksWriteOneAlignedNestedTrace) {
   std::printf("%s", c.output.c_str());
   EXPECT_EQ(c.exit_code, 0) << c.output;
   EXPECT_NE(c.output.find("timeline ok: 3 ranks x 12 steps"), std::string::npos) << c.output;
-  if (!HasFailure()) fs::remove_all(dir);
 }
 
 }  // namespace

@@ -7,10 +7,8 @@
 // training and ending with one line.
 #include <fmt/format.h>
 #include <gtest/gtest.h>
-#include <unistd.h>
 
 #include <csignal>
-#include <filesystem>
 #include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -20,29 +18,18 @@
 
 #include "tests/tracking/mlflow_double.h"
 #include "tests/util/subprocess.h"
+#include "tests/util/test_dir.h"
 
 namespace cohort::testing {
 namespace {
 
 using namespace std::chrono_literals;
-namespace fs = std::filesystem;
 using tracking::testing::FakeRun;
 using tracking::testing::MlflowDouble;
 using Env = std::map<std::string, std::string>;
 
 class TrackedTraining : public ::testing::Test {
  protected:
-  void SetUp() override {
-    dir_ = fs::temp_directory_path() /
-           fmt::format("cohort-tracking-{}-{}", getpid(),
-                       ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
-  }
-  void TearDown() override {
-    if (!HasFailure()) fs::remove_all(dir_);
-  }
-
   Env TrackingEnv(const std::string& uri) const {
     return {{"MLFLOW_TRACKING_URI", uri},  {"MLFLOW_EXPERIMENT_NAME", "cohort-test"},
             {"MLFLOW_RUN_ID", ""},         {"COHORT_LOG_LEVEL", "info"},
@@ -66,9 +53,9 @@ class TrackedTraining : public ::testing::Test {
   ProcessResult Run(int n, std::vector<std::string> flags, const Env& env) {
     return Start(n, std::move(flags), env)->Wait(180s);
   }
-  std::string Path(const std::string& name) const { return (dir_ / name).string(); }
+  std::string Path(const std::string& name) const { return dir_.File(name); }
 
-  fs::path dir_;
+  TestDir dir_{"tracking"};
 };
 
 // The values logged under key, by step; fails on a step logged twice.
