@@ -1,5 +1,6 @@
 #include "checkpoint/async_saver.h"
 
+#include "checkpoint/save_stats.h"
 #include "common/error.h"
 #include "common/log.h"
 #include "common/timeline.h"
@@ -88,6 +89,9 @@ void AsyncSaver::Run() {
     shard = Shard();
     lock.lock();
     if (error) error_ = error;
+    // For metrics endpoints (save_stats.h).
+    if (error) SaveStats::RecordFailure();
+    if (saved) SaveStats::RecordSave(*saved);
     if (saved) last_saved_ = std::move(saved);
     busy_ = false;
     cv_.notify_all();

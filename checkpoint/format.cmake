@@ -9,6 +9,7 @@ add_library(cohort_checkpoint STATIC
   ${CMAKE_CURRENT_LIST_DIR}/host_buffer_pool.cc
   ${CMAKE_CURRENT_LIST_DIR}/loader.cc
   ${CMAKE_CURRENT_LIST_DIR}/manifest.cc
+  ${CMAKE_CURRENT_LIST_DIR}/save_stats.cc
   ${CMAKE_CURRENT_LIST_DIR}/shard.cc
   ${CMAKE_CURRENT_LIST_DIR}/shard_file.cc)
 target_link_libraries(cohort_checkpoint

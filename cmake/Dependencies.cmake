@@ -52,6 +52,12 @@ find_package(HDF5 COMPONENTS C REQUIRED)
 find_package(CURL REQUIRED)
 find_package(OpenSSL REQUIRED)
 find_package(ZLIB REQUIRED)
+# Prometheus /metrics (prometheus-cpp-dev); optional so that a machine without it still builds.
+find_package(prometheus-cpp CONFIG)
+if(NOT prometheus-cpp_FOUND)
+  message(WARNING "prometheus-cpp not found: COHORT_METRICS_PORT will not serve metrics "
+                  "(run scripts/setup, which installs prometheus-cpp-dev)")
+endif()
 find_path(COHORT_XXHASH_INCLUDE_DIR xxhash.h REQUIRED)
 find_library(COHORT_XXHASH_LIBRARY xxhash REQUIRED)
 add_library(cohort_xxhash INTERFACE)

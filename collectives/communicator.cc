@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cctype>
 
+#include "collectives/op_counters.h"
 #include "common/env.h"
 #include "common/log.h"
 
@@ -294,7 +295,14 @@ void Communicator::OpStarted(Work& work) {
 
 void Communicator::OpFinished(Work& work, std::exception_ptr error) {
   if (!error && health_ && work.op().seq) health_->Completed(work.op().seq);
+  const bool ok = !error;
   work.Finish(std::move(error));
+  // Process-wide totals for metrics endpoints (op_counters.h): a few relaxed atomic adds.
+  if (ok) {
+    const Op& op = work.op();
+    const size_t bytes = op.type == OpType::kRecv ? op.out.bytes() : op.in.bytes();
+    OpCounters::Record(Backend(), op.type, bytes, work.Duration());
+  }
 }
 
 std::exception_ptr Communicator::Blame(const Op& op, ErrorKind kind, const std::string& detail) {

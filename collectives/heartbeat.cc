@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include "collectives/op_counters.h"
 #include "common/env.h"
 #include "common/log.h"
 #include "common/world.h"
@@ -32,6 +33,7 @@ void Heartbeat::Beat() {
   last_write_ = now;
   try {
     store_->Set(key_, std::to_string(count_));
+    OpCounters::RecordHeartbeat();  // for metrics endpoints: seconds since the last beat
   } catch (const std::exception& e) {
     COHORT_WARN(kRuntime, "heartbeat not delivered ({}); the launcher may think this rank hung",
                 e.what());

@@ -61,6 +61,9 @@ inline constexpr Var kRdzvEndpoint{"COHORT_RDZV_ENDPOINT",
 inline constexpr Var kMaxRestarts{"COHORT_MAX_RESTARTS", "group restarts before giving up (0)"};
 inline constexpr Var kHeartbeatTimeout{
     "COHORT_HEARTBEAT_TIMEOUT", "seconds without a worker heartbeat before it counts as hung"};
+inline constexpr Var kMetricsPort{
+    "COHORT_METRICS_PORT",
+    "Prometheus /metrics: each worker serves port + local rank, the launcher port - 1"};
 
 // Behaviour knobs.
 inline constexpr Var kLogLevel{"COHORT_LOG_LEVEL", "trace, debug, info, warn, error or off"};
