@@ -70,6 +70,16 @@ TEST(Errors, KindsAndChecks) {
         << what;
     EXPECT_NE(what.find("Bad file descriptor"), std::string::npos) << what;
   }
+  // Under ccache with CCACHE_BASEDIR, __FILE__ is relative to the build folder.
+  for (const char* file :
+       {"../../../tests/common/common_test.cc", "./tests/common/common_test.cc"}) {
+    try {
+      internal::FailCall(ErrorKind::kInternal, "close(fd)", file, 7, "detail");
+      FAIL();
+    } catch (const Internal& e) {
+      EXPECT_STREQ(e.what(), "close() failed at tests/common/common_test.cc:7: detail") << file;
+    }
+  }
 }
 
 TEST(Net, ParsesHostPort) {
