@@ -4,6 +4,8 @@
 
 #include <map>
 #include <mutex>
+#include <tuple>
+#include <utility>
 
 #include "checkpoint/store/key.h"
 #include "common/error.h"
@@ -27,6 +29,15 @@ std::mutex& SpacesMutex() {
 std::map<std::string, std::shared_ptr<MemoryObjectStore::Space>>& Spaces() {
   static auto* spaces = new std::map<std::string, std::shared_ptr<MemoryObjectStore::Space>>();
   return *spaces;
+}
+
+// "name/run/step-3" -> {"name", "run/step-3/"}: as with file:// and s3://, a path under the name
+// is a folder of that name's objects, so a snapshot's own URI opens onto it.
+std::pair<std::string, std::string> SplitName(std::string name) {
+  while (!name.empty() && name.back() == '/') name.pop_back();
+  const size_t slash = name.find('/');
+  if (slash == std::string::npos) return {name, ""};
+  return {name.substr(0, slash), name.substr(slash + 1) + "/"};
 }
 
 class MemoryWriter : public ObjectWriter {
@@ -63,8 +74,11 @@ class MemoryWriter : public ObjectWriter {
 }  // namespace
 
 MemoryObjectStore::MemoryObjectStore(const std::string& name) : name_(name) {
+  while (!name_.empty() && name_.back() == '/') name_.pop_back();
+  std::string space_name;
+  std::tie(space_name, prefix_) = SplitName(name_);
   std::lock_guard<std::mutex> lock(SpacesMutex());
-  auto& space = Spaces()[name];
+  auto& space = Spaces()[space_name];
   if (!space) space = std::make_shared<Space>();
   space_ = space;
 }
@@ -75,7 +89,7 @@ std::string MemoryObjectStore::Uri() const { return "memory://" + name_; }
 
 std::unique_ptr<ObjectWriter> MemoryObjectStore::NewWriter(const std::string& key) {
   internal::ValidateKey(Uri(), key);
-  return std::make_unique<MemoryWriter>(space_, Uri(), key);
+  return std::make_unique<MemoryWriter>(space_, Uri(), prefix_ + key);
 }
 
 std::optional<std::string> MemoryObjectStore::Get(const std::string& key) {
@@ -83,7 +97,7 @@ std::optional<std::string> MemoryObjectStore::Get(const std::string& key) {
   std::shared_ptr<const std::string> object;
   {
     std::lock_guard<std::mutex> lock(space_->mu);
-    auto it = space_->objects.find(key);
+    auto it = space_->objects.find(prefix_ + key);
     if (it == space_->objects.end()) return std::nullopt;
     object = it->second;
   }
@@ -95,7 +109,7 @@ std::string MemoryObjectStore::GetRange(const std::string& key, uint64_t offset,
   std::shared_ptr<const std::string> object;
   {
     std::lock_guard<std::mutex> lock(space_->mu);
-    auto it = space_->objects.find(key);
+    auto it = space_->objects.find(prefix_ + key);
     if (it == space_->objects.end())
       throw InvalidArgument(fmt::format("{}: no object '{}' to read", Uri(), key));
     object = it->second;
@@ -107,7 +121,7 @@ std::string MemoryObjectStore::GetRange(const std::string& key, uint64_t offset,
 std::optional<ObjectInfo> MemoryObjectStore::Head(const std::string& key) {
   internal::ValidateKey(Uri(), key);
   std::lock_guard<std::mutex> lock(space_->mu);
-  auto it = space_->objects.find(key);
+  auto it = space_->objects.find(prefix_ + key);
   if (it == space_->objects.end()) return std::nullopt;
   return ObjectInfo{key, it->second->size()};
 }
@@ -116,28 +130,34 @@ std::vector<ObjectInfo> MemoryObjectStore::List(const std::string& prefix) {
   internal::ValidatePrefix(Uri(), prefix);
   std::vector<ObjectInfo> out;
   std::lock_guard<std::mutex> lock(space_->mu);
-  for (auto it = space_->objects.lower_bound(prefix);
-       it != space_->objects.end() && it->first.compare(0, prefix.size(), prefix) == 0; ++it)
-    out.push_back({it->first, it->second->size()});
+  const std::string full = prefix_ + prefix;
+  for (auto it = space_->objects.lower_bound(full);
+       it != space_->objects.end() && it->first.compare(0, full.size(), full) == 0; ++it)
+    out.push_back({it->first.substr(prefix_.size()), it->second->size()});
   return out;
 }
 
 void MemoryObjectStore::Delete(const std::string& key) {
   internal::ValidateKey(Uri(), key);
   std::lock_guard<std::mutex> lock(space_->mu);
-  space_->objects.erase(key);
+  space_->objects.erase(prefix_ + key);
 }
 
 void ClearMemoryStore(const std::string& name) {
+  const auto [space_name, prefix] = SplitName(name);
   std::shared_ptr<MemoryObjectStore::Space> space;
   {
     std::lock_guard<std::mutex> lock(SpacesMutex());
-    auto it = Spaces().find(name);
+    auto it = Spaces().find(space_name);
     if (it == Spaces().end()) return;
     space = it->second;
   }
   std::lock_guard<std::mutex> lock(space->mu);
-  space->objects.clear();
+  auto& objects = space->objects;
+  auto it = objects.lower_bound(prefix);
+  while (it != objects.end() && it->first.compare(0, prefix.size(), prefix) == 0) {
+    it = objects.erase(it);
+  }
 }
 
 }  // namespace cohort::checkpoint

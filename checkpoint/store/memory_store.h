@@ -1,6 +1,7 @@
 // memory://name: objects in a process-wide map, one namespace per name, for tests. Two stores
 // opened with the same name see the same objects; the objects live until the process exits or
-// ClearMemoryStore(name).
+// ClearMemoryStore(name). memory://name/a/b is the folder a/b/ of name's objects (as file:// and
+// s3:// URIs with a path are), so a snapshot's URI (memory://name/run/step-N) loads.
 #pragma once
 
 #include <memory>
@@ -12,7 +13,7 @@ namespace cohort::checkpoint {
 
 class MemoryObjectStore : public ObjectStore {
  public:
-  // name: the part after memory:// (may be empty).
+  // name: the part after memory:// (may be empty); from its first '/' on, a folder.
   explicit MemoryObjectStore(const std::string& name);
   ~MemoryObjectStore() override;
 
@@ -28,10 +29,11 @@ class MemoryObjectStore : public ObjectStore {
 
  private:
   std::string name_;
+  std::string prefix_;  // "a/b/" for memory://name/a/b, else empty
   std::shared_ptr<Space> space_;
 };
 
-// Drops every object of memory://name.
+// Drops every object of memory://name (of its folder, for name/a/b).
 void ClearMemoryStore(const std::string& name);
 
 }  // namespace cohort::checkpoint

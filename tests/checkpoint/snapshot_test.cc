@@ -132,6 +132,22 @@ TEST(Snapshot, LoadByUriOnFiles) {
   EXPECT_EQ(latest->uri, "file://" + dir.path() + "/run7/step-000000000002");
 }
 
+TEST(Snapshot, LoadByUriOnMemory) {
+  auto store = FreshMemory("snap-by-uri");
+  Checkpointer ckpt(store, Options(0, 1, nullptr));
+  SavedSnapshot first = ckpt.Save(MakeShard(1, 0));
+  ckpt.Save(MakeShard(2, 0));
+  // The URI a save reports is one LoadUri takes back, as with file://.
+  EXPECT_EQ(first.uri, "memory://snap-by-uri/run7/step-000000000001");
+  auto loaded = LoadUri(first.uri);
+  ASSERT_TRUE(loaded);
+  ExpectSameShard(MakeShard(1, 0), loaded->shards.at(0));
+  auto latest = LoadUri("memory://snap-by-uri/run7");
+  ASSERT_TRUE(latest);
+  EXPECT_EQ(latest->name, SnapshotName(2));
+  EXPECT_EQ(latest->uri, "memory://snap-by-uri/run7/step-000000000002");
+}
+
 TEST(Snapshot, Sha256Option) {
   auto store = FreshMemory("snap-sha");
   CheckpointOptions o = Options(0, 1, nullptr);

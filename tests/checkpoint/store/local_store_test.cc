@@ -81,6 +81,28 @@ TEST(MemoryStore, SameNameSharesObjects) {
   EXPECT_FALSE(a.Get("k").has_value());
 }
 
+TEST(MemoryStore, APathUnderTheNameIsAFolderOfItsObjects) {
+  ClearMemoryStore("folders");
+  MemoryObjectStore root("folders"), run("folders/run7/"), other("folders/run8");
+  EXPECT_EQ(run.Uri(), "memory://folders/run7");
+  run.Put("step-1/a", std::string("A"));
+  other.Put("b", std::string("B"));
+  EXPECT_EQ(root.Get("run7/step-1/a").value(), "A");
+  EXPECT_EQ(run.Get("step-1/a").value(), "A");
+  EXPECT_EQ(run.Head("step-1/a")->key, "step-1/a");
+  EXPECT_EQ(run.GetRange("step-1/a", 0, 1), "A");
+  EXPECT_FALSE(run.Get("b").has_value());
+  ASSERT_EQ(run.List("").size(), 1u);
+  EXPECT_EQ(run.List("")[0].key, "step-1/a");
+  EXPECT_EQ(root.List("").size(), 2u);
+  ClearMemoryStore("folders/run7");  // that folder only
+  EXPECT_FALSE(root.Get("run7/step-1/a").has_value());
+  EXPECT_EQ(root.Get("run8/b").value(), "B");
+  run.Put("c", std::string("C"));
+  run.Delete("c");
+  EXPECT_TRUE(root.List("run7/").empty());
+}
+
 std::vector<std::string> DirEntries(const std::string& path) {
   std::vector<std::string> names;
   if (DIR* d = ::opendir(path.c_str())) {
