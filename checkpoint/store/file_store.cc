@@ -3,6 +3,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <fmt/format.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -11,6 +12,7 @@
 #include <cerrno>
 #include <cstring>
 #include <memory>
+#include <vector>
 
 #include "checkpoint/store/disk_flusher.h"
 #include "checkpoint/store/key.h"
@@ -91,6 +93,65 @@ std::string ReadAt(int fd, const std::string& path, uint64_t offset, uint64_t le
   return out;
 }
 
+// This host's name as temp file names carry it: '.' replaced, so that a name parses from the
+// right ("<prefix><basename>.<host>.<pid>.<n>") whatever the basename holds.
+const std::string& HostTag() {
+  static const std::string tag = [] {
+    char name[256] = {0};
+    std::string s = ::gethostname(name, sizeof(name) - 1) == 0 && name[0] ? name : "localhost";
+    std::replace(s.begin(), s.end(), '.', '_');
+    return s;
+  }();
+  return tag;
+}
+
+// True for the temp file of a writer on this host whose process is gone (a save SIGKILLed
+// before its rename). Only a definite "no such process" counts: a live pid, a pid of another
+// user, another host's file, this process's own writers or a name of another form are kept.
+bool IsStaleTemp(const std::string& name) {
+  const size_t prefix = std::strlen(FileObjectStore::kTempPrefix);
+  if (name.compare(0, prefix, FileObjectStore::kTempPrefix) != 0) return false;
+  const size_t n_dot = name.rfind('.');
+  if (n_dot == std::string::npos || n_dot <= prefix) return false;
+  const size_t pid_dot = name.rfind('.', n_dot - 1);
+  if (pid_dot == std::string::npos || pid_dot <= prefix) return false;
+  const size_t host_dot = name.rfind('.', pid_dot - 1);
+  if (host_dot == std::string::npos || host_dot < prefix) return false;
+  if (name.compare(host_dot + 1, pid_dot - host_dot - 1, HostTag()) != 0 ||
+      pid_dot - host_dot - 1 != HostTag().size())
+    return false;
+  const std::string pid_text = name.substr(pid_dot + 1, n_dot - pid_dot - 1);
+  if (pid_text.empty() || pid_text.size() > 9 ||
+      pid_text.find_first_not_of("0123456789") != std::string::npos)
+    return false;
+  const pid_t pid = static_cast<pid_t>(std::stol(pid_text));
+  if (pid <= 0 || pid == ::getpid()) return false;
+  return ::kill(pid, 0) != 0 && errno == ESRCH;
+}
+
+// Removes what IsStaleTemp() finds in dir (and below it when recursive). Best effort: a temp
+// file it cannot remove stays hidden from List() and harms nothing.
+void RemoveStaleTemps(const std::string& dir, bool recursive) {
+  DIR* d = ::opendir(dir.c_str());
+  if (d == nullptr) return;
+  std::vector<std::string> subdirs;
+  while (dirent* entry = ::readdir(d)) {
+    const std::string name = entry->d_name;
+    if (name == "." || name == "..") continue;
+    unsigned char type = entry->d_type;
+    struct stat st;
+    if (type == DT_UNKNOWN && ::fstatat(::dirfd(d), entry->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0)
+      type = S_ISDIR(st.st_mode) ? DT_DIR : S_ISREG(st.st_mode) ? DT_REG : DT_UNKNOWN;
+    if (type == DT_REG && IsStaleTemp(name)) {
+      (void)::unlinkat(::dirfd(d), entry->d_name, 0);
+    } else if (recursive && type == DT_DIR) {
+      subdirs.push_back(dir + "/" + name);
+    }
+  }
+  ::closedir(d);
+  for (const auto& sub : subdirs) RemoveStaleTemps(sub, true);
+}
+
 class Fd {
  public:
   explicit Fd(int fd) : fd_(fd) {}
@@ -111,11 +172,12 @@ class FileWriter : public ObjectWriter {
       : uri_(std::move(uri)), key_(std::move(key)), path_(std::move(path)) {
     static std::atomic<uint64_t> counter{0};
     const std::string dir = Parent(path_);
-    temp_ = fmt::format("{}/{}{}.{}.{}", dir, FileObjectStore::kTempPrefix, Basename(path_),
-                        ::getpid(), counter++);
+    temp_ = fmt::format("{}/{}{}.{}.{}.{}", dir, FileObjectStore::kTempPrefix, Basename(path_),
+                        HostTag(), ::getpid(), counter++);
     // A concurrent Delete() may remove an empty directory between MakeDirs and open: retry.
     for (int attempt = 0;; ++attempt) {
       MakeDirs(dir);
+      if (attempt == 0) RemoveStaleTemps(dir, /*recursive=*/false);  // an earlier save's, killed
       fd_ = ::open(temp_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
       if (fd_ >= 0 || errno != ENOENT || attempt == 3) break;
     }
@@ -200,6 +262,7 @@ FileObjectStore::FileObjectStore(const std::string& root) {
   }
   while (abs.size() > 1 && abs.back() == '/') abs.pop_back();
   root_ = abs;
+  RemoveStaleTemps(root_, /*recursive=*/true);  // what SIGKILLed writers left anywhere below
 }
 
 std::string FileObjectStore::Uri() const { return "file://" + root_; }

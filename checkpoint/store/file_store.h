@@ -24,7 +24,9 @@ class FileObjectStore : public ObjectStore {
   std::vector<ObjectInfo> List(const std::string& prefix) override;
   void Delete(const std::string& key) override;
 
-  // Temp files start with this; List() never shows them and keys may not use it.
+  // Temp files start with this; List() never shows them and keys may not use it. They are
+  // "<prefix><basename>.<host>.<pid>.<n>": the ones of a writer on this host that died (a
+  // SIGKILLed save) are removed when the store is opened and at the next save into their folder.
   static constexpr const char* kTempPrefix = ".cohort-tmp.";
 
  private:
