@@ -26,6 +26,7 @@
 #include "runtime/ddp.h"
 #include "runtime/mlflow_sink.h"
 #include "runtime/process_group.h"
+#include "runtime/prometheus_sink.h"
 #include "runtime/trainer.h"
 
 namespace {
@@ -51,6 +52,7 @@ struct Flags {
   double progress_interval = 1.0;
   cohort::runtime::CheckpointConfig checkpoint;  // flags, then COHORT_CHECKPOINT_* / COHORT_RESUME
   std::string config;  // every flag as "name=value" lines: the MLflow run's params
+  bool katib_metrics = false;  // the final metrics as name=value lines (Katib's StdOut collector)
 };
 
 // The dataset as tensors: images stay uint8 (47 MB rather than 188 MB of floats per worker) and
@@ -170,6 +172,8 @@ int Run(const Flags& flags) {
   // After Resume: a restarted job continues the MLflow run its snapshot recorded.
   auto tracking =
       cohort::runtime::TrackTraining(trainer, *pg, cohort::runtime::ParamsFromConfig(flags.config));
+  // COHORT_METRICS_PORT set: every worker serves Prometheus /metrics (port + local rank).
+  const auto prometheus = cohort::runtime::ServeMetrics(trainer, ddp);
 
   if (rank0) {
     std::printf(
@@ -235,6 +239,11 @@ int TrainAndEvaluate(const Flags& flags, cohort::runtime::ProcessGroup& pg,
                 result.last_loss);
     std::printf("test accuracy: %.2f%% (%lld/%lld)\n", 100.0 * accuracy,
                 static_cast<long long>(correct), static_cast<long long>(total));
+    if (flags.katib_metrics) {  // Katib's StdOut metrics collector reads name=value lines
+      std::printf("loss=%.6g\ntest_accuracy=%.6g\nsamples_per_second=%.6g\nsteps=%lld\n",
+                  result.last_loss, accuracy, result.samples_per_second,
+                  static_cast<long long>(result.steps));
+    }
     std::fflush(stdout);
   }
   return 0;
@@ -283,6 +292,9 @@ int main(int argc, char** argv) {
   app.add_option(
       "--resume", flags.checkpoint.resume,
       "latest, or a snapshot URI (default: COHORT_RESUME; a restarted group gets latest)");
+  app.add_flag("--katib-metrics", flags.katib_metrics,
+               "at the end print loss, test_accuracy, samples_per_second and steps as name=value "
+               "lines (Katib's StdOut metrics collector)");
   CLI11_PARSE(app, argc, argv);
   flags.config = app.config_to_str(/*default_also=*/true, /*write_description=*/false);
 
