@@ -6,6 +6,7 @@
 set -uo pipefail
 build=$(realpath "$1")
 src=$(realpath "$2")
+here=$(cd "$(dirname "$0")" && pwd)
 work=$(mktemp -d /tmp/cohort-install-test.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 prefix=$work/prefix
@@ -24,7 +25,7 @@ done
 
 app=$work/app
 mkdir -p "$app"
-python3 "$(dirname "$0")/readme_example.py" "$src/README.md" "$app" || fail "no example in README"
+python3 "$here/readme_example.py" "$src/README.md" "$app" || fail "no example in README"
 launcher=()
 command -v ccache >/dev/null && launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache)
 cmake -G Ninja -S "$app" -B "$app/build" -DCMAKE_PREFIX_PATH="$prefix" -DCMAKE_BUILD_TYPE=Release \
@@ -61,4 +62,20 @@ assert max(steps) == 192, f"last step {max(steps)}, expected 192"
 assert losses[0] > 0.5 and losses[-1] < 0.25, f"loss {losses[0]:.3f} -> {losses[-1]:.3f}"
 print(f"metrics: {len(rows)} rows, step {max(steps)}, loss {losses[0]:.3f} -> {losses[-1]:.3f}")
 PY
-echo "PASS: installed to $prefix, built the README's example out of tree, ran it at world 2"
+
+# cohort::collectives alone (no libtorch TU): a 2-rank all-reduce under the installed launcher.
+coll=$work/collectives
+cmake -G Ninja -S "$here/collectives_app" -B "$coll" -DCMAKE_PREFIX_PATH="$prefix" \
+  "${launcher[@]}" >"$work/coll-configure.log" 2>&1 ||
+  { cat "$work/coll-configure.log"; fail "configuring a cohort::collectives program failed"; }
+cmake --build "$coll" >"$work/coll-build.log" 2>&1 ||
+  { cat "$work/coll-build.log"; fail "building a cohort::collectives program failed"; }
+if ninja -C "$coll" -t commands allreduce | grep -q -e "libtorch" -e "/torch/"; then
+  fail "a cohort::collectives program links or includes libtorch"
+fi
+"$prefix/bin/cohort" launch --nproc-per-node 2 -- "$coll/allreduce" >"$work/coll.log" 2>&1 ||
+  { cat "$work/coll.log"; fail "the cohort::collectives program failed under cohort launch"; }
+for r in 0 1; do
+  grep -q "rank $r of 2: 3 20" "$work/coll.log" || { cat "$work/coll.log"; fail "rank $r's sums are wrong"; }
+done
+echo "PASS: installed to $prefix, built the README's example and a cohort::collectives program out of tree, ran both at world 2"
