@@ -51,18 +51,22 @@ def main() -> int:
         res["ddp_step"] = ddp
         rows.append((f"CUDA-tensor DDP step, world 1 ({ddp['backend']}, {ddp['device']})",
                      f"{'OK' if ddp['ok'] else 'FAILED'}: {ddp['median_step_ms']:.3f} ms/step, "
-                     f"loss {ddp['first_loss']:.3f} -> {ddp['last_loss']:.3f}"))
+                     f"loss {ddp['first_loss']:.3f} -> {ddp['last_loss']:.3f}"
+                     + ("" if "same_as_plain" not in ddp else
+                        f", as the model alone: {'yes' if ddp['same_as_plain'] else 'NO'}")))
     else:
         rows.append(("CUDA-tensor DDP step, world 1", "not measured"))
 
     st = load(os.path.join(json_dir, "staging.json"))
     if st:
         res["staging"] = st
+        def g(k):
+            return "n/a" if st.get(k) is None else f"{st[k]:.1f}"
         rows.append((f"checkpoint staging GPU->host, {st['bytes'] >> 20} MiB: pinned pool buffer",
-                     f"{st['pool_pinned_gbs']:.1f} GB/s"))
+                     f"{g('pool_pinned_gbs')} GB/s {st.get('pool_pinned_error', '')}".rstrip()))
         rows.append(("  pageable pool buffer / today's to(kCPU)+memcpy / cudaMallocHost",
-                     f"{st['pool_pageable_gbs']:.1f} / {st['to_cpu_then_pool_gbs']:.1f} / "
-                     f"{st['cuda_host_alloc_gbs']:.1f} GB/s"))
+                     f"{g('pool_pageable_gbs')} / {g('to_cpu_then_pool_gbs')} / "
+                     f"{g('cuda_host_alloc_gbs')} GB/s"))
     else:
         rows.append(("checkpoint staging GPU->host", "not measured"))
 

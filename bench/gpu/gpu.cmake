@@ -16,5 +16,8 @@ if(COHORT_WITH_TORCH AND TARGET cohort_fashion_mnist_model)
   add_executable(cnn_step_worker ${CMAKE_CURRENT_LIST_DIR}/cnn_step_worker.cc)
   target_link_libraries(cnn_step_worker PRIVATE cohort_runtime cohort_fashion_mnist_model
                         CLI11::CLI11 nlohmann_json::nlohmann_json cohort_warnings)
+  # libtorch_cuda has no symbol this program calls: where the linker defaults to --as-needed
+  # (Ubuntu), it would be dropped and libtorch would see no GPU.
+  target_link_options(cnn_step_worker PRIVATE "LINKER:--no-as-needed")
   set_target_properties(cnn_step_worker PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${CMAKE_BINARY_DIR}/bin)
 endif()
