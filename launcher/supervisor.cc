@@ -18,6 +18,7 @@
 #include "collectives/store/store_from_env.h"
 #include "common/error.h"
 #include "common/net.h"
+#include "launcher/launcher_metrics.h"
 #include "launcher/node_rendezvous.h"
 #include "launcher/ps_server_group.h"
 #include "launcher/worker_env.h"
@@ -79,6 +80,7 @@ class Supervisor {
   std::map<int, Beat> beats_;
   std::unique_ptr<PsServerGroup> ps_;
   std::string ps_addresses_;
+  std::unique_ptr<LauncherMetrics> metrics_;  // COHORT_METRICS_PORT - 1; null when unset
 };
 
 void Supervisor::StartPsServers(int attempt) {
@@ -135,11 +137,9 @@ std::string Supervisor::CheckHeartbeats(int attempt) {
     auto it = values.find(prefix + std::to_string(r));
     if (it == values.end()) continue;  // never beat: not watched
     Beat& b = beats_[r];
-    if (b.value != it->second) {
-      b = {it->second, now, std::time(nullptr)};
-      continue;
-    }
+    if (b.value != it->second) b = {it->second, now, std::time(nullptr)};
     const double silent = std::chrono::duration<double>(now - b.changed).count();
+    if (metrics_) metrics_->HeartbeatAge(r, silent);
     if (silent > plan_.heartbeat_timeout.value) {
       char when[16];
       std::strftime(when, sizeof(when), "%H:%M:%S", std::localtime(&b.wall));
@@ -252,6 +252,8 @@ Outcome Supervisor::RunAttempt(int attempt) {
   Say("attempt {}: started {} worker{} (rank{} {}{}) of a world of {}", attempt + 1, a.nproc,
       a.nproc == 1 ? "" : "s", a.nproc == 1 ? "" : "s", a.first_rank,
       a.nproc == 1 ? "" : fmt::format("..{}", a.first_rank + a.nproc - 1), a.world_size);
+  if (!metrics_) metrics_ = LauncherMetrics::FromEnv(node_);
+  if (metrics_) metrics_->StartAttempt(attempt, a.nproc);
   try {
     return Watch(*group, attempt, prefix);
   } catch (const Error& e) {

@@ -1,7 +1,8 @@
 // Debian's real Prometheus server scraping a fashion_mnist job (2 workers under `cohort launch`)
 // every second on loopback; its HTTP API (/api/v1/query) must return the job's series with real
 // values: loss, steps in the step-time histogram, samples/s, all-reduce bytes and seconds on
-// both ranks, DDP communication time, checkpoint saves and bytes, heartbeat age. Skipped, with
+// both ranks, DDP communication time, checkpoint saves and bytes, heartbeat age; and the
+// launcher's (port - 1): restarts, attempt, workers, each rank's heartbeat age. Skipped, with
 // the reason, when prometheus is not installed or does not become ready. And --katib-metrics:
 // the final metrics as name=value lines, as Katib's StdOut collector parses them.
 #include <fmt/format.h>
@@ -72,7 +73,44 @@ class PrometheusScrape : public ::testing::Test {
   void TearDown() override {
     if (!HasFailure()) fs::remove_all(dir_);
   }
+  // Starts prometheus scraping targets ("127.0.0.1:port") every second; "" when it is ready,
+  // else why it could not start (the test skips with it).
+  std::string StartPrometheus(const std::vector<int>& ports) {
+    if (access(kPrometheus, X_OK) != 0) {
+      return std::string(kPrometheus) +
+             " is not installed (scripts/setup installs Debian's prometheus)";
+    }
+    std::string targets;
+    for (int p : ports) targets += fmt::format("{}'127.0.0.1:{}'", targets.empty() ? "" : ", ", p);
+    const fs::path config = dir_ / "prometheus.yml";
+    std::ofstream(config) << "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n"
+                          << "scrape_configs:\n  - job_name: cohort\n    static_configs:\n"
+                          << "      - targets: [" << targets << "]\n";
+    prom_port_ = net::FreePort();
+    prom_ = std::make_unique<Subprocess>(
+        std::vector<std::string>{kPrometheus, "--config.file=" + config.string(),
+                                 fmt::format("--web.listen-address=127.0.0.1:{}", prom_port_),
+                                 "--storage.tsdb.path=" + (dir_ / "tsdb").string(),
+                                 "--log.level=warn"},
+        std::map<std::string, std::string>{});
+    const auto ready_by = std::chrono::steady_clock::now() + 20s;
+    while (!Ready(prom_port_) && std::chrono::steady_clock::now() < ready_by) {
+      std::this_thread::sleep_for(200ms);
+    }
+    if (!Ready(prom_port_)) return "prometheus did not become ready:\n" + prom_->Output();
+    // Its discovery hands static targets to the scrapers a few seconds after start: wait until
+    // every target has an `up` sample (0 while nothing listens there yet).
+    const auto scraping_by = std::chrono::steady_clock::now() + 20s;
+    while (Query(prom_port_, "count(up)")[""] < static_cast<double>(ports.size()) &&
+           std::chrono::steady_clock::now() < scraping_by) {
+      std::this_thread::sleep_for(200ms);
+    }
+    return "";
+  }
+
   fs::path dir_;
+  std::unique_ptr<Subprocess> prom_;
+  int prom_port_ = 0;
 };
 
 // Every series of the issue, as max_over_time so that samples scraped before the job ended
@@ -90,31 +128,18 @@ const std::vector<std::string> kSeries = {
     "cohort_checkpoint_save_seconds_total",
     "cohort_checkpoint_save_failures_total",
     "cohort_heartbeat_age_seconds",
+    "cohort_launcher_heartbeat_age_seconds",
 };
 
 std::string OverTime(const std::string& series) { return "max_over_time(" + series + "[5m])"; }
 
 TEST_F(PrometheusScrape, SeesTheTrainingJobsSeries) {
-  if (access(kPrometheus, X_OK) != 0) {
-    GTEST_SKIP() << kPrometheus << " is not installed (scripts/setup installs Debian's prometheus)";
-  }
+  // The launcher at base - 1, the workers at base + local rank.
   const int base = net::FreePort();
-  const int prom_port = net::FreePort();
-  const fs::path config = dir_ / "prometheus.yml";
-  std::ofstream(config) << fmt::format(
-      "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n"
-      "  - job_name: cohort\n    static_configs:\n"
-      "      - targets: ['127.0.0.1:{}', '127.0.0.1:{}']\n",
-      base, base + 1);
-  Subprocess prom({kPrometheus, "--config.file=" + config.string(),
-                   fmt::format("--web.listen-address=127.0.0.1:{}", prom_port),
-                   "--storage.tsdb.path=" + (dir_ / "tsdb").string(), "--log.level=warn"},
-                  {});
-  const auto ready_by = std::chrono::steady_clock::now() + 20s;
-  while (!Ready(prom_port) && std::chrono::steady_clock::now() < ready_by) {
-    std::this_thread::sleep_for(200ms);
+  if (const std::string why = StartPrometheus({base - 1, base, base + 1}); !why.empty()) {
+    GTEST_SKIP() << why;
   }
-  if (!Ready(prom_port)) GTEST_SKIP() << "prometheus did not become ready:\n" << prom.Output();
+  const int prom_port = prom_port_;
 
   Subprocess train({BinPath("cohort"), "launch", "--nproc-per-node", "2", "--run-id", "prom", "--",
                     BinPath("fashion_mnist"), "--epochs", "1", "--progress-interval", "0.2",
@@ -169,11 +194,37 @@ TEST_F(PrometheusScrape, SeesTheTrainingJobsSeries) {
     EXPECT_GE(age, 0);
     EXPECT_LT(age, 10);
   }
-  // Both workers were scraped: `up` is 1 for each target at some point.
-  EXPECT_EQ(Query(prom_port, "count(max_over_time(up{job=\"cohort\"}[5m]) == 1)")[""], 2);
+  // The launcher and both workers were scraped: `up` is 1 for each target at some point.
+  EXPECT_EQ(Query(prom_port, "count(max_over_time(up{job=\"cohort\"}[5m]) == 1)")[""], 3);
+  // The launcher: no restarts, attempt 0 with 2 workers, and both workers' heartbeats seen.
+  EXPECT_EQ(value("cohort_launcher_restarts_total", ""), 0);
+  EXPECT_EQ(value("cohort_launcher_attempt", ""), 0);
+  EXPECT_EQ(value("cohort_launcher_workers", ""), 2);
+  for (const std::string rank : {"0", "1"}) {
+    const double age = value("cohort_launcher_heartbeat_age_seconds", rank);
+    EXPECT_GE(age, 0);
+    EXPECT_LT(age, 10);
+  }
   // The allreduce bytes grow between scrapes: a counter, not a constant.
   EXPECT_GT(
       Query(prom_port, "increase(cohort_collective_bytes_total{op=\"allreduce\"}[5m])").size(), 0u);
+}
+
+// A group that fails once and is restarted: the launcher's restart counter goes to 1.
+TEST_F(PrometheusScrape, CountsTheLaunchersRestarts) {
+  const int base = net::FreePort();
+  if (const std::string why = StartPrometheus({base - 1}); !why.empty()) GTEST_SKIP() << why;
+  // Attempt 0 fails after 2.5 s; attempt 1 lives 3 s (a few scrapes each) and succeeds.
+  Subprocess job(
+      {BinPath("cohort"), "launch", "--nproc-per-node", "1", "--max-restarts", "1", "--", "/bin/sh",
+       "-c", "if [ \"$COHORT_RESTART\" = 0 ]; then sleep 2.5; exit 7; fi; sleep 3"},
+      {{"COHORT_METRICS_PORT", std::to_string(base)}});
+  const ProcessResult r = job.Wait(60s);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const auto restarts = Query(prom_port_, "max_over_time(cohort_launcher_restarts_total[5m])");
+  ASSERT_EQ(restarts.size(), 1u) << r.output;
+  EXPECT_EQ(restarts.begin()->second, 1);
+  EXPECT_EQ(Query(prom_port_, "max_over_time(cohort_launcher_attempt[5m])")[""], 1);
 }
 
 TEST(KatibMetrics, FinalMetricsAsNameValueLines) {
