@@ -104,6 +104,9 @@ pid_t WorkerGroup::Spawn(const WorkerSpec& spec, int out_fd, int err_fd) {
     sigset_t none;
     sigemptyset(&none);
     ::sigprocmask(SIG_SETMASK, &none, nullptr);  // the launcher blocks SIGTERM; workers must not
+    // The launcher ignores SIGPIPE, and SIG_IGN would survive exec: workers start with the
+    // default, as under torchrun (cohort's own libraries ignore it where they open sockets).
+    ::signal(SIGPIPE, SIG_DFL);
     ::dup2(out_fd, 1);
     ::dup2(err_fd, 2);
     ::execvpe(argv[0], argv.data(), envp.data());

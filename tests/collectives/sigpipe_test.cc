@@ -104,5 +104,19 @@ TEST(Sigpipe, LauncherVerdictNamesTheKilledRank) {
   }
 }
 
+// The launcher ignores SIGPIPE itself, but its workers start with the default (SIG_IGN would
+// survive exec), as under torchrun: cohort's libraries ignore it where they open sockets.
+TEST(Sigpipe, LaunchedWorkersStartWithTheDefaultDisposition) {
+  Subprocess launcher({BinPath("cohort"), "launch", "--nproc-per-node", "1", "--", "/bin/grep",
+                       "SigIgn", "/proc/self/status"},
+                      {});
+  ProcessResult r = launcher.Wait(30s);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const size_t at = r.output.find("SigIgn:");
+  ASSERT_NE(at, std::string::npos) << r.output;
+  const uint64_t ignored = std::stoull(r.output.substr(at + 7), nullptr, 16);
+  EXPECT_EQ(ignored & (1ull << (SIGPIPE - 1)), 0u) << r.output;
+}
+
 }  // namespace
 }  // namespace cohort::testing
