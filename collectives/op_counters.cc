@@ -75,7 +75,15 @@ int64_t NowNs() {
 
 void OpCounters::Record(const char* backend, OpType type, uint64_t bytes,
                         std::chrono::nanoseconds duration) {
-  Slot* slot = SlotFor(backend);
+  // Backend() returns a string literal, so the same pointer means the same backend: a thread
+  // that keeps using one backend skips the name comparison.
+  thread_local const char* last_name = nullptr;
+  thread_local Slot* last_slot = nullptr;
+  if (backend != last_name) {
+    last_slot = SlotFor(backend);
+    last_name = backend;
+  }
+  Slot* slot = last_slot;
   if (!slot) return;
   Cell& c = slot->cells[static_cast<int>(type)];
   c.ops.fetch_add(1, std::memory_order_relaxed);
