@@ -101,7 +101,8 @@ int Main(int argc, char** argv) {
     loss.backward();
     opt.step();
     sync();
-    if (i >= warmup) ms.push_back(std::chrono::duration<double, std::milli>(Clock::now() - t0).count());
+    if (i >= warmup)
+      ms.push_back(std::chrono::duration<double, std::milli>(Clock::now() - t0).count());
     if (i == 0) first_loss = loss.item<double>();
     if (i == warmup + steps - 1) last_loss = loss.item<double>();
   }
@@ -115,22 +116,23 @@ int Main(int argc, char** argv) {
   std::sort(ms.begin(), ms.end());
   const double median = ms[ms.size() / 2];
   const bool ok = grads_ok && std::isfinite(last_loss) && last_loss < first_loss;
-  fmt::print("cnn_step_worker: {} on {}{}: median step {:.3f} ms over {} steps (min {:.3f}), "
-             "loss {:.4f} -> {:.4f}, gradients on the device and finite: {} -> {}\n",
-             plain ? "plain" : "DDP world 1", device.str(),
-             pg ? fmt::format(" ({} backend)", pg->Backend()) : "", median, steps, ms.front(),
-             first_loss, last_loss, grads_ok ? "yes" : "NO", ok ? "OK" : "FAILED");
+  fmt::print(
+      "cnn_step_worker: {} on {}{}: median step {:.3f} ms over {} steps (min {:.3f}), "
+      "loss {:.4f} -> {:.4f}, gradients on the device and finite: {} -> {}\n",
+      plain ? "plain" : "DDP world 1", device.str(),
+      pg ? fmt::format(" ({} backend)", pg->Backend()) : "", median, steps, ms.front(), first_loss,
+      last_loss, grads_ok ? "yes" : "NO", ok ? "OK" : "FAILED");
   if (!json_path.empty()) {
-    std::ofstream(json_path) << nlohmann::json{{"side", "cohort"},
-                                               {"ddp", !plain},
-                                               {"device", device.str()},
-                                               {"backend", pg ? pg->Backend() : "none"},
-                                               {"median_step_ms", median},
-                                               {"min_step_ms", ms.front()},
-                                               {"first_loss", first_loss},
-                                               {"last_loss", last_loss},
-                                               {"ok", ok}}
-                                    .dump(1);
+    std::ofstream(json_path) << nlohmann::json{
+        {"side", "cohort"},
+        {"ddp", !plain},
+        {"device", device.str()},
+        {"backend", pg ? pg->Backend() : "none"},
+        {"median_step_ms", median},
+        {"min_step_ms", ms.front()},
+        {"first_loss", first_loss},
+        {"last_loss", last_loss},
+        {"ok", ok}}.dump(1);
   }
   return ok ? 0 : 2;
 }

@@ -76,9 +76,10 @@ int Main(int argc, char** argv) {
     std::sort(us.begin(), us.end());
     const double med = us[us.size() / 2];
     const double algbw = static_cast<double>(n * 4) / (med * 1e3);  // bytes/us/1e3 = GB/s
-    const double busbw = algbw * 0.0;                                // 2(n-1)/n at n = 1
+    const double busbw = algbw * 0.0;                               // 2(n-1)/n at n = 1
     fmt::print("  {:>12} {:>10.1f} {:>10.2f} {:>10.2f}\n", n * 4, med, algbw, busbw);
-    rows.push_back({{"bytes", n * 4}, {"time_us", med}, {"algbw_gbs", algbw}, {"busbw_gbs", busbw}});
+    rows.push_back(
+        {{"bytes", n * 4}, {"time_us", med}, {"algbw_gbs", algbw}, {"busbw_gbs", busbw}});
   }
   COHORT_CHECK_CUDA(cudaFree(buf));
   if (!json_path.empty()) {
