@@ -97,6 +97,10 @@ inline constexpr Var kPsPartitionBytes{
     "COHORT_PS_PARTITION_BYTES",
     "backend ps: tensors are cut into partitions of this many bytes, spread over the servers "
     "(4 MiB); the same on every rank"};
+inline constexpr Var kRegister{
+    "COHORT_REGISTER", "at the end of training, register the model under this name (rank 0)"};
+inline constexpr Var kModelRepo{
+    "COHORT_MODEL_REPO", "the Triton model repository COHORT_REGISTER writes: file:// or s3://"};
 inline constexpr Var kTimeline{
     "COHORT_TIMELINE",
     "write a Chrome trace (chrome://tracing, Perfetto) of every rank's steps, all-reduces and "

@@ -14,10 +14,12 @@
 #include <CLI/CLI.hpp>
 #include <csignal>
 #include <cstdio>
+#include <filesystem>
 #include <memory>
 #include <string>
 #include <vector>
 
+#include "common/env.h"
 #include "common/error.h"
 #include "common/log.h"
 #include "examples/fashion_mnist/idx.h"
@@ -28,6 +30,7 @@
 #include "runtime/process_group.h"
 #include "runtime/prometheus_sink.h"
 #include "runtime/trainer.h"
+#include "serving/register_model.h"
 
 namespace {
 
@@ -51,9 +54,27 @@ struct Flags {
   int threads = 1;
   double progress_interval = 1.0;
   cohort::runtime::CheckpointConfig checkpoint;  // flags, then COHORT_CHECKPOINT_* / COHORT_RESUME
-  std::string config;  // every flag as "name=value" lines: the MLflow run's params
+  std::string config;          // every flag as "name=value" lines: the MLflow run's params
+  std::string register_name;   // --register, else COHORT_REGISTER: register the trained model
+  std::string model_repo;      // --model-repo, else COHORT_MODEL_REPO: its Triton repository
+  std::string skeleton;        // TorchScript skeleton (default: skeletons/ next to this program)
   bool katib_metrics = false;  // the final metrics as name=value lines (Katib's StdOut collector)
 };
+
+// Rank 0, at the end: exports the model into flags.model_repo as a new version and registers it
+// (with MLflow, under the tracking run, when MLFLOW_TRACKING_URI is set).
+void RegisterModel(const Flags& flags, const torch::nn::Module& module, double accuracy,
+                   cohort::runtime::MlflowSink* tracking) {
+  cohort::serving::RegisterOptions o;
+  o.name = flags.register_name;
+  o.repo_uri = flags.model_repo;
+  o.skeleton_path = flags.skeleton;
+  o.tags = {{"test_accuracy", fmt::format("{:.4f}", accuracy)}};
+  if (tracking) o.run_id = tracking->run_id();
+  const cohort::serving::PublishResult r = cohort::serving::RegisterTrainedModel(module, o);
+  std::printf("%s\n", r.Summary().c_str());
+  std::fflush(stdout);
+}
 
 // The dataset as tensors: images stay uint8 (47 MB rather than 188 MB of floats per worker) and
 // are converted batch by batch.
@@ -229,6 +250,9 @@ int TrainAndEvaluate(const Flags& flags, cohort::runtime::ProcessGroup& pg,
   const auto [correct, total] = Evaluate(model, test, pg);
   const double accuracy =
       total > 0 ? static_cast<double>(correct) / static_cast<double>(total) : 0.0;
+  if (!flags.register_name.empty() && pg.Rank() == 0) {
+    RegisterModel(flags, module, accuracy, tracking);
+  }
   if (tracking) {
     tracking->LogMetric("test_accuracy", accuracy, trainer.State().step);
     tracking->Close(cohort::runtime::RunOutcome::kFinished);
@@ -256,6 +280,8 @@ int main(int argc, char** argv) {
   CLI::App app{
       "Trains a small CNN on Fashion-MNIST, data-parallel over the workers of a job.\n"
       "  cohort launch --nproc-per-node 4 -- fashion_mnist --epochs 2"};
+  // A flag given twice takes its last value, so scripts/demo's arguments override its defaults.
+  app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
   app.add_option("--epochs", flags.epochs, "passes over the training set")
       ->capture_default_str()
       ->check(CLI::NonNegativeNumber);
@@ -295,7 +321,30 @@ int main(int argc, char** argv) {
   app.add_flag("--katib-metrics", flags.katib_metrics,
                "at the end print loss, test_accuracy, samples_per_second and steps as name=value "
                "lines (Katib's StdOut metrics collector)");
+  app.add_option("--register", flags.register_name,
+                 "at the end, export the model and register it under this name (default: "
+                 "COHORT_REGISTER); needs --model-repo");
+  app.add_option("--model-repo", flags.model_repo,
+                 "Triton model repository for --register: file:///dir or s3://bucket/prefix "
+                 "(default: COHORT_MODEL_REPO)");
+  app.add_option("--skeleton", flags.skeleton,
+                 "the model's TorchScript skeleton (default: skeletons/fashion_cnn.pt next to "
+                 "this program)");
   CLI11_PARSE(app, argc, argv);
+  if (flags.register_name.empty()) flags.register_name = cohort::env::kRegister.Str("");
+  if (flags.model_repo.empty()) flags.model_repo = cohort::env::kModelRepo.Str("");
+  if (flags.skeleton.empty()) {
+    flags.skeleton = (std::filesystem::canonical("/proc/self/exe").parent_path() / "skeletons" /
+                      "fashion_cnn.pt")
+                         .string();
+  }
+  if (!flags.register_name.empty() && flags.model_repo.empty()) {
+    std::fprintf(stderr,
+                 "fashion_mnist: --register %s needs a repository: pass --model-repo URI (or set "
+                 "COHORT_MODEL_REPO)\n",
+                 flags.register_name.c_str());
+    return 2;
+  }
   flags.config = app.config_to_str(/*default_also=*/true, /*write_description=*/false);
 
   try {

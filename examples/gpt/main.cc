@@ -205,6 +205,8 @@ int main(int argc, char** argv) {
   CLI::App app{
       "Trains a small character-level transformer on Debian's fortunes.\n"
       "  cohort launch --nproc-per-node 4 -- gpt --pp 2 --tp 2"};
+  // A flag given twice takes its last value (a script's arguments override its defaults).
+  app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
   app.add_option("--dp", f.dp, "data-parallel replicas (default: the ranks left by pp and tp)");
   app.add_option("--pp", f.pp, "pipeline stages")
       ->capture_default_str()

@@ -9,6 +9,7 @@
 #include <gtest/gtest.h>
 
 #include <csignal>
+#include <filesystem>
 #include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -102,6 +103,27 @@ TEST_F(TrackedTraining, FinishedRunHoldsParamsTagsAndEveryReportOnce) {
   ASSERT_EQ(accuracy.size(), 1u);
   EXPECT_GT(accuracy.begin()->second, 0.2);
   EXPECT_GT(mlflow.Faults(), 0) << "the faults were meant to happen";
+}
+
+TEST_F(TrackedTraining, RegisterPublishesTheModelUnderTheRun) {
+  MlflowDouble mlflow;
+  const std::string repo = dir_.Uri("models");
+  const ProcessResult r =
+      Run(2, {"--max-steps", "10", "--register", "fmnist", "--model-repo", repo},
+          TrackingEnv(mlflow.uri()));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_TRUE(std::filesystem::exists(dir_.path() / "models" / "fmnist" / "1" / "model.pt"));
+  EXPECT_TRUE(std::filesystem::exists(dir_.path() / "models" / "fmnist" / "config.pbtxt"));
+  const auto model = mlflow.Model("fmnist");
+  ASSERT_TRUE(model.has_value()) << r.output;
+  ASSERT_EQ(model->versions.size(), 1u);
+  const std::vector<FakeRun> runs = mlflow.Runs();
+  ASSERT_EQ(runs.size(), 1u);
+  EXPECT_EQ(model->versions[0].run_id, runs[0].run_id);
+  EXPECT_EQ(model->versions[0].source, repo + "/fmnist/1/model.pt");
+  EXPECT_TRUE(model->versions[0].tags.count("test_accuracy"));
+  EXPECT_EQ(model->aliases.at("candidate"), model->versions[0].version);
+  EXPECT_EQ(runs[0].status, "FINISHED");
 }
 
 TEST_F(TrackedTraining, AFailureEndsTheRunFailedWithTheError) {
