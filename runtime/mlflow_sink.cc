@@ -47,6 +47,7 @@ std::shared_ptr<MlflowSink> MlflowSink::FromEnv(int rank, std::vector<KeyValue> 
   if (!config) return nullptr;
   if (!continue_run.empty()) config->run_id = continue_run;
   tags.emplace_back("cohort.version", COHORT_VERSION);
+  if (*COHORT_GIT_COMMIT) tags.emplace_back("mlflow.source.git.commit", COHORT_GIT_COMMIT);
   const std::string job = env::kRunId.Str("");
   if (!job.empty()) tags.emplace_back("cohort.run_id", job);
   COHORT_INFO(kRuntime, "tracking: MLflow at {}, experiment '{}'{}", config->tracking_uri,

@@ -34,7 +34,8 @@ class MlflowSink : public MetricsSink {
 
   // nullptr unless rank is 0 and MLFLOW_TRACKING_URI is set. continue_run: the run a snapshot
   // recorded (TrainerState::tracking_run_id), which wins over MLFLOW_RUN_ID; "" for neither
-  // (a new run). Tags get cohort.version and cohort.run_id (COHORT_RUN_ID) added; params are
+  // (a new run). Tags get cohort.version, cohort.run_id (COHORT_RUN_ID) and, when the build
+  // knows it, mlflow.source.git.commit added; params are
   // the job's flags and layout. Throws InvalidArgument for a tracking URI that is not http(s).
   static std::shared_ptr<MlflowSink> FromEnv(int rank, std::vector<KeyValue> params,
                                              std::vector<KeyValue> tags,

@@ -88,6 +88,7 @@ TEST_F(TrackedTraining, FinishedRunHoldsParamsTagsAndEveryReportOnce) {
   EXPECT_EQ(run.params.at("backend"), "gloo");
   EXPECT_EQ(run.tags.at("cohort.run_id"), "job1");
   EXPECT_FALSE(run.tags.at("cohort.version").empty());
+  EXPECT_EQ(run.tags.at("mlflow.source.git.commit").size(), 40u);  // built from a git checkout
   const auto loss = Series(run, "loss");
   std::ifstream in(Path("m.jsonl"));
   std::map<int64_t, double> want;
