@@ -210,7 +210,9 @@ TEST_F(Ps, KilledRankFailsTheOthersAtOnce) {
     auto res = procs[r]->Wait(60s);
     EXPECT_EQ(res.exit_code, 3) << res.output;
     EXPECT_LT(res.seconds, 20.0) << res.output;
-    EXPECT_THAT(res.output, HasSubstr("allreduce #3")) << res.output;
+    // The victim dies 5 ms into #3; when its pushes of #3 had all landed by then, #3 completes
+    // and the others fail in #4.
+    EXPECT_THAT(res.output, ::testing::ContainsRegex("allreduce #[34] ")) << res.output;
     EXPECT_THAT(res.output, HasSubstr("rank 1")) << res.output;
   }
   EXPECT_EQ(procs[1]->Wait(10s).signal, SIGKILL);
