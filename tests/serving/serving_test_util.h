@@ -19,8 +19,8 @@ std::string ReadFile(const std::string& path);
 std::vector<float> PythonOutputs(const std::string& model_path, const std::vector<float>& input,
                                  const std::vector<int64_t>& shape);
 
-// Validates InferenceService YAML against ../shared/schemas (strict): "" when valid, else the
-// validator's error lines.
+// Validates InferenceService YAML against the vendored schemas (tests/k8s/schemas) (strict): ""
+// when valid, else the validator's error lines.
 std::string ValidateInferenceService(const std::string& yaml);
 
 // The number of lines in text (a trailing newline does not start one).

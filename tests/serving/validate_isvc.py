@@ -3,7 +3,7 @@
 
 validate_isvc.py SCHEMAS_DIR FILE...: each document of each FILE must be a
 serving.kserve.io/v1beta1 InferenceService valid against the v1beta1 openAPIV3Schema of
-SCHEMAS_DIR/serving.kserve.io_inferenceservices.yaml, made strict as ../shared/schemas/README.md
+SCHEMAS_DIR/serving.kserve.io_inferenceservices.yaml (tests/k8s/schemas, vendored from ../shared/schemas), made strict as ../shared/schemas/README.md
 says (`additionalProperties: false` on every object with `properties` and no
 x-kubernetes-preserve-unknown-fields), its metadata against ObjectMeta of job-batch-v1.json.
 Prints one line per error and exits 1 when there is any. Needs PyYAML and jsonschema.
