@@ -11,6 +11,7 @@
 
 #include "checkpoint/shard.h"
 #include "common/error.h"
+#include "runtime/state_tensors.h"
 
 namespace cohort::serving {
 namespace {
@@ -83,27 +84,6 @@ at::ScalarType InputType(const std::string& name) {
         "int64, uint8",
         name));
   return it->second;
-}
-
-at::ScalarType ToTorch(collectives::DType d) {
-  using collectives::DType;
-  switch (d) {
-    case DType::kFloat32:
-      return at::kFloat;
-    case DType::kFloat64:
-      return at::kDouble;
-    case DType::kFloat16:
-      return at::kHalf;
-    case DType::kBFloat16:
-      return at::kBFloat16;
-    case DType::kInt32:
-      return at::kInt;
-    case DType::kInt64:
-      return at::kLong;
-    case DType::kUInt8:
-      return at::kByte;
-  }
-  throw Internal("unknown checkpoint dtype");
 }
 
 // Copies every source tensor into the skeleton's parameter or buffer of the same name. The two
@@ -214,8 +194,7 @@ ExportedModel ExportShard(const checkpoint::Shard& shard, const std::string& ske
           "first (cohort checkpoint consolidate)",
           t.name()));
     // A view of the loaded bytes: only read, by copy_() into the skeleton.
-    source[t.name().substr(prefix.size())] = at::from_blob(
-        const_cast<void*>(t.data()), t.shape(), at::TensorOptions().dtype(ToTorch(t.dtype())));
+    source[t.name().substr(prefix.size())] = runtime::HostView(t);
   }
   if (source.empty())
     throw InvalidArgument(

@@ -2,7 +2,8 @@
 # register (register_model.h), and `cohort-export`, which `cohort model register` runs. Included
 # from serving/CMakeLists.txt when COHORT_WITH_TORCH.
 add_library(cohort_serving_torch STATIC export.cc register_model.cc)
-target_link_libraries(cohort_serving_torch PUBLIC cohort_serving cohort_checkpoint ${TORCH_LIBRARIES}
+target_link_libraries(cohort_serving_torch PUBLIC cohort_serving cohort_checkpoint cohort_runtime
+                      ${TORCH_LIBRARIES}
                       PRIVATE fmt::fmt cohort_warnings)
 
 add_executable(cohort-export export_main.cc)
