@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <map>
 #include <set>
 
@@ -68,6 +69,28 @@ std::optional<std::string> ReadLatest(const RunDir& run) {
     return std::nullopt;
   }
   return name;
+}
+
+std::vector<std::string> ResumeCandidates(const RunDir& run, std::string* warning) {
+  std::vector<SnapshotEntry> entries = ListSnapshots(run);
+  std::reverse(entries.begin(), entries.end());  // newest first
+  std::vector<std::string> candidates;
+  int64_t below = INT64_MAX;
+  if (const auto latest = ReadLatest(run)) {
+    const auto it = std::find_if(entries.begin(), entries.end(),
+                                 [&](const SnapshotEntry& e) { return e.name == *latest; });
+    if (it != entries.end() && it->has_manifest) {
+      candidates.push_back(*latest);
+      below = it->step;
+    } else if (warning) {
+      *warning = fmt::format("{} names {}, which {}", run.Uri(kLatestName), *latest,
+                             it == entries.end() ? "does not exist" : "is incomplete");
+    }
+  }
+  for (const SnapshotEntry& e : entries) {
+    if (e.has_manifest && e.step < below) candidates.push_back(e.name);
+  }
+  return candidates;
 }
 
 std::optional<Manifest> ReadManifest(const RunDir& run, const std::string& name) {

@@ -37,6 +37,11 @@ struct SnapshotEntry {
 std::vector<SnapshotEntry> ListSnapshots(const RunDir& run);
 // The snapshot name `latest` holds, or nullopt when there is none (or it is not a name).
 std::optional<std::string> ReadLatest(const RunDir& run);
+// The complete snapshots a resume tries, in order: the one `latest` names, then older complete
+// ones by step descending (never newer ones: those were left by an abandoned run that resumed
+// from an earlier snapshot). Without a usable `latest`, every complete one, newest first; then
+// *warning (when given) says why `latest` was passed over.
+std::vector<std::string> ResumeCandidates(const RunDir& run, std::string* warning = nullptr);
 // The manifest of a snapshot, nullopt when it has none. Throws DataLoss when it is unreadable.
 std::optional<Manifest> ReadManifest(const RunDir& run, const std::string& name);
 

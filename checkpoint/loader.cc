@@ -51,28 +51,15 @@ LoadedSnapshot LoadSnapshot(const RunDir& run, const std::string& name,
 }
 
 std::optional<LoadedSnapshot> LoadLatest(const RunDir& run, const LoadOptions& options) {
-  std::vector<SnapshotEntry> entries = ListSnapshots(run);
-  std::reverse(entries.begin(), entries.end());  // newest first
   std::vector<std::string> warnings;
-  std::vector<std::string> candidates;
-  const auto latest = ReadLatest(run);
-  int64_t below = INT64_MAX;
-  if (latest) {
-    const auto it = std::find_if(entries.begin(), entries.end(),
-                                 [&](const SnapshotEntry& e) { return e.name == *latest; });
-    if (it != entries.end() && it->has_manifest) {
-      candidates.push_back(*latest);
-      below = it->step;
-    } else {
-      warnings.push_back(fmt::format("{} names {}, which {}", run.Uri(kLatestName), *latest,
-                                     it == entries.end() ? "does not exist" : "is incomplete"));
-    }
+  std::string latest_warning;
+  const std::vector<std::string> candidates = ResumeCandidates(run, &latest_warning);
+  if (!latest_warning.empty()) {
+    warnings.push_back(latest_warning);
+    COHORT_WARN(kCheckpoint, "{}", latest_warning);
   }
-  for (const SnapshotEntry& e : entries) {
-    if (e.has_manifest && e.step < below) candidates.push_back(e.name);
-  }
-  for (const std::string& w : warnings) COHORT_WARN(kCheckpoint, "{}", w);
   if (candidates.empty()) {
+    const std::vector<SnapshotEntry> entries = ListSnapshots(run);
     if (!entries.empty()) {
       COHORT_WARN(kCheckpoint, "{}: {} snapshot folder(s) but none complete; starting fresh",
                   run.Uri(), entries.size());

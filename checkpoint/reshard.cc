@@ -26,16 +26,9 @@ Manifest ReadSnapshotManifest(const RunDir& run, const std::string& name) {
 // The snapshot a run's folder resumes from: `latest` when it names a complete one, else the
 // newest complete one.
 std::string NewestComplete(const RunDir& run) {
-  const auto entries = ListSnapshots(run);
-  if (const auto latest = ReadLatest(run)) {
-    for (const SnapshotEntry& e : entries) {
-      if (e.name == *latest && e.has_manifest) return e.name;
-    }
-  }
-  for (auto it = entries.rbegin(); it != entries.rend(); ++it) {
-    if (it->has_manifest) return it->name;
-  }
-  throw DataLoss(fmt::format("{} has no complete snapshot", run.Uri()));
+  const std::vector<std::string> candidates = ResumeCandidates(run);
+  if (candidates.empty()) throw DataLoss(fmt::format("{} has no complete snapshot", run.Uri()));
+  return candidates.front();
 }
 
 }  // namespace

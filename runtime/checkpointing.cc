@@ -118,21 +118,11 @@ std::optional<TrainerState> TrainingCheckpoints::ResumeSharded() {
   // next older complete snapshot together. A snapshot named outright has no fallback.
   const checkpoint::Location loc = checkpoint::ResolveUri(ResumeUri());
   const checkpoint::RunDir run = loc.run();
-  std::vector<std::string> candidates;
-  if (loc.snapshot) {
-    candidates.push_back(*loc.snapshot);
-  } else {
-    const auto latest = checkpoint::ReadLatest(run);
-    const auto entries = checkpoint::ListSnapshots(run);
-    for (auto it = entries.rbegin(); it != entries.rend(); ++it) {
-      if (!it->has_manifest) continue;
-      if (latest && it->name == *latest) {
-        candidates.insert(candidates.begin(), it->name);
-      } else {
-        candidates.push_back(it->name);
-      }
-    }
-  }
+  std::string latest_warning;
+  const std::vector<std::string> candidates =
+      loc.snapshot ? std::vector<std::string>{*loc.snapshot}
+                   : checkpoint::ResumeCandidates(run, &latest_warning);
+  if (!latest_warning.empty()) COHORT_WARN(kCheckpoint, "{}", latest_warning);
   if (candidates.empty() && config_.resume == "latest") return std::nullopt;
   for (const std::string& name : candidates) {
     TrainerState state;
