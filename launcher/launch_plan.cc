@@ -57,16 +57,13 @@ int AutoProcs(std::string* why) {
 
 bool IsLocalHost(const std::string& host) {
   if (host == "localhost" || host.rfind("127.", 0) == 0 || host == "::1") return true;
-  char name[256] = {};
-  return ::gethostname(name, sizeof(name) - 1) == 0 && host == name;
+  return host == net::Hostname();
 }
 
 // In an Indexed Job whose pods set `subdomain`, pod i is "<job>-<i>.<service>.<ns>.svc...":
 // node 0 is the same name with index 0.
 std::string IndexedJobNodeZero(int index) {
-  char name[256] = {};
-  if (::gethostname(name, sizeof(name) - 1) != 0) return "";
-  std::string host = name;
+  const std::string host = net::Hostname();
   const std::string suffix = "-" + std::to_string(index);
   if (host.size() <= suffix.size() ||
       host.compare(host.size() - suffix.size(), suffix.size(), suffix) != 0) {
@@ -76,7 +73,7 @@ std::string IndexedJobNodeZero(int index) {
   addrinfo hints{};
   hints.ai_flags = AI_CANONNAME;
   addrinfo* info = nullptr;
-  if (getaddrinfo(name, nullptr, &hints, &info) == 0 && info && info->ai_canonname) {
+  if (getaddrinfo(host.c_str(), nullptr, &hints, &info) == 0 && info && info->ai_canonname) {
     std::string fqdn = info->ai_canonname;
     if (fqdn.rfind(host + ".", 0) == 0) domain = fqdn.substr(host.size());
   }

@@ -25,12 +25,6 @@ struct NodeRecord {
   std::string host;
 };
 
-std::string Hostname() {
-  char name[256] = {};
-  if (::gethostname(name, sizeof(name) - 1) != 0 || !name[0]) return "?";
-  return name;
-}
-
 std::string Encode(const NodeRecord& r) {
   return fmt::format("{} {} {} {} {}", r.nproc, r.min_nodes, r.max_nodes, r.host, ::getpid());
 }
@@ -140,7 +134,7 @@ Assignment JoinNodes(collectives::Store& store, const LaunchPlan& plan, int atte
   const std::string prefix = RoundPrefix(plan.run_id.value, attempt);
   const auto deadline = Clock::now() + milliseconds(static_cast<int64_t>(plan.rdzv_timeout * 1000));
   NodeRecord mine{plan.nproc_per_node.value, plan.min_nodes.value, plan.max_nodes.value,
-                  Hostname()};
+                  net::Hostname()};
 
   int rank = plan.node_rank.value;
   const int arrival = static_cast<int>(store.Add(prefix + "arrivals", 1)) - 1;

@@ -28,9 +28,7 @@ struct StoreOptions {
 // The host workers should put in COHORT_STORE: this machine's name when listening everywhere.
 std::string AdvertisedHost(const std::string& host) {
   if (host != "0.0.0.0" && host != "::" && host != "[::]") return host;
-  char name[256] = {};
-  if (::gethostname(name, sizeof(name) - 1) != 0 || name[0] == '\0') return "<this host>";
-  return name;
+  return net::Hostname();
 }
 
 int RunStore(const StoreOptions& options) {

@@ -18,6 +18,7 @@
 #include "checkpoint/store/key.h"
 #include "common/check.h"
 #include "common/error.h"
+#include "common/net.h"
 
 namespace cohort::checkpoint {
 namespace {
@@ -103,8 +104,7 @@ std::string ReadAt(int fd, const std::string& path, uint64_t offset, uint64_t le
 // right ("<prefix><basename>.<host>.<pid>.<n>") whatever the basename holds.
 const std::string& HostTag() {
   static const std::string tag = [] {
-    char name[256] = {0};
-    std::string s = ::gethostname(name, sizeof(name) - 1) == 0 && name[0] ? name : "localhost";
+    std::string s = net::Hostname();
     std::replace(s.begin(), s.end(), '.', '_');
     return s;
   }();

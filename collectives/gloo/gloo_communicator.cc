@@ -68,9 +68,7 @@ std::string GlooCommunicator::BindHost() {
   std::string store = env::kStore.Str(env::kMasterAddr.Str("127.0.0.1:0"));
   std::string host = store.substr(0, store.rfind(':'));
   if (host.empty() || IsLoopback(host)) return "127.0.0.1";
-  char name[256] = {0};
-  if (gethostname(name, sizeof(name) - 1) != 0) return "127.0.0.1";
-  return name;
+  return net::Hostname();
 }
 
 std::string GlooCommunicator::UnavailableReason(const CommConfig& config) {
