@@ -5,6 +5,7 @@
 #include <cstring>
 #include <vector>
 
+#include "collectives/call_check.h"
 #include "common/log.h"
 #include "common/spin.h"
 
@@ -28,28 +29,6 @@ constexpr std::chrono::milliseconds kLazyPeriod{1};
 constexpr std::chrono::milliseconds kLazyIdle{100};
 // How often an idle worker wakes to check the deadline of an op a caller runs inline.
 constexpr std::chrono::milliseconds kWatchdogPeriod{1000};
-
-// What the debug check compares across ranks.
-struct CallSignature {
-  uint64_t seq;
-  uint64_t count;
-  uint8_t type;
-  uint8_t dtype;
-  uint8_t reduce;
-  uint8_t pad;
-  int32_t peer;
-};
-
-std::string SignatureText(const CallSignature& s) {
-  Op o;
-  o.type = static_cast<OpType>(s.type);
-  o.seq = s.seq;
-  o.reduce = static_cast<ReduceOp>(s.reduce);
-  o.peer = s.peer;
-  o.in = TensorView(nullptr, s.count, static_cast<DType>(s.dtype));
-  o.out = o.in;
-  return o.Describe();
-}
 
 }  // namespace
 
@@ -287,29 +266,16 @@ ErrorKind ThreadedCommunicator::Classify(const std::exception& e) const {
 }
 
 void ThreadedCommunicator::CheckSameCall(const Op& op) {
-  CallSignature mine{};
-  mine.seq = op.seq;
-  mine.count = op.type == OpType::kBroadcast ? op.out.count : op.in.count;
-  mine.type = static_cast<uint8_t>(op.type);
-  mine.dtype = static_cast<uint8_t>(op.in.dtype);
-  mine.reduce = static_cast<uint8_t>(op.reduce);
-  mine.peer = op.peer;
-  if (op.type == OpType::kBarrier) mine.count = 0;
   std::vector<CallSignature> all(Size());
+  all[Rank()] = SignatureOf(op);
   Op gather;
   gather.type = OpType::kAllGather;
-  gather.in = TensorView(&mine, sizeof(mine), DType::kUInt8);
-  gather.out = TensorView(all.data(), sizeof(mine) * Size(), DType::kUInt8);
+  gather.in = TensorView(&all[Rank()], sizeof(CallSignature), DType::kUInt8);
+  gather.out = TensorView(all.data(), sizeof(CallSignature) * Size(), DType::kUInt8);
   gather.timeout = op.timeout;
   gather.seq = op.seq;
   RunToCompletion(gather);
-  for (int r = 0; r < Size(); ++r) {
-    if (std::memcmp(&all[r], &mine, sizeof(mine)) != 0) {
-      throw InvalidArgument(
-          fmt::format("ranks called different operations: rank {} called {} but rank {} called {}",
-                      Rank(), SignatureText(mine), r, SignatureText(all[r])));
-    }
-  }
+  collectives::CheckSameCall(all.data(), Size(), Rank());
 }
 
 }  // namespace cohort::collectives

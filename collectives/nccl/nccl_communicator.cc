@@ -7,8 +7,11 @@
 #include <algorithm>
 #include <cstring>
 #include <numeric>
+#include <thread>
 #include <tuple>
+#include <vector>
 
+#include "collectives/call_check.h"
 #include "collectives/nccl/cuda_device.h"
 #include "collectives/rendezvous.h"
 #include "common/check_cuda.h"
@@ -377,6 +380,8 @@ void NcclCommunicator::ReleaseResources() noexcept {
   order_event_ = nullptr;
   if (barrier_buf_) (void)cudaFree(barrier_buf_);
   barrier_buf_ = nullptr;
+  if (debug_buf_) (void)cudaFree(debug_buf_);
+  debug_buf_ = nullptr;
   if (stream_) (void)cudaStreamDestroy(stream_);
   stream_ = nullptr;
   (void)cudaGetLastError();
@@ -441,6 +446,7 @@ WorkPtr NcclCommunicator::Submit(Op op) {
     try {
       DeviceGuard guard(device_);
       OpStarted(*work);
+      if (config().debug_checks && o.IsCollective() && Size() > 1) CheckSameCall(o, deadline);
       Enqueue(o, deadline);
       done = TakeEvent();
       COHORT_CHECK_CUDA(cudaEventRecord(done, stream_));
@@ -466,6 +472,34 @@ WorkPtr NcclCommunicator::Submit(Op op) {
   }
   cv_.notify_one();
   return work;
+}
+
+void NcclCommunicator::CheckSameCall(const Op& op, Clock::time_point deadline) {
+  const size_t bytes = sizeof(CallSignature);
+  if (!debug_buf_) COHORT_CHECK_CUDA(cudaMalloc(&debug_buf_, bytes * Size()));
+  std::vector<CallSignature> all(Size());
+  all[Rank()] = SignatureOf(op);
+  char* slots = static_cast<char*>(debug_buf_);
+  COHORT_CHECK_CUDA(cudaMemcpyAsync(slots + bytes * Rank(), &all[Rank()], bytes,
+                                    cudaMemcpyHostToDevice, stream_));
+  COHORT_NCCL_ENQUEUE(
+      ncclAllGather(slots + bytes * Rank(), slots, bytes, ncclUint8, comm_, stream_));
+  COHORT_CHECK_CUDA(
+      cudaMemcpyAsync(all.data(), slots, bytes * Size(), cudaMemcpyDeviceToHost, stream_));
+  // Polled, not cudaStreamSynchronize: a rank that never calls must end in a Timeout naming
+  // the check, after which Submit aborts the communicator and the stream drains.
+  for (;;) {
+    const cudaError_t done = cudaStreamQuery(stream_);
+    if (done == cudaSuccess) break;
+    if (done != cudaErrorNotReady) COHORT_CHECK_CUDA(done);
+    if (Clock::now() >= deadline) {
+      throw Timeout(fmt::format("COHORT_DEBUG_COLLECTIVES: the other ranks did not reach {} "
+                                "in time (a rank that skipped it, or called another op?)",
+                                op.Describe()));
+    }
+    std::this_thread::sleep_for(std::chrono::microseconds(50));
+  }
+  collectives::CheckSameCall(all.data(), Size(), Rank());
 }
 
 void NcclCommunicator::Enqueue(const Op& op, Clock::time_point deadline) {

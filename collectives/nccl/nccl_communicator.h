@@ -89,6 +89,10 @@ class NcclCommunicator : public Communicator {
   void Track(const WorkPtr& work);
   // Throws InvalidArgument unless t is memory on this communicator's device.
   void CheckTensor(const TensorView& t, const Op& op) const;
+  // COHORT_DEBUG_COLLECTIVES: all-gathers every rank's CallSignature of op on stream_ and
+  // throws InvalidArgument naming both calls when they differ; waits (polling, until deadline)
+  // with comm_mu_ held, so debug mode serializes submission. Called with comm_mu_ held.
+  void CheckSameCall(const Op& op, Clock::time_point deadline);
   // Issues op's NCCL calls on stream_. Called with comm_mu_ held.
   void Enqueue(const Op& op, Clock::time_point deadline);
   // Marks the communicator aborted and calls ncclCommAbort; idempotent.
@@ -108,6 +112,8 @@ class NcclCommunicator : public Communicator {
   cudaEvent_t order_event_ = nullptr;
   // One float for Barrier's all-reduce.
   void* barrier_buf_ = nullptr;
+  // Size() CallSignatures for the debug check; allocated on first use.
+  void* debug_buf_ = nullptr;
 
   // Serializes every NCCL call on comm_ (and ncclCommAbort, which frees it).
   std::mutex comm_mu_;

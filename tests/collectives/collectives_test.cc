@@ -5,6 +5,7 @@
 #include <cmath>
 #include <thread>
 
+#include "collectives/call_check.h"
 #include "collectives/communicator.h"
 #include "collectives/config.h"
 #include "collectives/health.h"
@@ -297,6 +298,38 @@ TEST(Validation, ConfigErrors) {
     FAIL();
   } catch (const Unavailable& e) {
     EXPECT_NE(std::string(e.what()).find("COHORT_STORE"), std::string::npos) << e.what();
+  }
+}
+
+// The comparison every backend's COHORT_DEBUG_COLLECTIVES runs (threaded and NCCL alike).
+TEST(CallCheck, SameCallsPassAndADifferentCountDtypeOrOpIsNamed) {
+  Op a;
+  a.type = OpType::kAllReduce;
+  a.seq = 4;
+  a.reduce = ReduceOp::kSum;
+  a.in = a.out = TensorView(nullptr, 7, DType::kFloat32);
+  Op b = a;
+  b.in = b.out = TensorView(nullptr, 9, DType::kFloat32);
+  std::vector<CallSignature> same = {SignatureOf(a), SignatureOf(a), SignatureOf(a)};
+  for (int r = 0; r < 3; ++r) EXPECT_NO_THROW(CheckSameCall(same.data(), 3, r));
+  std::vector<CallSignature> diff = {SignatureOf(a), SignatureOf(a), SignatureOf(b)};
+  try {
+    CheckSameCall(diff.data(), 3, 0);
+    FAIL() << "a different count passed";
+  } catch (const InvalidArgument& e) {
+    const std::string m = e.what();
+    EXPECT_NE(m.find("rank 0 called"), std::string::npos) << m;
+    EXPECT_NE(m.find("rank 2 called"), std::string::npos) << m;
+    EXPECT_NE(m.find("f32[7]"), std::string::npos) << m;
+    EXPECT_NE(m.find("f32[9]"), std::string::npos) << m;
+  }
+  Op c = a;
+  c.in = c.out = TensorView(nullptr, 7, DType::kFloat64);
+  Op d = a;
+  d.reduce = ReduceOp::kMax;
+  for (const Op& other : {c, d}) {
+    std::vector<CallSignature> v = {SignatureOf(a), SignatureOf(other)};
+    EXPECT_THROW(CheckSameCall(v.data(), 2, 1), InvalidArgument);
   }
 }
 
