@@ -6,6 +6,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <fstream>
+#include <random>
+
 #include "common/check.h"
 #include "common/error.h"
 
@@ -63,6 +66,47 @@ int FreePort() {
   }
   ::close(fd);
   return ntohs(addr.sin_port);
+}
+
+namespace {
+
+// Whether 0.0.0.0:port can be bound now (SO_REUSEADDR, as the HTTP and gRPC servers bind).
+bool Bindable(int port) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) return false;
+  const int one = 1;
+  ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_ANY);
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  const bool ok = ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
+  ::close(fd);
+  return ok;
+}
+
+}  // namespace
+
+int FreePortRange(int count) {
+  int ephemeral_low = 32768;
+  std::ifstream("/proc/sys/net/ipv4/ip_local_port_range") >> ephemeral_low;
+  const int low = 10000;
+  const int high = ephemeral_low - count;  // the block ends below the ephemeral range
+  if (count < 1 || high <= low) {
+    throw InvalidArgument(fmt::format(
+        "no block of {} ports fits between {} and the ephemeral range at {}", count, low,
+        ephemeral_low));
+  }
+  std::mt19937 rng(std::random_device{}());
+  std::uniform_int_distribution<int> pick(low, high);
+  for (int attempt = 0; attempt < 200; ++attempt) {
+    const int base = pick(rng);
+    bool free = true;
+    for (int i = 0; i < count && free; ++i) free = Bindable(base + i);
+    if (free) return base;
+  }
+  throw Unavailable(fmt::format("found no {} consecutive free ports below {} in 200 tries", count,
+                                ephemeral_low));
 }
 
 std::string Hostname() {

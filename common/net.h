@@ -20,6 +20,13 @@ HostPort ParseHostPort(const std::string& text, const std::string& what,
 // A TCP port on 127.0.0.1 that was free a moment ago (bound and released).
 int FreePort();
 
+// The first of `count` consecutive TCP ports that were all free on 0.0.0.0 a moment ago, taken
+// below the kernel's ephemeral range (/proc/sys/net/ipv4/ip_local_port_range) so that no outgoing
+// connection can be handed one of them before their owner binds it. For tests and tools that give
+// a block of ports to several processes (the launcher at base - 1, workers at base + local rank).
+// Throws Unavailable after 200 tries.
+int FreePortRange(int count);
+
 // This machine's host name (gethostname); "localhost" when it cannot be read.
 std::string Hostname();
 

@@ -1,5 +1,12 @@
 #include <gtest/gtest.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <fstream>
+
 #include <cstdlib>
 
 #include "common/check.h"
@@ -101,6 +108,33 @@ TEST(Net, ParsesHostPort) {
   int p = net::FreePort();
   EXPECT_GT(p, 0);
   EXPECT_LT(p, 65536);
+}
+
+TEST(Net, FreePortRangeIsBelowTheEphemeralRangeAndSkipsATakenPort) {
+  int ephemeral_low = 0;
+  std::ifstream("/proc/sys/net/ipv4/ip_local_port_range") >> ephemeral_low;
+  ASSERT_GT(ephemeral_low, 10003);
+  for (int i = 0; i < 20; ++i) {
+    const int base = net::FreePortRange(3);
+    EXPECT_GE(base, 10000);
+    EXPECT_LE(base + 3, ephemeral_low);
+  }
+  // A port someone listens on is never inside a returned block.
+  const int held = net::FreePortRange(1);
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_ANY);
+  addr.sin_port = htons(static_cast<uint16_t>(held));
+  ASSERT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  ASSERT_EQ(::listen(fd, 1), 0);
+  for (int i = 0; i < 20000; ++i) {
+    const int base = net::FreePortRange(3);
+    ASSERT_FALSE(base <= held && held < base + 3) << base << " covers the held port " << held;
+  }
+  ::close(fd);
+  EXPECT_THROW(net::FreePortRange(0), InvalidArgument);
+  EXPECT_THROW(net::FreePortRange(ephemeral_low), InvalidArgument);
 }
 
 TEST(World, DetectsEachSourceInOrder) {

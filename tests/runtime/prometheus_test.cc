@@ -134,8 +134,9 @@ const std::vector<std::string> kSeries = {
 std::string OverTime(const std::string& series) { return "max_over_time(" + series + "[5m])"; }
 
 TEST_F(PrometheusScrape, SeesTheTrainingJobsSeries) {
-  // The launcher at base - 1, the workers at base + local rank.
-  const int base = net::FreePort();
+  // The launcher at base - 1, the workers at base + local rank: a block below the ephemeral range,
+  // where a gloo or scrape connection's local port cannot take one first (CI once lost base + 1).
+  const int base = net::FreePortRange(3) + 1;
   if (const std::string why = StartPrometheus({base - 1, base, base + 1}); !why.empty()) {
     GTEST_SKIP() << why;
   }
@@ -212,7 +213,7 @@ TEST_F(PrometheusScrape, SeesTheTrainingJobsSeries) {
 
 // A group that fails once and is restarted: the launcher's restart counter goes to 1.
 TEST_F(PrometheusScrape, CountsTheLaunchersRestarts) {
-  const int base = net::FreePort();
+  const int base = net::FreePortRange(2) + 1;
   if (const std::string why = StartPrometheus({base - 1}); !why.empty()) GTEST_SKIP() << why;
   // Attempt 0 fails after 2.5 s; attempt 1 lives 3 s (a few scrapes each) and succeeds.
   Subprocess job(
