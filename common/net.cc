@@ -109,6 +109,10 @@ int FreePortRange(int count) {
                                 ephemeral_low));
 }
 
+bool IsLoopback(const std::string& host) {
+  return host == "localhost" || host.rfind("127.", 0) == 0 || host == "::1";
+}
+
 std::string Hostname() {
   char name[256] = {0};
   if (gethostname(name, sizeof(name) - 1) != 0 || name[0] == 0) return "localhost";

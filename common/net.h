@@ -27,6 +27,10 @@ int FreePort();
 // Throws Unavailable after 200 tries.
 int FreePortRange(int count);
 
+// Whether `host` names this machine's loopback only: "localhost", 127.0.0.0/8 or ::1. A store or
+// server bound or advertised on such a host cannot be reached from another machine.
+bool IsLoopback(const std::string& host);
+
 // This machine's host name (gethostname); "localhost" when it cannot be read.
 std::string Hostname();
 

@@ -37,10 +37,6 @@ constexpr uint8_t kReduceScatterSlotPrefix = 0x41;
 // small enough that reducing one segment overlaps receiving the next.
 constexpr size_t kSegmentBytes = 512 * 1024;
 
-bool IsLoopback(const std::string& host) {
-  return host == "localhost" || host.rfind("127.", 0) == 0 || host == "::1";
-}
-
 // Gloo's typed setters only use sizeof(T); pick a type of the element's size.
 template <typename F>
 void WithElementType(DType dtype, F&& f) {
@@ -67,7 +63,7 @@ std::string GlooCommunicator::BindHost() {
   if (auto h = env::kGlooHost.Get()) return *h;
   std::string store = env::kStore.Str(env::kMasterAddr.Str("127.0.0.1:0"));
   std::string host = store.substr(0, store.rfind(':'));
-  if (host.empty() || IsLoopback(host)) return "127.0.0.1";
+  if (host.empty() || net::IsLoopback(host)) return "127.0.0.1";
   return net::Hostname();
 }
 
