@@ -4,6 +4,14 @@
 // baseline, with the ratio cohort / raw. Run it under mpirun (then both MPI and Gloo run), or
 // under `cohort launch` / any env contract for Gloo alone; `--backends ps` under
 // `cohort launch --ps-servers N` measures the parameter servers against raw Gloo over TCP.
+// `--backends shm` (under mpirun) measures the shared-memory collectives (collectives/shm/),
+// called directly as the Gloo backend's worker calls them, against raw MPI (Open MPI's own
+// shared memory) in the same processes.
+//
+// For all-reduce every row also shows the physical limit: the ranks' memcpy bandwidth at that
+// size, measured in the same run with one copy per rank at once, and the busbw an algorithm that
+// moves only 2S(n-1)/n + S bytes per rank through memory would reach at that bandwidth, with our
+// fraction of it (out-of-place, in-place).
 //
 //   mpirun -np 4 -x MASTER_ADDR=127.0.0.1 -x MASTER_PORT=29500 build/bin/collectives_bench
 #include <fmt/format.h>
@@ -12,6 +20,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstring>
 #include <fstream>
 #include <thread>
 #include <nlohmann/json.hpp>
@@ -19,6 +28,7 @@
 
 #include "bench/bench_runners.h"
 #include "collectives/registry.h"
+#include "collectives/shm/shm_allreduce.h"
 #include "collectives/store/store_from_env.h"
 #include "common/env.h"
 #include "common/log.h"
@@ -67,6 +77,45 @@ double BusFactor(OpType op, int n) {
 double Median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
   return v[v.size() / 2];
+}
+
+// cohort's shared-memory collectives, called directly (no communicator, no worker thread).
+class ShmRunner : public Runner {
+ public:
+  ShmRunner(Store& store, int rank, int size) {
+    std::string why;
+    shm_ = ShmAllReduce::Create(store, "bench/shm", rank, size, std::chrono::seconds(60), &why);
+    if (!shm_) throw Unavailable("no shared memory: " + why);
+  }
+  std::string Name() const override { return "cohort shm"; }
+  static bool Supports(OpType op) { return op == OpType::kAllReduce; }
+
+  void Run(OpType op, void* in, void* out, size_t count, DType dtype, bool in_place) override {
+    if (op != OpType::kAllReduce) throw InvalidArgument("bench: shm runs allreduce only");
+    shm_->Run(in_place ? out : in, out, count, dtype, ReduceOp::kSum, std::chrono::seconds(60));
+  }
+
+ private:
+  std::unique_ptr<ShmAllReduce> shm_;
+};
+
+// The physical limit's measurement: every rank copies the buffer at once (as many copies as
+// ranks), so memory bandwidth is shared as it is during the collective.
+class CopyRunner : public Runner {
+ public:
+  std::string Name() const override { return "memcpy"; }
+  void Run(OpType, void* in, void* out, size_t count, DType dtype, bool) override {
+    std::memcpy(out, in, count * ElementSize(dtype));
+  }
+};
+
+// The busbw of an all-reduce that moves (bus + 1) * S bytes per rank through memory (bus S for
+// the exchange, S for the result) at the rate one rank's memcpy of S bytes in copy_us shows
+// (2 S bytes of traffic: read and write).
+double LimitBusbw(double bytes, double bus, double copy_us) {
+  if (bus <= 0 || copy_us <= 0) return 0;
+  const double limit_us = (bus + 1) * copy_us / 2;
+  return bus * bytes / limit_us / 1e3;
 }
 
 class Bench {
@@ -157,7 +206,10 @@ class Bench {
   nlohmann::json RunSize(OpType op, size_t count) {
     const int iters = ChooseIters(op, count);
     std::vector<double> t[4];  // ours oop, ours ip, raw oop, raw ip
+    std::vector<double> copy;  // the limit's memcpy (all-reduce only)
+    const bool limit = op == OpType::kAllReduce;
     for (int round = 0; round < o_.rounds; ++round) {
+      if (limit) copy.push_back(TimeBatch(copy_, op, count, false, iters));
       // Alternate which side goes first: these machines drift by up to 2.5x run to run.
       const bool ours_first = round % 2 == 0;
       for (int k = 0; k < 2; ++k) {
@@ -175,16 +227,28 @@ class Bench {
     const double bytes = static_cast<double>(count) * 4;
     auto algbw = [&](double u) { return bytes / u / 1e3; };  // GB/s
     const double bus = BusFactor(op, n_);
+    const double copy_us = limit ? Median(copy) * 1e6 : 0;
+    const double limit_bw = LimitBusbw(bytes, bus, copy_us);
+    auto fraction = [&](double u) { return limit_bw > 0 ? algbw(u) * bus / limit_bw : 0.0; };
     if (r_ == 0) {
       fmt::print(
           "{:>12} {:>11} {:>5}  {:>9.1f} {:>6.2f} {:>6.2f} {:>6}  {:>9.1f} {:>6.2f} {:>6.2f} {:>6}"
-          "  {:>9.1f} {:>6.2f} {:>9.1f} {:>6.2f}  {:>6.3f} {:>6.3f}\n",
+          "  {:>9.1f} {:>6.2f} {:>9.1f} {:>6.2f}  {:>6.3f} {:>6.3f}",
           count * 4, count, "f32", us[0], algbw(us[0]), algbw(us[0]) * bus, wrong_oop, us[1],
           algbw(us[1]), algbw(us[1]) * bus, wrong_ip, us[2], algbw(us[2]) * bus, us[3],
           algbw(us[3]) * bus, us[2] / us[0], us[3] / us[1]);
+      if (limit) {
+        fmt::print("  {:>7.1f} {:>6.2f} {:>5.2f} {:>5.2f}", n_ * 2 * bytes / copy_us / 1e3,
+                   limit_bw, fraction(us[0]), fraction(us[1]));
+      }
+      fmt::print("\n");
       std::fflush(stdout);
     }
     return {{"bytes", count * 4},
+            {"copy_us", copy_us},
+            {"limit_busbw", limit_bw},
+            {"fraction_oop", fraction(us[0])},
+            {"fraction_ip", fraction(us[1])},
             {"count", count},
             {"dtype", "f32"},
             {"iters", iters},
@@ -207,20 +271,23 @@ class Bench {
         "\n# {} | backend {} | {} ranks | {} vs {} | medians of {} rounds, slowest rank, "
         "GB/s\n",
         OpTypeName(op), comm_.Backend(), n_, ours_.Name(), raw_.Name(), o_.rounds);
-    fmt::print("#{:>11} {:>11} {:>5}  {:>31}  {:>31}  {:>16}  {:>16}  {:>13}\n", "", "", "",
+    const bool limit = op == OpType::kAllReduce;
+    fmt::print("#{:>11} {:>11} {:>5}  {:>31}  {:>31}  {:>16}  {:>16}  {:>13}{}\n", "", "", "",
                "cohort out-of-place", "cohort in-place", "raw out-of-place", "raw in-place",
-               "raw/cohort");
+               "raw/cohort", limit ? "  physical limit  (copy: all ranks' memcpy traffic)" : "");
     fmt::print(
         "#{:>11} {:>11} {:>5}  {:>9} {:>6} {:>6} {:>6}  {:>9} {:>6} {:>6} {:>6}  {:>9} "
-        "{:>6}  {:>9} {:>6}  {:>6} {:>6}\n",
+        "{:>6}  {:>9} {:>6}  {:>6} {:>6}{}\n",
         "size(B)", "count", "type", "time(us)", "algbw", "busbw", "#wrong", "time(us)", "algbw",
-        "busbw", "#wrong", "time(us)", "busbw", "time(us)", "busbw", "oop", "ip");
+        "busbw", "#wrong", "time(us)", "busbw", "time(us)", "busbw", "oop", "ip",
+        limit ? fmt::format("  {:>7} {:>6} {:>5} {:>5}", "copy", "busbw", "oop", "ip") : "");
     std::fflush(stdout);
   }
 
   Communicator& comm_;
   Runner& ours_;
   Runner& raw_;
+  CopyRunner copy_;
   const Options& o_;
   const int n_, r_;
   std::vector<float> in_, out_;
@@ -249,19 +316,26 @@ int Main(int argc, char** argv) {
   for (const auto& backend : o.backends) {
     CommConfig cfg = CommConfig::FromEnv(world.rank, world.size, store);
     cfg.name = "bench-" + backend;
+    const bool shm = backend == "shm";
     std::unique_ptr<Communicator> comm;
+    std::unique_ptr<Runner> ours;
     try {
-      comm = CreateCommunicator(backend, cfg);
+      // shm: the MPI communicator only times (barriers, the slowest rank's time).
+      comm = CreateCommunicator(shm ? "mpi" : backend, cfg);
+      ours = shm ? std::make_unique<ShmRunner>(*store, world.rank, world.size)
+                 : MakeCohortRunner(*comm);
     } catch (const Unavailable& e) {
       if (world.rank == 0) fmt::print("\n# {}: skipped: {}\n", backend, e.what());
       continue;
     }
-    auto ours = MakeCohortRunner(*comm);
     // ps has no library underneath; its baseline is what it stands in for: raw Gloo over TCP.
-    auto raw = MakeRawRunner(backend == "ps" ? "gloo" : backend, world.rank, world.size, store);
+    // shm's baseline is Open MPI's shared memory.
+    const std::string raw_backend = backend == "ps" ? "gloo" : shm ? "mpi" : backend;
+    auto raw = MakeRawRunner(raw_backend, world.rank, world.size, store);
     if (!raw) continue;
     Bench bench(*comm, *ours, *raw, o);
     for (const auto& name : o.ops) {
+      if (shm && !ShmRunner::Supports(ParseOp(name))) continue;
       nlohmann::json rows = bench.RunOp(ParseOp(name));
       results["runs"].push_back({{"backend", backend}, {"op", name}, {"rows", rows}});
     }
