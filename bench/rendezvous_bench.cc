@@ -1,8 +1,11 @@
 // Rendezvous benchmark (issue 3): how long N workers take to join one group through one store.
 // One GrpcStoreServer on 127.0.0.1; N simulated workers, each with its OWN GrpcStoreClient, wait
-// for a common start signal and then run JoinGroup (CompareSet of its key, Add to a counter, the
-// last arrival Sets "all", everyone Gets it) under a fresh scope. Measured: start signal -> the
-// last worker has returned from JoinGroup.
+// for a common start signal and then run JoinGroup under a fresh scope. Measured: start signal ->
+// the last worker has returned from JoinGroup.
+//   calls:   1 = Store::Join in one round trip (the server counts and waits), as workers do;
+//            3 = the baseline, Store::Join's default over the same client: CompareSet of its
+//            key, Add to a counter (the last arrival also Sets "all"), Get of "all". --calls 1,3
+//            (default) runs both, alternating, and prints the ratio 3-call / 1-call time.
 //   table:   the same sequence straight on a KvTable, one thread, no gRPC: the store's own
 //            algorithmic cost.
 //   threads: N threads in this process. gRPC shares ONE connection among the channels of a
@@ -12,7 +15,8 @@
 //   cold: each creates and connects its client after the signal (a freshly started worker).
 // `cpu ms` is the CPU spent by all involved during the join; `store cpu` the store's share.
 // --hold S pauses S seconds before the signal (procs), to attach a profiler (perf record -a).
-//   build/bin/rendezvous_bench [--sizes 64,128,256,512] [--proc-sizes 64,128] [--json out.json]
+//   build/bin/rendezvous_bench [--sizes 64,128,256,512] [--proc-sizes 64,128] [--calls 1,3]
+//                              [--json out.json]
 #include <fmt/format.h>
 
 #include <CLI/CLI.hpp>
@@ -45,6 +49,7 @@ struct Options {
   std::vector<int> proc_sizes = {64, 128};
   std::vector<std::string> variants = {"table", "threads", "procs"};
   std::vector<std::string> modes = {"warm", "cold"};
+  std::vector<int> calls = {1, 3};
   int reps = 5;
   double timeout_s = 60;
   bool spread = false;
@@ -55,10 +60,29 @@ struct Options {
   int worker_rank = 0;
 };
 
+// A store whose Join is Store::Join's default, three calls through `inner` (the baseline rows).
+class ThreeCallJoin : public Store {
+ public:
+  explicit ThreeCallJoin(Store& inner) : inner_(inner) {}
+  void Set(const std::string& k, const std::string& v) override { inner_.Set(k, v); }
+  std::string Get(const std::string& k, Millis t) override { return inner_.Get(k, t); }
+  int64_t Add(const std::string& k, int64_t d) override { return inner_.Add(k, d); }
+  std::string CompareSet(const std::string& k, const std::string& e,
+                         const std::string& d) override {
+    return inner_.CompareSet(k, e, d);
+  }
+  bool Delete(const std::string& k) override { return inner_.Delete(k); }
+  void Wait(const std::vector<std::string>& k, Millis t) override { inner_.Wait(k, t); }
+  std::map<std::string, std::string> List(const std::string& p) override { return inner_.List(p); }
+
+ private:
+  Store& inner_;
+};
+
 // spread: thread r talks to 127.0.x.y (server on 0.0.0.0), so that gRPC cannot share one
 // connection among the clients of this process as it does for equal addresses.
 Sample RunThreads(const std::string& token, int port, bool spread, const std::string& scope, int n,
-                  bool cold, Millis timeout) {
+                  bool cold, bool three_calls, Millis timeout) {
   std::vector<std::string> addrs(n, "127.0.0.1:" + std::to_string(port));
   if (spread) {
     for (int r = 0; r < n; ++r)
@@ -85,7 +109,9 @@ Sample RunThreads(const std::string& token, int port, bool spread, const std::st
       }
       try {
         if (cold) clients[r] = ConnectClient(addrs[r], token, false);
-        JoinGroup(*clients[r], scope, r, n, timeout, "bench");
+        ThreeCallJoin baseline(*clients[r]);
+        Store& store = three_calls ? static_cast<Store&>(baseline) : *clients[r];
+        JoinGroup(store, scope, r, n, timeout, "bench");
         done[r] = NowNs();
       } catch (const std::exception& e) {
         errors[r] = e.what();
@@ -110,16 +136,16 @@ Sample RunThreads(const std::string& token, int port, bool spread, const std::st
   return {(*std::max_element(done.begin(), done.end()) - t0) / 1e6, conns, cpu};
 }
 
-// JoinGroup's sequence for n ranks straight on a table: CompareSet of its key, Add to the count,
-// the last one Sets "all", everyone watches "all".
+// JoinGroup's sequence for n ranks straight on a table (what the server runs for each Join):
+// ArriveAt (CompareSet of its key, Add to the count, the last one Sets "all"), then a watch of
+// "all".
 Sample RunTable(int n) {
   KvTable table;
   const std::string prefix = "cohort/rdzv-table/0/comm/world/join/";
   std::atomic<int> fired{0};
   const int64_t t0 = NowNs();
   for (int r = 0; r < n; ++r) {
-    table.CompareSet(prefix + std::to_string(r), "", std::to_string(NowNs()));
-    if (table.Add(prefix + "count", 1) == n) table.Set(prefix + "all", "1");
+    ArriveAt(table, prefix, r, n, std::to_string(NowNs()));
     table.Watch({prefix + "all"}, KvTable::DeadlineAfter(std::chrono::seconds(60)),
                 [&](KvTable::WatchResult) { fired.fetch_add(1); });
   }
@@ -144,6 +170,8 @@ int Main(int argc, char** argv) {
   app.add_option("--proc-sizes", o.proc_sizes, "world sizes of procs")->delimiter(',');
   app.add_option("--variants", o.variants, "table, threads, procs")->delimiter(',');
   app.add_option("--modes", o.modes, "warm, cold")->delimiter(',');
+  app.add_option("--calls", o.calls, "threads: 1 (one-call Join), 3 (the three-call baseline)")
+      ->delimiter(',');
   app.add_option("--reps", o.reps, "repetitions of each row")->check(CLI::PositiveNumber);
   app.add_option("--timeout", o.timeout_s, "JoinGroup timeout, seconds");
   app.add_flag("--spread", o.spread, "threads: one connection each (the store listens on 0.0.0.0)");
@@ -163,6 +191,9 @@ int Main(int argc, char** argv) {
   for (const auto& m : o.modes) {
     if (m != "warm" && m != "cold") throw InvalidArgument("--modes: warm or cold, not " + m);
   }
+  for (int c : o.calls) {
+    if (c != 1 && c != 3) throw InvalidArgument(fmt::format("--calls: 1 or 3, not {}", c));
+  }
 
   std::random_device rd;
   const std::string token = fmt::format("{:08x}{:08x}{:08x}", rd(), rd(), rd());
@@ -177,18 +208,21 @@ int Main(int argc, char** argv) {
   struct Row {
     std::string variant, mode;
     int n;
+    int calls;  // store round trips per rank: 1 (Join) or 3 (the baseline); 0 for the table
     std::vector<Sample> samples;
   };
   std::vector<Row> rows;
   if (Has(o.variants, "table")) {
-    for (int n : o.sizes) rows.push_back({"table", "-", n, {}});
+    for (int n : o.sizes) rows.push_back({"table", "-", n, 0, {}});
   }
   for (const auto& mode : o.modes) {
     if (Has(o.variants, "threads")) {
-      for (int n : o.sizes) rows.push_back({o.spread ? "threads*" : "threads", mode, n, {}});
+      for (int n : o.sizes) {
+        for (int c : o.calls) rows.push_back({o.spread ? "threads*" : "threads", mode, n, c, {}});
+      }
     }
     if (Has(o.variants, "procs")) {
-      for (int n : o.proc_sizes) rows.push_back({"procs", mode, n, {}});
+      for (int n : o.proc_sizes) rows.push_back({"procs", mode, n, 1, {}});
     }
   }
   int serial = 0;
@@ -205,7 +239,8 @@ int Main(int argc, char** argv) {
             "127.0.0.1:" + std::to_string(port), port, scope, row.n, cold, o.timeout_s, o.hold_s};
         row.samples.push_back(RunProcs(run));
       } else {
-        row.samples.push_back(RunThreads(token, port, o.spread, scope, row.n, cold, timeout));
+        row.samples.push_back(
+            RunThreads(token, port, o.spread, scope, row.n, cold, row.calls == 3, timeout));
       }
     }
   }
@@ -215,8 +250,25 @@ int Main(int argc, char** argv) {
       "signal;\ntime = start signal -> last joined; {} rounds over all rows (median, min, max)\n"
       "{}\n",
       o.reps, o.spread ? "threads*: one connection per thread (--spread)" : "");
-  fmt::print("{:>8} {:>5} {:>4} {:>10} {:>8} {:>8} {:>6} {:>8} {:>9}\n", "variant", "mode", "N",
-             "median ms", "min ms", "max ms", "conns", "cpu ms", "store cpu");
+  fmt::print("{:>8} {:>5} {:>4} {:>5} {:>10} {:>8} {:>8} {:>6} {:>8} {:>9} {:>7}\n", "variant",
+             "mode", "N", "calls", "median ms", "min ms", "max ms", "conns", "cpu ms", "store cpu",
+             "3c/1c");
+  auto median_of = [&](const Row& r) {
+    std::vector<double> ms;
+    for (const Sample& s : r.samples) ms.push_back(s.ms);
+    return Percentile(ms, 0.5);
+  };
+  // The baseline's time over the one-call time, on the one-call row when both ran.
+  auto ratio = [&](const Row& row) -> std::string {
+    if (row.calls != 1) return "-";
+    for (const Row& other : rows) {
+      if (other.calls == 3 && other.variant == row.variant && other.mode == row.mode &&
+          other.n == row.n) {
+        return fmt::format("{:.2f}x", median_of(other) / median_of(row));
+      }
+    }
+    return "-";
+  };
   nlohmann::json out = nlohmann::json::array();
   for (const Row& row : rows) {
     std::vector<double> ms, cpu, store_cpu;
@@ -228,12 +280,14 @@ int Main(int argc, char** argv) {
     const double med = Percentile(ms, 0.5), lo = Percentile(ms, 0), hi = Percentile(ms, 1);
     const double store = Percentile(store_cpu, 0.5), cpu_med = Percentile(cpu, 0.5);
     const int conns = row.samples.back().conns;
-    fmt::print("{:>8} {:>5} {:>4} {:>10.1f} {:>8.1f} {:>8.1f} {:>6} {:>8.1f} {:>9}\n", row.variant,
-               row.mode, row.n, med, lo, hi, row.variant == "table" ? "-" : std::to_string(conns),
-               cpu_med, store < 0 ? "-" : fmt::format("{:.1f}", store));
+    fmt::print("{:>8} {:>5} {:>4} {:>5} {:>10.1f} {:>8.1f} {:>8.1f} {:>6} {:>8.1f} {:>9} {:>7}\n",
+               row.variant, row.mode, row.n, row.calls == 0 ? "-" : std::to_string(row.calls), med,
+               lo, hi, row.variant == "table" ? "-" : std::to_string(conns), cpu_med,
+               store < 0 ? "-" : fmt::format("{:.1f}", store), ratio(row));
     out.push_back({{"variant", row.variant},
                    {"mode", row.mode},
                    {"n", row.n},
+                   {"calls", row.calls},
                    {"reps", o.reps},
                    {"median_ms", med},
                    {"min_ms", lo},

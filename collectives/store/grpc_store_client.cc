@@ -267,4 +267,26 @@ std::map<std::string, std::string> GrpcStoreClient::List(const std::string& pref
   return out;
 }
 
+bool GrpcStoreClient::Join(const std::string& prefix, int rank, int size,
+                           const std::string& nonce, Millis timeout) {
+  pb::JoinRequest req;
+  req.set_prefix(prefix);
+  req.set_rank(rank);
+  req.set_size(size);
+  req.set_nonce(nonce);
+  req.set_timeout_ms(std::max<int64_t>(timeout.count(), 0));
+  pb::JoinResponse resp;
+  auto s = impl_->Call(impl_->WaitDeadline(timeout),
+                       [&](grpc::ClientContext* c) { return impl_->stub_->Join(c, req, &resp); });
+  if (s.error_code() == grpc::StatusCode::UNIMPLEMENTED) {
+    return Store::Join(prefix, rank, size, nonce, timeout);
+  }
+  if (!s.ok()) {
+    const std::vector<std::string> keys = {prefix + "all"};
+    const Impl::Waited waited{keys, timeout, /*is_get=*/true};
+    impl_->Fail(s, "Join(" + QuoteKey(prefix) + ")", &waited);
+  }
+  return !resp.duplicate();
+}
+
 }  // namespace cohort::collectives

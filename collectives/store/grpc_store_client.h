@@ -32,6 +32,10 @@ class GrpcStoreClient : public Store {
   bool Delete(const std::string& key) override;
   void Wait(const std::vector<std::string>& keys, Millis timeout) override;
   std::map<std::string, std::string> List(const std::string& prefix) override;
+  // One round trip (the server counts and waits); a server without the call (an older cohort)
+  // gets the default sequence of Store::Join.
+  bool Join(const std::string& prefix, int rank, int size, const std::string& nonce,
+            Millis timeout) override;
 
   // Waits (up to the connect timeout) until the server accepts connections; every operation
   // calls it first. Throws Unavailable naming the address and how long it tried.

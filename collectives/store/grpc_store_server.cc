@@ -9,6 +9,7 @@
 #include <utility>
 
 #include "collectives/store/grpc_status.h"
+#include "collectives/store/store.h"
 #include "collectives/store/store.grpc.pb.h"
 #include "common/error.h"
 #include "common/log.h"
@@ -225,6 +226,30 @@ class GrpcStoreServer::Impl final : public pb::StoreService::CallbackService {
     reactor->Start(std::move(keys), Millis(req->timeout_ms()), [start](KvTable::WatchResult& r) {
       return r.status == KvTable::WatchStatus::kReady ? grpc::Status::OK : NotReady(r, start);
     });
+    return reactor;
+  }
+
+  grpc::ServerUnaryReactor* Join(grpc::CallbackServerContext* ctx, const pb::JoinRequest* req,
+                                 pb::JoinResponse* resp) override {
+    auto* reactor = new WatchReactor(table_.get());
+    grpc::Status status = Authenticate(*ctx, "Join");
+    bool arrived = false;
+    if (status.ok()) {
+      status = Run([&] {
+        arrived = ArriveAt(*table_, req->prefix(), req->rank(), req->size(), req->nonce());
+      });
+    }
+    if (!status.ok() || !arrived) {
+      resp->set_duplicate(status.ok());
+      reactor->Finish(status);
+      return reactor;
+    }
+    const auto start = Clock::now();
+    reactor->Start({req->prefix() + "all"}, Millis(req->timeout_ms()),
+                   [start](KvTable::WatchResult& r) {
+                     return r.status == KvTable::WatchStatus::kReady ? grpc::Status::OK
+                                                                     : NotReady(r, start);
+                   });
     return reactor;
   }
 

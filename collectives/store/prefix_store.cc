@@ -43,4 +43,9 @@ std::map<std::string, std::string> PrefixStore::List(const std::string& prefix) 
   return out;
 }
 
+bool PrefixStore::Join(const std::string& prefix, int rank, int size, const std::string& nonce,
+                       Millis timeout) {
+  return inner_->Join(Scoped(prefix), rank, size, nonce, timeout);
+}
+
 }  // namespace cohort::collectives

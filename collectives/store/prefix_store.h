@@ -22,6 +22,9 @@ class PrefixStore : public Store {
   void Wait(const std::vector<std::string>& keys, Millis timeout) override;
   // Keys come back without this store's prefix.
   std::map<std::string, std::string> List(const std::string& prefix) override;
+  // The inner store's Join, scoped (so a one-call Join stays one call).
+  bool Join(const std::string& prefix, int rank, int size, const std::string& nonce,
+            Millis timeout) override;
 
   // The prefix with its trailing "/".
   const std::string& prefix() const { return prefix_; }

@@ -1,7 +1,7 @@
 // The rendezvous store: a small key-value service that ranks use to find each other, exchange
 // addresses and ids, count arrivals and report their health. Values are arbitrary bytes.
 // Implementations: MemoryStore (one process), GrpcStoreClient (over the network to a
-// GrpcStoreServer), PrefixStore (scopes keys of another store).
+// GrpcStoreServer), PrefixStore (scopes keys of another store), EtcdStore.
 #pragma once
 
 #include <chrono>
@@ -42,6 +42,26 @@ class Store {
 
   // Every key that starts with prefix, with its value.
   virtual std::map<std::string, std::string> List(const std::string& prefix) = 0;
+
+  // One member's arrival at a group of `size` under prefix (JoinGroup, rendezvous.h): claims
+  // prefix + rank with nonce, counts the arrival at prefix + "count", the last arrival sets
+  // prefix + "all", and it waits up to timeout for prefix + "all". Returns false, at once, when
+  // prefix + rank already held another value (an earlier group under the same name); throws
+  // Timeout when not everyone arrived in time. The default makes the four calls above
+  // (ArriveAt, then Get); a store that can do it in one round trip overrides it, because at
+  // thousands of ranks the store's per-call cost is the rendezvous's cost.
+  virtual bool Join(const std::string& prefix, int rank, int size, const std::string& nonce,
+                    Millis timeout);
 };
+
+// The arrival half of Store::Join on anything with CompareSet, Add and Set (a Store, or the gRPC
+// server's KvTable, which runs it for a one-call Join): returns false when prefix + rank held
+// another value. O(1) work per rank: a counter, not a scan of the members.
+template <typename Kv>
+bool ArriveAt(Kv& kv, const std::string& prefix, int rank, int size, const std::string& nonce) {
+  if (kv.CompareSet(prefix + std::to_string(rank), "", nonce) != nonce) return false;
+  if (kv.Add(prefix + "count", 1) == size) kv.Set(prefix + "all", "1");
+  return true;
+}
 
 }  // namespace cohort::collectives

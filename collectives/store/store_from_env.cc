@@ -36,6 +36,10 @@ class HostedStore : public Store {
   std::map<std::string, std::string> List(const std::string& prefix) override {
     return client_->List(prefix);
   }
+  bool Join(const std::string& prefix, int rank, int size, const std::string& nonce,
+            Millis timeout) override {
+    return client_->Join(prefix, rank, size, nonce, timeout);
+  }
 
  private:
   std::unique_ptr<GrpcStoreServer> server_;

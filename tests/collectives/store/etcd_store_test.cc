@@ -2,6 +2,7 @@
 // store, EtcdStore over a real etcd started here), then what is particular to etcd: run-id
 // namespacing, an unreachable etcd named within its deadline, the COHORT_STORE=etcd://
 // selection, and the JSON gateway's encoding.
+#include <fmt/format.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <signal.h>
@@ -15,6 +16,7 @@
 #include "collectives/store/grpc_store_client.h"
 #include "collectives/store/grpc_store_server.h"
 #include "collectives/store/memory_store.h"
+#include "collectives/store/prefix_store.h"
 #include "collectives/store/store_backends.h"
 #include "collectives/store/store_from_env.h"
 #include "common/error.h"
@@ -194,6 +196,53 @@ TEST_P(StoreConformance, ConcurrentCompareSetHasExactlyOneWinner) {
     winners += got[i] == std::to_string(i);
   }
   EXPECT_EQ(winners, 1);
+}
+
+// Store::Join (one call on gRPC, the default sequence elsewhere): odd group sizes, through a
+// PrefixStore, every member released together with the same keys left behind.
+TEST_P(StoreConformance, JoinReleasesEveryMemberOnceAllArrive) {
+  for (const int size : {1, 3, 7}) {
+    const std::string prefix = fmt::format("g{}/join/", size);
+    std::vector<std::shared_ptr<Store>> clients;
+    for (int r = 0; r < size; ++r) {
+      clients.push_back(std::make_shared<PrefixStore>(backend_->Client(), "scope"));
+    }
+    std::vector<int> joined(size, -1);
+    std::vector<std::thread> threads;
+    for (int r = 0; r < size; ++r) {
+      threads.emplace_back([&, r] {
+        joined[r] = clients[r]->Join(prefix, r, size, "n" + std::to_string(r), milliseconds(10000));
+      });
+    }
+    for (auto& t : threads) t.join();
+    EXPECT_EQ(joined, std::vector<int>(size, 1)) << "size " << size;
+    auto raw = backend_->Client();
+    EXPECT_EQ(raw->Get("scope/" + prefix + "count", milliseconds(0)), std::to_string(size));
+    EXPECT_EQ(raw->Get("scope/" + prefix + "all", milliseconds(0)), "1");
+    for (int r = 0; r < size; ++r) {
+      EXPECT_EQ(raw->Get("scope/" + prefix + std::to_string(r), milliseconds(0)),
+                "n" + std::to_string(r));
+    }
+  }
+}
+
+TEST_P(StoreConformance, JoinRefusesAClaimedRankAtOnceAndTimesOutWithoutTheRest) {
+  auto s = backend_->Client();
+  s->Set("dup/join/1", "an earlier group");
+  const auto start = Clock::now();
+  EXPECT_FALSE(s->Join("dup/join/", 1, 3, "mine", milliseconds(5000)));
+  EXPECT_LT(MillisSince(start), 2000);  // a duplicate does not wait
+  EXPECT_EQ(s->Get("dup/join/1", milliseconds(0)), "an earlier group");
+  EXPECT_THAT(ThrownMessage<Timeout>([&] { s->Get("dup/join/count", milliseconds(0)); }),
+              HasSubstr("count"));  // nothing was counted
+
+  const auto wait_start = Clock::now();
+  const std::string msg =
+      ThrownMessage<Timeout>([&] { s->Join("alone/join/", 0, 2, "n0", milliseconds(300)); });
+  EXPECT_THAT(msg, HasSubstr("all"));
+  EXPECT_GE(MillisSince(wait_start), 250);
+  EXPECT_LT(MillisSince(wait_start), 3000);
+  EXPECT_EQ(s->Get("alone/join/count", milliseconds(0)), "1");
 }
 
 INSTANTIATE_TEST_SUITE_P(Stores, StoreConformance, ::testing::Values("memory", "grpc", "etcd"),
