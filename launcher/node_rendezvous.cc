@@ -4,7 +4,9 @@
 #include <fmt/ranges.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
+#include <map>
 #include <sstream>
 #include <thread>
 
@@ -22,17 +24,19 @@ struct NodeRecord {
   int nproc = 0;
   int min_nodes = 0;
   int max_nodes = 0;
+  int hosting = 0;  // hosts the store: node rank 0 of an elastic round
   std::string host;
 };
 
 std::string Encode(const NodeRecord& r) {
-  return fmt::format("{} {} {} {} {}", r.nproc, r.min_nodes, r.max_nodes, r.host, ::getpid());
+  return fmt::format("{} {} {} {} {} {}", r.nproc, r.min_nodes, r.max_nodes, r.hosting, r.host,
+                     ::getpid());
 }
 
 NodeRecord Decode(const std::string& s) {
   NodeRecord r;
   std::istringstream in(s);
-  in >> r.nproc >> r.min_nodes >> r.max_nodes >> r.host;
+  in >> r.nproc >> r.min_nodes >> r.max_nodes >> r.hosting >> r.host;
   std::string pid;
   if (in >> pid) r.host += " pid " + pid;
   return r;
@@ -86,41 +90,136 @@ void AwaitNodes(collectives::Store& store, const std::string& prefix, int n,
   }
 }
 
-// With --nnodes MIN:MAX the store's host closes the round: at MAX nodes, or once MIN have
-// joined and no more came within the last call. Returns the round's size.
-int CloseElasticRound(collectives::Store& store, const std::string& prefix, const LaunchPlan& plan,
-                      Clock::time_point deadline) {
-  const int min = plan.min_nodes.value, max = plan.max_nodes.value;
-  if (!plan.host_store.value) {
-    for (;;) {
-      CheckPostedError(store, prefix);
-      try {
-        return std::stoi(store.Get(prefix + "closed", milliseconds(250)));
-      } catch (const cohort::Timeout&) {
-      }
-      if (Clock::now() >= deadline) {
-        throw cohort::Timeout(
-            fmt::format("the rendezvous at {} did not close within {:g} s (fewer "
-                        "than {} nodes joined)",
-                        plan.endpoint.value, plan.rdzv_timeout, min));
-      }
+std::string Shape(const NodeRecord& x) {
+  return x.min_nodes == x.max_nodes ? std::to_string(x.max_nodes)
+                                    : fmt::format("{}:{}", x.min_nodes, x.max_nodes);
+}
+
+// The assignment of node `id` (rank `rank`) among `ids` (the round's members in node-rank
+// order): checks that they agree on the job's shape and derives the global ranks; the round's
+// node 0 publishes MASTER_ADDR:MASTER_PORT for torch programs' own store.
+Assignment Assign(collectives::Store& store, const std::string& prefix, const LaunchPlan& plan,
+                  const NodeRecord& mine, int id, int rank, const std::vector<int>& ids) {
+  Assignment a;
+  a.node_id = id;
+  a.node_rank = rank;
+  a.nnodes = static_cast<int>(ids.size());
+  a.world_size = 0;
+  auto records = store.List(prefix + "node/");
+  NodeRecord first;
+  for (int r = 0; r < a.nnodes; ++r) {
+    NodeRecord rec = Decode(records[prefix + "node/" + std::to_string(ids[r])]);
+    if (r == 0) first = rec;
+    if (rec.min_nodes != mine.min_nodes || rec.max_nodes != mine.max_nodes) {
+      FailAll(store, prefix,
+              InvalidArgument(fmt::format(
+                  "the nodes disagree on the size of the job: node {} ({}) expects {} nodes but "
+                  "node {} ({}) expects {}; give every launcher the same --nnodes",
+                  id, mine.host, Shape(mine), ids[r], rec.host, Shape(rec))));
     }
+    a.nprocs.push_back(rec.nproc);
+    if (r < rank) a.first_rank += rec.nproc;
+    a.world_size += rec.nproc;
+    a.member_ids.push_back(ids[r]);
+    a.member_hosts.push_back(rec.host);
   }
+  a.nproc = a.nprocs[rank];
+
+  // torch programs create their own store at MASTER_ADDR:MASTER_PORT: node 0 picks a free port,
+  // on the endpoint's host when it hosts cohort's store (else on its own hostname).
+  if (rank == 0) {
+    const net::HostPort ep = net::ParseHostPort(plan.endpoint.value, plan.endpoint.source, true);
+    const std::string host = a.nnodes == 1 ? "127.0.0.1"
+                             : plan.min_nodes.value == plan.max_nodes.value || first.hosting
+                                 ? ep.host
+                                 : net::Hostname();
+    store.Set(prefix + "master", fmt::format("{}:{}", host, net::FreePort()));
+  }
+  const net::HostPort master = net::ParseHostPort(
+      store.Get(prefix + "master", milliseconds(static_cast<int64_t>(plan.rdzv_timeout * 1000))),
+      "MASTER_ADDR:MASTER_PORT");
+  a.master_addr = master.host;
+  a.master_port = master.port;
+  return a;
+}
+
+// "node 1 (node1 pid 42)" for each id of `ids` that is not in `present`.
+std::string NameAbsent(const std::vector<int>& ids, const std::vector<std::string>& hosts,
+                       const std::vector<int>& present) {
+  std::vector<std::string> names;
+  for (size_t i = 0; i < ids.size(); ++i) {
+    if (std::find(present.begin(), present.end(), ids[i]) != present.end()) continue;
+    names.push_back(fmt::format("node {} ({})", ids[i], i < hosts.size() ? hosts[i] : "?"));
+  }
+  return fmt::format("{}", fmt::join(names, ", "));
+}
+
+// The members of an elastic round, in node-rank order: the store's host first, then by id.
+std::vector<int> Members(const std::map<std::string, std::string>& records,
+                         const std::string& prefix) {
+  std::vector<std::pair<int, int>> order;  // (not hosting, id)
+  for (const auto& [key, value] : records) {
+    order.push_back({Decode(value).hosting ? 0 : 1, std::stoi(key.substr(prefix.size() + 5))});
+  }
+  std::sort(order.begin(), order.end());
+  std::vector<int> ids;
+  for (const auto& o : order) ids.push_back(o.second);
+  return ids;
+}
+
+// The round's first arrival closes it: at MAX nodes, or once MIN have joined and no more came
+// within the last call. Returns the members; posts a Timeout for every node when fewer than MIN
+// came by the deadline.
+std::vector<int> CloseRound(collectives::Store& store, const std::string& prefix,
+                            const LaunchPlan& plan, int round, Clock::time_point deadline,
+                            const std::vector<int>& previous_ids,
+                            const std::vector<std::string>& previous_hosts) {
+  const int min = plan.min_nodes.value, max = plan.max_nodes.value;
   auto last_change = Clock::now();
   size_t seen = 0;
   for (;;) {
-    const size_t n = store.List(prefix + "node/").size();
+    auto records = store.List(prefix + "node/");
+    const size_t n = records.size();
     if (n != seen) seen = n, last_change = Clock::now();
     const bool last_call_over =
         Clock::now() - last_change >= milliseconds(static_cast<int>(plan.rdzv_last_call * 1000));
     if (static_cast<int>(n) >= max || (static_cast<int>(n) >= min && last_call_over)) {
-      store.Set(prefix + "closed", std::to_string(n));
-      return static_cast<int>(n);
+      std::vector<int> ids = Members(records, prefix);
+      store.Set(prefix + "closed", fmt::format("{}", fmt::join(ids, ",")));
+      return ids;
     }
     if (Clock::now() >= deadline) {
-      AwaitNodes(store, prefix, min, deadline, plan);  // throws, naming the missing ranks
+      const std::vector<int> present = Members(records, prefix);
+      const std::string absent = NameAbsent(previous_ids, previous_hosts, present);
+      FailAll(store, prefix,
+              cohort::Timeout(fmt::format(
+                  "only {} node{} joined rendezvous round {} at {} within {:g} s, and --nnodes "
+                  "{}:{} needs at least {}{}",
+                  n, n == 1 ? "" : "s", round, plan.endpoint.value, plan.rdzv_timeout, min, max,
+                  min, absent.empty() ? "" : "; lost: " + absent + " (did not rejoin)")));
     }
     std::this_thread::sleep_for(milliseconds(50));
+  }
+}
+
+std::vector<int> AwaitClosed(collectives::Store& store, const std::string& prefix,
+                             const LaunchPlan& plan, int round, Clock::time_point deadline) {
+  // A little past the closer's deadline, so that its error (naming the lost nodes) arrives first.
+  deadline += std::chrono::seconds(3);
+  for (;;) {
+    CheckPostedError(store, prefix);
+    try {
+      std::vector<int> ids;
+      std::istringstream in(store.Get(prefix + "closed", milliseconds(250)));
+      for (std::string id; std::getline(in, id, ',');) ids.push_back(std::stoi(id));
+      return ids;
+    } catch (const cohort::Timeout&) {
+    }
+    if (Clock::now() >= deadline) {
+      throw cohort::Timeout(fmt::format(
+          "rendezvous round {} at {} did not close within {:g} s (fewer than {} nodes joined)",
+          round, plan.endpoint.value, plan.rdzv_timeout, plan.min_nodes.value));
+    }
   }
 }
 
@@ -133,7 +232,7 @@ std::string RoundPrefix(const std::string& run_id, int attempt) {
 Assignment JoinNodes(collectives::Store& store, const LaunchPlan& plan, int attempt) {
   const std::string prefix = RoundPrefix(plan.run_id.value, attempt);
   const auto deadline = Clock::now() + milliseconds(static_cast<int64_t>(plan.rdzv_timeout * 1000));
-  NodeRecord mine{plan.nproc_per_node.value, plan.min_nodes.value, plan.max_nodes.value,
+  NodeRecord mine{plan.nproc_per_node.value, plan.min_nodes.value, plan.max_nodes.value, 0,
                   net::Hostname()};
 
   int rank = plan.node_rank.value;
@@ -156,53 +255,67 @@ Assignment JoinNodes(collectives::Store& store, const LaunchPlan& plan, int atte
                 rank, Decode(claim).host, mine.host, plan.node_rank.source)));
   }
 
-  int nnodes = plan.max_nodes.value;
-  if (plan.min_nodes.value != plan.max_nodes.value) {
-    nnodes = CloseElasticRound(store, prefix, plan, deadline);
-    if (rank >= nnodes) {
-      throw InvalidArgument(
-          fmt::format("node {} arrived after the rendezvous closed with {} nodes", rank, nnodes));
-    }
-  }
+  const int nnodes = plan.max_nodes.value;
   AwaitNodes(store, prefix, nnodes, deadline, plan);
 
-  Assignment a;
-  a.node_rank = rank;
-  a.nnodes = nnodes;
-  a.world_size = 0;
-  auto records = store.List(prefix + "node/");
-  for (int r = 0; r < nnodes; ++r) {
-    NodeRecord rec = Decode(records[prefix + "node/" + std::to_string(r)]);
-    if (rec.min_nodes != mine.min_nodes || rec.max_nodes != mine.max_nodes) {
-      auto shape = [](const NodeRecord& x) {
-        return x.min_nodes == x.max_nodes ? std::to_string(x.max_nodes)
-                                          : fmt::format("{}:{}", x.min_nodes, x.max_nodes);
-      };
-      FailAll(store, prefix,
-              InvalidArgument(fmt::format(
-                  "the nodes disagree on the size of the job: node {} ({}) expects {} nodes but "
-                  "node {} ({}) expects {}; give every launcher the same --nnodes",
-                  rank, mine.host, shape(mine), r, rec.host, shape(rec))));
-    }
-    a.nprocs.push_back(rec.nproc);
-    if (r < rank) a.first_rank += rec.nproc;
-    a.world_size += rec.nproc;
-  }
-  a.nproc = a.nprocs[rank];
-
-  // torch programs create their own store at MASTER_ADDR:MASTER_PORT: node 0 picks a free port.
-  if (rank == 0) {
-    const net::HostPort ep = net::ParseHostPort(plan.endpoint.value, plan.endpoint.source, true);
-    const std::string host = nnodes == 1 ? "127.0.0.1" : ep.host;
-    store.Set(prefix + "master", fmt::format("{}:{}", host, net::FreePort()));
-  }
-  const net::HostPort master = net::ParseHostPort(
-      store.Get(prefix + "master", milliseconds(static_cast<int64_t>(plan.rdzv_timeout * 1000))),
-      "MASTER_ADDR:MASTER_PORT");
-  a.master_addr = master.host;
-  a.master_port = master.port;
+  std::vector<int> ids;
+  for (int r = 0; r < nnodes; ++r) ids.push_back(r);
+  Assignment a = Assign(store, prefix, plan, mine, rank, rank, ids);
   COHORT_DEBUG(kLaunch, "attempt {}: node {} of {}, ranks {}..{} of {}", attempt, rank, nnodes,
                a.first_rank, a.first_rank + a.nproc - 1, a.world_size);
+  return a;
+}
+
+}  // namespace cohort::launcher
+
+namespace cohort::launcher {
+
+std::string CurrentRoundKey(const std::string& run_id) {
+  return fmt::format("cohort/{}/launch/round", run_id);
+}
+
+int CurrentRound(collectives::Store& store, const std::string& run_id) {
+  auto v = store.List(CurrentRoundKey(run_id));
+  auto it = v.find(CurrentRoundKey(run_id));
+  return it == v.end() ? 0 : std::stoi(it->second);
+}
+
+Assignment JoinElasticRound(collectives::Store& store, const LaunchPlan& plan, int round,
+                            int node_id, bool hosting, const std::vector<int>& previous_ids,
+                            const std::vector<std::string>& previous_hosts) {
+  const std::string prefix = RoundPrefix(plan.run_id.value, round);
+  const auto deadline = Clock::now() + milliseconds(static_cast<int64_t>(plan.rdzv_timeout * 1000));
+  const NodeRecord mine{plan.nproc_per_node.value, plan.min_nodes.value, plan.max_nodes.value,
+                        hosting ? 1 : 0, net::Hostname()};
+  if (CurrentRound(store, plan.run_id.value) < round) {
+    store.Set(CurrentRoundKey(plan.run_id.value), std::to_string(round));
+  }
+  Assignment late;  // what a node that comes after the round closed gets
+  late.node_id = node_id;
+  late.admitted = false;
+  // Closed already (the job runs): claim nothing, so that a node replacing a lost one under the
+  // same id does not collide with the lost one's claim.
+  if (!store.List(prefix + "closed").empty()) return late;
+  const bool closer = store.Add(prefix + "arrivals", 1) == 1;
+  const std::string claim = store.CompareSet(prefix + "node/" + std::to_string(node_id), "",
+                                             Encode(mine));
+  if (claim != Encode(mine)) {
+    FailAll(store, prefix,
+            InvalidArgument(fmt::format(
+                "node rank {} is claimed twice: by {} and by {} ({}); give every node its own "
+                "--node-rank (or JOB_COMPLETION_INDEX)",
+                node_id, Decode(claim).host, mine.host, plan.node_rank.source)));
+  }
+  const std::vector<int> ids =
+      closer ? CloseRound(store, prefix, plan, round, deadline, previous_ids, previous_hosts)
+             : AwaitClosed(store, prefix, plan, round, deadline);
+  const auto at = std::find(ids.begin(), ids.end(), node_id);
+  if (at == ids.end()) return late;
+  Assignment a = Assign(store, prefix, plan, mine, node_id, static_cast<int>(at - ids.begin()),
+                        ids);
+  COHORT_DEBUG(kLaunch, "round {}: node {} is node rank {} of {}, ranks {}..{} of {}", round,
+               node_id, a.node_rank, a.nnodes, a.first_rank, a.first_rank + a.nproc - 1,
+               a.world_size);
   return a;
 }
 

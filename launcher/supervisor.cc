@@ -1,6 +1,7 @@
 #include "launcher/supervisor.h"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/signalfd.h>
@@ -9,8 +10,10 @@
 #include <chrono>
 #include <cstring>
 #include <ctime>
+#include <algorithm>
 #include <map>
 #include <memory>
+#include <optional>
 #include <thread>
 
 #include "collectives/heartbeat.h"
@@ -32,8 +35,15 @@ using std::chrono::milliseconds;
 
 milliseconds Ms(double seconds) { return milliseconds(static_cast<int64_t>(seconds * 1000)); }
 
+// With --nnodes MIN:MAX: how long a node's launcher may miss its keepalives (one every 500 ms)
+// before the others count the node as lost. Long enough for a launcher starved of CPU by its own
+// workers; a node whose processes die is usually noticed sooner, by its peers' collectives.
+constexpr std::chrono::seconds kNodeSilenceLimit{10};
+
 struct Outcome {
-  enum Kind { kSuccess, kFailed, kInterrupted } kind = kSuccess;
+  // kReform: the group stops to re-form with a node that is waiting to join (--nnodes MIN:MAX);
+  // not a failure, so it does not count against --max-restarts.
+  enum Kind { kSuccess, kFailed, kInterrupted, kReform } kind = kSuccess;
   int code = 0;      // the exit code if this is the end
   std::string what;  // "rank 2 on node 0 exited with code 7"
 };
@@ -61,8 +71,20 @@ class Supervisor {
   // With --ps-servers: the store's host starts them (again, for an attempt after one of them
   // died) and publishes their addresses for this attempt; every node reads them (ps_addresses_).
   void StartPsServers(int attempt);
-  Outcome RunAttempt(int attempt);
+  // Runs one round; an elastic node that is not admitted to `round` waits for a later one and
+  // moves `round` on to it.
+  Outcome RunAttempt(int& round);
+  // Elastic rounds: joins `round` or, when it closed without this node, waits for the next one
+  // (the running nodes re-form for it). nullopt: the job finished before a round admitted it.
+  std::optional<Assignment> JoinElastic(int& round);
+  // Says which nodes left and joined since the last round.
+  void ReportChange(const Assignment& a);
+  Outcome LostStore(const Error& e);
   Outcome Watch(WorkerGroup& group, int attempt, const std::string& prefix);
+  // Elastic rounds, from Watch every 100 ms: this node's keepalive, the other members' (a
+  // silent one fails the round), and a node waiting to join (which asks every node to re-form).
+  // Returns what ends the round, if anything.
+  std::optional<Outcome> WatchMembers(WorkerGroup& group, const std::string& prefix);
   // Records a failure for every node to see (the first one recorded wins) and returns it.
   Outcome Fail(const std::string& prefix, int code, const std::string& what);
   std::string CheckHeartbeats(int attempt);
@@ -78,6 +100,12 @@ class Supervisor {
   int first_rank_ = 0;
   int nproc_ = 0;
   std::map<int, Beat> beats_;
+  bool elastic_ = false;              // --nnodes MIN:MAX
+  std::vector<int> member_ids_;       // this round's nodes (elastic), in node-rank order
+  std::vector<std::string> member_hosts_;
+  std::map<int, Beat> alive_;         // the members' keepalives as this node last saw them
+  int64_t keepalive_ = 0;
+  Clock::time_point next_keepalive_;
   std::unique_ptr<PsServerGroup> ps_;
   std::string ps_addresses_;
   std::unique_ptr<LauncherMetrics> metrics_;  // COHORT_METRICS_PORT - 1; null when unset
@@ -91,7 +119,7 @@ void Supervisor::StartPsServers(int attempt) {
     const bool single = plan_.max_nodes.value == 1;
     const std::string host =
         net::ParseHostPort(plan_.endpoint.value, plan_.endpoint.source, true).host;
-    ps_ = std::make_unique<PsServerGroup>(plan_.ps_servers.value, single ? "127.0.0.1" : "0.0.0.0",
+    ps_ = std::make_unique<PsServerGroup>(plan_.ps_servers.value, plan_.bind_host,
                                           single ? "127.0.0.1" : host, plan_.token,
                                           std::chrono::seconds(30));
     Say("started {} ps-server{} on {}", plan_.ps_servers.value,
@@ -108,7 +136,7 @@ void Supervisor::OpenStore() {
   if (plan_.host_store.value && backend.hosted_by_launcher) {
     try {
       int port = 0;
-      store_ = collectives::HostStore(single ? "127.0.0.1" : "0.0.0.0", ep.port, plan_.token,
+      store_ = collectives::HostStore(plan_.bind_host, ep.port, plan_.token,
                                       Ms(plan_.rdzv_timeout), &port);
       hosting_ = true;
       store_address_ = net::HostPort{single ? "127.0.0.1" : ep.host, port}.ToString();
@@ -152,9 +180,56 @@ std::string Supervisor::CheckHeartbeats(int attempt) {
   return "";
 }
 
+std::optional<Outcome> Supervisor::WatchMembers(WorkerGroup& group, const std::string& prefix) {
+  const auto now = Clock::now();
+  if (now >= next_keepalive_) {
+    store_->Set(prefix + "alive/" + std::to_string(node_), std::to_string(++keepalive_));
+    next_keepalive_ = now + milliseconds(500);
+  }
+  const auto alive = store_->List(prefix + "alive/");
+  for (size_t i = 0; i < member_ids_.size(); ++i) {
+    auto b = alive_.find(member_ids_[i]);
+    if (b == alive_.end()) continue;  // this node
+    auto it = alive.find(prefix + "alive/" + std::to_string(member_ids_[i]));
+    if (it != alive.end() && it->second != b->second.value) b->second = {it->second, now, 0};
+    const double silent = std::chrono::duration<double>(now - b->second.changed).count();
+    if (silent > static_cast<double>(kNodeSilenceLimit.count())) {
+      const std::string what =
+          fmt::format("node {} ({}) was lost: its launcher sent no keepalive for {:.1f} s",
+                      member_ids_[i], member_hosts_[i], silent);
+      Say("{}: stopping this node's workers", what);
+      group.Stop(Ms(plan_.grace_period), SIGTERM);
+      return Fail(prefix, 1, what);
+    }
+  }
+  if (auto reform = store_->List(prefix + "reform"); !reform.empty()) {
+    Say("{}: re-forming the group (the workers get SIGTERM and --grace-period {:g} s to save a "
+        "snapshot)",
+        reform.begin()->second, plan_.grace_period);
+    group.Stop(Ms(plan_.grace_period), SIGTERM);
+    return Outcome{Outcome::kReform, 0, reform.begin()->second};
+  }
+  // A node waiting to join, while there is room and no node has finished: every node re-forms.
+  if (nnodes_ < plan_.max_nodes.value && store_->List(prefix + "done/").empty()) {
+    auto waiting = store_->List(prefix + "waiting/");
+    if (!waiting.empty()) {
+      const std::string& key = waiting.begin()->first;
+      store_->CompareSet(prefix + "reform", "",
+                         fmt::format("node {} ({}) is waiting to join",
+                                     key.substr(key.rfind('/') + 1), waiting.begin()->second));
+    }
+  }
+  return std::nullopt;
+}
+
 Outcome Supervisor::Watch(WorkerGroup& group, int attempt, const std::string& prefix) {
   bool local_done = false;
   auto next_store_check = Clock::now();
+  alive_.clear();
+  for (int id : member_ids_) {
+    if (id != node_) alive_[id] = {"", Clock::now(), 0};
+  }
+  next_keepalive_ = Clock::now();
   for (;;) {
     pollfd pfd{signal_fd_, POLLIN, 0};
     if (::poll(&pfd, 1, 20) > 0) {
@@ -178,6 +253,10 @@ Outcome Supervisor::Watch(WorkerGroup& group, int attempt, const std::string& pr
     }
     for (const WorkerExit& e : group.Reap()) {
       if (e.ok()) continue;
+      // A worker that failed because another node stopped its workers to re-form.
+      if (elastic_ && !store_->List(prefix + "reform").empty()) {
+        if (auto reform = WatchMembers(group, prefix)) return *reform;
+      }
       const std::string what = fmt::format("rank {} on node {} {}", e.rank, node_, e.Describe());
       Say("{}: stopping the other workers", what);
       group.Stop(Ms(plan_.grace_period), SIGTERM);
@@ -207,6 +286,9 @@ Outcome Supervisor::Watch(WorkerGroup& group, int attempt, const std::string& pr
     if (local_done && static_cast<int>(store_->List(prefix + "done/").size()) == nnodes_) {
       return {Outcome::kSuccess, 0, ""};
     }
+    if (elastic_) {
+      if (auto end = WatchMembers(group, prefix)) return *end;
+    }
     const std::string hung = CheckHeartbeats(attempt);
     if (!hung.empty()) {
       Say("{}: treating it as failed", hung);
@@ -216,22 +298,91 @@ Outcome Supervisor::Watch(WorkerGroup& group, int attempt, const std::string& pr
   }
 }
 
-Outcome Supervisor::RunAttempt(int attempt) {
+Outcome Supervisor::LostStore(const Error& e) {
+  // With the store inside node 0's launcher, no round can be coordinated without node 0.
+  const bool in_node0 = !hosting_ && collectives::FindStoreBackend(plan_.rdzv_backend).hosted_by_launcher;
+  Say("lost the rendezvous store{}: {}", in_node0 ? fmt::format(" (node 0's launcher at {} hosted it)", plan_.endpoint.value) : "", e.what());
+  return {Outcome::kFailed, kExitRendezvous,
+          in_node0 ? "lost node 0, which hosted the rendezvous store" : "lost the rendezvous store"};
+}
+
+std::optional<Assignment> Supervisor::JoinElastic(int& round) {
+  const std::string exited = fmt::format("cohort/{}/launch/exited/", plan_.run_id.value);
+  const auto deadline = Clock::now() + Ms(plan_.rdzv_timeout);
+  for (;;) {
+    Assignment a = JoinElasticRound(*store_, plan_, round, node_, hosting_, member_ids_,
+                                    member_hosts_);
+    if (a.admitted) return a;
+    // torchelastic admits a new node by restarting the group: the running nodes see this key
+    // and re-form at once (see Watch), rather than at a snapshot boundary that only the
+    // workers know of; the workers' SIGTERM makes them save one where they stand.
+    Say("rendezvous round {} is running without this node: waiting to join at the next "
+        "re-forming",
+        round);
+    store_->Set(RoundPrefix(plan_.run_id.value, round) + "waiting/" + std::to_string(node_),
+                net::Hostname());
+    while (CurrentRound(*store_, plan_.run_id.value) <= round) {
+      if (!store_->List(exited).empty()) return std::nullopt;
+      if (Clock::now() >= deadline) {
+        throw cohort::Timeout(fmt::format(
+            "waited {:g} s (--rdzv-timeout) to join a job that keeps running without this node; "
+            "it has {} of at most {} nodes (--nnodes {}:{})",
+            plan_.rdzv_timeout, a.nnodes, plan_.max_nodes.value, plan_.min_nodes.value,
+            plan_.max_nodes.value));
+      }
+      std::this_thread::sleep_for(milliseconds(100));
+    }
+    round = CurrentRound(*store_, plan_.run_id.value);
+  }
+}
+
+void Supervisor::ReportChange(const Assignment& a) {
+  std::vector<std::string> lost, joined;
+  for (size_t i = 0; i < member_ids_.size(); ++i) {
+    if (std::find(a.member_ids.begin(), a.member_ids.end(), member_ids_[i]) == a.member_ids.end()) {
+      lost.push_back(fmt::format("node {} ({})", member_ids_[i], member_hosts_[i]));
+    }
+  }
+  for (size_t i = 0; i < a.member_ids.size(); ++i) {
+    if (std::find(member_ids_.begin(), member_ids_.end(), a.member_ids[i]) == member_ids_.end()) {
+      joined.push_back(fmt::format("node {} ({})", a.member_ids[i], a.member_hosts[i]));
+    }
+  }
+  if (!member_ids_.empty() && (!lost.empty() || !joined.empty())) {
+    Say("re-formed at {} nodes, a world of {}{}{}", a.nnodes, a.world_size,
+        lost.empty() ? "" : fmt::format("; lost {} (did not rejoin)", fmt::join(lost, ", ")),
+        joined.empty() ? "" : fmt::format("; joined {}", fmt::join(joined, ", ")));
+  }
+  member_ids_ = a.member_ids;
+  member_hosts_ = a.member_hosts;
+}
+
+Outcome Supervisor::RunAttempt(int& round) {
   Assignment a;
   try {
-    a = JoinNodes(*store_, plan_, attempt);
+    if (!elastic_) {
+      a = JoinNodes(*store_, plan_, round);
+    } else if (auto joined = JoinElastic(round)) {
+      a = *joined;
+    } else {
+      Say("the job finished before a rendezvous round admitted this node");
+      return {Outcome::kSuccess, 0, ""};
+    }
   } catch (const Error& e) {
+    if (e.kind() == ErrorKind::kUnavailable) return LostStore(e);
     Say("rendezvous failed: {}", e.what());
     // The host must outlive the nodes still reading the error it may have posted.
-    node_ = plan_.node_rank.value;
+    if (!elastic_) node_ = plan_.node_rank.value;
     nnodes_ = plan_.max_nodes.value;
     return {Outcome::kFailed, kExitRendezvous, "rendezvous failed"};
   }
-  node_ = a.node_rank;
+  const int attempt = round;
+  node_ = a.node_id;
   nnodes_ = a.nnodes;
   first_rank_ = a.first_rank;
   nproc_ = a.nproc;
   beats_.clear();
+  if (elastic_) ReportChange(a);
   const std::string prefix = RoundPrefix(plan_.run_id.value, attempt);
   try {
     StartPsServers(attempt);
@@ -257,10 +408,12 @@ Outcome Supervisor::RunAttempt(int attempt) {
   try {
     return Watch(*group, attempt, prefix);
   } catch (const Error& e) {
-    // Node 0's launcher (and with it the store) is gone: no round can be coordinated any more.
-    Say("lost the rendezvous store: {}; stopping this node's workers", e.what());
+    // The store is gone (node 0's launcher with it, when it hosted it): no round can be
+    // coordinated any more.
+    Outcome lost = LostStore(e);
+    Say("stopping this node's workers");
     group->Stop(Ms(plan_.grace_period), SIGTERM);
-    return {Outcome::kFailed, kExitRendezvous, "lost the rendezvous store"};
+    return lost;
   }
 }
 
@@ -295,15 +448,39 @@ int Supervisor::Run() {
     Say("cannot reach the rendezvous store: {}", e.what());
     return kExitRendezvous;
   }
+  // Elastic: the node keeps one id for the whole job and starts at the newest round (a node
+  // that comes while the job runs waits there to be admitted).
+  elastic_ = plan_.min_nodes.value != plan_.max_nodes.value;
+  int round = 0;
+  try {
+    if (elastic_) {
+      node_ = plan_.node_rank.value >= 0
+                  ? plan_.node_rank.value
+                  : static_cast<int>(
+                        store_->Add(fmt::format("cohort/{}/launch/ids", plan_.run_id.value), 1)) -
+                        1;
+      nnodes_ = plan_.max_nodes.value;
+      round = CurrentRound(*store_, plan_.run_id.value);
+    }
+  } catch (const Error& e) {
+    Say("cannot reach the rendezvous store: {}", e.what());
+    return kExitRendezvous;
+  }
+  // Every round after a failure counts against --max-restarts, as torchelastic's max_restarts
+  // does (a lost node shows there as its peers' workers failing); a re-forming that admits a
+  // waiting node does not, as torchelastic's restart for waiting nodes does not.
   const int attempts = plan_.max_restarts.value + 1;
+  int failures = 0;
   Outcome last;
-  for (int attempt = 0; attempt < attempts; ++attempt) {
-    last = RunAttempt(attempt);
+  for (;; ++round) {
+    last = RunAttempt(round);
+    if (last.kind == Outcome::kReform) continue;
     if (last.kind != Outcome::kFailed || last.code == kExitRendezvous || last.code == kExitUsage ||
-        attempt + 1 == attempts) {
+        failures + 1 == attempts) {
       break;
     }
-    Say("restarting the group: attempt {} of {} (after: {})", attempt + 2, attempts, last.what);
+    ++failures;
+    Say("restarting the group: attempt {} of {} (after: {})", failures + 1, attempts, last.what);
   }
   if (last.kind == Outcome::kFailed && last.code != kExitRendezvous && last.code != kExitUsage) {
     Say("failed: {}; {}", last.what,
