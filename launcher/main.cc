@@ -13,6 +13,7 @@
 #include "launcher/launch_command.h"
 #include "launcher/model_command.h"
 #include "launcher/ps_server_command.h"
+#include "launcher/render_command.h"
 #include "launcher/store_command.h"
 
 namespace {
@@ -27,6 +28,7 @@ constexpr AddCommandFn kCommands[] = {
     cohort::launcher::AddPsServerCommand,
     cohort::launcher::AddCheckpointCommand,
     cohort::launcher::AddModelCommand,
+    cohort::launcher::AddRenderCommand,
 };
 
 }  // namespace

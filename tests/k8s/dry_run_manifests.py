@@ -73,7 +73,10 @@ def indexed_job(cohort, docs):
         env = container_env(c, name)
         env["JOB_COMPLETION_INDEX"] = str(index)  # set by Kubernetes on Indexed Job pods
         pairs += dry_run(cohort, argv, env, f"indexed-job pod {index}")
-    nproc = int(argv[argv.index("--nproc-per-node") + 1])
+    if "--nproc-per-node" in argv:
+        nproc = int(argv[argv.index("--nproc-per-node") + 1])
+    else:  # `cohort render` sets it in the env
+        nproc = int(container_env(c, name)["COHORT_NPROC_PER_NODE"])
     check_world("indexed-job", pairs, nodes * nproc)
 
 

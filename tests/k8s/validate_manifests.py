@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Validates every document of examples/k8s/*.yaml offline, strictly, against the vendored schemas.
 
-- Service and Job: the Kubernetes v1.32.2 "standalone-strict" JSON schemas, with Draft4Validator.
+- Service, Job and Secret: the Kubernetes v1.32.2 "standalone-strict" JSON schemas, with
+  Draft4Validator.
 - PyTorchJob and MPIJob: the CRD's spec.versions[<the document's version>].schema.openAPIV3Schema,
   made strict on a deep copy at load time: `additionalProperties: false` on every object schema
   that has `properties` and no `x-kubernetes-preserve-unknown-fields: true` (the API server would
@@ -279,7 +280,8 @@ def indexed_job_errors(job, docs, template, cpath, env):
     if spec.get("completionMode") != "Indexed":
         out.append(("$.spec.completionMode", "cohort needs an Indexed Job (JOB_COMPLETION_INDEX)"))
     nnodes = env.get("COHORT_NNODES", {}).get("value")
-    if nnodes is None or not str(spec.get("completions")) == str(spec.get("parallelism")) == nnodes:
+    most = nnodes.split(":")[-1] if nnodes else None  # "MIN:MAX": the Job runs MAX pods
+    if nnodes is None or not str(spec.get("completions")) == str(spec.get("parallelism")) == most:
         out.append((json_path(cpath + ["env"]), f"COHORT_NNODES ({nnodes}) must equal completions "
                     f"({spec.get('completions')}) and parallelism ({spec.get('parallelism')})"))
     subdomain = pod.get("subdomain")
@@ -442,10 +444,14 @@ NEGATIVE_CASES = [
      "$.metadata.label: unknown field"),
     ("MPIJob", "slots x workers != mpirun -np", assign(["spec", "slotsPerWorker"], 2),
      "mpirun -np 8 but 2 workers x 2 slots = 4"),
-    ("Service", "a kind without a schema (Secret)",
+    ("Service", "a kind without a schema (ConfigMap)",
+     replace_with({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cohort"},
+                   "data": {"a": "x"}}),
+     "no schema for apiVersion 'v1' kind 'ConfigMap'"),
+    ("Service", "a Secret with a misspelt field (stringdata)",
      replace_with({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "cohort-token"},
-                   "stringData": {"token": "x"}}),
-     "no schema for apiVersion 'v1' kind 'Secret'"),
+                   "type": "Opaque", "stringdata": {"token": "x"}}),
+     "$.stringdata: unknown field"),
 ]
 
 
