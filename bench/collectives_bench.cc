@@ -5,7 +5,7 @@
 // under `cohort launch` / any env contract for Gloo alone; `--backends ps` under
 // `cohort launch --ps-servers N` measures the parameter servers against raw Gloo over TCP.
 // `--backends shm` (under mpirun) measures the shared-memory collectives (collectives/shm/),
-// called directly as the Gloo backend's worker calls them, against raw MPI (Open MPI's own
+// called directly as the Gloo backend's worker thread calls them, against raw MPI (Open MPI's own
 // shared memory) in the same processes.
 //
 // For all-reduce every row also shows the physical limit: the ranks' memcpy bandwidth at that
@@ -28,7 +28,7 @@
 
 #include "bench/bench_runners.h"
 #include "collectives/registry.h"
-#include "collectives/shm/shm_allreduce.h"
+#include "collectives/shm/shm_collectives.h"
 #include "collectives/store/store_from_env.h"
 #include "common/env.h"
 #include "common/log.h"
@@ -82,21 +82,37 @@ double Median(std::vector<double> v) {
 // cohort's shared-memory collectives, called directly (no communicator, no worker thread).
 class ShmRunner : public Runner {
  public:
-  ShmRunner(Store& store, int rank, int size) {
+  ShmRunner(Store& store, int rank, int size) : r_(rank), n_(size) {
     std::string why;
-    shm_ = ShmAllReduce::Create(store, "bench/shm", rank, size, std::chrono::seconds(60), &why);
+    shm_ = ShmCollectives::Create(store, "bench/shm", rank, size, kTimeout, &why);
     if (!shm_) throw Unavailable("no shared memory: " + why);
   }
   std::string Name() const override { return "cohort shm"; }
-  static bool Supports(OpType op) { return op == OpType::kAllReduce; }
 
   void Run(OpType op, void* in, void* out, size_t count, DType dtype, bool in_place) override {
-    if (op != OpType::kAllReduce) throw InvalidArgument("bench: shm runs allreduce only");
-    shm_->Run(in_place ? out : in, out, count, dtype, ReduceOp::kSum, std::chrono::seconds(60));
+    const size_t per = count / n_, es = ElementSize(dtype);
+    char* i = static_cast<char*>(in);
+    char* o = static_cast<char*>(out);
+    switch (op) {
+      case OpType::kAllReduce:
+        return shm_->AllReduce(in_place ? out : in, out, count, dtype, ReduceOp::kSum, kTimeout);
+      case OpType::kAllGather:
+        return shm_->AllGather(in_place ? o + r_ * per * es : i, o, per, dtype, kTimeout);
+      case OpType::kReduceScatter:
+        return shm_->ReduceScatter(i, in_place ? i + r_ * per * es : o, per, dtype,
+                                   ReduceOp::kSum, kTimeout);
+      case OpType::kBroadcast:
+        if (!in_place && r_ == 0) std::memcpy(out, in, count * es);
+        return shm_->Broadcast(out, count, dtype, 0, kTimeout);
+      default:
+        throw InvalidArgument("bench: unsupported op");
+    }
   }
 
  private:
-  std::unique_ptr<ShmAllReduce> shm_;
+  static constexpr std::chrono::seconds kTimeout{60};
+  const int r_, n_;
+  std::unique_ptr<ShmCollectives> shm_;
 };
 
 // The physical limit's measurement: every rank copies the buffer at once (as many copies as
@@ -335,7 +351,6 @@ int Main(int argc, char** argv) {
     if (!raw) continue;
     Bench bench(*comm, *ours, *raw, o);
     for (const auto& name : o.ops) {
-      if (shm && !ShmRunner::Supports(ParseOp(name))) continue;
       nlohmann::json rows = bench.RunOp(ParseOp(name));
       results["runs"].push_back({{"backend", backend}, {"op", name}, {"rows", rows}});
     }

@@ -21,7 +21,7 @@
 #include "collectives/gloo/gloo_store_adapter.h"
 #include "collectives/reduce.h"
 #include "collectives/rendezvous.h"
-#include "collectives/shm/shm_allreduce.h"
+#include "collectives/shm/shm_collectives.h"
 #include "collectives/sigpipe.h"
 #include "common/env.h"
 #include "common/log.h"
@@ -110,10 +110,13 @@ GlooCommunicator::GlooCommunicator(const CommConfig& config,
     }
     COHORT_DEBUG(kGloo, "connected {} ranks over TCP on {}", Size(), host);
     std::string why_not;
-    shm_ = ShmAllReduce::Create(*config.store, Scope(), Rank(), Size(), config.connect_timeout,
-                                &why_not);
+    shm_ = ShmCollectives::Create(*config.store, Scope(), Rank(), Size(), config.connect_timeout,
+                                  &why_not);
     if (shm_) {
-      COHORT_DEBUG(kGloo, "all {} ranks share this host: all-reduce through shared memory", Size());
+      COHORT_DEBUG(kGloo,
+                   "all {} ranks share this host: broadcast, all-gather, reduce-scatter and "
+                   "all-reduce through shared memory",
+                   Size());
     } else {
       COHORT_DEBUG(kGloo, "all-reduce over TCP (no shared memory: {})", why_not);
     }
@@ -251,7 +254,7 @@ std::unique_ptr<ThreadedCommunicator::Pending> GlooCommunicator::Run(const Op& o
 void GlooCommunicator::RunAllReduce(const Op& op) {
   const size_t n = op.in.count;
   if (shm_) {  // zero-length calls too: they meet the other ranks, which checks the sizes agree
-    shm_->Run(op.in.data, op.out.data, n, op.in.dtype, op.reduce, op.timeout);
+    shm_->AllReduce(op.in.data, op.out.data, n, op.in.dtype, op.reduce, op.timeout);
     return;
   }
   if (Size() == 1 || n == 0) {
@@ -272,6 +275,10 @@ void GlooCommunicator::RunAllReduce(const Op& op) {
 }
 
 void GlooCommunicator::RunBroadcast(const Op& op) {
+  if (shm_) {  // zero-length calls too, as all-reduce
+    shm_->Broadcast(op.out.data, op.out.count, op.out.dtype, op.peer, op.timeout);
+    return;
+  }
   if (Size() == 1 || op.out.count == 0) return;
   gloo::BroadcastOptions opts(context_);
   WithElementType(op.out.dtype, [&](auto* type) {
@@ -288,6 +295,10 @@ void GlooCommunicator::RunAllGather(const Op& op) {
   const size_t n = op.in.count;
   const bool in_place =
       static_cast<char*>(op.out.data) + Rank() * op.in.bytes() == static_cast<char*>(op.in.data);
+  if (shm_) {
+    shm_->AllGather(op.in.data, op.out.data, n, op.in.dtype, op.timeout);
+    return;
+  }
   if (Size() == 1 || n == 0) {
     if (!in_place && n) std::memcpy(op.out.data, op.in.data, op.in.bytes());
     return;
@@ -312,6 +323,10 @@ void GlooCommunicator::RunReduceScatter(const Op& op) {
   const size_t n = op.out.count, es = ElementSize(op.in.dtype), chunk = n * es;
   char* in = static_cast<char*>(op.in.data);
   char* out = static_cast<char*>(op.out.data);
+  if (shm_) {
+    shm_->ReduceScatter(in, out, n, op.in.dtype, op.reduce, op.timeout);
+    return;
+  }
   if (n == 0) return;
   if (size == 1) {
     if (out != in) std::memcpy(out, in, chunk);

@@ -1,5 +1,6 @@
 // The Gloo backend: CPU tensors over Gloo's TCP transport, bootstrapped through our store;
-// all-reduce goes through shared memory instead when every rank is on one host (ShmAllReduce).
+// all-reduce, broadcast, all-gather and reduce-scatter go through shared memory instead when every
+// rank is on one host (ShmCollectives).
 #pragma once
 
 #include <condition_variable>
@@ -22,7 +23,7 @@ class UnboundBuffer;
 
 namespace cohort::collectives {
 
-class ShmAllReduce;
+class ShmCollectives;
 
 class GlooCommunicator : public ThreadedCommunicator {
  public:
@@ -72,8 +73,8 @@ class GlooCommunicator : public ThreadedCommunicator {
   std::shared_ptr<gloo::transport::Device> device_;
   std::shared_ptr<gloo::Context> context_;
   std::vector<char> scratch_;
-  // All-reduce through shared memory when every rank is on this host (COHORT_SHM).
-  std::unique_ptr<ShmAllReduce> shm_;
+  // Collectives through shared memory when every rank is on this host (COHORT_SHM).
+  std::unique_ptr<ShmCollectives> shm_;
 
   std::mutex p2p_mu_;
   std::condition_variable p2p_cv_;
