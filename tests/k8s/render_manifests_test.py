@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""`cohort render` output for every backend validates strictly against tests/k8s/schemas.
+"""`cohort render` output for every backend validates strictly against tests/k8s/schemas, and its
+`cohort launch` commands form their world under --dry-run.
 
 Renders variants of examples/k8s/src/indexed-job.yaml (each backend; ps with 1 and 3 servers;
 nnodes 1, 3 and "2:4"; GPUs; a podTemplate; --token-secret; --insecure-no-token), in YAML and in
@@ -22,6 +23,7 @@ import tempfile
 import yaml
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import dry_run_manifests as dr  # noqa: E402
 import validate_manifests as vm  # noqa: E402
 
 SOURCE = os.path.join(vm.REPO, "examples", "k8s", "src", "indexed-job.yaml")
@@ -133,6 +135,56 @@ def check_world(what, spec, docs):
         fail(f"{what}: a ps Job without psServers")
 
 
+def check_dry_run(cohort, what, spec, docs):
+    """The workers' own `cohort launch` commands, run with --dry-run in each pod's env, form
+    the world (the Indexed Job's pods, or the MPIJob's processes)."""
+    before = len(dr.FAILURES)
+    if spec.get("backend") == "mpi":
+        dr.mpijob(cohort, docs)
+    else:
+        job = next(d for d in docs if d["kind"] == "Job" and d["metadata"]["name"] ==
+                   "fmnist-indexed")
+        c = job["spec"]["template"]["spec"]["containers"][0]
+        nodes = job["spec"]["completions"]
+        pairs = []
+        for index in range(nodes):
+            env = dr.container_env(c, "fmnist-indexed")
+            env["JOB_COMPLETION_INDEX"] = str(index)
+            pairs += dr.dry_run(cohort, c["command"], env, f"{what}: pod {index}")
+        nproc = int(dr.container_env(c, "")["COHORT_NPROC_PER_NODE"])
+        if ":" not in str(spec.get("nnodes", "")):  # elastic: the world is known only at runtime
+            dr.check_world(what, pairs, nodes * nproc)
+    for line in dr.FAILURES[before:]:
+        fail(line)
+
+
+def check_ps_server(cohort, what, docs):
+    """The ps Job's `cohort ps-server` command, with the shard the downward API gives its last
+    pod and a free port, really starts and listens (then is stopped)."""
+    ps = next((d for d in docs if d["kind"] == "Job"
+               and d["metadata"]["name"] == "fmnist-indexed-ps"), None)
+    if ps is None:
+        return
+    c = ps["spec"]["template"]["spec"]["containers"][0]
+    shards = c["command"][c["command"].index("--shards") + 1]
+    last = str(int(shards) - 1)
+    argv = [a.replace("$(PS_SHARD)", last) for a in c["command"]]
+    argv[argv.index("--port") + 1] = "0"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COHORT_")}
+    env.update({k: v for k, v in dr.container_env(c, "").items() if k != "PS_SHARD"})
+    p = subprocess.Popen([cohort] + argv[1:], env=env, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    try:
+        line = p.stdout.readline()
+    finally:
+        p.terminate()
+        _, err = p.communicate(timeout=30)
+    if f"shard {last} of {shards} listening" not in line:
+        fail(f"{what}: {' '.join(argv)} did not start: {line!r} {err.strip()!r}")
+    else:
+        print(f"ok {what}: the ps Job's command serves: {line.strip()}")
+
+
 def check_variant(cohort, registry, base, tmp, what, changes, args):
     before = len(FAILURES)
     doc = copy.deepcopy(base)
@@ -164,6 +216,8 @@ def check_variant(cohort, registry, base, tmp, what, changes, args):
         fail(f"{what}: --format json holds other objects than the YAML stream")
     check_tokens(what, docs, args)
     check_world(what, doc["spec"], docs)
+    check_dry_run(cohort, what, doc["spec"], docs)
+    check_ps_server(cohort, what, docs)
     if len(FAILURES) > before:
         return 0
     kinds = ", ".join(d["kind"] for d in docs)
