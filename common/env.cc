@@ -72,6 +72,8 @@ const std::vector<const Var*>& All() {
                                               &kCheckpointKeep,
                                               &kNprocPerNode,
                                               &kRdzvEndpoint,
+                                              &kRdzvUser,
+                                              &kRdzvPassword,
                                               &kMaxRestarts,
                                               &kHeartbeatTimeout,
                                               &kLogLevel,

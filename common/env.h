@@ -58,6 +58,9 @@ inline constexpr Var kNprocPerNode{"COHORT_NPROC_PER_NODE",
                                    "workers to start on this node, or auto"};
 inline constexpr Var kRdzvEndpoint{"COHORT_RDZV_ENDPOINT",
                                    "host:port of node 0's launcher, which hosts the store"};
+inline constexpr Var kRdzvUser{"COHORT_RDZV_USER",
+                               "etcd user of --rdzv-backend etcd (etcd's v3 auth), with the next"};
+inline constexpr Var kRdzvPassword{"COHORT_RDZV_PASSWORD", "that etcd user's password"};
 inline constexpr Var kMaxRestarts{"COHORT_MAX_RESTARTS", "group restarts before giving up (0)"};
 inline constexpr Var kHeartbeatTimeout{
     "COHORT_HEARTBEAT_TIMEOUT", "seconds without a worker heartbeat before it counts as hung"};

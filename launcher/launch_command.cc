@@ -25,6 +25,7 @@ std::vector<std::string>& Program() {
 constexpr char kFooter[] = R"(
 Examples:
   cohort launch --nproc-per-node 4 -- ./train --epochs 2        one machine, 4 workers
+  export COHORT_TOKEN=$(openssl rand -hex 16)                     the same on every node, then
   cohort launch --nnodes 2 --node-rank 0 --rdzv-endpoint node0:29500 -- ./train   on each node
   mpirun -np 8 cohort launch -- ./train                          one worker per MPI process
 
@@ -33,6 +34,10 @@ COHORT_NODE_RANK, COHORT_RDZV_ENDPOINT; a Kubernetes Indexed Job (JOB_COMPLETION
 <job>-0.<service>); a Kubeflow PyTorchJob (MASTER_ADDR, MASTER_PORT, RANK = node rank,
 WORLD_SIZE, PET_NPROC_PER_NODE, PET_NNODES); mpirun (OMPI_COMM_WORLD_*); Slurm (SLURM_NODEID,
 SLURM_NNODES); else one node. --dry-run shows what was derived and from where.
+
+Several nodes need COHORT_TOKEN, the same on each: node 0's store listens on every interface and
+refuses calls without it (a launch without it is refused, unless --insecure-store). Launchers
+meeting on a 127.0.0.1 endpoint need none: the store then listens on loopback only.
 
 Each worker gets COHORT_RANK, COHORT_WORLD_SIZE, COHORT_LOCAL_RANK, COHORT_LOCAL_WORLD_SIZE,
 COHORT_NODE_RANK, COHORT_NNODES, COHORT_STORE, COHORT_TOKEN, COHORT_RUN_ID, COHORT_RESTART
@@ -60,6 +65,9 @@ int RunLaunch(const LaunchOptions& options) {
   } catch (const Error& e) {
     fmt::print(stderr, "cohort launch: {}\n", e.what());
     return kExitUsage;
+  }
+  if (!plan.open_door_warning.empty()) {
+    fmt::print(stderr, "cohort launch: warning: {}\n", plan.open_door_warning);
   }
   if (!options.dry_run) return Supervise(plan);
 
@@ -131,6 +139,9 @@ Command AddLaunchCommand(CLI::App& parent) {
       ->check(CLI::NonNegativeNumber);
   app->add_flag("--dry-run", options->dry_run,
                 "print the derived world, where each value came from, and each worker's env");
+  app->add_flag("--insecure-store", options->insecure_store,
+                "let other machines reach the store (or etcd) without COHORT_TOKEN (etcd: "
+                "COHORT_RDZV_USER/PASSWORD): trusted networks only; refused without it");
   return {app, [options] {
             options->program = Program();
             return RunLaunch(*options);
@@ -139,7 +150,7 @@ Command AddLaunchCommand(CLI::App& parent) {
 
 void SplitLaunchProgram(std::vector<std::string>& args, size_t start) {
   // The launcher's options that take no value; every other option takes one.
-  static const char* kFlags[] = {"--dry-run", "-h", "--help"};
+  static const char* kFlags[] = {"--dry-run", "--insecure-store", "-h", "--help"};
   for (size_t i = start; i < args.size();) {
     const std::string& a = args[i];
     if (a == "--") {

@@ -56,8 +56,7 @@ int AutoProcs(std::string* why) {
 }
 
 bool IsLocalHost(const std::string& host) {
-  if (host == "localhost" || host.rfind("127.", 0) == 0 || host == "::1") return true;
-  return host == net::Hostname();
+  return net::IsLoopback(host) || host == net::Hostname();
 }
 
 // In an Indexed Job whose pods set `subdomain`, pod i is "<job>-<i>.<service>.<ns>.svc...":
@@ -223,6 +222,59 @@ void DeriveEndpoint(const LaunchOptions& o, LaunchPlan& p) {
   }
 }
 
+// What a plan would leave open to other machines without a secret, as "what, so harm", and
+// how to close it; both empty when nothing is.
+struct OpenDoor {
+  std::string what;
+  std::string fix;
+};
+
+OpenDoor FindOpenDoor(const LaunchPlan& p) {
+  const bool etcd = p.rdzv_backend == "etcd";
+  if (etcd && !(env::kRdzvUser.IsSet() && env::kRdzvPassword.IsSet())) {
+    return {fmt::format("no etcd credentials for the etcd at {}, which other machines reach, so "
+                        "anyone on the network could read and write the job's rendezvous",
+                        p.endpoint.value),
+            fmt::format("set {} and {} to a user of that etcd (after etcd's auth enable)",
+                        env::kRdzvUser.name(), env::kRdzvPassword.name())};
+  }
+  if (!p.token.empty()) return {};
+  if (!etcd) {
+    return {fmt::format("no {}, and the rendezvous store at {} would listen on every interface, so "
+                        "anyone on the network could read and write it",
+                        env::kToken.name(), p.endpoint.value),
+            TokenAdvice()};
+  }
+  if (p.ps_servers.value > 0) {
+    return {fmt::format("no {}, and the parameter servers would listen on every interface, so "
+                        "anyone on the network could take part in the job's collectives",
+                        env::kToken.name()),
+            TokenAdvice()};
+  }
+  return {};
+}
+
+// No open doors by default: a store, an etcd or parameter servers that other machines can reach
+// must ask for a secret, unless --insecure-store says the network is trusted. A single node and
+// launchers meeting on a loopback endpoint listen on loopback only and need none.
+void CheckOpenDoors(const LaunchOptions& o, LaunchPlan& p, bool alone) {
+  const std::string host = net::ParseHostPort(p.endpoint.value, p.endpoint.source, true).host;
+  const bool reachable = !alone && !net::IsLoopback(host);
+  p.bind_host = !reachable ? (host == "localhost" || alone ? "127.0.0.1" : host) : "0.0.0.0";
+  if (!reachable) return;
+  const OpenDoor door = FindOpenDoor(p);
+  if (door.what.empty()) return;
+  if (o.insecure_store) {
+    p.open_door_warning = "--insecure-store: " + door.what;
+    return;
+  }
+  const std::string who = p.node_rank.value >= 0
+                              ? fmt::format("node rank {} ({})", p.node_rank.value, net::Hostname())
+                              : fmt::format("node {}", net::Hostname());
+  throw InvalidArgument(fmt::format("{}: {}; {}, or pass --insecure-store on a trusted network",
+                                    who, door.what, door.fix));
+}
+
 }  // namespace
 
 LaunchPlan MakePlan(const LaunchOptions& o) {
@@ -284,6 +336,7 @@ LaunchPlan MakePlan(const LaunchOptions& o) {
                                                                     : "default"};
   }
   p.token = env::kToken.Str(alone ? RandomHex(16) : "");
+  CheckOpenDoors(o, p, alone);
   p.grace_period = o.grace_period;
   p.rdzv_timeout = o.rdzv_timeout;
   p.rdzv_last_call = o.rdzv_last_call;
@@ -321,9 +374,22 @@ std::string DescribePlan(const LaunchPlan& p) {
   line("checkpoint-uri", p.checkpoint_uri.value.empty() ? "-" : p.checkpoint_uri.value,
        p.checkpoint_uri.source);
   line("resume", p.resume.value.empty() ? "-" : p.resume.value, p.resume.source);
-  line("token", p.token.empty() ? "none (store open to anyone who reaches it)" : "set",
-       env::kToken.IsSet() ? "COHORT_TOKEN" : "fresh (single node)");
+  line("token",
+       !p.token.empty()              ? "set"
+       : p.open_door_warning.empty() ? "none"
+                                     : "none (store open to anyone who reaches it)",
+       env::kToken.IsSet()           ? "COHORT_TOKEN"
+       : !p.token.empty()            ? "fresh (single node)"
+       : p.open_door_warning.empty() ? "none needed: the store listens on " + p.bind_host
+                                     : "--insecure-store");
+  line("listens on", p.bind_host,
+       p.bind_host == "0.0.0.0" ? "other nodes reach node 0" : "loopback: nodes on this machine");
   return s;
+}
+
+std::string TokenAdvice() {
+  return "set the same secret on every node (export COHORT_TOKEN=$(openssl rand -hex 16), or from "
+         "a Kubernetes Secret as examples/k8s does)";
 }
 
 }  // namespace cohort::launcher

@@ -27,6 +27,9 @@ struct LaunchOptions {
   double rdzv_last_call = 2;      // with --nnodes MIN:MAX, how long to wait for more than MIN
   int ps_servers = 0;             // parameter servers node 0 runs (backend ps)
   bool dry_run = false;
+  // Start a store (or meet on an etcd) that other machines reach without a token (credentials):
+  // for trusted networks only; without it such a launch is refused.
+  bool insecure_store = false;
   std::vector<std::string> program;  // PROGRAM ARGS...
 };
 
@@ -52,6 +55,11 @@ struct LaunchPlan {
   Sourced<int> max_restarts;
   Sourced<double> heartbeat_timeout;  // 0: off
   std::string token;                  // COHORT_TOKEN, or a fresh one for a single node
+  // Where node 0's store and parameter servers listen: 0.0.0.0 when other machines must reach
+  // them, else the loopback address of the endpoint (a single node, or launchers on 127.0.0.1).
+  std::string bind_host;
+  // Non-empty when --insecure-store let an open store or etcd through: the warning to print.
+  std::string open_door_warning;
   Sourced<std::string> checkpoint_uri;
   Sourced<std::string> resume;
   double grace_period = 20;
@@ -63,8 +71,16 @@ struct LaunchPlan {
   std::vector<std::string> program;
 };
 
-// Derives the plan. Throws InvalidArgument (one line, naming the flag or variable and the fix).
+// Derives the plan. Throws InvalidArgument (one line, naming the flag or variable and the fix),
+// also when the store, the etcd or the parameter servers would be reachable from other machines
+// without COHORT_TOKEN (etcd: COHORT_RDZV_USER and COHORT_RDZV_PASSWORD) and --insecure-store is
+// not given. Launchers that meet on a loopback endpoint need no token: nothing listens beyond
+// this machine then (bind_host is loopback).
 LaunchPlan MakePlan(const LaunchOptions& options);
+
+// How to give a job a token, for the one-line refusals of open stores and servers:
+// "export COHORT_TOKEN=$(openssl rand -hex 16) on every node, or ...".
+std::string TokenAdvice();
 
 // The plan as --dry-run prints it: one line per value with its source.
 std::string DescribePlan(const LaunchPlan& plan);

@@ -13,6 +13,9 @@
 #include "common/env.h"
 #include "common/heap.h"
 #include "common/log.h"
+#include "common/net.h"
+#include "launcher/launch_plan.h"
+#include "launcher/supervisor.h"
 
 namespace cohort::launcher {
 namespace {
@@ -24,9 +27,20 @@ struct PsServerOptions {
   int shards = 1;
   std::string token;
   bool token_given = false;
+  bool insecure = false;  // serve other machines without a token
 };
 
 int RunPsServer(const PsServerOptions& o) {
+  const std::string token = o.token_given ? o.token : env::kToken.Str("");
+  // No open doors by default: a server other machines can reach must ask for a token.
+  if (token.empty() && !net::IsLoopback(o.host) && !o.insecure) {
+    std::fprintf(stderr,
+                 "cohort ps-server: no token, and --host %s lets anyone on the network take part "
+                 "in this job's collectives; %s, or listen on --host 127.0.0.1, or pass --insecure "
+                 "on a trusted network\n",
+                 o.host.c_str(), TokenAdvice().c_str());
+    return kExitUsage;
+  }
   // Block the stop signals before gRPC starts its threads, so that only sigwait() gets them.
   sigset_t stop;
   sigemptyset(&stop);
@@ -39,13 +53,12 @@ int RunPsServer(const PsServerOptions& o) {
   if (env::kMallocTune.Bool(true) && !KeepFreedMemory()) {
     COHORT_WARN(kColl, "mallopt failed; ps-server may page-fault on every push");
   }
-  const std::string token = o.token_given ? o.token : env::kToken.Str("");
   collectives::ps::PsServer server(o.host, o.port, token, o.shard, o.shards);
   server.Start();
-  if (token.empty()) {
+  if (token.empty() && !net::IsLoopback(o.host)) {
     COHORT_WARN(kColl,
-                "no token: anyone who reaches port {} can take part in this job's collectives; "
-                "set COHORT_TOKEN (here and in every worker) to require one",
+                "--insecure: no token, anyone who reaches port {} can take part in this job's "
+                "collectives; set COHORT_TOKEN (here and in every worker) to require one",
                 server.Port());
   }
   std::printf("cohort ps-server shard %d of %d listening on %s (%s)\n", o.shard, o.shards,
@@ -79,7 +92,10 @@ Command AddPsServerCommand(CLI::App& parent) {
   app->add_option("--token", o->token,
                   "shared secret every call must carry (default: $COHORT_TOKEN). Prefer the env "
                   "variable: other users can read command lines with ps");
+  app->add_flag("--insecure,--insecure-store", o->insecure,
+                "serve other machines without a token (trusted networks only); refused without it");
   app->footer(
+      "Without a token the server listens only on a loopback --host, unless --insecure.\n"
       "Workers find the servers with COHORT_PS_SERVERS=<host>:<port>,... listed in shard order,\n"
       "and the same COHORT_TOKEN. Prints one line with the address once listening.");
   return {app, [app, o] {

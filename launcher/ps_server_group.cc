@@ -50,6 +50,9 @@ pid_t PsServerGroup::Spawn(int i, int n, const std::string& bind_host, const std
   std::vector<std::string> argv = {
       "/proc/self/exe", "ps-server",       "--host",   bind_host,        "--port", "0",
       "--shard",        std::to_string(i), "--shards", std::to_string(n)};
+  // The launcher's plan only gets here without a token on a reachable bind host when
+  // --insecure-store allowed it (MakePlan refuses it otherwise); the server must not refuse again.
+  if (token.empty()) argv.push_back("--insecure");
   std::vector<std::string> env;
   for (char** e = environ; *e; ++e) {
     if (std::strncmp(*e, "COHORT_TOKEN=", 13) != 0) env.emplace_back(*e);

@@ -14,6 +14,8 @@
 #include "common/env.h"
 #include "common/log.h"
 #include "common/net.h"
+#include "launcher/launch_plan.h"
+#include "launcher/supervisor.h"
 
 namespace cohort::launcher {
 namespace {
@@ -23,6 +25,7 @@ struct StoreOptions {
   int port = 29500;  // torchrun's default MASTER_PORT
   std::string token;
   bool token_given = false;
+  bool insecure = false;  // serve other machines without a token
 };
 
 // The host workers should put in COHORT_STORE: this machine's name when listening everywhere.
@@ -32,6 +35,16 @@ std::string AdvertisedHost(const std::string& host) {
 }
 
 int RunStore(const StoreOptions& options) {
+  const std::string token = options.token_given ? options.token : env::kToken.Str("");
+  // No open doors by default: a store other machines can reach must ask for a token.
+  if (token.empty() && !net::IsLoopback(options.host) && !options.insecure) {
+    std::fprintf(stderr,
+                 "cohort store: no token, and --host %s lets anyone on the network read and write "
+                 "this store; %s, or listen on --host 127.0.0.1, or pass --insecure on a trusted "
+                 "network\n",
+                 options.host.c_str(), TokenAdvice().c_str());
+    return kExitUsage;
+  }
   // Block the stop signals before gRPC starts its threads, so that they inherit the mask and
   // only sigwait() below receives them.
   sigset_t stop;
@@ -40,13 +53,12 @@ int RunStore(const StoreOptions& options) {
   sigaddset(&stop, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &stop, nullptr);
 
-  const std::string token = options.token_given ? options.token : env::kToken.Str("");
   collectives::GrpcStoreServer server(options.host, options.port, token);
   server.Start();
-  if (token.empty()) {
+  if (token.empty() && !net::IsLoopback(options.host)) {
     COHORT_WARN(kStore,
-                "no token: anyone who reaches port {} can read and write this store; set "
-                "COHORT_TOKEN (here and in every worker) to require one",
+                "--insecure: no token, anyone who reaches port {} can read and write this store; "
+                "set COHORT_TOKEN (here and in every worker) to require one",
                 server.Port());
   }
   const net::HostPort advertised{AdvertisedHost(options.host), server.Port()};
@@ -77,9 +89,11 @@ Command AddStoreCommand(CLI::App& parent) {
   app->add_option("--token", options->token,
                   "shared secret every call must carry (default: $COHORT_TOKEN). Prefer the env "
                   "variable: other users can read command lines with ps");
+  app->add_flag("--insecure,--insecure-store", options->insecure,
+                "serve other machines without a token (trusted networks only); refused without it");
   app->footer(
       "Workers find the store with COHORT_STORE=<host>:<port> and the same COHORT_TOKEN.\n"
-      "With an empty token the store accepts every call: use that on trusted networks only.\n"
+      "Without a token the store listens only on a loopback --host (127.0.0.1), unless --insecure.\n"
       "Prints one line with the address once listening; logs go to stderr.");
   return {app, [app, options] {
             options->token_given = app->count("--token") > 0;

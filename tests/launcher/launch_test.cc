@@ -342,7 +342,8 @@ TEST(Launch, DryRunNamesWhereEachValueCameFrom) {
                                     {"RANK", "1"},
                                     {"WORLD_SIZE", "6"},
                                     {"MASTER_ADDR", "10.1.2.3"},
-                                    {"MASTER_PORT", "29500"}}));
+                                    {"MASTER_PORT", "29500"},
+                                    {"COHORT_TOKEN", "t0k"}}));
   ASSERT_EQ(pytorchjob.exit_code, 0) << pytorchjob.output;
   for (const char* want :
        {"Kubeflow PyTorchJob", "(PET_NPROC_PER_NODE)", "(PET_NNODES)",
@@ -373,7 +374,8 @@ TEST(Launch, DryRunNamesWhereEachValueCameFrom) {
                                {"SLURM_NNODES", "2"},
                                {"SLURM_NODEID", "1"},
                                {"MASTER_ADDR", "n0"},
-                               {"MASTER_PORT", "29500"}}));
+                               {"MASTER_PORT", "29500"},
+                               {"COHORT_TOKEN", "t0k"}}));
   ASSERT_EQ(slurm.exit_code, 0) << slurm.output;
   EXPECT_TRUE(Has(slurm, "(SLURM_NODEID)")) << slurm.output;
 }
