@@ -79,7 +79,8 @@ Json WorkerEnv(const TrainingJob& job, const RenderOptions& o) {
   env.push_back(render::EnvValue("COHORT_NPROC_PER_NODE", job.nproc_per_node));
   env.push_back(render::EnvValue("COHORT_RDZV_ENDPOINT",
                                  fmt::format("{}-0.{}:{}", job.name, job.name, render::kRdzvPort)));
-  env.push_back(render::EnvField("COHORT_RUN_ID", "metadata.labels['batch.kubernetes.io/job-name']"));
+  env.push_back(
+      render::EnvField("COHORT_RUN_ID", "metadata.labels['batch.kubernetes.io/job-name']"));
   if (Json token = render::TokenEnv(job, o); !token.is_null()) env.push_back(token);
   if (job.backend != "auto") env.push_back(render::EnvValue("COHORT_BACKEND", job.backend));
   if (job.ps_servers > 0) env.push_back(render::EnvValue("COHORT_PS_SERVERS", PsAddresses(job)));
@@ -89,7 +90,8 @@ Json WorkerEnv(const TrainingJob& job, const RenderOptions& o) {
   if (!job.checkpoint_uri.empty()) {
     env.push_back(render::EnvValue("COHORT_CHECKPOINT_URI", job.checkpoint_uri));
   }
-  if (!job.register_name.empty()) env.push_back(render::EnvValue("COHORT_REGISTER", job.register_name));
+  if (!job.register_name.empty())
+    env.push_back(render::EnvValue("COHORT_REGISTER", job.register_name));
   for (const Json& e : job.env) env.push_back(e);
   return env;
 }
@@ -101,23 +103,24 @@ Json WorkerJob(const TrainingJob& job, const RenderOptions& o) {
   if (o.insecure_no_token) command.push_back("--insecure-store");
   command.push_back("--");
   for (const std::string& a : job.program) command.push_back(a);
-  Json container = {{"name", "cohort"},
-                    {"image", job.image},
-                    {"command", command},
-                    {"ports", {{{"name", "rdzv"}, {"containerPort", render::kRdzvPort},
-                                {"protocol", "TCP"}}}},
-                    {"env", WorkerEnv(job, o)}};
+  Json container = {
+      {"name", "cohort"},
+      {"image", job.image},
+      {"command", command},
+      {"ports", {{{"name", "rdzv"}, {"containerPort", render::kRdzvPort}, {"protocol", "TCP"}}}},
+      {"env", WorkerEnv(job, o)}};
   if (!job.resources.empty()) container["resources"] = job.resources;
   // cohort restarts the worker group itself; Kubernetes must not restart a launcher that has
   // given up. Exit 3 (rendezvous failed) counts against backoffLimit; any other failure (a
   // worker's code once the restarts are used up, 2 for bad usage, 137 for OOM) fails the Job.
-  Json policy = {{"backoffLimit", 2},
-                 {"podFailurePolicy",
-                  {{"rules",
-                    {IgnoreDisruptions(),
-                     {{"action", "FailJob"},
-                      {"onExitCodes",
-                       {{"containerName", "cohort"}, {"operator", "NotIn"}, {"values", {0, 3}}}}}}}}}};
+  Json policy = {
+      {"backoffLimit", 2},
+      {"podFailurePolicy",
+       {{"rules",
+         {IgnoreDisruptions(),
+          {{"action", "FailJob"},
+           {"onExitCodes",
+            {{"containerName", "cohort"}, {"operator", "NotIn"}, {"values", {0, 3}}}}}}}}}};
   // With MIN:MAX nodes the job is done when node 0 is, even if some indexes never ran.
   if (job.min_nodes != job.max_nodes) {
     policy["successPolicy"] = {{"rules", {{{"succeededIndexes", "0"}}}}};
@@ -129,20 +132,21 @@ Json WorkerJob(const TrainingJob& job, const RenderOptions& o) {
 Json PsJob(const TrainingJob& job, const RenderOptions& o) {
   const std::string name = job.name + "-ps";
   Json env = Json::array();
-  env.push_back(render::EnvField("PS_SHARD",
-                                 "metadata.annotations['batch.kubernetes.io/job-completion-index']"));
+  env.push_back(render::EnvField(
+      "PS_SHARD", "metadata.annotations['batch.kubernetes.io/job-completion-index']"));
   if (Json token = render::TokenEnv(job, o); !token.is_null()) env.push_back(token);
-  Json command = {"cohort",  "ps-server", "--port",   std::to_string(render::kPsPort),
+  Json command = {"cohort",  "ps-server",   "--port",   std::to_string(render::kPsPort),
                   "--shard", "$(PS_SHARD)", "--shards", std::to_string(job.ps_servers)};
   if (o.insecure_no_token) command.push_back("--insecure");  // else refused without a token
-  Json container = {{"name", "cohort"},
-                    {"image", job.image},
-                    {"command", command},
-                    {"ports", {{{"name", "ps"}, {"containerPort", render::kPsPort},
-                                {"protocol", "TCP"}}}},
-                    {"env", env}};
+  Json container = {
+      {"name", "cohort"},
+      {"image", job.image},
+      {"command", command},
+      {"ports", {{{"name", "ps"}, {"containerPort", render::kPsPort}, {"protocol", "TCP"}}}},
+      {"env", env}};
   // A server that fails has lost its shard's state: fail the Job rather than retry it.
-  const Json policy = {{"backoffLimit", 0}, {"podFailurePolicy", {{"rules", {IgnoreDisruptions()}}}}};
+  const Json policy = {{"backoffLimit", 0},
+                       {"podFailurePolicy", {{"rules", {IgnoreDisruptions()}}}}};
   return IndexedJob(job, name, job.ps_servers, policy, std::move(container));
 }
 

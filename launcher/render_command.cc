@@ -33,9 +33,10 @@ std::string ReadInput(const std::string& file) {
   }
   std::ifstream in(file);
   if (!in) {
-    throw InvalidArgument(fmt::format("cannot read {}: {}; give the path of a TrainingJob YAML "
-                                      "file (or - for stdin)",
-                                      file, std::strerror(errno)));
+    throw InvalidArgument(
+        fmt::format("cannot read {}: {}; give the path of a TrainingJob YAML "
+                    "file (or - for stdin)",
+                    file, std::strerror(errno)));
   }
   text << in.rdbuf();
   return text.str();
@@ -58,9 +59,10 @@ std::string Header(const RenderCommandOptions& o, const std::string& name) {
     h += "# No COHORT_TOKEN (--insecure-no-token): anyone who reaches the rendezvous port can "
          "join.\n";
   } else {
-    h += fmt::format("# The Secret {}-token holds a fresh COHORT_TOKEN: keep this output out of "
-                     "version control.\n",
-                     name);
+    h += fmt::format(
+        "# The Secret {}-token holds a fresh COHORT_TOKEN: keep this output out of "
+        "version control.\n",
+        name);
   }
   return h;
 }
@@ -89,8 +91,9 @@ int RunRender(const RenderCommandOptions& o) {
 Command AddRenderCommand(CLI::App& parent) {
   auto o = std::make_shared<RenderCommandOptions>();
   CLI::App* app = parent.add_subcommand(
-      "render", "Print the Kubernetes manifests (Secret, Services, Indexed Jobs or an MPIJob) of "
-                "a TrainingJob");
+      "render",
+      "Print the Kubernetes manifests (Secret, Services, Indexed Jobs or an MPIJob) of "
+      "a TrainingJob");
   app->add_option("file", o->file, "the TrainingJob YAML (cohort.dev/v1alpha1); - reads stdin")
       ->required();
   app->add_option("--format", o->format, "yaml: a multi-document stream; json: a v1 List")

@@ -22,7 +22,8 @@ Json LauncherEnv(const TrainingJob& job, const RenderOptions& o) {
   // puts ranks 0..slots-1 on worker 0) through the operator's headless Service <job>-worker.
   env.push_back(EnvValue("COHORT_RDZV_ENDPOINT",
                          fmt::format("{}-worker-0.{}-worker:{}", job.name, job.name, kRdzvPort)));
-  if (!job.checkpoint_uri.empty()) env.push_back(EnvValue("COHORT_CHECKPOINT_URI", job.checkpoint_uri));
+  if (!job.checkpoint_uri.empty())
+    env.push_back(EnvValue("COHORT_CHECKPOINT_URI", job.checkpoint_uri));
   if (!job.register_name.empty()) env.push_back(EnvValue("COHORT_REGISTER", job.register_name));
   for (const Json& e : job.env) env.push_back(e);
   return env;
@@ -86,12 +87,13 @@ Json MpiJob(const TrainingJob& job, const RenderOptions& options) {
   Json run_policy = {{"cleanPodPolicy", "Running"}};
   if (job.max_restarts >= 0) run_policy["backoffLimit"] = job.max_restarts;
   if (job.suspend) run_policy["suspend"] = true;
-  Json spec = {{"slotsPerWorker", std::stoi(job.nproc_per_node)},
-               {"mpiImplementation", "OpenMPI"},
-               // The default, written out: the image runs as root.
-               {"sshAuthMountPath", "/root/.ssh"},
-               {"runPolicy", run_policy},
-               {"mpiReplicaSpecs", {{"Launcher", Launcher(job, options)}, {"Worker", Workers(job)}}}};
+  Json spec = {
+      {"slotsPerWorker", std::stoi(job.nproc_per_node)},
+      {"mpiImplementation", "OpenMPI"},
+      // The default, written out: the image runs as root.
+      {"sshAuthMountPath", "/root/.ssh"},
+      {"runPolicy", run_policy},
+      {"mpiReplicaSpecs", {{"Launcher", Launcher(job, options)}, {"Worker", Workers(job)}}}};
   return {{"apiVersion", "kubeflow.org/v2beta1"},
           {"kind", "MPIJob"},
           {"metadata", Metadata(job, job.name)},

@@ -26,10 +26,10 @@ void MergeInto(Json& dst, const Json& src, const std::string& field) {
   } else if (dst.is_array() && src.is_array()) {
     for (const Json& item : src) dst.push_back(item);
   } else if (dst != src) {
-    throw InvalidArgument(fmt::format(
-        "{}: cohort render sets it to {}; remove it from the podTemplate (or use the "
-        "TrainingJob's own field for it)",
-        field, Show(dst)));
+    throw InvalidArgument(
+        fmt::format("{}: cohort render sets it to {}; remove it from the podTemplate (or use the "
+                    "TrainingJob's own field for it)",
+                    field, Show(dst)));
   }
 }
 

@@ -60,9 +60,9 @@ std::string Argument(const Json& v, const std::string& field) {
 
 int Count(const Json& v, const std::string& field, int min, const std::string& example) {
   if (!v.is_number_integer() || v.get<int64_t>() < min || v.get<int64_t>() > 1000000) {
-    Bad(field, fmt::format("is {}; it must be an integer >= {} ({})",
-                           v.is_string() ? "'" + v.get<std::string>() + "'" : v.dump(), min,
-                           example));
+    Bad(field,
+        fmt::format("is {}; it must be an integer >= {} ({})",
+                    v.is_string() ? "'" + v.get<std::string>() + "'" : v.dump(), min, example));
   }
   return static_cast<int>(v.get<int64_t>());
 }
@@ -99,9 +99,8 @@ void ParseNnodes(const Json& v, TrainingJob& job) {
   } else {
     Bad(field, fmt::format("must be {}, not {}", how, TypeName(v)));
   }
-  job.nnodes = job.min_nodes == job.max_nodes
-                   ? std::to_string(job.max_nodes)
-                   : fmt::format("{}:{}", job.min_nodes, job.max_nodes);
+  job.nnodes = job.min_nodes == job.max_nodes ? std::to_string(job.max_nodes)
+                                              : fmt::format("{}:{}", job.min_nodes, job.max_nodes);
 }
 
 void ParseResources(const Json& v, TrainingJob& job) {
@@ -114,8 +113,8 @@ void ParseResources(const Json& v, TrainingJob& job) {
     Json out = Json::object();
     for (const auto& [name, qty] : Object(v[part], field).items()) {
       if (!qty.is_string() && !qty.is_number()) {
-        Bad(field + "." + name, fmt::format("must be a quantity such as \"4\" or 8Gi, not {}",
-                                            TypeName(qty)));
+        Bad(field + "." + name,
+            fmt::format("must be a quantity such as \"4\" or 8Gi, not {}", TypeName(qty)));
       }
       out[name] = qty.is_string() ? qty.get<std::string>() : qty.dump();
     }
@@ -146,7 +145,8 @@ void ParseEnv(const Json& v, TrainingJob& job) {
     }
     Json e = {{"name", name}};
     if (v[i].contains("value")) e["value"] = Argument(v[i]["value"], field + ".value");
-    if (v[i].contains("valueFrom")) e["valueFrom"] = Object(v[i]["valueFrom"], field + ".valueFrom");
+    if (v[i].contains("valueFrom"))
+      e["valueFrom"] = Object(v[i]["valueFrom"], field + ".valueFrom");
     job.env.push_back(e);
   }
 }
@@ -175,8 +175,9 @@ void ParseMetadata(const Json& doc, TrainingJob& job) {
 
 void ParseCommand(const Json& spec, TrainingJob& job) {
   if (!spec.contains("command") || !spec["command"].is_array() || spec["command"].empty()) {
-    Bad("spec.command", "must list the training program and its arguments, e.g. "
-                        "[/opt/cohort/bin/fashion_mnist]");
+    Bad("spec.command",
+        "must list the training program and its arguments, e.g. "
+        "[/opt/cohort/bin/fashion_mnist]");
   }
   for (size_t i = 0; i < spec["command"].size(); ++i) {
     job.program.push_back(Argument(spec["command"][i], fmt::format("spec.command[{}]", i)));
@@ -190,7 +191,8 @@ void ParseCommand(const Json& spec, TrainingJob& job) {
 }
 
 void ParseScalars(const Json& spec, TrainingJob& job) {
-  if (!spec.contains("image") || !spec["image"].is_string() || spec["image"].get<std::string>().empty()) {
+  if (!spec.contains("image") || !spec["image"].is_string() ||
+      spec["image"].get<std::string>().empty()) {
     Bad("spec.image", "is missing: set it to the training image, e.g. cohort-train:0.1.0");
   }
   job.image = spec["image"].get<std::string>();
@@ -199,11 +201,12 @@ void ParseScalars(const Json& spec, TrainingJob& job) {
   if (spec.contains("nprocPerNode")) {
     const Json& v = spec["nprocPerNode"];
     const std::string how = "workers per pod N, or auto (one per GPU, else per CPU core)";
-    job.nproc_per_node = v.is_string() && v.get<std::string>() == "auto"
-                             ? "auto"
-                             : std::to_string(v.is_string() ? CountText(v.get<std::string>(),
-                                                                        "spec.nprocPerNode", 1, how)
-                                                            : Count(v, "spec.nprocPerNode", 1, how));
+    job.nproc_per_node =
+        v.is_string() && v.get<std::string>() == "auto"
+            ? "auto"
+            : std::to_string(v.is_string()
+                                 ? CountText(v.get<std::string>(), "spec.nprocPerNode", 1, how)
+                                 : Count(v, "spec.nprocPerNode", 1, how));
   }
   if (spec.contains("backend")) {
     job.backend = String(spec["backend"], "spec.backend");
@@ -219,7 +222,8 @@ void ParseScalars(const Json& spec, TrainingJob& job) {
   if (spec.contains("maxRestarts")) {
     job.max_restarts = Count(spec["maxRestarts"], "spec.maxRestarts", 0, "e.g. 3");
   }
-  if (spec.contains("psServers")) job.ps_servers = Count(spec["psServers"], "spec.psServers", 0, "e.g. 2");
+  if (spec.contains("psServers"))
+    job.ps_servers = Count(spec["psServers"], "spec.psServers", 0, "e.g. 2");
   if (spec.contains("register")) job.register_name = String(spec["register"], "spec.register");
   if (spec.contains("suspend")) {
     if (!spec["suspend"].is_boolean()) Bad("spec.suspend", "must be true or false");
@@ -254,19 +258,19 @@ TrainingJob ParseTrainingJob(const Json& doc) {
   CheckKeys(doc, "", {"apiVersion", "kind", "metadata", "spec"});
   if (doc.value("apiVersion", Json()) != "cohort.dev/v1alpha1" ||
       doc.value("kind", Json()) != "TrainingJob") {
-    Bad("apiVersion/kind", fmt::format("are {}/{}; write apiVersion: cohort.dev/v1alpha1 and "
-                                       "kind: TrainingJob",
-                                       doc.value("apiVersion", Json()).dump(),
-                                       doc.value("kind", Json()).dump()));
+    Bad("apiVersion/kind",
+        fmt::format("are {}/{}; write apiVersion: cohort.dev/v1alpha1 and "
+                    "kind: TrainingJob",
+                    doc.value("apiVersion", Json()).dump(), doc.value("kind", Json()).dump()));
   }
   TrainingJob job;
   ParseMetadata(doc, job);
   if (!doc.contains("spec")) Bad("spec", "is missing: give at least spec.image and spec.command");
   const Json& spec = Object(doc["spec"], "spec");
-  CheckKeys(spec, "spec",
-            {"image", "command", "args", "nnodes", "nprocPerNode", "backend", "resources",
-             "checkpointURI", "maxRestarts", "psServers", "register", "suspend", "env",
-             "podTemplate"});
+  CheckKeys(
+      spec, "spec",
+      {"image", "command", "args", "nnodes", "nprocPerNode", "backend", "resources",
+       "checkpointURI", "maxRestarts", "psServers", "register", "suspend", "env", "podTemplate"});
   ParseScalars(spec, job);
   ParseCommand(spec, job);
   job.resources = Json::object();

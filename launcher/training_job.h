@@ -49,15 +49,13 @@ struct TrainingJob {
 };
 
 // The backends a TrainingJob may name.
-inline const std::vector<std::string> kTrainingJobBackends = {"auto", "gloo", "nccl", "mpi",
-                                                              "ps"};
+inline const std::vector<std::string> kTrainingJobBackends = {"auto", "gloo", "nccl", "mpi", "ps"};
 
 // The env variables render sets from the spec, which spec.env may not set itself.
 inline const std::vector<std::string> kRenderedEnv = {
-    "COHORT_NNODES",         "COHORT_NPROC_PER_NODE", "COHORT_NODE_RANK",
-    "COHORT_RDZV_ENDPOINT",  "COHORT_RUN_ID",         "COHORT_TOKEN",
-    "COHORT_BACKEND",        "COHORT_MAX_RESTARTS",   "COHORT_CHECKPOINT_URI",
-    "COHORT_PS_SERVERS",     "COHORT_REGISTER"};
+    "COHORT_NNODES",         "COHORT_NPROC_PER_NODE", "COHORT_NODE_RANK", "COHORT_RDZV_ENDPOINT",
+    "COHORT_RUN_ID",         "COHORT_TOKEN",          "COHORT_BACKEND",   "COHORT_MAX_RESTARTS",
+    "COHORT_CHECKPOINT_URI", "COHORT_PS_SERVERS",     "COHORT_REGISTER"};
 
 // Checks and reads a TrainingJob document. Throws InvalidArgument with one line that names the
 // field (e.g. "spec.nnodes") and says how to fix it; unknown fields are errors too.

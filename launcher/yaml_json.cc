@@ -34,8 +34,8 @@ const std::regex kNonString11{
     "[-+]?([0-9][0-9_]*)?\\.[0-9.]*([eE][-+][0-9]+)?"};
 
 bool ReadsAsNonString(const std::string& s) {
-  for (const std::regex* re : {&kNull12, &kTrue12, &kFalse12, &kInt12, &kOctHex12, &kFloat12,
-                               &kNonString11}) {
+  for (const std::regex* re :
+       {&kNull12, &kTrue12, &kFalse12, &kInt12, &kOctHex12, &kFloat12, &kNonString11}) {
     if (Matches(s, *re)) return true;
   }
   return false;
@@ -144,9 +144,9 @@ Json YamlToJson(const std::string& text, const std::string& what) {
     Fail(what, e.mark, e.msg);
   }
   if (docs.size() != 1) {
-    throw InvalidArgument(fmt::format(
-        "{}: has {} YAML documents; give exactly one (one TrainingJob per file)", what,
-        docs.size()));
+    throw InvalidArgument(
+        fmt::format("{}: has {} YAML documents; give exactly one (one TrainingJob per file)", what,
+                    docs.size()));
   }
   return ToJson(docs[0], what);
 }

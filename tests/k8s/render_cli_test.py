@@ -51,7 +51,8 @@ def bad_cases(base):
     pod = {"spec": {"restartPolicy": "Always"}}
     sidecar = {"spec": {"containers": [{"name": "proxy", "image": "envoy"}]}}
     return [
-        ("nnodes 0", with_spec(base, nnodes=0), [], "spec.nnodes: is 0; it must be an integer >= 1"),
+        ("nnodes 0", with_spec(base, nnodes=0), [],
+         "spec.nnodes: is 0; it must be an integer >= 1"),
         ("nnodes -3", with_spec(base, nnodes=-3), [], "spec.nnodes: is -3"),
         ("nnodes MIN above MAX", with_spec(base, nnodes="4:2"), [],
          'spec.nnodes: is "4:2": MIN is above MAX'),

@@ -117,7 +117,8 @@ TEST(Render, MpiJobWorldIsWorkersTimesSlots) {
   EXPECT_EQ(mpi["spec"]["slotsPerWorker"], 2);
   EXPECT_EQ(mpi["spec"]["mpiReplicaSpecs"]["Worker"]["replicas"], 3);
   EXPECT_EQ(mpi["spec"]["runPolicy"]["backoffLimit"], 2);
-  const Json& launcher = mpi["spec"]["mpiReplicaSpecs"]["Launcher"]["template"]["spec"]["containers"][0];
+  const Json& launcher =
+      mpi["spec"]["mpiReplicaSpecs"]["Launcher"]["template"]["spec"]["containers"][0];
   EXPECT_EQ(launcher["command"][2], "6");
   EXPECT_EQ(Env(launcher, "COHORT_RDZV_ENDPOINT")["value"], "t-worker-0.t-worker:29500");
 }
@@ -136,10 +137,11 @@ TEST(Render, PodTemplateMergesAndRefusesOverrides) {
 
 TEST(YamlJson, StringsThatLookLikeOtherThingsReadBackAsStrings) {
   const Json doc = {{"a", {"4", "yes", "2:4", "null", "", "0x1f", "1e3", "on", "8Gi", "n"}},
-                    {"n", 3}, {"x", true}};
+                    {"n", 3},
+                    {"x", true}};
   const std::string yaml = JsonToYaml(doc);
   EXPECT_EQ(YamlToJson(yaml, "round trip"), doc) << yaml;
-  EXPECT_NE(yaml.find("- 8Gi"), std::string::npos) << yaml;  // plain when it is unambiguous
+  EXPECT_NE(yaml.find("- 8Gi"), std::string::npos) << yaml;     // plain when it is unambiguous
   EXPECT_NE(yaml.find("\"n\": 3"), std::string::npos) << yaml;  // YAML 1.1 reads n as false
 }
 
