@@ -46,6 +46,7 @@ PsServerClient::PsServerClient(const std::string& address, int shard, int shards
   // One channel per server and process; a distinct arg keeps gRPC from sharing the TCP
   // connection of another communicator's channel to the same server (a split group).
   args.SetInt("cohort.ps.shard", shard);
+  UseReleaseAbslMutexes();
   channel_ = grpc::CreateCustomChannel(address_, grpc::InsecureChannelCredentials(), args);
   stub_ = pb::PsService::NewStub(channel_);
   generic_ = std::make_unique<grpc::GenericStub>(channel_);

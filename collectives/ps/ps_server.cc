@@ -11,6 +11,7 @@
 #include "collectives/ps/ps.grpc.pb.h"
 #include "collectives/ps/push_table.h"
 #include "collectives/ps/wire.h"
+#include "collectives/store/grpc_status.h"
 #include "common/error.h"
 #include "common/log.h"
 #include "common/net.h"
@@ -211,6 +212,7 @@ class PsServer::Impl final : public Service {
 };
 
 PsServer::PsServer(std::string host, int port, std::string token, int shard, int shards) {
+  UseReleaseAbslMutexes();
   if (port < 0 || port > 65535) {
     throw InvalidArgument(fmt::format(
         "ps-server port {} is out of range; use 1-65535, or 0 for any free port", port));

@@ -1,6 +1,9 @@
 #include "collectives/store/grpc_status.h"
 
+#include <absl/synchronization/mutex.h>
 #include <fmt/format.h>
+
+#include <mutex>
 
 namespace cohort::collectives {
 
@@ -104,6 +107,12 @@ void CheckGrpc(const grpc::Status& status, const std::string& context) {
   ThrowError(ErrorKindFromGrpc(status.error_code()),
              fmt::format("{}: {} (gRPC {})", context, status.error_message(),
                          GrpcCodeName(status.error_code())));
+}
+
+void UseReleaseAbslMutexes() {
+  static std::once_flag once;
+  std::call_once(once,
+                 [] { absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore); });
 }
 
 }  // namespace cohort::collectives

@@ -1,5 +1,6 @@
 // The two-way mapping between gRPC status codes and cohort's typed errors, used by the store's
-// server (errors -> status) and client (status -> errors). This is the "check" for gRPC calls.
+// and the parameter servers' servers (errors -> status) and clients (status -> errors). This is
+// the "check" for gRPC calls. Also the one process-wide setting every gRPC user needs.
 #pragma once
 
 #include <grpcpp/support/status.h>
@@ -25,5 +26,14 @@ grpc::Status StatusFromError(const Error& e);
 // Does nothing when status is OK; otherwise throws the matching typed error as
 // "<context>: <server message> (gRPC CODE)".
 void CheckGrpc(const grpc::Status& status, const std::string& context);
+
+// Turns off abseil's lock-order tracking for this process (once; any later call is free).
+// Debian builds abseil without NDEBUG, so it runs in debug mode: every absl::Mutex that gRPC
+// takes records lock-order edges in one global graph (GraphCycles::InsertEdge), which was 17% of
+// the CPU of 4096 store clients joining at once (perf record of rendezvous_bench), whose join
+// took 1.4x as long with it. Release builds of abseil never track. Every gRPC client and server
+// of cohort calls this in its constructor, before it creates a channel or server: turning
+// tracking on again later is not safe (a lock taken untracked is then released "not held").
+void UseReleaseAbslMutexes();
 
 }  // namespace cohort::collectives

@@ -47,6 +47,7 @@ class GrpcStoreClient::Impl {
         token_(std::move(token)),
         connect_timeout_(connect_timeout),
         call_timeout_(std::max(connect_timeout, kMinCallTimeout)) {
+    UseReleaseAbslMutexes();
     for (unsigned char c : token_) {
       if (c < 0x20 || c > 0x7e) {
         throw InvalidArgument(

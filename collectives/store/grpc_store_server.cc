@@ -300,6 +300,7 @@ class GrpcStoreServer::Impl final : public pb::StoreService::CallbackService {
 
 GrpcStoreServer::GrpcStoreServer(std::string host, int port, std::string token,
                                  std::shared_ptr<KvTable> table) {
+  UseReleaseAbslMutexes();
   if (port < 0 || port > 65535) {
     throw InvalidArgument("store port " + std::to_string(port) +
                           " is out of range; use 1-65535, or 0 for any free port");
