@@ -280,6 +280,42 @@ int CurrentRound(collectives::Store& store, const std::string& run_id) {
   return it == v.end() ? 0 : std::stoi(it->second);
 }
 
+std::string DescribeChange(const std::vector<int>& before_ids,
+                           const std::vector<std::string>& before_hosts, const Assignment& after) {
+  const std::string lost = NameAbsent(before_ids, before_hosts, after.member_ids);
+  const std::string joined = NameAbsent(after.member_ids, after.member_hosts, before_ids);
+  return (lost.empty() ? "" : "; lost " + lost + " (did not rejoin)") +
+         (joined.empty() ? "" : "; joined " + joined);
+}
+
+MemberKeepalives::MemberKeepalives(std::string prefix, const Assignment& round)
+    : prefix_(std::move(prefix)), round_(round), next_(Clock::now()) {
+  for (int id : round_.member_ids) {
+    if (id != round_.node_id) seen_[id] = {"", Clock::now()};
+  }
+}
+
+std::string MemberKeepalives::Check(collectives::Store& store, std::chrono::seconds limit) {
+  const auto now = Clock::now();
+  if (now >= next_) {
+    store.Set(prefix_ + "alive/" + std::to_string(round_.node_id), std::to_string(++sent_));
+    next_ = now + milliseconds(500);
+  }
+  const auto alive = store.List(prefix_ + "alive/");
+  for (size_t i = 0; i < round_.member_ids.size(); ++i) {
+    auto seen = seen_.find(round_.member_ids[i]);
+    if (seen == seen_.end()) continue;  // this node
+    auto it = alive.find(prefix_ + "alive/" + std::to_string(round_.member_ids[i]));
+    if (it != alive.end() && it->second != seen->second.value) seen->second = {it->second, now};
+    const double silent = std::chrono::duration<double>(now - seen->second.changed).count();
+    if (silent > static_cast<double>(limit.count())) {
+      return fmt::format("node {} ({}) was lost: its launcher sent no keepalive for {:.1f} s",
+                         round_.member_ids[i], round_.member_hosts[i], silent);
+    }
+  }
+  return "";
+}
+
 Assignment JoinElasticRound(collectives::Store& store, const LaunchPlan& plan, int round,
                             int node_id, bool hosting, const std::vector<int>& previous_ids,
                             const std::vector<std::string>& previous_hosts) {
@@ -297,8 +333,8 @@ Assignment JoinElasticRound(collectives::Store& store, const LaunchPlan& plan, i
   // same id does not collide with the lost one's claim.
   if (!store.List(prefix + "closed").empty()) return late;
   const bool closer = store.Add(prefix + "arrivals", 1) == 1;
-  const std::string claim = store.CompareSet(prefix + "node/" + std::to_string(node_id), "",
-                                             Encode(mine));
+  const std::string claim =
+      store.CompareSet(prefix + "node/" + std::to_string(node_id), "", Encode(mine));
   if (claim != Encode(mine)) {
     FailAll(store, prefix,
             InvalidArgument(fmt::format(
@@ -311,8 +347,8 @@ Assignment JoinElasticRound(collectives::Store& store, const LaunchPlan& plan, i
              : AwaitClosed(store, prefix, plan, round, deadline);
   const auto at = std::find(ids.begin(), ids.end(), node_id);
   if (at == ids.end()) return late;
-  Assignment a = Assign(store, prefix, plan, mine, node_id, static_cast<int>(at - ids.begin()),
-                        ids);
+  Assignment a =
+      Assign(store, prefix, plan, mine, node_id, static_cast<int>(at - ids.begin()), ids);
   COHORT_DEBUG(kLaunch, "round {}: node {} is node rank {} of {}, ranks {}..{} of {}", round,
                node_id, a.node_rank, a.nnodes, a.first_rank, a.first_rank + a.nproc - 1,
                a.world_size);

@@ -11,6 +11,8 @@
 // newest, which is where a launcher that starts while the job runs looks first.
 #pragma once
 
+#include <chrono>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -48,6 +50,32 @@ Assignment JoinNodes(collectives::Store& store, const LaunchPlan& plan, int atte
 Assignment JoinElasticRound(collectives::Store& store, const LaunchPlan& plan, int round,
                             int node_id, bool hosting, const std::vector<int>& previous_ids,
                             const std::vector<std::string>& previous_hosts);
+
+// "; lost node 1 (node1 pid 7) (did not rejoin); joined node 3 (...)": who left and who came
+// between an elastic round with members before_ids/before_hosts and `after`; "" if nobody.
+std::string DescribeChange(const std::vector<int>& before_ids,
+                           const std::vector<std::string>& before_hosts, const Assignment& after);
+
+// This node's keepalive in an elastic round, and the other members' as this node sees them.
+class MemberKeepalives {
+ public:
+  // prefix: the round's (RoundPrefix). Every other member counts as just heard from.
+  MemberKeepalives(std::string prefix, const Assignment& round);
+  // Sends this node's keepalive when 500 ms have passed since the last one; returns "node 1
+  // (node1 pid 7) was lost: ..." for a member silent for longer than `limit`, else "".
+  std::string Check(collectives::Store& store, std::chrono::seconds limit);
+
+ private:
+  struct Seen {
+    std::string value;
+    std::chrono::steady_clock::time_point changed;
+  };
+  std::string prefix_;
+  Assignment round_;
+  std::map<int, Seen> seen_;  // by member id, this node's excepted
+  int64_t sent_ = 0;
+  std::chrono::steady_clock::time_point next_;
+};
 
 // The newest elastic round number (0 before any), and the key that holds it.
 std::string CurrentRoundKey(const std::string& run_id);

@@ -1,7 +1,6 @@
 #include "launcher/supervisor.h"
 
 #include <fmt/format.h>
-#include <fmt/ranges.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/signalfd.h>
@@ -10,7 +9,6 @@
 #include <chrono>
 #include <cstring>
 #include <ctime>
-#include <algorithm>
 #include <map>
 #include <memory>
 #include <optional>
@@ -81,6 +79,9 @@ class Supervisor {
   void ReportChange(const Assignment& a);
   Outcome LostStore(const Error& e);
   Outcome Watch(WorkerGroup& group, int attempt, const std::string& prefix);
+  // Waits up to 20 ms for SIGTERM/SIGINT; on one, stops the workers with it (after the grace
+  // period, SIGKILL) and records the stop for every node.
+  std::optional<Outcome> CheckSignal(WorkerGroup& group, const std::string& prefix);
   // Elastic rounds, from Watch every 100 ms: this node's keepalive, the other members' (a
   // silent one fails the round), and a node waiting to join (which asks every node to re-form).
   // Returns what ends the round, if anything.
@@ -100,12 +101,10 @@ class Supervisor {
   int first_rank_ = 0;
   int nproc_ = 0;
   std::map<int, Beat> beats_;
-  bool elastic_ = false;              // --nnodes MIN:MAX
-  std::vector<int> member_ids_;       // this round's nodes (elastic), in node-rank order
+  bool elastic_ = false;         // --nnodes MIN:MAX
+  std::vector<int> member_ids_;  // this round's nodes (elastic), in node-rank order
   std::vector<std::string> member_hosts_;
-  std::map<int, Beat> alive_;         // the members' keepalives as this node last saw them
-  int64_t keepalive_ = 0;
-  Clock::time_point next_keepalive_;
+  std::optional<MemberKeepalives> keepalives_;  // elastic: this round's
   std::unique_ptr<PsServerGroup> ps_;
   std::string ps_addresses_;
   std::unique_ptr<LauncherMetrics> metrics_;  // COHORT_METRICS_PORT - 1; null when unset
@@ -136,8 +135,8 @@ void Supervisor::OpenStore() {
   if (plan_.host_store.value && backend.hosted_by_launcher) {
     try {
       int port = 0;
-      store_ = collectives::HostStore(plan_.bind_host, ep.port, plan_.token,
-                                      Ms(plan_.rdzv_timeout), &port);
+      store_ = collectives::HostStore(plan_.bind_host, ep.port, plan_.token, Ms(plan_.rdzv_timeout),
+                                      &port);
       hosting_ = true;
       store_address_ = net::HostPort{single ? "127.0.0.1" : ep.host, port}.ToString();
       return;
@@ -181,26 +180,10 @@ std::string Supervisor::CheckHeartbeats(int attempt) {
 }
 
 std::optional<Outcome> Supervisor::WatchMembers(WorkerGroup& group, const std::string& prefix) {
-  const auto now = Clock::now();
-  if (now >= next_keepalive_) {
-    store_->Set(prefix + "alive/" + std::to_string(node_), std::to_string(++keepalive_));
-    next_keepalive_ = now + milliseconds(500);
-  }
-  const auto alive = store_->List(prefix + "alive/");
-  for (size_t i = 0; i < member_ids_.size(); ++i) {
-    auto b = alive_.find(member_ids_[i]);
-    if (b == alive_.end()) continue;  // this node
-    auto it = alive.find(prefix + "alive/" + std::to_string(member_ids_[i]));
-    if (it != alive.end() && it->second != b->second.value) b->second = {it->second, now, 0};
-    const double silent = std::chrono::duration<double>(now - b->second.changed).count();
-    if (silent > static_cast<double>(kNodeSilenceLimit.count())) {
-      const std::string what =
-          fmt::format("node {} ({}) was lost: its launcher sent no keepalive for {:.1f} s",
-                      member_ids_[i], member_hosts_[i], silent);
-      Say("{}: stopping this node's workers", what);
-      group.Stop(Ms(plan_.grace_period), SIGTERM);
-      return Fail(prefix, 1, what);
-    }
+  if (const std::string lost = keepalives_->Check(*store_, kNodeSilenceLimit); !lost.empty()) {
+    Say("{}: stopping this node's workers", lost);
+    group.Stop(Ms(plan_.grace_period), SIGTERM);
+    return Fail(prefix, 1, lost);
   }
   if (auto reform = store_->List(prefix + "reform"); !reform.empty()) {
     Say("{}: re-forming the group (the workers get SIGTERM and --grace-period {:g} s to save a "
@@ -222,35 +205,32 @@ std::optional<Outcome> Supervisor::WatchMembers(WorkerGroup& group, const std::s
   return std::nullopt;
 }
 
+std::optional<Outcome> Supervisor::CheckSignal(WorkerGroup& group, const std::string& prefix) {
+  pollfd pfd{signal_fd_, POLLIN, 0};
+  signalfd_siginfo info{};
+  if (::poll(&pfd, 1, 20) <= 0 || ::read(signal_fd_, &info, sizeof(info)) != sizeof(info)) {
+    return std::nullopt;
+  }
+  const int sig = static_cast<int>(info.ssi_signo);
+  Say("received SIG{}: passing it to the workers, which have {:g} s to finish (a checkpoint, "
+      "say) before SIGKILL",
+      sigabbrev_np(sig), plan_.grace_period);
+  for (const WorkerExit& e : group.Stop(Ms(plan_.grace_period), sig)) {
+    if (!e.ok()) Say("rank {} {}", e.rank, e.Describe());
+  }
+  try {
+    Fail(prefix, 128 + sig, fmt::format("node {} was stopped by SIG{}", node_, sigabbrev_np(sig)));
+  } catch (...) {
+  }
+  return Outcome{Outcome::kInterrupted, 128 + sig,
+                 fmt::format("stopped by SIG{}", sigabbrev_np(sig))};
+}
+
 Outcome Supervisor::Watch(WorkerGroup& group, int attempt, const std::string& prefix) {
   bool local_done = false;
   auto next_store_check = Clock::now();
-  alive_.clear();
-  for (int id : member_ids_) {
-    if (id != node_) alive_[id] = {"", Clock::now(), 0};
-  }
-  next_keepalive_ = Clock::now();
   for (;;) {
-    pollfd pfd{signal_fd_, POLLIN, 0};
-    if (::poll(&pfd, 1, 20) > 0) {
-      signalfd_siginfo info{};
-      if (::read(signal_fd_, &info, sizeof(info)) == sizeof(info)) {
-        const int sig = static_cast<int>(info.ssi_signo);
-        Say("received SIG{}: passing it to the workers, which have {:g} s to finish (a checkpoint, "
-            "say) before SIGKILL",
-            sigabbrev_np(sig), plan_.grace_period);
-        for (const WorkerExit& e : group.Stop(Ms(plan_.grace_period), sig)) {
-          if (!e.ok()) Say("rank {} {}", e.rank, e.Describe());
-        }
-        try {
-          Fail(prefix, 128 + sig,
-               fmt::format("node {} was stopped by SIG{}", node_, sigabbrev_np(sig)));
-        } catch (...) {
-        }
-        return {Outcome::kInterrupted, 128 + sig,
-                fmt::format("stopped by SIG{}", sigabbrev_np(sig))};
-      }
-    }
+    if (auto stopped = CheckSignal(group, prefix)) return *stopped;
     for (const WorkerExit& e : group.Reap()) {
       if (e.ok()) continue;
       // A worker that failed because another node stopped its workers to re-form.
@@ -300,18 +280,22 @@ Outcome Supervisor::Watch(WorkerGroup& group, int attempt, const std::string& pr
 
 Outcome Supervisor::LostStore(const Error& e) {
   // With the store inside node 0's launcher, no round can be coordinated without node 0.
-  const bool in_node0 = !hosting_ && collectives::FindStoreBackend(plan_.rdzv_backend).hosted_by_launcher;
-  Say("lost the rendezvous store{}: {}", in_node0 ? fmt::format(" (node 0's launcher at {} hosted it)", plan_.endpoint.value) : "", e.what());
-  return {Outcome::kFailed, kExitRendezvous,
-          in_node0 ? "lost node 0, which hosted the rendezvous store" : "lost the rendezvous store"};
+  const bool in_node0 =
+      !hosting_ && collectives::FindStoreBackend(plan_.rdzv_backend).hosted_by_launcher;
+  Say("lost the rendezvous store{}: {}",
+      in_node0 ? fmt::format(" (node 0's launcher at {} hosted it)", plan_.endpoint.value) : "",
+      e.what());
+  return {
+      Outcome::kFailed, kExitRendezvous,
+      in_node0 ? "lost node 0, which hosted the rendezvous store" : "lost the rendezvous store"};
 }
 
 std::optional<Assignment> Supervisor::JoinElastic(int& round) {
   const std::string exited = fmt::format("cohort/{}/launch/exited/", plan_.run_id.value);
   const auto deadline = Clock::now() + Ms(plan_.rdzv_timeout);
   for (;;) {
-    Assignment a = JoinElasticRound(*store_, plan_, round, node_, hosting_, member_ids_,
-                                    member_hosts_);
+    Assignment a =
+        JoinElasticRound(*store_, plan_, round, node_, hosting_, member_ids_, member_hosts_);
     if (a.admitted) return a;
     // torchelastic admits a new node by restarting the group: the running nodes see this key
     // and re-form at once (see Watch), rather than at a snapshot boundary that only the
@@ -337,21 +321,9 @@ std::optional<Assignment> Supervisor::JoinElastic(int& round) {
 }
 
 void Supervisor::ReportChange(const Assignment& a) {
-  std::vector<std::string> lost, joined;
-  for (size_t i = 0; i < member_ids_.size(); ++i) {
-    if (std::find(a.member_ids.begin(), a.member_ids.end(), member_ids_[i]) == a.member_ids.end()) {
-      lost.push_back(fmt::format("node {} ({})", member_ids_[i], member_hosts_[i]));
-    }
-  }
-  for (size_t i = 0; i < a.member_ids.size(); ++i) {
-    if (std::find(member_ids_.begin(), member_ids_.end(), a.member_ids[i]) == member_ids_.end()) {
-      joined.push_back(fmt::format("node {} ({})", a.member_ids[i], a.member_hosts[i]));
-    }
-  }
-  if (!member_ids_.empty() && (!lost.empty() || !joined.empty())) {
-    Say("re-formed at {} nodes, a world of {}{}{}", a.nnodes, a.world_size,
-        lost.empty() ? "" : fmt::format("; lost {} (did not rejoin)", fmt::join(lost, ", ")),
-        joined.empty() ? "" : fmt::format("; joined {}", fmt::join(joined, ", ")));
+  if (const std::string change = DescribeChange(member_ids_, member_hosts_, a);
+      !member_ids_.empty() && !change.empty()) {
+    Say("re-formed at {} nodes, a world of {}{}", a.nnodes, a.world_size, change);
   }
   member_ids_ = a.member_ids;
   member_hosts_ = a.member_hosts;
@@ -382,7 +354,10 @@ Outcome Supervisor::RunAttempt(int& round) {
   first_rank_ = a.first_rank;
   nproc_ = a.nproc;
   beats_.clear();
-  if (elastic_) ReportChange(a);
+  if (elastic_) {
+    ReportChange(a);
+    keepalives_.emplace(RoundPrefix(plan_.run_id.value, attempt), a);
+  }
   const std::string prefix = RoundPrefix(plan_.run_id.value, attempt);
   try {
     StartPsServers(attempt);

@@ -35,8 +35,16 @@ inline std::string FashionMnistUnavailable() {
 // fashion_mnist for `steps` steps of batch 32, a metrics line per step into `metrics` (rank 0),
 // a snapshot every `every` steps (where `cohort launch --checkpoint-uri` points).
 inline std::vector<std::string> FashionMnistJob(int steps, int every, const std::string& metrics) {
-  return {BinPath("fashion_mnist"), "--max-steps", std::to_string(steps), "--batch-size", "32",
-          "--progress-interval", "0", "--metrics", metrics, "--checkpoint-every",
+  return {BinPath("fashion_mnist"),
+          "--max-steps",
+          std::to_string(steps),
+          "--batch-size",
+          "32",
+          "--progress-interval",
+          "0",
+          "--metrics",
+          metrics,
+          "--checkpoint-every",
           std::to_string(every)};
 }
 
@@ -60,6 +68,17 @@ inline bool AwaitStep(const std::string& metrics, int64_t step, std::chrono::mil
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
   return false;
+}
+
+// The launcher's own lines of output ("[cohort launch ...] ..."), for the test's log.
+inline std::string LauncherLines(const std::string& output) {
+  std::string lines;
+  size_t start = 0;
+  for (size_t nl; (nl = output.find('\n', start)) != std::string::npos; start = nl + 1) {
+    if (output.compare(start, 14, "[cohort launch") == 0)
+      lines += output.substr(start, nl - start + 1);
+  }
+  return lines;
 }
 
 // Every N of "resumed from step N" in output.
@@ -95,7 +114,8 @@ inline std::string CheckSteps(const std::vector<int64_t>& steps,
                          from, ran_to - from, ran_to, max_repeat);
     }
   }
-  if (steps.back() != last) return fmt::format("the log ends at step {}, not {}", steps.back(), last);
+  if (steps.back() != last)
+    return fmt::format("the log ends at step {}, not {}", steps.back(), last);
   return "";
 }
 

@@ -33,7 +33,7 @@ class LoopbackJob {
         endpoint_(fmt::format("127.0.0.1:{}", net::FreePort())) {}
 
   std::unique_ptr<Subprocess> Start(int node, const std::vector<std::string>& program) const {
-    std::vector<std::string> argv = {BinPath("cohort"), "launch", "--node-rank",
+    std::vector<std::string> argv = {BinPath("cohort"),    "launch",          "--node-rank",
                                      std::to_string(node), "--rdzv-endpoint", endpoint_};
     argv.insert(argv.end(), flags_.begin(), flags_.end());
     argv.push_back("--");
@@ -49,8 +49,8 @@ class LoopbackJob {
 };
 
 std::vector<std::string> ElasticFlags(const TestDir& dir, const std::string& restarts) {
-  return {"--nnodes", "2:3", "--nproc-per-node", "2", "--rdzv-last-call", "1",
-          "--rdzv-timeout", "30", "--grace-period", "5", "--max-restarts", restarts,
+  return {"--nnodes",         "2:3",        "--nproc-per-node", "2", "--rdzv-last-call", "1",
+          "--rdzv-timeout",   "30",         "--grace-period",   "5", "--max-restarts",   restarts,
           "--checkpoint-uri", dir.Uri("ck")};
 }
 
@@ -81,6 +81,7 @@ TEST_F(ElasticLoopback, LostNodeReformsAtTwoNodesAndTrainsThroughEveryStep) {
   EXPECT_TRUE(Has(r0, "attempt 2: started 2 workers (ranks 0..1) of a world of 4")) << r0.output;
   EXPECT_TRUE(Has(r2, "attempt 2: started 2 workers (ranks 2..3) of a world of 4")) << r2.output;
   EXPECT_TRUE(Has(r0, "restarting the group: attempt 2 of 3")) << r0.output;
+  fmt::print("node 0:\n{}", LauncherLines(r0.output));
   const auto resumed = ResumedFrom(r0.output);
   ASSERT_EQ(resumed.size(), 1u) << r0.output;
   EXPECT_EQ(resumed[0] % 10, 0) << r0.output;  // a periodic snapshot
@@ -108,6 +109,7 @@ TEST_F(ElasticLoopback, LateNodeIsAdmittedByReformingWithoutRepeatingSteps) {
   EXPECT_TRUE(Has(r0, "re-formed at 3 nodes, a world of 6; joined node 2 (")) << r0.output;
   EXPECT_TRUE(Has(r2, "started 2 workers (ranks 4..5) of a world of 6")) << r2.output;
   EXPECT_FALSE(Has(r0, "restarting the group")) << r0.output;
+  fmt::print("node 0:\n{}", LauncherLines(r0.output));
   const auto resumed = ResumedFrom(r0.output);
   ASSERT_EQ(resumed.size(), 1u) << r0.output;
   EXPECT_GE(resumed[0], 15) << r0.output;  // the snapshot taken when stopped to re-form
@@ -150,8 +152,8 @@ TEST(ElasticLoopbackMembership, NodeZeroLostFailsTheOthersNamingIt) {
   for (int i : {1, 2}) {
     auto r = nodes[i]->Wait(30s);
     EXPECT_EQ(r.exit_code, 3) << r.output;
-    EXPECT_TRUE(Has(r, "lost the rendezvous store (node 0's launcher at " + job.endpoint() +
-                           " hosted it)"))
+    EXPECT_TRUE(
+        Has(r, "lost the rendezvous store (node 0's launcher at " + job.endpoint() + " hosted it)"))
         << r.output;
     EXPECT_TRUE(Has(r, fmt::format("[rank {}] rank {} got SIGTERM", i, i))) << r.output;
     EXPECT_FALSE(Has(r, "restarting the group")) << r.output;

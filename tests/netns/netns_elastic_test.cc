@@ -28,9 +28,9 @@ std::unique_ptr<Subprocess> StartNode(const NetnsCluster& c, int node,
                                       const std::vector<std::string>& flags,
                                       const std::vector<std::string>& program,
                                       const std::string& run) {
-  std::vector<std::string> argv = {BinPath("cohort"), "launch", "--node-rank",
-                                   std::to_string(node), "--rdzv-endpoint",
-                                   c.node(0).address + ":29500"};
+  std::vector<std::string> argv = {BinPath("cohort"), "launch",
+                                   "--node-rank",     std::to_string(node),
+                                   "--rdzv-endpoint", c.node(0).address + ":29500"};
   argv.insert(argv.end(), flags.begin(), flags.end());
   argv.push_back("--");
   argv.insert(argv.end(), program.begin(), program.end());
@@ -38,8 +38,8 @@ std::unique_ptr<Subprocess> StartNode(const NetnsCluster& c, int node,
 }
 
 std::vector<std::string> ElasticFlags(const TestDir& dir, const std::string& restarts) {
-  return {"--nnodes", "2:3", "--nproc-per-node", "2", "--rdzv-last-call", "1",
-          "--rdzv-timeout", "30", "--grace-period", "5", "--max-restarts", restarts,
+  return {"--nnodes",         "2:3",        "--nproc-per-node", "2", "--rdzv-last-call", "1",
+          "--rdzv-timeout",   "30",         "--grace-period",   "5", "--max-restarts",   restarts,
           "--checkpoint-uri", dir.Uri("ck")};
 }
 
@@ -78,10 +78,12 @@ TEST_F(NetnsElasticTraining, KilledNodeReformsAtTwoNodesAndTrainsThroughEverySte
   ASSERT_EQ(r0.exit_code, 0) << r0.output << r2.output;
   ASSERT_EQ(r2.exit_code, 0) << r2.output;
   for (const auto* r : {&r0, &r2}) {
-    EXPECT_TRUE(Has(*r, "re-formed at 2 nodes, a world of 4; lost node 1 (node1 pid ")) << r->output;
+    EXPECT_TRUE(Has(*r, "re-formed at 2 nodes, a world of 4; lost node 1 (node1 pid "))
+        << r->output;
   }
   EXPECT_TRUE(Has(r0, "attempt 2: started 2 workers (ranks 0..1) of a world of 4")) << r0.output;
   EXPECT_TRUE(Has(r2, "attempt 2: started 2 workers (ranks 2..3) of a world of 4")) << r2.output;
+  fmt::print("node 0:\n{}", LauncherLines(r0.output));
   const auto resumed = ResumedFrom(r0.output);
   ASSERT_EQ(resumed.size(), 1u) << r0.output;
   EXPECT_EQ(resumed[0] % 10, 0) << r0.output;
@@ -106,8 +108,10 @@ TEST_F(NetnsElasticTraining, LateNodeJoinsAtTheNextReforming) {
   ASSERT_EQ(r2.exit_code, 0) << r2.output;
   EXPECT_TRUE(Has(r2, "waiting to join at the next re-forming")) << r2.output;
   EXPECT_TRUE(Has(r0, "node 2 (node2) is waiting to join: re-forming the group")) << r0.output;
-  EXPECT_TRUE(Has(r1, "re-formed at 3 nodes, a world of 6; joined node 2 (node2 pid ")) << r1.output;
+  EXPECT_TRUE(Has(r1, "re-formed at 3 nodes, a world of 6; joined node 2 (node2 pid "))
+      << r1.output;
   EXPECT_TRUE(Has(r2, "started 2 workers (ranks 4..5) of a world of 6")) << r2.output;
+  fmt::print("node 0:\n{}", LauncherLines(r0.output));
   const auto resumed = ResumedFrom(r0.output);
   ASSERT_EQ(resumed.size(), 1u) << r0.output;
   EXPECT_GE(resumed[0], 12) << r0.output;
@@ -133,9 +137,11 @@ TEST_F(NetnsElastic, NodeZeroDyingFailsTheOthersNamingIt) {
   ASSERT_GE(c.KillAll(0, SIGKILL), 3);
   for (int i : {1, 2}) {
     auto r = nodes[i]->Wait(30s);
-    const double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    const double took =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     EXPECT_EQ(r.exit_code, 3) << r.output;
-    EXPECT_TRUE(Has(r, "lost the rendezvous store (node 0's launcher at 10.77.0.1:29500 hosted it)"))
+    EXPECT_TRUE(
+        Has(r, "lost the rendezvous store (node 0's launcher at 10.77.0.1:29500 hosted it)"))
         << r.output;
     EXPECT_TRUE(Has(r, fmt::format("[rank {}] rank {} got SIGTERM", 2 * i, 2 * i))) << r.output;
     EXPECT_FALSE(Has(r, "restarting the group")) << r.output;
@@ -149,7 +155,7 @@ TEST_F(NetnsElasticTraining, FashionMnistTwoNodesEndsWithAVerifiedSnapshot) {
   NetnsCluster c(2);
   TestDir dir("netns-fashion");
   const std::string metrics = dir.File("metrics.jsonl");
-  const std::vector<std::string> flags = {"--nnodes", "2", "--nproc-per-node", "2",
+  const std::vector<std::string> flags = {"--nnodes",         "2",          "--nproc-per-node", "2",
                                           "--checkpoint-uri", dir.Uri("ck")};
   auto n0 = StartNode(c, 0, flags, FashionMnistJob(60, 20, metrics), "netns-fashion");
   auto n1 = StartNode(c, 1, flags, FashionMnistJob(60, 20, metrics), "netns-fashion");
@@ -162,8 +168,8 @@ TEST_F(NetnsElasticTraining, FashionMnistTwoNodesEndsWithAVerifiedSnapshot) {
   Subprocess verify({BinPath("cohort"), "checkpoint", "verify", dir.Uri("ck/netns-fashion")}, {});
   auto v = verify.Wait(30s);
   EXPECT_EQ(v.exit_code, 0) << v.output;
-  EXPECT_TRUE(Has(v, "latest      " + dir.Uri("ck/netns-fashion/latest") +
-                         " -> step-000000000060\n"))
+  EXPECT_TRUE(
+      Has(v, "latest      " + dir.Uri("ck/netns-fashion/latest") + " -> step-000000000060\n"))
       << v.output;
   EXPECT_TRUE(Has(v, "/step-000000000060  step 60, 4 shard(s), ")) << v.output;
   EXPECT_EQ(CountOf(v.output, "OK          "), 3) << v.output;  // 20, 40, 60
