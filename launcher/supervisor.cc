@@ -374,6 +374,13 @@ Outcome Supervisor::RunAttempt(int& round) {
     Say("{}", e.what());
     Fail(prefix, kExitUsage, fmt::format("node {} could not start its workers", node_));
     return {Outcome::kFailed, kExitUsage, e.what()};
+  } catch (const Internal& e) {
+    // fork or pipe2 failed (out of processes or descriptors, say): a failure of this attempt,
+    // which a restart may get past, not the end of the launcher.
+    const std::string what =
+        fmt::format("node {} could not start its workers: {}", node_, e.what());
+    Say("{}", what);
+    return Fail(prefix, 1, what);
   }
   Say("attempt {}: started {} worker{} (rank{} {}{}) of a world of {}", attempt + 1, a.nproc,
       a.nproc == 1 ? "" : "s", a.nproc == 1 ? "" : "s", a.first_rank,

@@ -9,6 +9,7 @@
 
 #include <thread>
 
+#include "tests/collectives/store/etcd_fixture.h"
 #include "tests/launcher/elastic_job.h"
 #include "tests/netns/netns_launch.h"
 #include "tests/util/test_dir.h"
@@ -22,15 +23,15 @@ bool Has(const ProcessResult& r, const std::string& text) {
   return r.output.find(text) != std::string::npos;
 }
 
-// `cohort launch` on node i of the cluster with --node-rank i, node 0's address as the endpoint,
+// `cohort launch` on node i of the cluster with --node-rank i, node 0's address (or `endpoint`),
 // and a clean environment with a token (a store beyond loopback needs one).
 std::unique_ptr<Subprocess> StartNode(const NetnsCluster& c, int node,
                                       const std::vector<std::string>& flags,
                                       const std::vector<std::string>& program,
-                                      const std::string& run) {
-  std::vector<std::string> argv = {BinPath("cohort"), "launch",
-                                   "--node-rank",     std::to_string(node),
-                                   "--rdzv-endpoint", c.node(0).address + ":29500"};
+                                      const std::string& run, std::string endpoint = "") {
+  if (endpoint.empty()) endpoint = c.node(0).address + ":29500";
+  std::vector<std::string> argv = {BinPath("cohort"),    "launch",          "--node-rank",
+                                   std::to_string(node), "--rdzv-endpoint", endpoint};
   argv.insert(argv.end(), flags.begin(), flags.end());
   argv.push_back("--");
   argv.insert(argv.end(), program.begin(), program.end());
@@ -147,6 +148,39 @@ TEST_F(NetnsElastic, NodeZeroDyingFailsTheOthersNamingIt) {
     EXPECT_FALSE(Has(r, "restarting the group")) << r.output;
     EXPECT_LT(took, 10) << r.output;
   }
+}
+
+// With an external store (etcd, in a namespace of its own) no node is special: when every
+// process of node 0 dies, nodes 1 and 2 re-form at 2 nodes without it and train every step.
+TEST_F(NetnsElasticTraining, WithEtcdTheOthersReformWithoutNodeZero) {
+  if (auto why = EtcdServer::UnavailableReason(); !why.empty()) GTEST_SKIP() << why;
+  NetnsCluster c(4);  // node 3 runs etcd only
+  EtcdServer etcd(c.node(3).address, 2379, c.InNode(3, {}));
+  TestDir dir("netns-elastic");
+  const std::string metrics = dir.File("metrics.jsonl");
+  auto flags = ElasticFlags(dir, "2");
+  for (const char* f : {"--rdzv-backend", "etcd", "--insecure-store"}) flags.push_back(f);
+  const auto program = FashionMnistJob(60, 10, metrics);
+  std::vector<std::unique_ptr<Subprocess>> nodes;
+  for (int i = 0; i < 3; ++i) {
+    nodes.push_back(StartNode(c, i, flags, program, "netns-elastic-etcd", etcd.endpoint()));
+  }
+  ASSERT_TRUE(AwaitStep(metrics, 25, 90s)) << nodes[0]->Output();
+  ASSERT_GE(c.KillAll(0, SIGKILL), 3);
+  auto r1 = nodes[1]->Wait(90s), r2 = nodes[2]->Wait(90s);
+  ASSERT_EQ(r1.exit_code, 0) << r1.output << r2.output;
+  ASSERT_EQ(r2.exit_code, 0) << r2.output;
+  for (const auto* r : {&r1, &r2}) {
+    EXPECT_TRUE(Has(*r, "re-formed at 2 nodes, a world of 4; lost node 0 (node0 pid "))
+        << r->output;
+  }
+  // Node 1 is the new round's node rank 0: its first worker is rank 0, and writes the log.
+  EXPECT_TRUE(Has(r1, "attempt 2: started 2 workers (ranks 0..1) of a world of 4")) << r1.output;
+  EXPECT_TRUE(Has(r2, "attempt 2: started 2 workers (ranks 2..3) of a world of 4")) << r2.output;
+  fmt::print("node 1:\n{}", LauncherLines(r1.output));
+  const auto resumed = ResumedFrom(r1.output);
+  ASSERT_EQ(resumed.size(), 1u) << r1.output;
+  EXPECT_EQ(CheckSteps(ReadSteps(metrics), resumed, 60, 10), "") << r1.output;
 }
 
 // Fashion-MNIST on 2 nodes x 2 workers with a snapshot every 20 steps; the last snapshot is the
