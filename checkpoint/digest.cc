@@ -5,19 +5,11 @@
 #include <xxhash.h>
 
 #include "common/error.h"
+#include "common/hex.h"
 
 namespace cohort::checkpoint {
 namespace {
 
-std::string Hex(const unsigned char* bytes, size_t n) {
-  static const char kDigits[] = "0123456789abcdef";
-  std::string out(2 * n, '0');
-  for (size_t i = 0; i < n; ++i) {
-    out[2 * i] = kDigits[bytes[i] >> 4];
-    out[2 * i + 1] = kDigits[bytes[i] & 15];
-  }
-  return out;
-}
 
 class Xxh3Hasher : public Hasher {
  public:

@@ -4,6 +4,7 @@
 
 #include "checkpoint/shard_file.h"
 #include "common/error.h"
+#include "common/hex.h"
 
 namespace cohort::checkpoint {
 namespace {
@@ -86,13 +87,6 @@ void CheckStored(const StoredBlock& b, DType dtype, const ShardEntry& entry, uin
         entry.object, b.offset, nbytes, b.digests.size(), entry.size));
   }
   for (const std::string& d : b.digests) DigestAlgorithmOf(d);
-}
-
-std::string Hex(const std::vector<uint8_t>& bytes) {
-  static const char kDigits[] = "0123456789abcdef";
-  std::string out;
-  for (uint8_t c : bytes) out += {kDigits[c >> 4], kDigits[c & 15]};
-  return out;
 }
 
 std::vector<uint8_t> Unhex(const std::string& text) {
@@ -252,7 +246,7 @@ json AttributesToJson(const std::map<std::string, AttrValue>& attributes) {
     if (auto* i = std::get_if<int64_t>(&value)) out[key] = {{"int", *i}};
     if (auto* d = std::get_if<double>(&value)) out[key] = {{"float", *d}};
     if (auto* s = std::get_if<std::string>(&value)) out[key] = {{"text", *s}};
-    if (auto* b = std::get_if<Blob>(&value)) out[key] = {{"bytes", Hex(b->bytes)}};
+    if (auto* b = std::get_if<Blob>(&value)) out[key] = {{"bytes", Hex(b->bytes.data(), b->bytes.size())}};
   }
   return out;
 }

@@ -4,7 +4,6 @@
 #include <netdb.h>
 #include <unistd.h>
 
-#include <random>
 #include <thread>
 
 #include "collectives/config.h"
@@ -13,6 +12,7 @@
 #include "collectives/store/store_from_env.h"
 #include "common/env.h"
 #include "common/error.h"
+#include "common/hex.h"
 #include "common/net.h"
 
 #if COHORT_HAVE_NCCL
@@ -79,13 +79,6 @@ std::string IndexedJobNodeZero(int index) {
   if (info) freeaddrinfo(info);
   if (domain.empty()) return "";  // no subdomain: node 0 cannot be named
   return host.substr(0, host.size() - suffix.size()) + "-0" + domain;
-}
-
-std::string RandomHex(int bytes) {
-  std::random_device rd;
-  std::string s;
-  for (int i = 0; i < bytes; ++i) s += fmt::format("{:02x}", rd() & 0xff);
-  return s;
 }
 
 void DeriveCounts(const LaunchOptions& o, LaunchPlan& p) {

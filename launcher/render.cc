@@ -2,10 +2,10 @@
 
 #include <fmt/format.h>
 
-#include <random>
 #include <regex>
 
 #include "common/error.h"
+#include "common/hex.h"
 #include "launcher/render_parts.h"
 #include "launcher/yaml_json.h"
 
@@ -172,16 +172,7 @@ void CheckTokenOptions(const RenderOptions& o) {
 
 }  // namespace
 
-std::string RandomToken() {
-  try {
-    std::random_device rd;
-    std::string s;
-    for (int i = 0; i < 4; ++i) s += fmt::format("{:08x}", static_cast<uint32_t>(rd()));
-    return s;
-  } catch (const std::exception& e) {
-    throw Unavailable(fmt::format("no random source for a fresh token: {}", e.what()));
-  }
-}
+std::string RandomToken() { return RandomHex(16); }
 
 Json RenderTrainingJob(const Json& doc, const RenderOptions& options) {
   CheckTokenOptions(options);

@@ -7,6 +7,7 @@
 
 #include "checkpoint/store/s3_xml.h"
 #include "common/error.h"
+#include "common/hex.h"
 
 namespace cohort::checkpoint {
 namespace {
@@ -52,13 +53,7 @@ std::string Sha256Hex(const void* data, size_t size) {
   unsigned int len = 0;
   if (EVP_Digest(data, size, digest, &len, EVP_sha256(), nullptr) != 1)
     throw Internal("EVP_Digest(SHA-256) failed");
-  static const char* kHex = "0123456789abcdef";
-  std::string out;
-  for (unsigned int i = 0; i < len; ++i) {
-    out.push_back(kHex[digest[i] >> 4]);
-    out.push_back(kHex[digest[i] & 15]);
-  }
-  return out;
+  return Hex(digest, len);
 }
 
 S3Client::S3Client(std::string bucket, const S3Options& options)

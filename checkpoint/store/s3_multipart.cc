@@ -10,6 +10,7 @@
 #include "checkpoint/store/s3_client.h"
 #include "checkpoint/store/s3_xml.h"
 #include "common/error.h"
+#include "common/hex.h"
 #include "common/log.h"
 
 namespace cohort::checkpoint {
@@ -34,9 +35,7 @@ std::string MultipartEtag(const std::vector<std::string>& part_etags) {
   unsigned char digest[EVP_MAX_MD_SIZE];
   unsigned int len = 0;
   if (EVP_Digest(binary.data(), binary.size(), digest, &len, EVP_md5(), nullptr) != 1) return "";
-  std::string out;
-  for (unsigned int i = 0; i < len; ++i) out += fmt::format("{:02x}", digest[i]);
-  return fmt::format("{}-{}", out, part_etags.size());
+  return fmt::format("{}-{}", Hex(digest, len), part_etags.size());
 }
 
 }  // namespace

@@ -12,6 +12,7 @@
 #include "common/check.h"
 #include "common/env.h"
 #include "common/error.h"
+#include "common/hex.h"
 #include "common/log.h"
 #include "common/net.h"
 #include "common/world.h"
@@ -135,6 +136,17 @@ TEST(Net, FreePortRangeIsBelowTheEphemeralRangeAndSkipsATakenPort) {
   ::close(fd);
   EXPECT_THROW(net::FreePortRange(0), InvalidArgument);
   EXPECT_THROW(net::FreePortRange(ephemeral_low), InvalidArgument);
+}
+
+TEST(Hex, EncodesEveryByteAndRandomHexIsFreshEachTime) {
+  const unsigned char bytes[] = {0x00, 0x0f, 0x10, 0xab, 0xff};
+  EXPECT_EQ(Hex(bytes, sizeof(bytes)), "000f10abff");
+  EXPECT_EQ(Hex(bytes, 0), "");
+  const std::string a = RandomHex(16), b = RandomHex(16);
+  EXPECT_EQ(a.size(), 32u);
+  EXPECT_EQ(a.find_first_not_of("0123456789abcdef"), std::string::npos) << a;
+  EXPECT_NE(a, b);
+  EXPECT_EQ(RandomHex(0), "");
 }
 
 TEST(World, DetectsEachSourceInOrder) {
