@@ -146,6 +146,19 @@ TxnResult ParsePutIf(const std::string& body) {
   return r;
 }
 
+std::string AuthenticateBody(const std::string& user, const std::string& password) {
+  return json{{"name", user}, {"password", password}}.dump();
+}
+
+std::string ParseAuthToken(const std::string& body) {
+  const json j = Parse(body);
+  auto it = j.find("token");
+  if (it == j.end() || !it->is_string() || it->get<std::string>().empty()) {
+    throw DataLoss("etcd's authenticate answer carries no token: " + body.substr(0, 200));
+  }
+  return it->get<std::string>();
+}
+
 std::string ErrorMessage(const std::string& body) {
   const json j = json::parse(body, nullptr, false);
   if (j.is_object()) {

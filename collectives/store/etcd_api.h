@@ -1,8 +1,8 @@
 // The parts of etcd's v3 JSON gateway (etcd 3.4: POST /v3/kv/range, /v3/kv/put,
-// /v3/kv/deleterange, /v3/kv/txn) that EtcdStore uses: request bodies and answers, with keys and
-// values in base64 as the gateway wants them. Pure functions, no I/O, so they are unit-tested
-// without a server. The gateway leaves out fields at their zero value ("kvs", "value",
-// "succeeded", "deleted"), and writes 64-bit integers as strings.
+// /v3/kv/deleterange, /v3/kv/txn, /v3/auth/authenticate) that EtcdStore uses: request bodies and
+// answers, with keys and values in base64 as the gateway wants them. Pure functions, no I/O, so
+// they are unit-tested without a server. The gateway leaves out fields at their zero value ("kvs",
+// "value", "succeeded", "deleted"), and writes 64-bit integers as strings.
 #pragma once
 
 #include <cstdint>
@@ -51,6 +51,12 @@ struct TxnResult {
   std::optional<KeyValue> current;  // on failure: the key as it was, if it existed
 };
 TxnResult ParsePutIf(const std::string& body);
+
+// POST /v3/auth/authenticate: the body for a user's name and password, and the token of the
+// answer (the value of the "Authorization" header of later calls). Throws DataLoss when the
+// answer carries no token.
+std::string AuthenticateBody(const std::string& user, const std::string& password);
+std::string ParseAuthToken(const std::string& body);
 
 // The "error" / "message" of an error answer, or the body cut to one line.
 std::string ErrorMessage(const std::string& body);

@@ -27,6 +27,7 @@ http::Options EtcdHttpOptions() {
   o.connect_timeout_s = 3;
   o.stall_timeout_s = 10;
   o.request_timeout_s = 10;
+  o.refusal_throws = false;  // Call names the fix: credentials missing, or a role missing
   return o;
 }
 
@@ -35,6 +36,18 @@ void PollPause(milliseconds* step, Clock::time_point deadline) {
   const auto left = std::chrono::duration_cast<milliseconds>(deadline - Clock::now());
   std::this_thread::sleep_for(std::min(*step, std::max(left, milliseconds(0))));
   *step = std::min(*step * 2, milliseconds(100));
+}
+
+// Renew the auth token at this age: below etcd's default --auth-token-ttl (300 s).
+constexpr auto kTokenRenewal = std::chrono::seconds(100);
+
+// Whether an error answer means "who are you?": auth is on and the call's user is missing or
+// not allowed (etcd answers 400 / 403 with these messages).
+bool IsAuthRefusal(long status, const std::string& message) {
+  return status == 401 || status == 403 ||
+         message.find("user name is empty") != std::string::npos ||
+         message.find("permission denied") != std::string::npos ||
+         message.find("invalid auth token") != std::string::npos;
 }
 
 int64_t ParseCounter(const std::string& key, const std::string& value) {
@@ -51,9 +64,11 @@ int64_t ParseCounter(const std::string& key, const std::string& value) {
 
 }  // namespace
 
-EtcdStore::EtcdStore(const std::string& endpoint, std::string key_prefix)
+EtcdStore::EtcdStore(const std::string& endpoint, std::string key_prefix,
+                     EtcdCredentials credentials)
     : endpoint_(net::ParseHostPort(endpoint, "the etcd endpoint").ToString()),
       prefix_(std::move(key_prefix)),
+      credentials_(std::move(credentials)),
       http_(std::make_unique<http::Client>("http://" + endpoint_, http::Auth::None(),
                                            EtcdHttpOptions())) {}
 
@@ -61,18 +76,53 @@ EtcdStore::~EtcdStore() = default;
 
 std::string EtcdStore::KeyPrefix(const std::string& run_id) { return "cohort/" + run_id + "/"; }
 
+std::string EtcdStore::AuthHeader() {
+  if (credentials_.user.empty()) return "";
+  std::lock_guard<std::mutex> lock(auth_mu_);
+  const auto now = Clock::now();
+  if (auth_token_.empty() || now - auth_time_ > kTokenRenewal) {
+    http::Request req;
+    req.method = "POST";
+    req.target = "/v3/auth/authenticate";
+    req.headers = {"Content-Type: application/json"};
+    const std::string body = etcd::AuthenticateBody(credentials_.user, credentials_.password);
+    req.SetBody(body);
+    req.what = "authenticate";
+    const http::Response res = http_->Send(req);
+    if (res.status != 200) {
+      throw Unauthenticated(
+          fmt::format("etcd at {} refused user '{}' (HTTP {}: {}); check COHORT_RDZV_USER and "
+                      "COHORT_RDZV_PASSWORD",
+                      endpoint_, credentials_.user, res.status, etcd::ErrorMessage(res.body)));
+    }
+    auth_token_ = etcd::ParseAuthToken(res.body);
+    auth_time_ = now;
+  }
+  return "Authorization: " + auth_token_;
+}
+
 std::string EtcdStore::Call(const std::string& call, const std::string& body,
                             const std::string& what) {
   http::Request req;
   req.method = "POST";
   req.target = "/v3/kv/" + call;
   req.headers = {"Content-Type: application/json"};
+  if (std::string auth = AuthHeader(); !auth.empty()) req.headers.push_back(std::move(auth));
   req.SetBody(body);
   req.what = what;
   const http::Response res = http_->Send(req);
   if (res.status != 200) {
-    throw Unavailable(fmt::format("etcd at {} refused {} (HTTP {}): {}", endpoint_, what,
-                                  res.status, etcd::ErrorMessage(res.body)));
+    const std::string message = etcd::ErrorMessage(res.body);
+    if (IsAuthRefusal(res.status, message)) {
+      throw Unauthenticated(fmt::format(
+          "etcd at {} refused {} ({}): {}", endpoint_, what, message,
+          credentials_.user.empty()
+              ? "it has auth enabled; set COHORT_RDZV_USER and COHORT_RDZV_PASSWORD to an etcd user"
+              : fmt::format("give user '{}' a role that may read and write the cohort/ keys",
+                            credentials_.user)));
+    }
+    throw Unavailable(
+        fmt::format("etcd at {} refused {} (HTTP {}): {}", endpoint_, what, res.status, message));
   }
   return res.body;
 }

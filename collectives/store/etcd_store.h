@@ -9,9 +9,17 @@
 // Get and Wait poll (5 ms growing to 100 ms) until the deadline: the gateway's /v3/watch is a
 // stream, which the HTTP layer (common/http.h: whole answers, retries) does not read.
 // Safe to use from many threads at once (http::Client pools its connections).
+//
+// With credentials (an etcd user, as `etcdctl user add` makes them, on an etcd with `auth
+// enable`) every call carries the token etcd's /v3/auth/authenticate returned, in the
+// Authorization header, as etcdctl and torchelastic send it. The token is renewed every 100 s of
+// its life, below etcd's default --auth-token-ttl of 300 s (a simple token lapses after that long
+// unused; the gateway then hangs the call instead of refusing it).
 #pragma once
 
+#include <chrono>
 #include <memory>
+#include <mutex>
 #include <string>
 
 #include "collectives/store/store.h"
@@ -22,14 +30,21 @@ class Client;
 
 namespace cohort::collectives {
 
+// An etcd user and password; an empty user: etcd without authentication.
+struct EtcdCredentials {
+  std::string user;
+  std::string password;
+};
+
 class EtcdStore : public Store {
  public:
   // endpoint: "host:port" of etcd's client URL (http). Does not connect yet. Throws
   // InvalidArgument for a malformed endpoint.
-  EtcdStore(const std::string& endpoint, std::string key_prefix);
+  EtcdStore(const std::string& endpoint, std::string key_prefix, EtcdCredentials credentials = {});
   ~EtcdStore() override;
 
-  // Waits up to timeout until etcd answers. Throws Unavailable naming the endpoint and the wait.
+  // Waits up to timeout until etcd answers. Throws Unavailable naming the endpoint and the wait,
+  // Unauthenticated at once when etcd refuses the credentials or wants some and has none.
   void Connect(Millis timeout);
 
   // Every operation throws Unavailable when etcd cannot be reached (naming the endpoint),
@@ -52,10 +67,17 @@ class EtcdStore : public Store {
   std::string Call(const std::string& call, const std::string& body, const std::string& what);
   // The key's value if it exists (one range request).
   bool TryGet(const std::string& key, std::string* value);
+  // "Authorization: <token>", authenticating first when the token is missing or old; "" without
+  // credentials. Throws Unauthenticated when etcd refuses them.
+  std::string AuthHeader();
 
   std::string endpoint_;
   std::string prefix_;
+  EtcdCredentials credentials_;
   std::unique_ptr<http::Client> http_;
+  std::mutex auth_mu_;
+  std::string auth_token_;  // guarded by auth_mu_
+  std::chrono::steady_clock::time_point auth_time_;
 };
 
 }  // namespace cohort::collectives

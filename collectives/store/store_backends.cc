@@ -4,6 +4,7 @@
 
 #include "collectives/store/etcd_store.h"
 #include "collectives/store/grpc_store_client.h"
+#include "common/env.h"
 #include "common/error.h"
 
 namespace cohort::collectives {
@@ -18,7 +19,10 @@ const std::vector<StoreBackend>& StoreBackends() {
        }},
       {"etcd", "etcd://", false, "an etcd v3 server at --rdzv-endpoint (keys under cohort/<run>/)",
        [](const StoreConnectParams& p) -> std::shared_ptr<Store> {
-         auto store = std::make_shared<EtcdStore>(p.endpoint, EtcdStore::KeyPrefix(p.run_id));
+         // Credentials come from the environment, in the launcher and in every worker alike.
+         EtcdCredentials credentials{env::kRdzvUser.Str(""), env::kRdzvPassword.Str("")};
+         auto store = std::make_shared<EtcdStore>(p.endpoint, EtcdStore::KeyPrefix(p.run_id),
+                                                  std::move(credentials));
          store->Connect(p.timeout);
          return store;
        }},

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <fmt/format.h>
+#include <gtest/gtest.h>
 
 #include <chrono>
 #include <map>
@@ -86,5 +87,31 @@ class NodeLaunch {
   Env env_;
   std::string endpoint_;
 };
+
+// The matrix on every dtype would take minutes over TCP; these cover reduce, gather and
+// broadcast paths at sizes that take one and several messages.
+inline const std::vector<std::string> kMatrix = {
+    BinPath("collective_worker"), "--backend", "gloo", "--mode", "matrix", "--counts",
+    "0,7,1031", "--dtypes", "f32,i64"};
+
+// A long loop of 4 MiB all-reduces (no victim): runs until a fault is injected from outside.
+inline const std::vector<std::string> kLoop = {
+    BinPath("collective_worker"), "--backend", "gloo", "--mode", "kill", "--victim", "-1",
+    "--at", "100000"};
+
+// Every node exited 0 and each of its two workers printed its matrix line with 0 failures.
+inline void ExpectMatrixPassed(const std::vector<ProcessResult>& r, int world) {
+  for (size_t n = 0; n < r.size(); ++n) {
+    EXPECT_EQ(r[n].exit_code, 0) << "node " << n << ":\n" << r[n].output;
+    for (int l = 0; l < 2; ++l) {
+      const int rank = static_cast<int>(n) * 2 + l;
+      const std::string line = fmt::format("[rank {}] rank {} of {} (gloo): ", rank, rank, world);
+      const size_t at = r[n].output.find(line);
+      ASSERT_NE(at, std::string::npos) << r[n].output;
+      const std::string rest = r[n].output.substr(at + line.size(), 40);
+      EXPECT_NE(rest.find(" checks, 0 failed"), std::string::npos) << rest;
+    }
+  }
+}
 
 }  // namespace cohort::testing

@@ -20,7 +20,8 @@ std::string EtcdServer::UnavailableReason() {
 }
 
 EtcdServer::EtcdServer(const std::string& host, int client_port,
-                       const std::vector<std::string>& in) {
+                       const std::vector<std::string>& in)
+    : in_(in) {
   char tmpl[] = "/tmp/cohort-etcd-XXXXXX";
   if (!::mkdtemp(tmpl)) throw std::runtime_error("mkdtemp failed");
   dir_ = tmpl;
@@ -44,6 +45,35 @@ EtcdServer::EtcdServer(const std::string& host, int client_port,
       !process_->AwaitLine("serving insecure client requests", std::chrono::milliseconds(1))) {
     throw std::runtime_error("etcd did not come up on " + endpoint_ + ":\n" + process_->Output());
   }
+}
+
+std::string EtcdServer::Post(const std::string& path, const std::string& body) {
+  std::vector<std::string> argv = in_;
+  for (const std::string& a :
+       {std::string("/usr/bin/curl"), std::string("-sS"), "http://" + endpoint_ + path,
+        std::string("-d"), body}) {
+    argv.push_back(a);
+  }
+  auto r = Subprocess(argv, {}).Wait(std::chrono::seconds(10));
+  if (r.exit_code != 0) throw std::runtime_error("curl " + path + " failed: " + r.output);
+  return r.output;
+}
+
+void EtcdServer::EnableAuth(const std::string& root_password, const std::string& extra_user) {
+  auto step = [&](const std::string& path, const std::string& body) {
+    const std::string answer = Post(path, body);
+    if (answer.find("\"error\"") != std::string::npos) {
+      throw std::runtime_error("etcd " + path + ": " + answer);
+    }
+  };
+  step("/v3/auth/user/add", fmt::format(R"({{"name":"root","password":"{}"}})", root_password));
+  step("/v3/auth/role/add", R"({"name":"root"})");
+  step("/v3/auth/user/grant", R"({"user":"root","role":"root"})");
+  if (!extra_user.empty()) {
+    step("/v3/auth/user/add",
+         fmt::format(R"({{"name":"{}","password":"{}"}})", extra_user, root_password));
+  }
+  step("/v3/auth/enable", "{}");
 }
 
 EtcdServer::~EtcdServer() {

@@ -24,11 +24,22 @@ class EtcdServer {
 
   // host:port of the client URL.
   const std::string& endpoint() const { return endpoint_; }
+
+  // Turns on etcd's v3 auth as `etcdctl user add root; etcdctl auth enable` does: user root
+  // (password root_password) with role root, then auth enable; and adds `extra_user` (password
+  // the same) with no role at all, for refusals. Through its JSON gateway with /usr/bin/curl,
+  // run with the same prefix as etcd (so inside its namespace). Throws std::runtime_error with
+  // the answer when a step fails.
+  void EnableAuth(const std::string& root_password, const std::string& extra_user = "");
   Subprocess& process() { return *process_; }
 
  private:
+  // POSTs body to path on this etcd; returns the answer. Throws when curl fails.
+  std::string Post(const std::string& path, const std::string& body);
+
   std::string dir_;
   std::string endpoint_;
+  std::vector<std::string> in_;
   std::unique_ptr<Subprocess> process_;
 };
 
