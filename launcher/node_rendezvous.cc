@@ -175,6 +175,18 @@ std::vector<int> CloseRound(collectives::Store& store, const std::string& prefix
                             const std::vector<int>& previous_ids,
                             const std::vector<std::string>& previous_hosts) {
   const int min = plan.min_nodes.value, max = plan.max_nodes.value;
+  // The last round's members that said they would rejoin (Supervisor::StopForNextRound) get
+  // until every node has had its grace period to stop its workers, and a little more.
+  std::vector<std::string> rejoining;
+  if (round > 0) {
+    for (const auto& [key, host] :
+         store.List(RoundPrefix(plan.run_id.value, round - 1) + "rejoin/")) {
+      rejoining.push_back(prefix + "node/" + key.substr(key.rfind('/') + 1));
+    }
+  }
+  const auto rejoin_until = Clock::now() +
+                            milliseconds(static_cast<int64_t>(plan.grace_period * 1000)) +
+                            std::chrono::seconds(5);
   auto last_change = Clock::now();
   size_t seen = 0;
   for (;;) {
@@ -183,7 +195,11 @@ std::vector<int> CloseRound(collectives::Store& store, const std::string& prefix
     if (n != seen) seen = n, last_change = Clock::now();
     const bool last_call_over =
         Clock::now() - last_change >= milliseconds(static_cast<int>(plan.rdzv_last_call * 1000));
-    if (static_cast<int>(n) >= max || (static_cast<int>(n) >= min && last_call_over)) {
+    const bool rejoined =
+        Clock::now() >= rejoin_until ||
+        std::all_of(rejoining.begin(), rejoining.end(),
+                    [&](const std::string& key) { return records.count(key) > 0; });
+    if (static_cast<int>(n) >= max || (static_cast<int>(n) >= min && last_call_over && rejoined)) {
       std::vector<int> ids = Members(records, prefix);
       store.Set(prefix + "closed", fmt::format("{}", fmt::join(ids, ",")));
       return ids;

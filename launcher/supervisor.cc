@@ -79,6 +79,10 @@ class Supervisor {
   void ReportChange(const Assignment& a);
   Outcome LostStore(const Error& e);
   Outcome Watch(WorkerGroup& group, int attempt, const std::string& prefix);
+  // Ends the round on this node: says that it will rejoin (elastic: so that the next round's
+  // closer waits for it rather than re-forming without a node that is only slow to stop), then
+  // stops the workers (SIGTERM, SIGKILL after the grace period).
+  void StopForNextRound(WorkerGroup& group, const std::string& prefix);
   // Waits up to 20 ms for SIGTERM/SIGINT; on one, stops the workers with it (after the grace
   // period, SIGKILL) and records the stop for every node.
   std::optional<Outcome> CheckSignal(WorkerGroup& group, const std::string& prefix);
@@ -179,17 +183,23 @@ std::string Supervisor::CheckHeartbeats(int attempt) {
   return "";
 }
 
+void Supervisor::StopForNextRound(WorkerGroup& group, const std::string& prefix) {
+  if (elastic_) store_->Set(prefix + "rejoin/" + std::to_string(node_), net::Hostname());
+  group.Stop(Ms(plan_.grace_period), SIGTERM);
+}
+
 std::optional<Outcome> Supervisor::WatchMembers(WorkerGroup& group, const std::string& prefix) {
   if (const std::string lost = keepalives_->Check(*store_, kNodeSilenceLimit); !lost.empty()) {
     Say("{}: stopping this node's workers", lost);
-    group.Stop(Ms(plan_.grace_period), SIGTERM);
-    return Fail(prefix, 1, lost);
+    const Outcome failed = Fail(prefix, 1, lost);  // first: the others stop now too
+    StopForNextRound(group, prefix);
+    return failed;
   }
   if (auto reform = store_->List(prefix + "reform"); !reform.empty()) {
     Say("{}: re-forming the group (the workers get SIGTERM and --grace-period {:g} s to save a "
         "snapshot)",
         reform.begin()->second, plan_.grace_period);
-    group.Stop(Ms(plan_.grace_period), SIGTERM);
+    StopForNextRound(group, prefix);
     return Outcome{Outcome::kReform, 0, reform.begin()->second};
   }
   // A node waiting to join, while there is room and no node has finished: every node re-forms.
@@ -239,14 +249,16 @@ Outcome Supervisor::Watch(WorkerGroup& group, int attempt, const std::string& pr
       }
       const std::string what = fmt::format("rank {} on node {} {}", e.rank, node_, e.Describe());
       Say("{}: stopping the other workers", what);
-      group.Stop(Ms(plan_.grace_period), SIGTERM);
-      return Fail(prefix, e.ShellCode(), what);
+      const Outcome failed = Fail(prefix, e.ShellCode(), what);  // first: the others stop now too
+      StopForNextRound(group, prefix);
+      return failed;
     }
     if (ps_) {
       if (std::string dead = ps_->Dead(); !dead.empty()) {
         Say("{}: stopping the workers", dead);
-        group.Stop(Ms(plan_.grace_period), SIGTERM);
-        return Fail(prefix, 1, dead);
+        const Outcome failed = Fail(prefix, 1, dead);  // first: the others stop now too
+        StopForNextRound(group, prefix);
+        return failed;
       }
     }
     if (!local_done && group.Running() == 0) {
@@ -260,7 +272,7 @@ Outcome Supervisor::Watch(WorkerGroup& group, int attempt, const std::string& pr
       const std::string& v = failed.begin()->second;
       const auto space = v.find(' ');
       Say("{}: stopping this node's workers", v.substr(space + 1));
-      group.Stop(Ms(plan_.grace_period), SIGTERM);
+      StopForNextRound(group, prefix);
       return {Outcome::kFailed, std::stoi(v.substr(0, space)), v.substr(space + 1)};
     }
     if (local_done && static_cast<int>(store_->List(prefix + "done/").size()) == nnodes_) {
@@ -272,8 +284,9 @@ Outcome Supervisor::Watch(WorkerGroup& group, int attempt, const std::string& pr
     const std::string hung = CheckHeartbeats(attempt);
     if (!hung.empty()) {
       Say("{}: treating it as failed", hung);
-      group.Stop(Ms(plan_.grace_period), SIGTERM);
-      return Fail(prefix, kExitHung, hung);
+      const Outcome failed = Fail(prefix, kExitHung, hung);  // first: the others stop now too
+      StopForNextRound(group, prefix);
+      return failed;
     }
   }
 }
