@@ -24,11 +24,11 @@ const std::string kWorker = BinPath("launch_test_worker");
 
 Env Clean(Env extra = {}) {
   Env e = {{"COHORT_LOG_LEVEL", "warn"}};
-  for (const char* v : {"COHORT_NNODES", "COHORT_NODE_RANK", "COHORT_NPROC_PER_NODE",
-                        "COHORT_RDZV_ENDPOINT", "COHORT_RUN_ID", "COHORT_TOKEN", "MASTER_ADDR",
-                        "MASTER_PORT", "JOB_COMPLETION_INDEX", "PET_NNODES", "PET_NPROC_PER_NODE",
-                        "RANK", "WORLD_SIZE", "OMPI_COMM_WORLD_SIZE", "SLURM_NTASKS",
-                        "COHORT_RDZV_USER", "COHORT_RDZV_PASSWORD"}) {
+  for (const char* v :
+       {"COHORT_NNODES", "COHORT_NODE_RANK", "COHORT_NPROC_PER_NODE", "COHORT_RDZV_ENDPOINT",
+        "COHORT_RUN_ID", "COHORT_TOKEN", "MASTER_ADDR", "MASTER_PORT", "JOB_COMPLETION_INDEX",
+        "PET_NNODES", "PET_NPROC_PER_NODE", "RANK", "WORLD_SIZE", "OMPI_COMM_WORLD_SIZE",
+        "SLURM_NTASKS", "COHORT_RDZV_USER", "COHORT_RDZV_PASSWORD"}) {
     e[v] = "";  // empty counts as unset
   }
   for (auto& [k, v] : extra) e[k] = v;
@@ -37,17 +37,18 @@ Env Clean(Env extra = {}) {
 
 // `cohort launch` node `rank` of 2 at endpoint, two workers each summing their ranks.
 std::vector<std::string> Node(int rank, const std::string& endpoint,
-                              std::vector<std::string> extra = {},
-                              const std::string& mode = "ok") {
-  std::vector<std::string> argv = {kCohort,        "launch", "--nnodes",        "2",
-                                   "--node-rank",  std::to_string(rank), "--rdzv-endpoint", endpoint,
-                                   "--nproc-per-node", "2"};
+                              std::vector<std::string> extra = {}, const std::string& mode = "ok") {
+  std::vector<std::string> argv = {
+      kCohort,           "launch", "--nnodes",         "2", "--node-rank", std::to_string(rank),
+      "--rdzv-endpoint", endpoint, "--nproc-per-node", "2"};
   argv.insert(argv.end(), extra.begin(), extra.end());
   for (const char* a : {"--", kWorker.c_str(), "--mode", mode.c_str()}) argv.push_back(a);
   return argv;
 }
 
-bool Has(const std::string& s, const std::string& text) { return s.find(text) != std::string::npos; }
+bool Has(const std::string& s, const std::string& text) {
+  return s.find(text) != std::string::npos;
+}
 
 int Lines(const std::string& s) {
   int n = 0;
@@ -108,8 +109,7 @@ TEST(Token, LaunchWithoutATokenOnAReachableEndpointIsRefusedInOneLine) {
       EXPECT_TRUE(Has(r.output, want)) << want << "\n" << r.output;
     }
     // It names the node that refused, by rank and host.
-    EXPECT_TRUE(Has(r.output, fmt::format("node rank {} ({})", rank, net::Hostname())))
-        << r.output;
+    EXPECT_TRUE(Has(r.output, fmt::format("node rank {} ({})", rank, net::Hostname()))) << r.output;
     EXPECT_FALSE(Has(r.output, "started")) << r.output;  // no store, no workers
     EXPECT_LT(r.seconds, 5) << r.output;
   }

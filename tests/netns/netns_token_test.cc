@@ -45,8 +45,9 @@ TEST_F(NetnsToken, NodeWithoutTheTokenIsRefusedAndNamed) {
   NetnsCluster c(2);
   auto r = NodeOneOdd(c, {{"COHORT_TOKEN", ""}});
   EXPECT_EQ(r[1].exit_code, 2) << r[1].output;
-  EXPECT_TRUE(Has(r[1], "node rank 1 (node1): no COHORT_TOKEN, and the rendezvous store at "
-                        "10.77.0.1:29500 would listen on every interface"))
+  EXPECT_TRUE(Has(r[1],
+                  "node rank 1 (node1): no COHORT_TOKEN, and the rendezvous store at "
+                  "10.77.0.1:29500 would listen on every interface"))
       << r[1].output;
   EXPECT_TRUE(Has(r[1], "--insecure-store")) << r[1].output;
   EXPECT_FALSE(Has(r[1], "started")) << r[1].output;
