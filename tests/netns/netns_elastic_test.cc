@@ -28,14 +28,17 @@ bool Has(const ProcessResult& r, const std::string& text) {
 std::unique_ptr<Subprocess> StartNode(const NetnsCluster& c, int node,
                                       const std::vector<std::string>& flags,
                                       const std::vector<std::string>& program,
-                                      const std::string& run, std::string endpoint = "") {
+                                      const std::string& run, std::string endpoint = "",
+                                      const Env& env = {}) {
   if (endpoint.empty()) endpoint = c.node(0).address + ":29500";
   std::vector<std::string> argv = {BinPath("cohort"),    "launch",          "--node-rank",
                                    std::to_string(node), "--rdzv-endpoint", endpoint};
   argv.insert(argv.end(), flags.begin(), flags.end());
   argv.push_back("--");
   argv.insert(argv.end(), program.begin(), program.end());
-  return c.Start(node, argv, CleanLaunchEnv({{"COHORT_RUN_ID", run}}));
+  Env e = env;
+  e["COHORT_RUN_ID"] = run;
+  return c.Start(node, argv, CleanLaunchEnv(e));
 }
 
 std::vector<std::string> ElasticFlags(const TestDir& dir, const std::string& restarts) {
@@ -88,6 +91,37 @@ TEST_F(NetnsElasticTraining, KilledNodeReformsAtTwoNodesAndTrainsThroughEverySte
   const auto resumed = ResumedFrom(r0.output);
   ASSERT_EQ(resumed.size(), 1u) << r0.output;
   EXPECT_EQ(resumed[0] % 10, 0) << r0.output;
+  EXPECT_EQ(CheckSteps(ReadSteps(metrics), resumed, 60, 10), "") << r0.output;
+}
+
+// Node 1's link is cut mid-training (no RST: packets just stop). Nodes 0 and 2 notice through
+// their collectives' timeout (COHORT_TIMEOUT 8 s) or node 1's missing keepalives, re-form at 2
+// nodes without it and train every step; node 1, cut off from the store, gives up on its own.
+TEST_F(NetnsElasticTraining, CutOffNodeIsLeftBehindAndTheOthersReform) {
+  NetnsCluster c(3);
+  TestDir dir("netns-elastic");
+  const std::string metrics = dir.File("metrics.jsonl");
+  const auto program = FashionMnistJob(60, 10, metrics);
+  std::vector<std::unique_ptr<Subprocess>> nodes;
+  for (int i = 0; i < 3; ++i) {
+    nodes.push_back(StartNode(c, i, ElasticFlags(dir, "2"), program, "netns-elastic-cut", "",
+                              {{"COHORT_TIMEOUT", "8"}}));
+  }
+  ASSERT_TRUE(AwaitStep(metrics, 25, 90s)) << nodes[0]->Output();
+  c.SetLinkUp(1, false);
+  auto r0 = nodes[0]->Wait(90s), r2 = nodes[2]->Wait(90s), r1 = nodes[1]->Wait(60s);
+  ASSERT_EQ(r0.exit_code, 0) << r0.output << r2.output;
+  ASSERT_EQ(r2.exit_code, 0) << r2.output;
+  for (const auto* r : {&r0, &r2}) {
+    EXPECT_TRUE(Has(*r, "re-formed at 2 nodes, a world of 4; lost node 1 (node1 pid "))
+        << r->output;
+  }
+  EXPECT_FALSE(r1.timed_out) << r1.output;
+  EXPECT_EQ(r1.exit_code, 3) << r1.output;
+  EXPECT_TRUE(Has(r1, "lost the rendezvous store")) << r1.output;
+  fmt::print("node 0:\n{}node 1:\n{}", LauncherLines(r0.output), LauncherLines(r1.output));
+  const auto resumed = ResumedFrom(r0.output);
+  ASSERT_EQ(resumed.size(), 1u) << r0.output;
   EXPECT_EQ(CheckSteps(ReadSteps(metrics), resumed, 60, 10), "") << r0.output;
 }
 
