@@ -87,6 +87,8 @@ const std::vector<const Var*>& All() {
                                               &kPsServers,
                                               &kPsPartitionBytes,
                                               &kShm,
+                                              &kHier,
+                                              &kHierHost,
                                               &kProgress,
                                               &kS3Endpoint,
                                               &kS3Region,

@@ -90,6 +90,14 @@ inline constexpr Var kShm{
     "COHORT_SHM",
     "1 (default): when every rank is on one host, all-reduce through shared memory instead of "
     "the backend's transport (gloo); 0: always through the transport"};
+inline constexpr Var kHier{
+    "COHORT_HIER",
+    "1 (default): when the ranks span several hosts and some host has several, all-reduce "
+    "hierarchically (shared memory on each host, one leader per host over the transport; gloo); "
+    "0: flat over the transport"};
+inline constexpr Var kHierHost{"COHORT_HIER_HOST",
+                               "tests: the host key ranks are grouped by (default: hostname, "
+                               "boot id and /dev/shm)"};
 inline constexpr Var kGlooHost{"COHORT_GLOO_HOST",
                                "address Gloo's TCP transport binds and advertises (hostname)"};
 inline constexpr Var kPsServers{

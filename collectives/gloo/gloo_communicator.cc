@@ -19,6 +19,7 @@
 #include <cstring>
 
 #include "collectives/gloo/gloo_store_adapter.h"
+#include "collectives/hier/hier_allreduce.h"
 #include "collectives/reduce.h"
 #include "collectives/rendezvous.h"
 #include "collectives/shm/shm_collectives.h"
@@ -118,7 +119,12 @@ GlooCommunicator::GlooCommunicator(const CommConfig& config,
                    "all-reduce through shared memory",
                    Size());
     } else {
-      COHORT_DEBUG(kGloo, "all-reduce over TCP (no shared memory: {})", why_not);
+      hier_ = HierAllReduce::Create(
+          config, Scope(), [this](const CommConfig& c) {
+            return std::make_unique<GlooCommunicator>(c, device_);
+          }, &why_not);
+      COHORT_DEBUG(kGloo, "all-reduce {} (no shared memory across all ranks: {})",
+                   hier_ ? "hierarchical: " + hier_->Describe() : "over TCP", why_not);
     }
     waiter_ = std::thread([this] { WaitPosted(); });
   }
@@ -255,6 +261,10 @@ void GlooCommunicator::RunAllReduce(const Op& op) {
   const size_t n = op.in.count;
   if (shm_) {  // zero-length calls too: they meet the other ranks, which checks the sizes agree
     shm_->AllReduce(op.in.data, op.out.data, n, op.in.dtype, op.reduce, op.timeout);
+    return;
+  }
+  if (hier_) {  // zero-length calls too, as shm_
+    hier_->AllReduce(op.in.data, op.out.data, n, op.in.dtype, op.reduce, op.timeout);
     return;
   }
   if (Size() == 1 || n == 0) {

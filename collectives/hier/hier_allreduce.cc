@@ -1,0 +1,143 @@
+#include "collectives/hier/hier_allreduce.h"
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include <algorithm>
+#include <cctype>
+#include <cstring>
+
+#include "collectives/hier/host_groups.h"
+#include "collectives/reduce.h"
+#include "collectives/shm/shm_collectives.h"
+#include "common/env.h"
+#include "common/error.h"
+
+namespace cohort::collectives {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+std::chrono::milliseconds Left(Clock::time_point deadline) {
+  return std::max(std::chrono::milliseconds(1),
+                  std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()));
+}
+
+// Every rank learns whether every host with >= 2 ranks made its segment: one counter, a join,
+// and a read (O(1) store calls per rank). Returns "" or why not.
+std::string AgreeOnShm(Store& store, const std::string& prefix, int rank, int size, bool failed,
+                       const std::string& why, std::chrono::milliseconds timeout) {
+  if (failed) store.Set(prefix + "shm-why", fmt::format("rank {}: {}", rank, why));
+  store.Add(prefix + "shm-failed", failed ? 1 : 0);
+  if (!store.Join(prefix + "built/", rank, size, "1", timeout)) {
+    throw InvalidArgument(fmt::format("hier: rank {} already joined '{}built/'; give each job its "
+                                      "own COHORT_RUN_ID, or restart the store",
+                                      rank, prefix));
+  }
+  if (store.Add(prefix + "shm-failed", 0) == 0) return "";
+  return "no shared memory on some host (" + store.Get(prefix + "shm-why", timeout) + ")";
+}
+
+}  // namespace
+
+std::unique_ptr<HierAllReduce> HierAllReduce::Create(const CommConfig& config,
+                                                     const std::string& scope,
+                                                     const LeaderFactory& make_leaders,
+                                                     std::string* why_not) {
+  Store& store = *config.store;
+  const std::string prefix = scope + "/hier/";
+  const int rank = config.rank, size = config.size;
+  HostGroups g = GroupByHost(store, prefix, rank, size, env::kHier.Bool(true),
+                             config.connect_timeout);
+  if (!g.why_not.empty()) {
+    if (why_not) *why_not = g.why_not;
+    return nullptr;
+  }
+  std::unique_ptr<HierAllReduce> h(new HierAllReduce);
+  h->size_ = size;
+  h->hosts_ = g.hosts();
+  const int host = g.host_of[rank];
+  h->local_ranks_ = g.RanksOf(host);
+  const int local_size = static_cast<int>(h->local_ranks_.size());
+  const int local_rank = static_cast<int>(
+      std::find(h->local_ranks_.begin(), h->local_ranks_.end(), rank) - h->local_ranks_.begin());
+  std::string shm_why;
+  if (local_size > 1) {
+    h->shm_ = ShmCollectives::Create(store, prefix + "host-" + std::to_string(host), local_rank,
+                                     local_size, config.connect_timeout, &shm_why);
+  }
+  const std::string no_shm = AgreeOnShm(store, prefix, rank, size, local_size > 1 && !h->shm_,
+                                        shm_why, config.connect_timeout);
+  if (!no_shm.empty()) {
+    if (why_not) *why_not = no_shm;
+    return nullptr;
+  }
+  std::vector<int> counts;
+  for (int k = 0; k < h->hosts_; ++k) counts.push_back(static_cast<int>(g.RanksOf(k).size()));
+  h->describe_ = fmt::format("{} ranks on {} hosts ({})", size, h->hosts_, fmt::join(counts, ","));
+  if (local_rank == 0) {  // the leader: the all-reduce between hosts
+    CommConfig c = config;
+    c.rank = host;  // hosts are numbered in the order of their leaders
+    c.size = h->hosts_;
+    c.name = config.name + "/hier-leaders";
+    c.group = "hier-leaders";
+    c.global_ranks.clear();
+    for (int l : g.Leaders()) {
+      c.global_ranks.push_back(config.global_ranks.empty() ? l : config.global_ranks[l]);
+    }
+    h->leaders_ = make_leaders(c);
+  }
+  return h;
+}
+
+HierAllReduce::~HierAllReduce() = default;
+
+template <typename F>
+void HierAllReduce::Local(const char* what, F&& step) {
+  try {
+    step();
+  } catch (const cohort::Error& e) {
+    // ShmCollectives' errors start with the peer's local rank ("rank 1 (pid ...) exited"): name
+    // it as a rank of this communicator.
+    std::string detail = e.what();
+    size_t digits = 0;
+    if (detail.rfind("rank ", 0) == 0) {
+      while (5 + digits < detail.size() &&
+             std::isdigit(static_cast<unsigned char>(detail[5 + digits]))) {
+        ++digits;
+      }
+    }
+    if (digits > 0) {
+      const size_t local = std::stoul(detail.substr(5, digits));
+      if (local < local_ranks_.size()) {
+        detail = fmt::format("rank {} (local rank {} of this host){}", local_ranks_[local], local,
+                             detail.substr(5 + digits));
+      }
+    }
+    ThrowError(e.kind(), fmt::format("hierarchical all-reduce, {} through shared memory: {}",
+                                     what, detail));
+  }
+}
+
+void HierAllReduce::AllReduce(const void* in, void* out, size_t count, DType dtype, ReduceOp op,
+                              Millis timeout) {
+  const auto deadline = Clock::now() + timeout;
+  const ReduceOp step = op == ReduceOp::kAvg ? ReduceOp::kSum : op;
+  if (shm_) {
+    Local("reducing", [&] { shm_->AllReduce(in, out, count, dtype, step, timeout); });
+  } else if (out != in && count > 0) {
+    std::memcpy(out, in, count * ElementSize(dtype));
+  }
+  if (leaders_) {
+    OpOptions opts;
+    opts.timeout = Left(deadline);
+    leaders_->AllReduce(TensorView(out, count, dtype), step, opts)->Wait();
+    if (op == ReduceOp::kAvg) FinishAverage(dtype, out, count, size_);
+  }
+  if (shm_) {
+    Local("receiving its leader's result",
+          [&] { shm_->Broadcast(out, count, dtype, 0, Left(deadline)); });
+  }
+}
+
+}  // namespace cohort::collectives

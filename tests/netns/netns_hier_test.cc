@@ -1,0 +1,120 @@
+// Hierarchical all-reduce (collectives/hier/) across namespace nodes: the ranks of each node
+// reduce through their node's shared memory, one leader per node all-reduces over TCP between
+// nodes, and every rank ends with the same result. The workers log (COHORT_LOG_SUBSYS=gloo) which
+// all-reduce path each communicator took, which proves the hierarchical one ran.
+#include <fmt/format.h>
+#include <gtest/gtest.h>
+
+#include <chrono>
+
+#include "tests/netns/netns_launch.h"
+
+namespace cohort::testing {
+namespace {
+
+using namespace std::chrono_literals;
+
+// The matrix checks every op's result against its exact value (expected_values.h): all-reduce
+// with every reduce op, in and out of place, at zero, one, short, two-message and a large prime
+// count (65537 elements: past the shared-memory one-step limit and several of its pieces).
+const std::vector<std::string> kHierMatrix = {
+    BinPath("collective_worker"), "--backend", "gloo", "--mode", "matrix", "--counts",
+    "0,1,7,1031,65537", "--dtypes", "f32,i64,bf16"};
+
+const Env kDebugGloo = {{"COHORT_LOG_LEVEL", "debug"}, {"COHORT_LOG_SUBSYS", "gloo"}};
+
+class NetnsHier : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (auto why = NetnsCluster::UnavailableReason(); !why.empty()) {
+      GTEST_SKIP() << "network namespaces unavailable: " << why;
+    }
+  }
+};
+
+// Node n's output holds the matrix line of every rank in ranks, with no failed check.
+void ExpectRanksPassed(const ProcessResult& r, int node, std::vector<int> ranks, int world) {
+  EXPECT_EQ(r.exit_code, 0) << "node " << node << ":\n" << r.output;
+  for (int rank : ranks) {
+    const std::string line = fmt::format("[rank {}] rank {} of {} (gloo): ", rank, rank, world);
+    const size_t at = r.output.find(line);
+    ASSERT_NE(at, std::string::npos) << r.output;
+    EXPECT_NE(r.output.substr(at + line.size(), 40).find(" checks, 0 failed"), std::string::npos)
+        << r.output.substr(at, 80);
+  }
+}
+
+TEST_F(NetnsHier, TwoNodesOfTwoAllReduceHierarchically) {
+  NetnsCluster c(2);
+  NodeLaunch job(c, {"--nproc-per-node", "2"}, kDebugGloo);
+  auto r = job.RunAll(kHierMatrix, 100s);
+  for (int n = 0; n < 2; ++n) {
+    ExpectRanksPassed(r[n], n, {2 * n, 2 * n + 1}, 4);
+    // Both ranks of the node took the hierarchical path.
+    EXPECT_EQ(CountOf(r[n].output, "all-reduce hierarchical: 4 ranks on 2 hosts (2,2)"), 2)
+        << r[n].output;
+  }
+}
+
+// Hosts of 2, 1 and 2 ranks: node 1's one rank is its own leader and skips shared memory.
+TEST_F(NetnsHier, ThreeNodesOfTwoOneTwoAllReduceHierarchically) {
+  NetnsCluster c(3);
+  NodeLaunch two(c, {"--nproc-per-node", "2"}, kDebugGloo);
+  NodeLaunch one(c, {"--nproc-per-node", "1"}, kDebugGloo);
+  auto n0 = two.Start(0, kHierMatrix), n1 = one.Start(1, kHierMatrix),
+       n2 = two.Start(2, kHierMatrix);
+  auto r0 = n0->Wait(100s), r1 = n1->Wait(100s), r2 = n2->Wait(100s);
+  const std::string path = "all-reduce hierarchical: 5 ranks on 3 hosts (2,1,2)";
+  ExpectRanksPassed(r0, 0, {0, 1}, 5);
+  ExpectRanksPassed(r1, 1, {2}, 5);
+  ExpectRanksPassed(r2, 2, {3, 4}, 5);
+  EXPECT_EQ(CountOf(r0.output, path), 2) << r0.output;
+  EXPECT_EQ(CountOf(r1.output, path), 1) << r1.output;
+  EXPECT_EQ(CountOf(r2.output, path), 2) << r2.output;
+}
+
+TEST_F(NetnsHier, HierOffRunsFlatOverTcp) {
+  NetnsCluster c(2);
+  Env env = kDebugGloo;
+  env["COHORT_HIER"] = "0";
+  NodeLaunch job(c, {"--nproc-per-node", "2"}, env);
+  auto r = job.RunAll({BinPath("collective_worker"), "--backend", "gloo", "--mode", "matrix",
+                       "--counts", "0,7", "--dtypes", "f32"},
+                      60s);
+  for (int n = 0; n < 2; ++n) {
+    ExpectRanksPassed(r[n], n, {2 * n, 2 * n + 1}, 4);
+    EXPECT_EQ(CountOf(r[n].output, "all-reduce hierarchical"), 0) << r[n].output;
+    EXPECT_EQ(CountOf(r[n].output, "all-reduce over TCP (no shared memory across all ranks: "
+                                   "COHORT_HIER=0 on rank 0)"),
+              2)
+        << r[n].output;
+  }
+}
+
+// Rank 3 (node 1's second rank, not a leader) SIGKILLs itself inside an all-reduce of 4 MiB.
+// Its node's leader names it through shared memory at once; node 0's ranks fail too, within the
+// collective timeout (8 s), and nothing hangs.
+TEST_F(NetnsHier, KilledRankMidAllReduceIsNamed) {
+  NetnsCluster c(2);
+  NodeLaunch job(c, {"--nproc-per-node", "2", "--grace-period", "2"},
+                 {{"COHORT_TIMEOUT", "8"}});
+  const auto t0 = std::chrono::steady_clock::now();
+  auto r = job.RunAll({BinPath("collective_worker"), "--backend", "gloo", "--mode", "kill",
+                       "--victim", "3", "--at", "5"},
+                      60s);
+  const double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  for (int n = 0; n < 2; ++n) {
+    EXPECT_FALSE(r[n].timed_out) << r[n].output;
+    EXPECT_NE(r[n].exit_code, 0) << r[n].output;
+  }
+  EXPECT_LT(took, 30) << r[0].output << r[1].output;
+  EXPECT_NE(r[1].output.find("rank 3 (local rank 1 of this host) (pid"), std::string::npos)
+      << r[1].output;
+  const bool named = r[0].output.find("rank 3") != std::string::npos ||
+                     r[0].output.find("on node 1 exited with code") != std::string::npos;
+  EXPECT_TRUE(named) << r[0].output;
+  fmt::print("both nodes failed {:.1f} s after the start\n", took);
+}
+
+}  // namespace
+}  // namespace cohort::testing
