@@ -11,6 +11,9 @@
 //   threads: N threads in this process. gRPC shares ONE connection among the channels of a
 //            process that name the same address (see `conns`); --spread gives each its own.
 //   procs:   N processes (this binary, posix_spawn'ed in worker mode, talking through pipes).
+//   etcd:    N threads, each with its own EtcdStore, through the etcd at --etcd host:port
+//            (start one: etcd --data-dir D --listen-client-urls http://127.0.0.1:2379
+//            --advertise-client-urls http://127.0.0.1:2379).
 //   warm: each client is connected, and has made one call, before the signal.
 //   cold: each creates and connects its client after the signal (a freshly started worker).
 // `cpu ms` is the CPU spent by all involved during the join; `store cpu` the store's share.
@@ -26,6 +29,7 @@
 #include <condition_variable>
 #include <cstdlib>
 #include <fstream>
+#include <functional>
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <random>
@@ -34,9 +38,11 @@
 
 #include "bench/rendezvous_procs.h"
 #include "collectives/rendezvous.h"
+#include "collectives/store/etcd_store.h"
 #include "collectives/store/grpc_store_server.h"
 #include "collectives/store/kv_table.h"
 #include "common/error.h"
+#include "common/net.h"
 
 namespace cohort::bench {
 namespace {
@@ -48,6 +54,7 @@ struct Options {
   std::vector<int> sizes = {64, 128, 256, 512};
   std::vector<int> proc_sizes = {64, 128};
   std::vector<std::string> variants = {"table", "threads", "procs"};
+  std::string etcd;  // host:port of an etcd for the etcd rows
   std::vector<std::string> modes = {"warm", "cold"};
   std::vector<int> calls = {1, 3};
   int reps = 5;
@@ -79,18 +86,37 @@ class ThreeCallJoin : public Store {
   Store& inner_;
 };
 
-// spread: thread r talks to 127.0.x.y (server on 0.0.0.0), so that gRPC cannot share one
-// connection among the clients of this process as it does for equal addresses.
-Sample RunThreads(const std::string& token, int port, bool spread, const std::string& scope, int n,
-                  bool cold, bool three_calls, Millis timeout) {
-  std::vector<std::string> addrs(n, "127.0.0.1:" + std::to_string(port));
-  if (spread) {
-    for (int r = 0; r < n; ++r)
-      addrs[r] = fmt::format("127.0.{}.{}:{}", r / 250, 1 + r % 250, port);
-  }
-  std::vector<std::unique_ptr<GrpcStoreClient>> clients(n);
+// Simulated worker r's store client; warm: connected, and one call made.
+using MakeClient = std::function<std::unique_ptr<Store>(int r, bool warm)>;
+
+// gRPC clients of the bench's store. spread: thread r talks to 127.0.x.y (server on 0.0.0.0), so
+// that gRPC cannot share one connection among the clients of this process as it does for equal
+// addresses.
+MakeClient GrpcClients(const std::string& token, int port, bool spread) {
+  return [=](int r, bool warm) -> std::unique_ptr<Store> {
+    const std::string addr = spread ? fmt::format("127.0.{}.{}:{}", r / 250, 1 + r % 250, port)
+                                    : "127.0.0.1:" + std::to_string(port);
+    return ConnectClient(addr, token, warm);
+  };
+}
+
+// EtcdStore clients of the etcd at endpoint (each its own connection pool).
+MakeClient EtcdClients(const std::string& endpoint) {
+  return [=](int, bool warm) -> std::unique_ptr<Store> {
+    auto c = std::make_unique<EtcdStore>(endpoint, EtcdStore::KeyPrefix("rdzv-bench"));
+    c->Connect(std::chrono::seconds(30));
+    if (warm) c->List("rdzv/warm-up/");
+    return c;
+  };
+}
+
+// n threads, each with its own client from make, join one group after one start signal; port:
+// the server's, to count its connections.
+Sample RunThreads(const MakeClient& make, int port, const std::string& scope, int n, bool cold,
+                  bool three_calls, Millis timeout) {
+  std::vector<std::unique_ptr<Store>> clients(n);
   if (!cold) {
-    for (int r = 0; r < n; ++r) clients[r] = ConnectClient(addrs[r], token, true);
+    for (int r = 0; r < n; ++r) clients[r] = make(r, true);
   }
   std::mutex mu;
   std::condition_variable cv;
@@ -108,7 +134,7 @@ Sample RunThreads(const std::string& token, int port, bool spread, const std::st
         cv.wait(lock, [&] { return go; });
       }
       try {
-        if (cold) clients[r] = ConnectClient(addrs[r], token, false);
+        if (cold) clients[r] = make(r, false);
         ThreeCallJoin baseline(*clients[r]);
         Store& store = three_calls ? static_cast<Store&>(baseline) : *clients[r];
         JoinGroup(store, scope, r, n, timeout, "bench");
@@ -168,7 +194,8 @@ int Main(int argc, char** argv) {
   CLI::App app{"Rendezvous benchmark: N workers joining one group through one gRPC store"};
   app.add_option("--sizes", o.sizes, "world sizes of table and threads")->delimiter(',');
   app.add_option("--proc-sizes", o.proc_sizes, "world sizes of procs")->delimiter(',');
-  app.add_option("--variants", o.variants, "table, threads, procs")->delimiter(',');
+  app.add_option("--variants", o.variants, "table, threads, procs, etcd")->delimiter(',');
+  app.add_option("--etcd", o.etcd, "etcd rows: host:port of an etcd (etcd --listen-client-urls)");
   app.add_option("--modes", o.modes, "warm, cold")->delimiter(',');
   app.add_option("--calls", o.calls, "threads: 1 (one-call Join), 3 (the three-call baseline)")
       ->delimiter(',');
@@ -224,13 +251,20 @@ int Main(int argc, char** argv) {
     if (Has(o.variants, "procs")) {
       for (int n : o.proc_sizes) rows.push_back({"procs", mode, n, 1, {}});
     }
+    if (Has(o.variants, "etcd")) {
+      if (o.etcd.empty()) throw InvalidArgument("--variants etcd needs --etcd host:port");
+      for (int n : o.sizes) {
+        for (int c : o.calls) rows.push_back({"etcd", mode, n, c, {}});
+      }
+    }
   }
   int serial = 0;
   for (int rep = 0; rep < o.reps; ++rep) {
     fmt::print(stderr, "round {}/{}\n", rep + 1, o.reps);
     for (Row& row : rows) {
       const std::string scope =
-          fmt::format("cohort/rdzv-bench/{}/comm/{}-{}-{}", serial++, row.variant, row.mode, row.n);
+          fmt::format("cohort/rdzv-bench/{}-{}/comm/{}-{}-{}", token.substr(0, 8), serial++,
+                      row.variant, row.mode, row.n);  // unique per run: etcd keeps its keys
       const bool cold = row.mode == "cold";
       if (row.variant == "table") {
         row.samples.push_back(RunTable(row.n));
@@ -238,9 +272,13 @@ int Main(int argc, char** argv) {
         ProcRun run{
             "127.0.0.1:" + std::to_string(port), port, scope, row.n, cold, o.timeout_s, o.hold_s};
         row.samples.push_back(RunProcs(run));
+      } else if (row.variant == "etcd") {
+        const int etcd_port = net::ParseHostPort(o.etcd, "--etcd").port;
+        row.samples.push_back(RunThreads(EtcdClients(o.etcd), etcd_port, scope, row.n, cold,
+                                         row.calls == 3, timeout));
       } else {
-        row.samples.push_back(
-            RunThreads(token, port, o.spread, scope, row.n, cold, row.calls == 3, timeout));
+        row.samples.push_back(RunThreads(GrpcClients(token, port, o.spread), port, scope, row.n,
+                                         cold, row.calls == 3, timeout));
       }
     }
   }

@@ -5,7 +5,8 @@
 // Every key is stored under key_prefix ("cohort/<run id>/"), so jobs sharing an etcd never see
 // each other's keys; List strips it again. Set, Get, Delete and List are one request each;
 // CompareSet is one txn (compare the value, or that the key does not exist, then put; else read);
-// Add is a txn loop on the key's mod_revision, so concurrent adds never lose an increment.
+// Add is a txn loop on the key's mod_revision, so concurrent adds never lose an increment (and
+// Join does not use it: see below).
 // Get and Wait poll (5 ms growing to 100 ms) until the deadline: the gateway's /v3/watch is a
 // stream, which the HTTP layer (common/http.h: whole answers, retries) does not read.
 // Safe to use from many threads at once (http::Client pools its connections).
@@ -58,6 +59,10 @@ class EtcdStore : public Store {
   bool Delete(const std::string& key) override;
   void Wait(const std::vector<std::string>& keys, Millis timeout) override;
   std::map<std::string, std::string> List(const std::string& prefix) override;
+  // One txn claims the rank's key and counts the members (etcd_join.cc): no counter key, so no
+  // compare-and-swap retries when thousands arrive at once; then polls for "all" as Get does.
+  bool Join(const std::string& prefix, int rank, int size, const std::string& nonce,
+            Millis timeout) override;
 
   // The prefix a job's keys go under: "cohort/<run_id>/".
   static std::string KeyPrefix(const std::string& run_id);

@@ -44,12 +44,13 @@ class Store {
   virtual std::map<std::string, std::string> List(const std::string& prefix) = 0;
 
   // One member's arrival at a group of `size` under prefix (JoinGroup, rendezvous.h): claims
-  // prefix + rank with nonce, counts the arrival at prefix + "count", the last arrival sets
-  // prefix + "all", and it waits up to timeout for prefix + "all". Returns false, at once, when
-  // prefix + rank already held another value (an earlier group under the same name); throws
-  // Timeout when not everyone arrived in time. The default makes the four calls above
-  // (ArriveAt, then Get); a store that can do it in one round trip overrides it, because at
-  // thousands of ranks the store's per-call cost is the rendezvous's cost.
+  // prefix + rank with nonce, counts the arrival, the last arrival sets prefix + "all", and it
+  // waits up to timeout for prefix + "all". Returns false, at once, when prefix + rank already
+  // held another value (an earlier group under the same name); throws Timeout when not everyone
+  // arrived in time. Other keys under prefix are the store's own. The default makes four calls
+  // (ArriveAt's counter at prefix + "count", then Get); a store that can do better overrides it
+  // (gRPC: one round trip; etcd: one txn, no counter), because at thousands of ranks the store's
+  // per-call cost is the rendezvous's cost.
   virtual bool Join(const std::string& prefix, int rank, int size, const std::string& nonce,
                     Millis timeout);
 };
