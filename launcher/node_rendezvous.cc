@@ -347,7 +347,11 @@ Assignment JoinElasticRound(collectives::Store& store, const LaunchPlan& plan, i
   late.admitted = false;
   // Closed already (the job runs): claim nothing, so that a node replacing a lost one under the
   // same id does not collide with the lost one's claim.
-  if (!store.List(prefix + "closed").empty()) return late;
+  if (auto closed = store.List(prefix + "closed"); !closed.empty()) {
+    const std::string& ids = closed.begin()->second;
+    late.nnodes = 1 + static_cast<int>(std::count(ids.begin(), ids.end(), ','));
+    return late;
+  }
   const bool closer = store.Add(prefix + "arrivals", 1) == 1;
   const std::string claim =
       store.CompareSet(prefix + "node/" + std::to_string(node_id), "", Encode(mine));
@@ -362,7 +366,10 @@ Assignment JoinElasticRound(collectives::Store& store, const LaunchPlan& plan, i
       closer ? CloseRound(store, prefix, plan, round, deadline, previous_ids, previous_hosts)
              : AwaitClosed(store, prefix, plan, round, deadline);
   const auto at = std::find(ids.begin(), ids.end(), node_id);
-  if (at == ids.end()) return late;
+  if (at == ids.end()) {
+    late.nnodes = static_cast<int>(ids.size());
+    return late;
+  }
   Assignment a =
       Assign(store, prefix, plan, mine, node_id, static_cast<int>(at - ids.begin()), ids);
   COHORT_DEBUG(kLaunch, "round {}: node {} is node rank {} of {}, ranks {}..{} of {}", round,

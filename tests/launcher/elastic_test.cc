@@ -136,6 +136,36 @@ TEST(ElasticLoopbackMembership, BelowMinFailsNamingTheLostNode) {
   EXPECT_LT(r0.seconds, 30) << r0.output;
 }
 
+// A job already at MAX has no room: a third launcher (node ranks by arrival) waits for a
+// re-forming that never comes and gives up at --rdzv-timeout, saying why; the job runs on.
+TEST(ElasticLoopbackMembership, NodeArrivingAtAFullJobWaitsAndGivesUpNamingTheSize) {
+  const std::string endpoint = fmt::format("127.0.0.1:{}", net::FreePort());
+  const Env env = CleanLaunchEnv({{"COHORT_RUN_ID", "elastic-full"}});
+  auto launcher = [&] {
+    return std::make_unique<Subprocess>(
+        std::vector<std::string>{BinPath("cohort"), "launch", "--nnodes", "1:2", "--rdzv-endpoint",
+                                 endpoint, "--rdzv-last-call", "0.5", "--rdzv-timeout", "3",
+                                 "--nproc-per-node", "1", "--", BinPath("launch_test_worker"),
+                                 "--mode", "sleep"},
+        env);
+  };
+  auto a = launcher(), b = launcher();
+  ASSERT_TRUE(a->AwaitLine("sleeping", 30s)) << a->Output();
+  ASSERT_TRUE(b->AwaitLine("sleeping", 30s)) << b->Output();
+  auto late = launcher()->Wait(30s);
+  EXPECT_EQ(late.exit_code, 3) << late.output;
+  EXPECT_TRUE(Has(late, "rendezvous round 0 is running without this node")) << late.output;
+  EXPECT_TRUE(Has(late,
+                  "waited 3 s (--rdzv-timeout) to join a job that keeps running without "
+                  "this node; it has 2 of at most 2 nodes (--nnodes 1:2)"))
+      << late.output;
+  EXPECT_LT(late.seconds, 15) << late.output;
+  // The job was not disturbed: no re-forming for a node there is no room for.
+  for (const auto* p : {a.get(), b.get()}) {
+    EXPECT_EQ(p->Output().find("re-form"), std::string::npos) << p->Output();
+  }
+}
+
 // Node 0's launcher hosts the store: when it dies the others cannot re-form, and fail at once
 // naming node 0 instead of waiting for a rendezvous that cannot happen.
 TEST(ElasticLoopbackMembership, NodeZeroLostFailsTheOthersNamingIt) {
