@@ -92,28 +92,57 @@ TEST_F(NetnsHier, HierOffRunsFlatOverTcp) {
 }
 
 // Rank 3 (node 1's second rank, not a leader) SIGKILLs itself inside an all-reduce of 4 MiB.
-// Its node's leader names it through shared memory at once; node 0's ranks fail too, within the
-// collective timeout (8 s), and nothing hangs.
+// Node 1's launcher names it and stops its leader; node 0's ranks fail too, within the collective
+// timeout (8 s), naming rank 3 or relaying node 1's failure, and nothing hangs.
 TEST_F(NetnsHier, KilledRankMidAllReduceIsNamed) {
   NetnsCluster c(2);
-  NodeLaunch job(c, {"--nproc-per-node", "2", "--grace-period", "2"},
-                 {{"COHORT_TIMEOUT", "8"}});
+  NodeLaunch job(c, {"--nproc-per-node", "2", "--grace-period", "2"}, {{"COHORT_TIMEOUT", "8"}});
   const auto t0 = std::chrono::steady_clock::now();
   auto r = job.RunAll({BinPath("collective_worker"), "--backend", "gloo", "--mode", "kill",
                        "--victim", "3", "--at", "5"},
                       60s);
   const double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const std::string all = r[0].output + r[1].output;
   for (int n = 0; n < 2; ++n) {
-    EXPECT_FALSE(r[n].timed_out) << r[n].output;
-    EXPECT_NE(r[n].exit_code, 0) << r[n].output;
+    EXPECT_FALSE(r[n].timed_out) << all;
+    EXPECT_NE(r[n].exit_code, 0) << all;
   }
-  EXPECT_LT(took, 30) << r[0].output << r[1].output;
-  EXPECT_NE(r[1].output.find("rank 3 (local rank 1 of this host) (pid"), std::string::npos)
-      << r[1].output;
+  EXPECT_LT(took, 30) << all;
+  EXPECT_NE(r[1].output.find("rank 3 on node 1 was killed by signal 9"), std::string::npos) << all;
   const bool named = r[0].output.find("rank 3") != std::string::npos ||
                      r[0].output.find("on node 1 exited with code") != std::string::npos;
-  EXPECT_TRUE(named) << r[0].output;
+  EXPECT_TRUE(named) << all;
   fmt::print("both nodes failed {:.1f} s after the start\n", took);
+}
+
+// Rank 3 stops calling collectives at op 5 (hangs, alive): its leader, rank 2, waits for it in
+// shared memory and names it, as a rank of the world, at the collective timeout (4 s); node 0's
+// ranks fail too, and nothing hangs.
+TEST_F(NetnsHier, HungLocalRankIsNamedAtTheTimeout) {
+  NetnsCluster c(2);
+  NodeLaunch job(c, {"--nproc-per-node", "2", "--grace-period", "2"}, {{"COHORT_TIMEOUT", "4"}});
+  const auto t0 = std::chrono::steady_clock::now();
+  auto r = job.RunAll({BinPath("collective_worker"), "--backend", "gloo", "--mode", "hang",
+                       "--victim", "3", "--at", "5"},
+                      60s);
+  const double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const std::string all = r[0].output + r[1].output;
+  for (int n = 0; n < 2; ++n) {
+    EXPECT_FALSE(r[n].timed_out) << all;
+    EXPECT_NE(r[n].exit_code, 0) << all;
+  }
+  EXPECT_LT(took, 30) << all;
+  EXPECT_NE(r[1].output.find("rank 3 (local rank 1 of this host) did not arrive in time"),
+            std::string::npos)
+      << all;
+  EXPECT_NE(r[0].output.find("rank 3"), std::string::npos) << all;
+  fmt::print("both nodes failed {:.1f} s after the start\n", took);
+  for (int n = 0; n < 2; ++n) {  // what each node said first
+    const size_t at = r[n].output.find("ERROR");
+    if (at != std::string::npos) {
+      fmt::print("node {}: {}\n", n, r[n].output.substr(at, r[n].output.find('\n', at) - at));
+    }
+  }
 }
 
 }  // namespace
