@@ -1,17 +1,21 @@
 #include "tests/util/tcp_proxy.h"
 
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <sched.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <condition_variable>
+#include <cstring>
 #include <deque>
+#include <future>
 #include <stdexcept>
 
 namespace cohort::testing {
@@ -72,24 +76,54 @@ struct TcpProxy::Link {
   }
 };
 
-TcpProxy::TcpProxy(const std::string& target_host, int target_port, const std::string& listen_host)
+TcpProxy::TcpProxy(const std::string& target_host, int target_port, const std::string& listen_host,
+                   const std::string& netns)
     : listen_host_(listen_host), target_host_(target_host), target_port_(target_port) {
+  std::promise<int> listening;
+  std::future<int> port = listening.get_future();
+  acceptor_ = std::thread([this, netns, &listening] {
+    try {
+      listening.set_value(Listen(netns));
+    } catch (...) {
+      listening.set_exception(std::current_exception());
+      return;
+    }
+    AcceptLoop();
+  });
+  try {
+    port_ = port.get();
+  } catch (...) {
+    acceptor_.join();
+    throw;
+  }
+}
+
+int TcpProxy::Listen(const std::string& netns) {
+  if (!netns.empty()) {
+    const int ns = ::open(("/run/netns/" + netns).c_str(), O_RDONLY | O_CLOEXEC);
+    if (ns < 0 || ::setns(ns, CLONE_NEWNET) != 0) {
+      if (ns >= 0) ::close(ns);
+      throw std::runtime_error("tcp proxy cannot enter network namespace " + netns + ": " +
+                               std::strerror(errno));
+    }
+    ::close(ns);
+  }
   listen_fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
   const int one = 1;
   ::setsockopt(listen_fd_, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
   addr.sin_port = 0;
-  if (::inet_pton(AF_INET, listen_host.c_str(), &addr.sin_addr) != 1 ||
+  if (::inet_pton(AF_INET, listen_host_.c_str(), &addr.sin_addr) != 1 ||
       ::bind(listen_fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 ||
       ::listen(listen_fd_, 128) != 0) {
     ::close(listen_fd_);
-    throw std::runtime_error("tcp proxy cannot listen on " + listen_host);
+    listen_fd_ = -1;
+    throw std::runtime_error("tcp proxy cannot listen on " + listen_host_);
   }
   socklen_t len = sizeof(addr);
   ::getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&addr), &len);
-  port_ = ntohs(addr.sin_port);
-  acceptor_ = std::thread([this] { AcceptLoop(); });
+  return ntohs(addr.sin_port);
 }
 
 TcpProxy::~TcpProxy() {

@@ -19,10 +19,13 @@ namespace cohort::testing {
 
 class TcpProxy {
  public:
-  // Listens on listen_host:0 (a free port) and forwards to target_host:target_port. Throws
-  // std::runtime_error when it cannot listen.
+  // Listens on listen_host:0 (a free port) and forwards to target_host:target_port. With
+  // `netns` (a name under /run/netns, as `ip netns add` makes them) both its listening socket
+  // and the ones it dials live in that network namespace (its accept thread enters it), so a
+  // node of tests/util/netns.h can reach another through it. Throws std::runtime_error when it
+  // cannot listen.
   TcpProxy(const std::string& target_host, int target_port,
-           const std::string& listen_host = "127.0.0.1");
+           const std::string& listen_host = "127.0.0.1", const std::string& netns = "");
   ~TcpProxy();  // closes everything and joins every thread
   TcpProxy(const TcpProxy&) = delete;
   TcpProxy& operator=(const TcpProxy&) = delete;
@@ -47,6 +50,8 @@ class TcpProxy {
  private:
   struct Link;  // one proxied connection
 
+  // Enters the namespace (if any) and listens; returns the port, or throws.
+  int Listen(const std::string& netns);
   void AcceptLoop();
   // Connects to the target; -1 when it cannot.
   int Dial() const;
