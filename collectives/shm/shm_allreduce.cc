@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "collectives/shm/shm_collectives.h"
+#include "collectives/shm/shm_copy.h"
 #include "collectives/shm/shm_rank_order.h"
 #include "collectives/shm/shm_segment.h"
 
@@ -64,6 +65,9 @@ void ShmCollectives::AllReduce(const void* in_data, void* out_data, size_t count
     return;
   }
   const size_t per_piece = seg.slot_bytes() / es;
+  // In place, out's lines are in the cache already (this piece of in was just read): no read for
+  // ownership to save.
+  const bool stream = in != out && StreamsResult(count * es, size);
   for (size_t first = 0; first < count; first += per_piece) {
     const size_t n = std::min(per_piece, count - first);
     const Share mine = ShareOf(n, size, me);
@@ -75,12 +79,15 @@ void ShmCollectives::AllReduce(const void* in_data, void* out_data, size_t count
     std::memcpy(slot + after * es, piece + after * es, (n - after) * es);
     seg.Sync(kPosting);
     if (first == 0) seg.CheckSameCall();
-    for (int k = 0; k < size; ++k)
-      src[k] = (k == me ? piece : seg.Slot(k)) + mine.begin * es;
+    for (int k = 0; k < size; ++k) src[k] = (k == me ? piece : seg.Slot(k)) + mine.begin * es;
     ReduceInRankOrder(op, dtype, seg.Result() + mine.begin * es, src.data(), size, mine.len);
     seg.Sync(kReducing);
     // out may be in: this piece of in has been read by now (its share above, the rest posted).
-    std::memcpy(out + first * es, seg.Result(), n * es);
+    if (stream) {
+      StreamCopy(out + first * es, seg.Result(), n * es);
+    } else {
+      std::memcpy(out + first * es, seg.Result(), n * es);
+    }
     seg.EndPiece();
   }
 }

@@ -47,8 +47,7 @@ class ShmCollectives {
   ShmCollectives& operator=(const ShmCollectives&) = delete;
 
   // out = op over every rank's in (count elements of dtype); in may equal out.
-  void AllReduce(const void* in, void* out, size_t count, DType dtype, ReduceOp op,
-                 Millis timeout);
+  void AllReduce(const void* in, void* out, size_t count, DType dtype, ReduceOp op, Millis timeout);
   // data (count elements) = root's data on every rank.
   void Broadcast(void* data, size_t count, DType dtype, int root, Millis timeout);
   // out (size * count elements) = every rank's in (count elements) in rank order; in may be

@@ -27,8 +27,8 @@ void ShmCollectives::Broadcast(void* data_ptr, size_t count, DType dtype, int ro
                                Millis timeout) {
   ShmSegment& seg = *seg_;
   if (root < 0 || root >= seg.size()) {
-    throw InvalidArgument(fmt::format("broadcast from rank {}: the group has ranks 0 to {}", root,
-                                      seg.size() - 1));
+    throw InvalidArgument(
+        fmt::format("broadcast from rank {}: the group has ranks 0 to {}", root, seg.size() - 1));
   }
   if (seg.size() == 1) return;
   const size_t es = ElementSize(dtype);

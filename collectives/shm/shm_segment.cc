@@ -63,8 +63,7 @@ struct Header {
 size_t RoundUp(size_t n, size_t to) { return (n + to - 1) / to * to; }
 
 size_t ControlBytes(int size) {
-  return RoundUp(RoundUp(sizeof(Header), alignof(RankControl)) + sizeof(RankControl) * size,
-                 kPage);
+  return RoundUp(RoundUp(sizeof(Header), alignof(RankControl)) + sizeof(RankControl) * size, kPage);
 }
 
 // A slot is 256 KiB at most: a piece's slots and result stay in the cores' caches, and a
@@ -273,7 +272,8 @@ std::unique_ptr<ShmSegment> ShmSegment::Create(Store& store, const std::string& 
 ShmSegment::ShmSegment(int rank, int size, std::unique_ptr<Mapping> mapping)
     : rank_(rank), size_(size), map_(std::move(mapping)) {
   slot_bytes_ = map_->header()->slot_bytes;
-  oversubscribed_ = static_cast<unsigned>(size_) > std::max(1u, std::thread::hardware_concurrency());
+  oversubscribed_ =
+      static_cast<unsigned>(size_) > std::max(1u, std::thread::hardware_concurrency());
 }
 
 ShmSegment::~ShmSegment() = default;
@@ -298,12 +298,12 @@ void ShmSegment::CheckSameCall() const {
     const ShmCall theirs = Load(map_->control(k)->call[set()]);
     if (theirs == mine) continue;
     const bool same_type = theirs.type == mine.type;
-    throw InvalidArgument(fmt::format(
-        "ranks called different {}: rank {} {}, rank {} {}; {}",
-        same_type ? CallName(mine.type, true) : "collectives", rank_, Describe(mine, !same_type), k,
-        Describe(theirs, !same_type),
-        same_type ? "every rank must pass the same count, dtype and op"
-                  : "every rank must call the same collectives in the same order"));
+    throw InvalidArgument(
+        fmt::format("ranks called different {}: rank {} {}, rank {} {}; {}",
+                    same_type ? CallName(mine.type, true) : "collectives", rank_,
+                    Describe(mine, !same_type), k, Describe(theirs, !same_type),
+                    same_type ? "every rank must pass the same count, dtype and op"
+                              : "every rank must call the same collectives in the same order"));
   }
 }
 
@@ -311,7 +311,8 @@ void ShmSegment::Sync(const char* what) {
   const uint32_t step = ++step_;
   RankControl* me = map_->control(rank_);
   me->step.store(step, std::memory_order_seq_cst);
-  if (me->waiters.load(std::memory_order_seq_cst) > 0) Futex(&me->step, FUTEX_WAKE, INT_MAX, nullptr);
+  if (me->waiters.load(std::memory_order_seq_cst) > 0)
+    Futex(&me->step, FUTEX_WAKE, INT_MAX, nullptr);
   for (int k = 0; k < size_; ++k) {
     if (k != rank_) WaitFor(k, step, what);
   }

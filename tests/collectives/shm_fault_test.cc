@@ -69,8 +69,7 @@ struct Case {
           shm->AllGather(in.data(), out.data(), c.count, DType::kFloat32, 20s);
           break;
         default:
-          shm->ReduceScatter(in.data(), out.data(), c.count, DType::kFloat32, ReduceOp::kSum,
-                             20s);
+          shm->ReduceScatter(in.data(), out.data(), c.count, DType::kFloat32, ReduceOp::kSum, 20s);
       }
     }
   } catch (const std::exception& e) {
@@ -145,14 +144,13 @@ TEST_P(ShmFault, ARankKilledMidStreamIsNamedByEveryOtherRankWithinAFractionOfASe
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    Ops, ShmFault,
-    ::testing::Values(Case{"small_allreduce", OpType::kAllReduce, 7},
-                      Case{"large_allreduce", OpType::kAllReduce, 1 << 20},
-                      Case{"broadcast", OpType::kBroadcast, 100003},
-                      Case{"allgather", OpType::kAllGather, 100003},
-                      Case{"reducescatter", OpType::kReduceScatter, 100003}),
-    [](const auto& info) { return std::string(info.param.name); });
+INSTANTIATE_TEST_SUITE_P(Ops, ShmFault,
+                         ::testing::Values(Case{"small_allreduce", OpType::kAllReduce, 7},
+                                           Case{"large_allreduce", OpType::kAllReduce, 1 << 20},
+                                           Case{"broadcast", OpType::kBroadcast, 100003},
+                                           Case{"allgather", OpType::kAllGather, 100003},
+                                           Case{"reducescatter", OpType::kReduceScatter, 100003}),
+                         [](const auto& info) { return std::string(info.param.name); });
 
 }  // namespace
 }  // namespace cohort::testing

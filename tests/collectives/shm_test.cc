@@ -8,12 +8,13 @@
 #include <unistd.h>
 
 #include <atomic>
-#include <cstring>
 #include <chrono>
+#include <cstring>
 #include <functional>
 #include <thread>
 
 #include "collectives/shm/shm_collectives.h"
+#include "collectives/shm/shm_copy.h"
 #include "collectives/store/memory_store.h"
 #include "common/error.h"
 #include "tests/collectives/expected_values.h"
@@ -207,6 +208,23 @@ TEST(Shm, SmallAllReducesGiveEveryRankBitwiseTheSameFloats) {
   // In rank order: (a + b) + c, which differs from a + (b + c) for some of these.
   const float want = (1.0f / 3 + 1.0f / 4) + 1.0f / 5;
   EXPECT_EQ(results[0][0], want);
+}
+
+TEST(Shm, ResultsLargerThanTheCacheAreWrittenExactlyWithStreamingStores) {
+  size_t count = size_t{1} << 20;
+  while (!StreamsResult(count * 4, 2)) count *= 2;
+  count += 7;  // and an odd tail, past the 64-byte blocks
+  auto errors = OnRanks(2, [&](int rank, ShmCollectives& shm) {
+    std::vector<float> in(count), out(count + 1, -1.0f);
+    for (size_t i = 0; i < count; ++i) in[i] = static_cast<float>(i % 1000 + rank);
+    // Out of place, at an odd offset: unaligned heads and tails too.
+    shm.AllReduce(in.data(), reinterpret_cast<char*>(out.data()) + 4, count, DType::kFloat32,
+                  ReduceOp::kSum, 30s);
+    size_t wrong = 0;
+    for (size_t i = 0; i < count; ++i) wrong += out[i + 1] != 2.0f * (i % 1000) + 1;
+    if (wrong || out[0] != -1.0f) throw Internal(fmt::format("{} wrong", wrong));
+  });
+  for (const auto& e : errors) EXPECT_EQ(e, "");
 }
 
 TEST(Shm, EveryRankGetsBitwiseTheSameFloats) {
