@@ -73,6 +73,37 @@ TEST_F(NetnsHier, ThreeNodesOfTwoOneTwoAllReduceHierarchically) {
   EXPECT_EQ(CountOf(r2.output, path), 2) << r2.output;
 }
 
+// Inexact sums (hier_worker.cc): every rank's result within rounding of the reference and
+// bitwise equal to every other rank's, on 2 x 2 ranks and on hosts of 2, 1 and 2 ranks.
+void ExpectBitwiseEqual(const std::vector<int>& per_node) {
+  NetnsCluster c(static_cast<int>(per_node.size()));
+  const std::vector<std::string> worker = {BinPath("hier_worker"), "--counts", "0,1,1031,1000003"};
+  std::vector<std::unique_ptr<Subprocess>> nodes;
+  std::vector<std::unique_ptr<NodeLaunch>> jobs;
+  for (size_t n = 0; n < per_node.size(); ++n) {
+    jobs.push_back(std::make_unique<NodeLaunch>(
+        c, std::vector<std::string>{"--nproc-per-node", std::to_string(per_node[n])}, kDebugGloo));
+    nodes.push_back(jobs.back()->Start(static_cast<int>(n), worker));
+  }
+  int rank = 0;
+  for (size_t n = 0; n < per_node.size(); ++n) {
+    auto r = nodes[n]->Wait(100s);
+    EXPECT_EQ(r.exit_code, 0) << r.output;
+    EXPECT_EQ(CountOf(r.output, "all-reduce hierarchical: "), per_node[n]) << r.output;
+    for (int l = 0; l < per_node[n]; ++l, ++rank) {
+      EXPECT_NE(r.output.find(fmt::format(
+                    "[rank {0}] rank {0}: 16 all-reduces bitwise equal on every rank, 0 wrong",
+                    rank)),
+                std::string::npos)
+          << r.output;
+    }
+  }
+}
+
+TEST_F(NetnsHier, TwoNodesOfTwoEndBitwiseEqual) { ExpectBitwiseEqual({2, 2}); }
+
+TEST_F(NetnsHier, HostsOfTwoOneTwoEndBitwiseEqual) { ExpectBitwiseEqual({2, 1, 2}); }
+
 TEST_F(NetnsHier, HierOffRunsFlatOverTcp) {
   NetnsCluster c(2);
   Env env = kDebugGloo;

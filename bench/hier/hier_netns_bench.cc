@@ -1,0 +1,54 @@
+// The hierarchical all-reduce against flat Gloo TCP on 2 network-namespace nodes x 2 ranks: runs
+// collectives_bench (cohort's gloo backend against the raw Gloo library, alternating, with the
+// ratio per size) under one `cohort launch` per node, first with COHORT_HIER=1 (cohort's
+// all-reduce is hierarchical, the raw library's is Gloo's flat ring over TCP), then with
+// COHORT_HIER=0 as the control (both flat). Prints node 0's table of each run.
+//   build/bin/hier_netns_bench [--max-bytes N] [--rounds N] [--budget-ms N] [--step-factor N]
+// Needs root (network namespaces); says why and exits 2 where they cannot be made.
+#include <fmt/format.h>
+
+#include <CLI/CLI.hpp>
+#include <chrono>
+#include <string>
+
+#include "tests/netns/netns_launch.h"
+
+namespace cohort::testing {
+namespace {
+
+int Main(int argc, char** argv) {
+  std::string max_bytes = "268435456", rounds = "3", budget = "200", step = "4";
+  CLI::App app{"hierarchical vs flat Gloo all-reduce on 2 namespace nodes x 2 ranks"};
+  app.add_option("--max-bytes", max_bytes);
+  app.add_option("--rounds", rounds);
+  app.add_option("--budget-ms", budget);
+  app.add_option("--step-factor", step);
+  CLI11_PARSE(app, argc, argv);
+  if (auto why = NetnsCluster::UnavailableReason(); !why.empty()) {
+    fmt::print(stderr, "network namespaces unavailable: {}\n", why);
+    return 2;
+  }
+  int rc = 0;
+  for (const char* hier : {"1", "0"}) {
+    NetnsCluster c(2);
+    NodeLaunch job(c, {"--nproc-per-node", "2"}, {{"COHORT_HIER", hier}});
+    auto r = job.RunAll({BinPath("collectives_bench"), "--backends", "gloo", "--ops", "allreduce",
+                         "--min-bytes", "8", "--max-bytes", max_bytes, "--step-factor", step,
+                         "--rounds", rounds, "--budget-ms", budget},
+                        std::chrono::minutes(20));
+    fmt::print("\n## COHORT_HIER={}: cohort gloo {} vs raw Gloo (flat TCP ring)\n{}\n", hier,
+               hier[0] == '1' ? "(hierarchical)" : "(flat)", r[0].output);
+    for (size_t n = 0; n < r.size(); ++n) {
+      if (r[n].exit_code != 0) {
+        fmt::print(stderr, "node {} exited with {}:\n{}\n", n, r[n].exit_code, r[n].output);
+        rc = 1;
+      }
+    }
+  }
+  return rc;
+}
+
+}  // namespace
+}  // namespace cohort::testing
+
+int main(int argc, char** argv) { return cohort::testing::Main(argc, argv); }
