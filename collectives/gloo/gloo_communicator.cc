@@ -120,9 +120,9 @@ GlooCommunicator::GlooCommunicator(const CommConfig& config,
                    Size());
     } else {
       hier_ = HierAllReduce::Create(
-          config, Scope(), [this](const CommConfig& c) {
-            return std::make_unique<GlooCommunicator>(c, device_);
-          }, &why_not);
+          config, Scope(),
+          [this](const CommConfig& c) { return std::make_unique<GlooCommunicator>(c, device_); },
+          &why_not);
       COHORT_DEBUG(kGloo, "all-reduce {} (no shared memory across all ranks: {})",
                    hier_ ? "hierarchical: " + hier_->Describe() : "over TCP", why_not);
     }

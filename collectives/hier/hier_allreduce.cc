@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cctype>
 #include <cstring>
+#include <deque>
 
 #include "collectives/hier/host_groups.h"
 #include "collectives/reduce.h"
@@ -30,9 +31,10 @@ std::string AgreeOnShm(Store& store, const std::string& prefix, int rank, int si
   if (failed) store.Set(prefix + "shm-why", fmt::format("rank {}: {}", rank, why));
   store.Add(prefix + "shm-failed", failed ? 1 : 0);
   if (!store.Join(prefix + "built/", rank, size, "1", timeout)) {
-    throw InvalidArgument(fmt::format("hier: rank {} already joined '{}built/'; give each job its "
-                                      "own COHORT_RUN_ID, or restart the store",
-                                      rank, prefix));
+    throw InvalidArgument(
+        fmt::format("hier: rank {} already joined '{}built/'; give each job its "
+                    "own COHORT_RUN_ID, or restart the store",
+                    rank, prefix));
   }
   if (store.Add(prefix + "shm-failed", 0) == 0) return "";
   return "no shared memory on some host (" + store.Get(prefix + "shm-why", timeout) + ")";
@@ -47,8 +49,8 @@ std::unique_ptr<HierAllReduce> HierAllReduce::Create(const CommConfig& config,
   Store& store = *config.store;
   const std::string prefix = scope + "/hier/";
   const int rank = config.rank, size = config.size;
-  HostGroups g = GroupByHost(store, prefix, rank, size, env::kHier.Bool(true),
-                             config.connect_timeout);
+  HostGroups g =
+      GroupByHost(store, prefix, rank, size, env::kHier.Bool(true), config.connect_timeout);
   if (!g.why_not.empty()) {
     if (why_not) *why_not = g.why_not;
     return nullptr;
@@ -114,30 +116,61 @@ void HierAllReduce::Local(const char* what, F&& step) {
                              detail.substr(5 + digits));
       }
     }
-    ThrowError(e.kind(), fmt::format("hierarchical all-reduce, {} through shared memory: {}",
-                                     what, detail));
+    ThrowError(e.kind(),
+               fmt::format("hierarchical all-reduce, {} through shared memory: {}", what, detail));
   }
 }
 
+// Pieces of kPieceBytes pipeline the steps: the leaders' TCP all-reduce of piece k (on the
+// leaders' communicator's thread) runs while this host reduces piece k + 1 in shared memory. Every
+// rank of a host makes the same sequence of shared-memory calls (reduce 0, reduce 1, broadcast 0,
+// reduce 2, broadcast 1, ...), so they stay in step.
 void HierAllReduce::AllReduce(const void* in, void* out, size_t count, DType dtype, ReduceOp op,
                               Millis timeout) {
   const auto deadline = Clock::now() + timeout;
   const ReduceOp step = op == ReduceOp::kAvg ? ReduceOp::kSum : op;
-  if (shm_) {
-    Local("reducing", [&] { shm_->AllReduce(in, out, count, dtype, step, timeout); });
-  } else if (out != in && count > 0) {
-    std::memcpy(out, in, count * ElementSize(dtype));
+  const size_t es = ElementSize(dtype);
+  const size_t per_piece = std::max<size_t>(1, kPieceBytes / es);
+  struct Piece {
+    WorkPtr work;  // the leaders' all-reduce of it, on leaders
+    char* data;
+    size_t n;
+  };
+  std::deque<Piece> inflight;
+  auto finish = [&](const Piece& p) {
+    if (p.work) {
+      p.work->Wait();
+      if (op == ReduceOp::kAvg) FinishAverage(dtype, p.data, p.n, size_);
+    }
+    if (shm_) {
+      Local("receiving its leader's result",
+            [&] { shm_->Broadcast(p.data, p.n, dtype, 0, Left(deadline)); });
+    }
+  };
+  // Zero elements: one piece, so that the ranks of a host still meet and check the call.
+  for (size_t first = 0; first < count || (count == 0 && first == 0); first += per_piece) {
+    const size_t n = std::min(per_piece, count - first);
+    const char* src = static_cast<const char*>(in) + first * es;
+    char* dst = static_cast<char*>(out) + first * es;
+    if (shm_) {
+      Local("reducing", [&] { shm_->AllReduce(src, dst, n, dtype, step, Left(deadline)); });
+    } else if (dst != src && n > 0) {
+      std::memcpy(dst, src, n * es);
+    }
+    Piece p{nullptr, dst, n};
+    if (leaders_) {
+      OpOptions opts;
+      opts.timeout = Left(deadline);
+      p.work = leaders_->AllReduce(TensorView(dst, n, dtype), step, opts);
+    }
+    inflight.push_back(std::move(p));
+    if (inflight.size() > 1) {
+      finish(inflight.front());
+      inflight.pop_front();
+    }
+    if (count == 0) break;
   }
-  if (leaders_) {
-    OpOptions opts;
-    opts.timeout = Left(deadline);
-    leaders_->AllReduce(TensorView(out, count, dtype), step, opts)->Wait();
-    if (op == ReduceOp::kAvg) FinishAverage(dtype, out, count, size_);
-  }
-  if (shm_) {
-    Local("receiving its leader's result",
-          [&] { shm_->Broadcast(out, count, dtype, 0, Left(deadline)); });
-  }
+  for (; !inflight.empty(); inflight.pop_front()) finish(inflight.front());
 }
 
 }  // namespace cohort::collectives

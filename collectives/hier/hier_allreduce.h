@@ -6,7 +6,8 @@
 // with the other leaders over a communicator of the leaders only (Gloo TCP, its own scope and
 // pairs; made by the caller's factory); (3) each leader broadcasts the result to its host
 // through shared memory. A host of one rank skips (1) and (3). kAvg sums in (1) and (2) and the
-// leader divides by the world size before (3).
+// leader divides by the world size before (3). Buffers over kPieceBytes go piece by piece, and
+// the leaders' step (2) of one piece overlaps step (1) of the next.
 // Traffic between hosts: one all-reduce of the buffer among H leaders (2(H-1)/H of it per leader
 // each way, Gloo's ring) instead of the world's ring, in which every rank sends 2(N-1)/N of it.
 // Bits: every rank of a host copies its leader's result, and the leaders' ring leaves one result
@@ -33,6 +34,8 @@ class ShmCollectives;
 class HierAllReduce {
  public:
   using Millis = std::chrono::milliseconds;
+  // Buffers are cut into pieces of this many bytes, whose steps overlap (see AllReduce).
+  static constexpr size_t kPieceBytes = size_t{2} << 20;
   // Makes the leaders' communicator from its config (rank, size, name, group, global ranks).
   using LeaderFactory = std::function<std::unique_ptr<Communicator>(const CommConfig&)>;
 
@@ -48,8 +51,7 @@ class HierAllReduce {
 
   // out = op over every rank's in (count elements of dtype); in may equal out. Every call, a
   // zero-length one too, meets the other ranks of this host.
-  void AllReduce(const void* in, void* out, size_t count, DType dtype, ReduceOp op,
-                 Millis timeout);
+  void AllReduce(const void* in, void* out, size_t count, DType dtype, ReduceOp op, Millis timeout);
 
   int hosts() const { return hosts_; }
   bool leader() const { return leaders_ != nullptr; }
@@ -64,8 +66,8 @@ class HierAllReduce {
 
   int size_ = 1;
   int hosts_ = 1;
-  std::vector<int> local_ranks_;        // world ranks of this host's ranks, local rank order
-  std::unique_ptr<ShmCollectives> shm_;  // null when this host has one rank
+  std::vector<int> local_ranks_;           // world ranks of this host's ranks, local rank order
+  std::unique_ptr<ShmCollectives> shm_;    // null when this host has one rank
   std::unique_ptr<Communicator> leaders_;  // on leaders only
   std::string describe_;
 };

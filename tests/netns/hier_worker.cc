@@ -25,7 +25,8 @@ using namespace collectives;
 
 // Rank r's element i: a few digits at magnitudes 1e-3 .. 1e3.
 double Value(int r, size_t i) {
-  const uint64_t h = (i + 1) * 0x9E3779B97F4A7C15ull ^ (static_cast<uint64_t>(r) + 1) * 0xBF58476D1CE4E5B9ull;
+  const uint64_t h =
+      (i + 1) * 0x9E3779B97F4A7C15ull ^ (static_cast<uint64_t>(r) + 1) * 0xBF58476D1CE4E5B9ull;
   const double digits = static_cast<double>(h >> 44) / 1048576.0 - 0.5;  // [-0.5, 0.5)
   return digits * std::pow(10.0, static_cast<double>(static_cast<int>(i % 7) - 3));
 }
@@ -51,8 +52,7 @@ int Check(Communicator& comm, size_t n, ReduceOp op, DType dtype) {
       ++wrong;
     }
   }
-  comm.AllGather(TensorView(buf.data(), n, dtype), TensorView(all.data(), n * size, dtype))
-      ->Wait();
+  comm.AllGather(TensorView(buf.data(), n, dtype), TensorView(all.data(), n * size, dtype))->Wait();
   for (int r = 0; r < size; ++r) {
     if (n && std::memcmp(all.data() + r * n, buf.data(), n * sizeof(T)) != 0) {
       fmt::print(stderr, "rank {} FAIL {}[{}]: rank {}'s result differs in its bits\n", me,

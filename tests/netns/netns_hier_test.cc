@@ -18,8 +18,8 @@ using namespace std::chrono_literals;
 // with every reduce op, in and out of place, at zero, one, short, two-message and a large prime
 // count (65537 elements: past the shared-memory one-step limit and several of its pieces).
 const std::vector<std::string> kHierMatrix = {
-    BinPath("collective_worker"), "--backend", "gloo", "--mode", "matrix", "--counts",
-    "0,1,7,1031,65537", "--dtypes", "f32,i64,bf16"};
+    BinPath("collective_worker"), "--backend", "gloo",        "--mode", "matrix", "--counts",
+    "0,1,7,1031,65537",           "--dtypes",  "f32,i64,bf16"};
 
 const Env kDebugGloo = {{"COHORT_LOG_LEVEL", "debug"}, {"COHORT_LOG_SUBSYS", "gloo"}};
 
@@ -91,10 +91,10 @@ void ExpectBitwiseEqual(const std::vector<int>& per_node) {
     EXPECT_EQ(r.exit_code, 0) << r.output;
     EXPECT_EQ(CountOf(r.output, "all-reduce hierarchical: "), per_node[n]) << r.output;
     for (int l = 0; l < per_node[n]; ++l, ++rank) {
-      EXPECT_NE(r.output.find(fmt::format(
-                    "[rank {0}] rank {0}: 16 all-reduces bitwise equal on every rank, 0 wrong",
-                    rank)),
-                std::string::npos)
+      EXPECT_NE(
+          r.output.find(fmt::format(
+              "[rank {0}] rank {0}: 16 all-reduces bitwise equal on every rank, 0 wrong", rank)),
+          std::string::npos)
           << r.output;
     }
   }
@@ -115,8 +115,9 @@ TEST_F(NetnsHier, HierOffRunsFlatOverTcp) {
   for (int n = 0; n < 2; ++n) {
     ExpectRanksPassed(r[n], n, {2 * n, 2 * n + 1}, 4);
     EXPECT_EQ(CountOf(r[n].output, "all-reduce hierarchical"), 0) << r[n].output;
-    EXPECT_EQ(CountOf(r[n].output, "all-reduce over TCP (no shared memory across all ranks: "
-                                   "COHORT_HIER=0 on rank 0)"),
+    EXPECT_EQ(CountOf(r[n].output,
+                      "all-reduce over TCP (no shared memory across all ranks: "
+                      "COHORT_HIER=0 on rank 0)"),
               2)
         << r[n].output;
   }
