@@ -63,6 +63,7 @@ const std::vector<const Var*>& All() {
                                               &kNNodes,
                                               &kStore,
                                               &kToken,
+                                              &kInsecureStore,
                                               &kRunId,
                                               &kRestart,
                                               &kBackend,

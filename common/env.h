@@ -43,6 +43,9 @@ inline constexpr Var kNodeRank{"COHORT_NODE_RANK", "rank of this node"};
 inline constexpr Var kNNodes{"COHORT_NNODES", "number of nodes"};
 inline constexpr Var kStore{"COHORT_STORE", "host:port of the rendezvous store"};
 inline constexpr Var kToken{"COHORT_TOKEN", "shared secret every store call carries"};
+inline constexpr Var kInsecureStore{
+    "COHORT_INSECURE_STORE",
+    "1: rank 0 may host a store on every interface without COHORT_TOKEN (MASTER_ADDR)"};
 inline constexpr Var kRunId{"COHORT_RUN_ID", "the job's id"};
 inline constexpr Var kRestart{"COHORT_RESTART", "0 on the first attempt, +1 per restart"};
 inline constexpr Var kBackend{"COHORT_BACKEND", "auto, nccl, mpi, gloo or ps"};

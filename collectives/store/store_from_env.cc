@@ -126,8 +126,19 @@ std::shared_ptr<Store> ConnectStoreFromEnv() {
     const StoreBackend& backend = BackendOfAddress(e.address, &endpoint);
     return backend.connect({endpoint, e.token, env::kRunId.Str(""), e.connect_timeout});
   }
-  // Listen on every interface: the other ranks reach this host by its address.
-  auto store = HostStore("0.0.0.0", e.host_port, e.token, e.connect_timeout, nullptr);
+  // Listen on every interface where the other ranks reach this host by its address: then only
+  // with a token (no open doors), unless asked for on a trusted network.
+  const bool loopback = net::IsLoopback(net::ParseHostPort(e.address, "the store").host);
+  if (!loopback && e.token.empty() && env::kInsecureStore.Str("") != "1") {
+    throw InvalidArgument(fmt::format(
+        "rank 0 would host the rendezvous store at {} on every interface without COHORT_TOKEN, "
+        "so anyone on the network could read and write it; set the same secret on every rank "
+        "(export COHORT_TOKEN=$(openssl rand -hex 16)), or COHORT_INSECURE_STORE=1 on a trusted "
+        "network",
+        e.address));
+  }
+  auto store = HostStore(loopback ? "127.0.0.1" : "0.0.0.0", e.host_port, e.token,
+                         e.connect_timeout, nullptr);
   COHORT_INFO(kStore, "rank 0 hosts the store on port {}; the others connect to {}", e.host_port,
               e.address);
   return store;

@@ -20,6 +20,7 @@ class StoreFromEnvTest : public ::testing::Test {
  protected:
   ScopedEnv clean_{{"COHORT_STORE", std::nullopt},
                    {"COHORT_TOKEN", std::nullopt},
+                   {"COHORT_INSECURE_STORE", std::nullopt},
                    {"COHORT_STORE_TIMEOUT", std::nullopt},
                    {"MASTER_ADDR", std::nullopt},
                    {"MASTER_PORT", std::nullopt},
@@ -111,6 +112,29 @@ TEST_F(StoreFromEnvTest, RankZeroHostsAndEveryoneConnects) {
   // The server lives as long as rank 0's handle.
   rank0.reset();
   ThrownMessage<Unavailable>([&] { rank1->Get("hello", milliseconds(0)); });
+}
+
+// No open doors: rank 0 hosting for other machines (MASTER_ADDR not loopback) needs a token.
+TEST_F(StoreFromEnvTest, RankZeroRefusesToServeTheNetworkWithoutAToken) {
+  ScopedEnv env({{"MASTER_ADDR", "192.0.2.1"},  // TEST-NET-1: not this machine, not loopback
+                 {"MASTER_PORT", std::to_string(net::FreePort())},
+                 {"COHORT_RANK", "0"},
+                 {"COHORT_STORE_TIMEOUT", "3"}});
+  const std::string msg = ThrownMessage<InvalidArgument>([] { ConnectStoreFromEnv(); });
+  EXPECT_THAT(msg, HasSubstr("without COHORT_TOKEN"));
+  EXPECT_THAT(msg, HasSubstr("COHORT_INSECURE_STORE=1"));
+  EXPECT_EQ(msg.find('\n'), std::string::npos) << msg;
+  {
+    ScopedEnv token({{"COHORT_TOKEN", "tok"}});
+    auto store = ConnectStoreFromEnv();
+    store->Set("k", "v");
+    EXPECT_EQ(store->Get("k", milliseconds(0)), "v");
+  }
+  {
+    ScopedEnv insecure({{"COHORT_INSECURE_STORE", "1"}});
+    auto store = ConnectStoreFromEnv();
+    EXPECT_EQ(store->Add("n", 2), 2);
+  }
 }
 
 TEST_F(StoreFromEnvTest, UnreachableCohortStoreFailsWithUnavailable) {
