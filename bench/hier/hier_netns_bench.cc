@@ -3,7 +3,8 @@
 // ratio per size) under one `cohort launch` per node, first with COHORT_HIER=1 (cohort's
 // all-reduce is hierarchical, the raw library's is Gloo's flat ring over TCP), then with
 // COHORT_HIER=0 as the control (both flat). Prints node 0's table of each run.
-//   build/bin/hier_netns_bench [--max-bytes N] [--rounds N] [--budget-ms N] [--step-factor N]
+//   build/bin/hier_netns_bench [--min-bytes N] [--max-bytes N] [--rounds N] [--budget-ms N]
+//   [--step-factor N]
 // Needs root (network namespaces); says why and exits 2 where they cannot be made.
 #include <fmt/format.h>
 
@@ -17,8 +18,9 @@ namespace cohort::testing {
 namespace {
 
 int Main(int argc, char** argv) {
-  std::string max_bytes = "268435456", rounds = "3", budget = "200", step = "4";
+  std::string min_bytes = "8", max_bytes = "268435456", rounds = "3", budget = "200", step = "4";
   CLI::App app{"hierarchical vs flat Gloo all-reduce on 2 namespace nodes x 2 ranks"};
+  app.add_option("--min-bytes", min_bytes);
   app.add_option("--max-bytes", max_bytes);
   app.add_option("--rounds", rounds);
   app.add_option("--budget-ms", budget);
@@ -33,7 +35,7 @@ int Main(int argc, char** argv) {
     NetnsCluster c(2);
     NodeLaunch job(c, {"--nproc-per-node", "2"}, {{"COHORT_HIER", hier}});
     auto r = job.RunAll({BinPath("collectives_bench"), "--backends", "gloo", "--ops", "allreduce",
-                         "--min-bytes", "8", "--max-bytes", max_bytes, "--step-factor", step,
+                         "--min-bytes", min_bytes, "--max-bytes", max_bytes, "--step-factor", step,
                          "--rounds", rounds, "--budget-ms", budget},
                         std::chrono::minutes(20));
     fmt::print("\n## COHORT_HIER={}: cohort gloo {} vs raw Gloo (flat TCP ring)\n{}\n", hier,

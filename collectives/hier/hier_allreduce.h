@@ -35,7 +35,7 @@ class HierAllReduce {
  public:
   using Millis = std::chrono::milliseconds;
   // Buffers are cut into pieces of this many bytes, whose steps overlap (see AllReduce).
-  static constexpr size_t kPieceBytes = size_t{2} << 20;
+  static constexpr size_t kPieceBytes = size_t{8} << 20;
   // Makes the leaders' communicator from its config (rank, size, name, group, global ranks).
   using LeaderFactory = std::function<std::unique_ptr<Communicator>(const CommConfig&)>;
 

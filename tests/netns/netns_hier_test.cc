@@ -74,10 +74,11 @@ TEST_F(NetnsHier, ThreeNodesOfTwoOneTwoAllReduceHierarchically) {
 }
 
 // Inexact sums (hier_worker.cc): every rank's result within rounding of the reference and
-// bitwise equal to every other rank's, on 2 x 2 ranks and on hosts of 2, 1 and 2 ranks.
+// bitwise equal to every other rank's, on 2 x 2 ranks and on hosts of 2, 1 and 2 ranks. 2000003
+// elements (a prime) take 1 (f32) and 2 (f64) of the pipeline's pieces (kPieceBytes, 8 MiB).
 void ExpectBitwiseEqual(const std::vector<int>& per_node) {
   NetnsCluster c(static_cast<int>(per_node.size()));
-  const std::vector<std::string> worker = {BinPath("hier_worker"), "--counts", "0,1,1031,1000003"};
+  const std::vector<std::string> worker = {BinPath("hier_worker"), "--counts", "0,1,1031,2000003"};
   std::vector<std::unique_ptr<Subprocess>> nodes;
   std::vector<std::unique_ptr<NodeLaunch>> jobs;
   for (size_t n = 0; n < per_node.size(); ++n) {
