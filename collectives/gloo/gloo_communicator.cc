@@ -119,12 +119,14 @@ GlooCommunicator::GlooCommunicator(const CommConfig& config,
                    "all-reduce through shared memory",
                    Size());
     } else {
+      std::string flat_why;
       hier_ = HierAllReduce::Create(
           config, Scope(),
           [this](const CommConfig& c) { return std::make_unique<GlooCommunicator>(c, device_); },
-          &why_not);
-      COHORT_DEBUG(kGloo, "all-reduce {} (no shared memory across all ranks: {})",
-                   hier_ ? "hierarchical: " + hier_->Describe() : "over TCP", why_not);
+          &flat_why);
+      COHORT_DEBUG(kGloo, "all-reduce {} (no shared memory: {}{})",
+                   hier_ ? "hierarchical: " + hier_->Describe() : "over TCP", why_not,
+                   hier_ ? "" : "; not hierarchical: " + flat_why);
     }
     waiter_ = std::thread([this] { WaitPosted(); });
   }
