@@ -5,6 +5,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -163,6 +164,11 @@ Sample RunProcs(const ProcRun& run) {
 }
 
 int RunProcWorker(const ProcRun& run, int rank) {
+  // Die with the bench: a killed bench's thousands of workers would otherwise see the start
+  // pipe close, join, and wait out their timeout, holding the machine's thread slots.
+  const pid_t parent = getppid();
+  prctl(PR_SET_PDEATHSIG, SIGKILL);
+  if (getppid() != parent) return 2;  // it was already gone
   const char* env_token = std::getenv("COHORT_TOKEN");
   const std::string token = env_token ? env_token : "";
   std::unique_ptr<GrpcStoreClient> client;
