@@ -7,6 +7,7 @@
 
 #include "collectives/config.h"
 #include "common/net.h"
+#include "tests/util/launch_env.h"
 #include "tests/util/subprocess.h"
 
 namespace cohort::testing {
@@ -18,18 +19,7 @@ using Env = std::map<std::string, std::string>;
 const std::string kCohort = BinPath("cohort");
 const std::string kWorker = BinPath("launch_test_worker");
 
-// Variables of the machine running the tests that would change what the launcher derives.
-Env Clean(Env extra = {}) {
-  Env e = {{"COHORT_LOG_LEVEL", "warn"}};
-  for (const char* v : {"COHORT_NNODES", "COHORT_NODE_RANK", "COHORT_NPROC_PER_NODE",
-                        "COHORT_RDZV_ENDPOINT", "COHORT_RUN_ID", "COHORT_TOKEN", "MASTER_ADDR",
-                        "MASTER_PORT", "JOB_COMPLETION_INDEX", "PET_NNODES", "PET_NPROC_PER_NODE",
-                        "RANK", "WORLD_SIZE", "OMPI_COMM_WORLD_SIZE", "SLURM_NTASKS"}) {
-    e[v] = "";  // empty counts as unset
-  }
-  for (auto& [k, v] : extra) e[k] = v;
-  return e;
-}
+Env Clean(Env extra = {}) { return LauncherTestEnv({{"COHORT_LOG_LEVEL", "warn"}}, extra); }
 
 std::vector<std::string> LaunchArgs(std::vector<std::string> flags,
                                     std::vector<std::string> worker) {

@@ -14,6 +14,7 @@
 #include <thread>
 
 #include "common/net.h"
+#include "tests/util/launch_env.h"
 #include "tests/util/subprocess.h"
 #include "tests/util/tcp_proxy.h"
 
@@ -176,14 +177,8 @@ std::string LauncherLines(const std::string& output) {
 }
 
 Env Clean() {
-  Env e = {{"COHORT_LOG_LEVEL", "warn"}, {"COHORT_TOKEN", "link-t0k"}, {"COHORT_TIMEOUT", "8"}};
-  for (const char* v :
-       {"COHORT_NNODES", "COHORT_NODE_RANK", "COHORT_NPROC_PER_NODE", "COHORT_RDZV_ENDPOINT",
-        "COHORT_RUN_ID", "MASTER_ADDR", "MASTER_PORT", "JOB_COMPLETION_INDEX", "PET_NNODES",
-        "PET_NPROC_PER_NODE", "RANK", "WORLD_SIZE", "OMPI_COMM_WORLD_SIZE", "SLURM_NTASKS"}) {
-    e[v] = "";
-  }
-  return e;
+  return LauncherTestEnv(
+      {{"COHORT_LOG_LEVEL", "warn"}, {"COHORT_TOKEN", "link-t0k"}, {"COHORT_TIMEOUT", "8"}});
 }
 
 std::vector<std::string> Node(int rank, const std::string& endpoint,

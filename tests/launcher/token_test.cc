@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "common/net.h"
+#include "tests/util/launch_env.h"
 #include "tests/util/subprocess.h"
 
 namespace cohort::testing {
@@ -22,18 +23,7 @@ using Env = std::map<std::string, std::string>;
 const std::string kCohort = BinPath("cohort");
 const std::string kWorker = BinPath("launch_test_worker");
 
-Env Clean(Env extra = {}) {
-  Env e = {{"COHORT_LOG_LEVEL", "warn"}};
-  for (const char* v :
-       {"COHORT_NNODES", "COHORT_NODE_RANK", "COHORT_NPROC_PER_NODE", "COHORT_RDZV_ENDPOINT",
-        "COHORT_RUN_ID", "COHORT_TOKEN", "MASTER_ADDR", "MASTER_PORT", "JOB_COMPLETION_INDEX",
-        "PET_NNODES", "PET_NPROC_PER_NODE", "RANK", "WORLD_SIZE", "OMPI_COMM_WORLD_SIZE",
-        "SLURM_NTASKS", "COHORT_RDZV_USER", "COHORT_RDZV_PASSWORD"}) {
-    e[v] = "";  // empty counts as unset
-  }
-  for (auto& [k, v] : extra) e[k] = v;
-  return e;
-}
+Env Clean(Env extra = {}) { return LauncherTestEnv({{"COHORT_LOG_LEVEL", "warn"}}, extra); }
 
 // `cohort launch` node `rank` of 2 at endpoint, two workers each summing their ranks.
 std::vector<std::string> Node(int rank, const std::string& endpoint,

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "tests/util/launch_env.h"
 #include "tests/util/netns.h"
 #include "tests/util/subprocess.h"
 
@@ -18,18 +19,11 @@ namespace cohort::testing {
 
 using Env = std::map<std::string, std::string>;
 
-// Variables of the machine running the tests that would change what the launcher derives.
+// The launcher's test environment (LauncherTestEnv) with this harness's token and run id.
 inline Env CleanLaunchEnv(const Env& extra) {
-  Env e = {{"COHORT_LOG_LEVEL", "warn"}, {"COHORT_TOKEN", "netns-t0k"},
-           {"COHORT_RUN_ID", "netns-job"}};
-  for (const char* v : {"COHORT_NNODES", "COHORT_NODE_RANK", "COHORT_NPROC_PER_NODE",
-                        "COHORT_RDZV_ENDPOINT", "COHORT_STORE", "MASTER_ADDR", "MASTER_PORT",
-                        "JOB_COMPLETION_INDEX", "PET_NNODES", "PET_NPROC_PER_NODE", "RANK",
-                        "WORLD_SIZE", "OMPI_COMM_WORLD_SIZE", "SLURM_NTASKS", "COHORT_GLOO_HOST"}) {
-    e[v] = "";  // empty counts as unset
-  }
-  for (const auto& [k, v] : extra) e[k] = v;
-  return e;
+  return LauncherTestEnv(
+      {{"COHORT_LOG_LEVEL", "warn"}, {"COHORT_TOKEN", "netns-t0k"}, {"COHORT_RUN_ID", "netns-job"}},
+      extra);
 }
 
 inline int CountOf(const std::string& s, const std::string& text) {
