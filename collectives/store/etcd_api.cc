@@ -33,6 +33,12 @@ int64_t Int(const json& j, const char* field) {
   return it->get<int64_t>();
 }
 
+json CountRange(const KeyRange& range) {
+  return {{"key", Base64Encode(range.from)},
+          {"range_end", Base64Encode(range.to)},
+          {"count_only", true}};
+}
+
 std::vector<KeyValue> KeyValues(const json& range) {
   std::vector<KeyValue> out;
   auto kvs = range.find("kvs");
@@ -104,7 +110,8 @@ std::string PrefixRangeBody(const std::string& prefix) {
 
 std::string DeleteBody(const std::string& key) { return RangeBody(key); }
 
-std::string PutIfBody(const std::string& key, const Condition& when, const std::string& value) {
+std::string PutIfBody(const std::string& key, const Condition& when, const std::string& value,
+                      const std::optional<KeyRange>& count_after) {
   json compare = {{"key", Base64Encode(key)}, {"result", "EQUAL"}};
   switch (when.kind) {
     case Condition::kAbsent:
@@ -121,12 +128,18 @@ std::string PutIfBody(const std::string& key, const Condition& when, const std::
       break;
   }
   json put = {{"request_put", {{"key", Base64Encode(key)}, {"value", Base64Encode(value)}}}};
+  json success = json::array({put});
+  if (count_after) success.push_back({{"request_range", CountRange(*count_after)}});
   json range = {{"request_range", {{"key", Base64Encode(key)}}}};
   return json{{"compare", json::array({compare})},
-              {"success", json::array({put})},
+              {"success", std::move(success)},
               {"failure", json::array({range})}}
       .dump();
 }
+
+std::string CountBody(const KeyRange& range) { return CountRange(range).dump(); }
+
+int64_t ParseCount(const std::string& body) { return Int(Parse(body), "count"); }
 
 std::vector<KeyValue> ParseRange(const std::string& body) { return KeyValues(Parse(body)); }
 
@@ -136,8 +149,14 @@ TxnResult ParsePutIf(const std::string& body) {
   const json j = Parse(body);
   TxnResult r;
   r.succeeded = j.value("succeeded", false);
-  if (r.succeeded) return r;
   auto responses = j.find("responses");
+  if (r.succeeded) {
+    // The count of a count_after read, the second response (the first is the put).
+    if (responses != j.end() && responses->size() > 1) {
+      r.count = Int((*responses)[1].value("response_range", json::object()), "count");
+    }
+    return r;
+  }
   if (responses == j.end() || responses->empty() || !(*responses)[0].contains("response_range")) {
     throw DataLoss("etcd's txn answer has no read of the key: " + body);
   }

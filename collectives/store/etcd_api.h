@@ -38,8 +38,19 @@ struct Condition {
   int64_t mod_revision = 0;  // kModRevision
 };
 
+// Keys in [from, to), for a count-only read.
+struct KeyRange {
+  std::string from, to;
+};
+
 // A txn: if key meets `when`, put value; otherwise read key (so the caller learns what it holds).
-std::string PutIfBody(const std::string& key, const Condition& when, const std::string& value);
+// With count_after, a successful txn also counts the keys of that range after its put (a read in a
+// txn sees the writes before it): TxnResult::count.
+std::string PutIfBody(const std::string& key, const Condition& when, const std::string& value,
+                      const std::optional<KeyRange>& count_after = std::nullopt);
+// A count-only range read, and the count of its answer.
+std::string CountBody(const KeyRange& range);
+int64_t ParseCount(const std::string& body);
 
 // The keys of a range answer. Throws DataLoss when the answer is not what etcd sends.
 std::vector<KeyValue> ParseRange(const std::string& body);
@@ -49,6 +60,7 @@ bool ParseDeleted(const std::string& body);
 struct TxnResult {
   bool succeeded = false;
   std::optional<KeyValue> current;  // on failure: the key as it was, if it existed
+  int64_t count = 0;                // on success with count_after: the keys in that range
 };
 TxnResult ParsePutIf(const std::string& body);
 

@@ -5,6 +5,7 @@
 #include <fmt/format.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 #include <signal.h>
 
 #include <atomic>
@@ -331,6 +332,26 @@ TEST(EtcdApiTest, Base64RoundTripsEveryByte) {
   EXPECT_EQ(etcd::Base64Encode("a/k"), "YS9r");
   EXPECT_EQ(etcd::Base64Encode("5"), "NQ==");
   EXPECT_THROW(etcd::Base64Decode("no!"), DataLoss);
+}
+
+TEST(EtcdApiTest, PutIfCountsARangeAfterItsPut) {
+  const etcd::KeyRange members{"g/0", "g/:"};
+  const auto body = nlohmann::json::parse(etcd::PutIfBody("g/3", {}, "n", members));
+  ASSERT_EQ(body["success"].size(), 2u);
+  EXPECT_EQ(body["success"][0]["request_put"]["key"], etcd::Base64Encode("g/3"));
+  const auto& count = body["success"][1]["request_range"];
+  EXPECT_EQ(count["key"], etcd::Base64Encode("g/0"));
+  EXPECT_EQ(count["range_end"], etcd::Base64Encode("g/:"));
+  EXPECT_EQ(count["count_only"], true);
+  EXPECT_EQ(nlohmann::json::parse(etcd::PutIfBody("g/3", {}, "n"))["success"].size(), 1u);
+  EXPECT_EQ(nlohmann::json::parse(etcd::CountBody(members)), count);
+  // The gateway writes int64 as strings and leaves out a zero count.
+  const auto ok = etcd::ParsePutIf(
+      R"({"succeeded":true,"responses":[{"response_put":{}},{"response_range":{"count":"5"}}]})");
+  EXPECT_TRUE(ok.succeeded);
+  EXPECT_EQ(ok.count, 5);
+  EXPECT_EQ(etcd::ParseCount(R"({"count":"7"})"), 7);
+  EXPECT_EQ(etcd::ParseCount(R"({"header":{}})"), 0);
 }
 
 TEST(EtcdApiTest, PrefixEndAndTheGatewaysOmittedFields) {
