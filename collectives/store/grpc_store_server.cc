@@ -103,6 +103,15 @@ grpc::Status NotReady(const KvTable::WatchResult& r, Clock::time_point start) {
 
 std::chrono::milliseconds Millis(int64_t ms) { return std::chrono::milliseconds(ms); }
 
+// A Wait's or a Join's watch: the reactor finishes OK once every key exists, or at the timeout
+// with the missing keys (NotReady).
+void FinishWhenAllExist(WatchReactor* reactor, std::vector<std::string> keys, int64_t timeout_ms) {
+  const auto start = Clock::now();
+  reactor->Start(std::move(keys), Millis(timeout_ms), [start](KvTable::WatchResult& r) {
+    return r.status == KvTable::WatchStatus::kReady ? grpc::Status::OK : NotReady(r, start);
+  });
+}
+
 }  // namespace
 
 class GrpcStoreServer::Impl final : public pb::StoreService::CallbackService {
@@ -221,11 +230,7 @@ class GrpcStoreServer::Impl final : public pb::StoreService::CallbackService {
       reactor->Finish(auth);
       return reactor;
     }
-    const auto start = Clock::now();
-    std::vector<std::string> keys(req->keys().begin(), req->keys().end());
-    reactor->Start(std::move(keys), Millis(req->timeout_ms()), [start](KvTable::WatchResult& r) {
-      return r.status == KvTable::WatchStatus::kReady ? grpc::Status::OK : NotReady(r, start);
-    });
+    FinishWhenAllExist(reactor, {req->keys().begin(), req->keys().end()}, req->timeout_ms());
     return reactor;
   }
 
@@ -244,12 +249,7 @@ class GrpcStoreServer::Impl final : public pb::StoreService::CallbackService {
       reactor->Finish(status);
       return reactor;
     }
-    const auto start = Clock::now();
-    reactor->Start({req->prefix() + "all"}, Millis(req->timeout_ms()),
-                   [start](KvTable::WatchResult& r) {
-                     return r.status == KvTable::WatchStatus::kReady ? grpc::Status::OK
-                                                                     : NotReady(r, start);
-                   });
+    FinishWhenAllExist(reactor, {req->prefix() + "all"}, req->timeout_ms());
     return reactor;
   }
 
