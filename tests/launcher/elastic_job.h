@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "tests/util/subprocess.h"
+#include "tests/util/test_dir.h"
 
 namespace cohort::testing {
 
@@ -49,6 +50,14 @@ inline std::vector<std::string> FashionMnistJob(int steps, int every, const std:
 }
 
 // The "step" of every line of a metrics log, in file order.
+// The launch flags of the elastic tests: --nnodes 2:3 of 2 workers, a short last call and
+// grace period, snapshots in dir.
+inline std::vector<std::string> ElasticFlags(const TestDir& dir, const std::string& restarts) {
+  return {"--nnodes",         "2:3",        "--nproc-per-node", "2", "--rdzv-last-call", "1",
+          "--rdzv-timeout",   "30",         "--grace-period",   "5", "--max-restarts",   restarts,
+          "--checkpoint-uri", dir.Uri("ck")};
+}
+
 inline std::vector<int64_t> ReadSteps(const std::string& path) {
   std::vector<int64_t> steps;
   std::ifstream in(path);

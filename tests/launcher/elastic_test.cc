@@ -48,12 +48,6 @@ class LoopbackJob {
   std::string endpoint_;
 };
 
-std::vector<std::string> ElasticFlags(const TestDir& dir, const std::string& restarts) {
-  return {"--nnodes",         "2:3",        "--nproc-per-node", "2", "--rdzv-last-call", "1",
-          "--rdzv-timeout",   "30",         "--grace-period",   "5", "--max-restarts",   restarts,
-          "--checkpoint-uri", dir.Uri("ck")};
-}
-
 class ElasticLoopback : public ::testing::Test {
  protected:
   void SetUp() override {

@@ -41,12 +41,6 @@ std::unique_ptr<Subprocess> StartNode(const NetnsCluster& c, int node,
   return c.Start(node, argv, CleanLaunchEnv(e));
 }
 
-std::vector<std::string> ElasticFlags(const TestDir& dir, const std::string& restarts) {
-  return {"--nnodes",         "2:3",        "--nproc-per-node", "2", "--rdzv-last-call", "1",
-          "--rdzv-timeout",   "30",         "--grace-period",   "5", "--max-restarts",   restarts,
-          "--checkpoint-uri", dir.Uri("ck")};
-}
-
 class NetnsElastic : public ::testing::Test {
  protected:
   void SetUp() override {
