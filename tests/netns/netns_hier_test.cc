@@ -121,23 +121,35 @@ TEST_F(NetnsHier, HierOffRunsFlatOverTcp) {
   }
 }
 
+// 2 nodes x 2 gloo workers where rank 3 misbehaves (`mode`: kill or hang) at op 5: both nodes
+// must fail, not time out, within 30 s. Returns what each node printed, and fills all (both
+// outputs) and took (seconds).
+std::vector<ProcessResult> RunWithBadRankThree(const std::string& mode, const std::string& timeout,
+                                               std::string* all, double* took) {
+  NetnsCluster c(2);
+  NodeLaunch job(c, {"--nproc-per-node", "2", "--grace-period", "2"},
+                 {{"COHORT_TIMEOUT", timeout}});
+  const auto t0 = std::chrono::steady_clock::now();
+  auto r = job.RunAll({BinPath("collective_worker"), "--backend", "gloo", "--mode", mode,
+                       "--victim", "3", "--at", "5"},
+                      60s);
+  *took = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  *all = r[0].output + r[1].output;
+  for (int n = 0; n < 2; ++n) {
+    EXPECT_FALSE(r[n].timed_out) << *all;
+    EXPECT_NE(r[n].exit_code, 0) << *all;
+  }
+  EXPECT_LT(*took, 30) << *all;
+  return r;
+}
+
 // Rank 3 (node 1's second rank, not a leader) SIGKILLs itself inside an all-reduce of 4 MiB.
 // Node 1's launcher names it and stops its leader; node 0's ranks fail too, within the collective
 // timeout (8 s), naming rank 3 or relaying node 1's failure, and nothing hangs.
 TEST_F(NetnsHier, KilledRankMidAllReduceIsNamed) {
-  NetnsCluster c(2);
-  NodeLaunch job(c, {"--nproc-per-node", "2", "--grace-period", "2"}, {{"COHORT_TIMEOUT", "8"}});
-  const auto t0 = std::chrono::steady_clock::now();
-  auto r = job.RunAll({BinPath("collective_worker"), "--backend", "gloo", "--mode", "kill",
-                       "--victim", "3", "--at", "5"},
-                      60s);
-  const double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  const std::string all = r[0].output + r[1].output;
-  for (int n = 0; n < 2; ++n) {
-    EXPECT_FALSE(r[n].timed_out) << all;
-    EXPECT_NE(r[n].exit_code, 0) << all;
-  }
-  EXPECT_LT(took, 30) << all;
+  std::string all;
+  double took = 0;
+  const auto r = RunWithBadRankThree("kill", "8", &all, &took);
   EXPECT_NE(r[1].output.find("rank 3 on node 1 was killed by signal 9"), std::string::npos) << all;
   const bool named = r[0].output.find("rank 3") != std::string::npos ||
                      r[0].output.find("on node 1 exited with code") != std::string::npos;
@@ -149,19 +161,9 @@ TEST_F(NetnsHier, KilledRankMidAllReduceIsNamed) {
 // shared memory and names it, as a rank of the world, at the collective timeout (4 s); node 0's
 // ranks fail too, and nothing hangs.
 TEST_F(NetnsHier, HungLocalRankIsNamedAtTheTimeout) {
-  NetnsCluster c(2);
-  NodeLaunch job(c, {"--nproc-per-node", "2", "--grace-period", "2"}, {{"COHORT_TIMEOUT", "4"}});
-  const auto t0 = std::chrono::steady_clock::now();
-  auto r = job.RunAll({BinPath("collective_worker"), "--backend", "gloo", "--mode", "hang",
-                       "--victim", "3", "--at", "5"},
-                      60s);
-  const double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  const std::string all = r[0].output + r[1].output;
-  for (int n = 0; n < 2; ++n) {
-    EXPECT_FALSE(r[n].timed_out) << all;
-    EXPECT_NE(r[n].exit_code, 0) << all;
-  }
-  EXPECT_LT(took, 30) << all;
+  std::string all;
+  double took = 0;
+  const auto r = RunWithBadRankThree("hang", "4", &all, &took);
   EXPECT_NE(r[1].output.find("rank 3 (local rank 1 of this host) did not arrive in time"),
             std::string::npos)
       << all;
