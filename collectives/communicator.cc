@@ -6,6 +6,7 @@
 #include <cctype>
 
 #include "collectives/op_counters.h"
+#include "collectives/scope.h"
 #include "common/env.h"
 #include "common/log.h"
 
@@ -32,9 +33,11 @@ CommConfig CommConfig::FromEnv(int rank, int size, std::shared_ptr<Store> store)
   return c;
 }
 
-std::string Communicator::Scope() const {
-  return fmt::format("cohort/{}/{}/comm/{}", config_.run_id, config_.restart, config_.name);
+std::string ScopeOf(const CommConfig& config) {
+  return fmt::format("cohort/{}/{}/comm/{}", config.run_id, config.restart, config.name);
 }
+
+std::string Communicator::Scope() const { return ScopeOf(config_); }
 
 Communicator::Communicator(const CommConfig& config)
     : config_(config), rank_(config.rank), size_(config.size) {

@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include "collectives/auto_fallback.h"
 #include "collectives/config.h"
 #include "collectives/sigpipe.h"
 #include "common/log.h"
@@ -70,27 +71,55 @@ std::string BackendNames() {
   return names;
 }
 
+namespace {
+
+const BackendEntry* Find(const std::string& name) {
+  for (const auto& b : Backends()) {
+    if (name == b.name) return &b;
+  }
+  return nullptr;
+}
+
+// auto with parameter servers configured: the first collective backend that can run here,
+// started on every rank with their agreement, or ps on every rank (auto_fallback.h).
+std::unique_ptr<Communicator> AutoWithPsFallback(const BackendEntry& ps, const CommConfig& config,
+                                                 DeviceType devices) {
+  std::string reasons;
+  for (const auto& b : Backends()) {
+    if (&b == &ps) continue;
+    if (std::string why = b.unavailable(config, devices); !why.empty()) {
+      reasons += fmt::format("{}{}: {}", reasons.empty() ? "" : "; ", b.name, why);
+      continue;
+    }
+    return StartAgreeingOrFallBack(b.name, b.create, "", ps.create, config);
+  }
+  return StartAgreeingOrFallBack("every collective backend", nullptr, reasons, ps.create, config);
+}
+
+}  // namespace
+
 std::unique_ptr<Communicator> CreateCommunicator(const std::string& backend,
                                                  const CommConfig& config, DeviceType devices) {
   IgnoreSigpipe();  // every backend's sockets: a dead peer must be an error, not a signal
   if (backend != "auto") {
-    for (const auto& b : Backends()) {
-      if (backend != b.name) continue;
-      if (auto why = b.unavailable(config, devices); !why.empty()) {
-        throw Unavailable(fmt::format("backend {} cannot run: {}", backend, why));
-      }
-      return b.create(config);
+    const BackendEntry* b = Find(backend);
+    if (!b) {
+      throw InvalidArgument(
+          fmt::format("unknown or not built backend '{}'; this build has: {}, or auto", backend,
+                      BackendNames()));
     }
-    throw InvalidArgument(
-        fmt::format("unknown or not built backend '{}'; this build has: {}, "
-                    "or auto",
-                    backend, BackendNames()));
+    if (auto why = b->unavailable(config, devices); !why.empty()) {
+      throw Unavailable(fmt::format("backend {} cannot run: {}", backend, why));
+    }
+    return b->create(config);
   }
+  const BackendEntry* ps = Find("ps");
+  if (ps->unavailable(config, devices).empty()) return AutoWithPsFallback(*ps, config, devices);
+  // Without servers each rank tries the next backend on its own (the original error stands when
+  // none can start).
   std::string reasons;
   for (const auto& b : Backends()) {
-    // auto reaches ps only when every rank agrees to fall back (through the store), which is
-    // not built yet; a rank alone on ps would strand its peers.
-    if (std::string(b.name) == "ps") continue;
+    if (&b == ps) continue;
     std::string why = b.unavailable(config, devices);
     if (why.empty()) {
       try {

@@ -18,14 +18,16 @@ struct BackendEntry {
 };
 
 // Every backend compiled into this build, in the order `auto` tries them: nccl, mpi, gloo;
-// then ps, which auto does not pick (yet): name it.
+// then ps, auto's fallback when parameter servers are configured.
 const std::vector<BackendEntry>& Backends();
 
 // Creates the backend named by `backend` ("auto" or a name from Backends()). With auto, NCCL
 // is chosen for CUDA tensors when a GPU is present, MPI when the process was started by mpirun,
-// Gloo otherwise; if the chosen backend fails to start, the next one is tried with a warning
-// naming why. Throws InvalidArgument for an unknown name and Unavailable, listing every reason,
-// when nothing can run.
+// Gloo otherwise. With COHORT_PS_SERVERS set (CPU tensors), when the chosen backend cannot start
+// on any rank every rank falls back to ps together, agreeing through the store, and logs one
+// line naming why (auto_fallback.h). Without servers, if the chosen backend fails to start, the
+// next one is tried with a warning naming why. Throws InvalidArgument for an unknown name and
+// Unavailable, listing every reason, when nothing can run.
 std::unique_ptr<Communicator> CreateCommunicator(const std::string& backend,
                                                  const CommConfig& config,
                                                  DeviceType devices = DeviceType::kCPU);

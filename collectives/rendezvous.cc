@@ -30,7 +30,9 @@ cohort::Timeout NeverJoined(Store& store, const std::string& prefix, int size,
 
 void JoinGroup(Store& store, const std::string& scope, int rank, int size,
                std::chrono::milliseconds timeout, const std::string& what) {
-  const std::string prefix = scope + "/join/";
+  // Per caller: a backend that joined and then failed to start leaves its keys, and the next
+  // backend's join (auto's fallback) must not read them as an earlier job's.
+  const std::string prefix = scope + "/" + what + "/join/";
   const std::string nonce =
       std::to_string(std::chrono::steady_clock::now().time_since_epoch().count());
   // O(1) store work per rank (Store::Join counts arrivals; the last announces that all are in),

@@ -9,7 +9,7 @@
 
 namespace cohort::collectives {
 
-// Sets "<scope>/join/<rank>" and waits until all size ranks have. On timeout throws Timeout
+// Sets "<scope>/<what>/join/<rank>" and waits until all size ranks have. On timeout throws Timeout
 // naming the ranks that never joined. what names the caller in the message ("gloo").
 void JoinGroup(Store& store, const std::string& scope, int rank, int size,
                std::chrono::milliseconds timeout, const std::string& what);
