@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstring>
+#include <exception>
 #include <random>
 #include <thread>
 
@@ -20,13 +21,29 @@ struct Client::Attempt {
   Response response;
   const Request* request = nullptr;
   size_t read_offset = 0;  // into request->body, for uploads
+  // Stream: where a 2xx body goes, and the transfer's whole limit in ms.
+  const std::function<bool(std::string_view)>* on_data = nullptr;
+  long stream_timeout_ms = 0;
+  long status_seen = 0;           // from the last status line, while the transfer runs
+  bool stopped = false;           // on_data returned false or threw
+  std::exception_ptr data_error;  // what on_data threw
 };
 
 namespace {
 
 size_t OnBody(char* data, size_t size, size_t n, void* user) {
-  static_cast<Response*>(user)->body.append(data, size * n);
-  return size * n;
+  auto* attempt = static_cast<Client::Attempt*>(user);
+  if (attempt->on_data == nullptr || attempt->status_seen / 100 != 2) {
+    attempt->response.body.append(data, size * n);
+    return size * n;
+  }
+  try {
+    if ((*attempt->on_data)(std::string_view(data, size * n))) return size * n;
+  } catch (...) {
+    attempt->data_error = std::current_exception();
+  }
+  attempt->stopped = true;
+  return 0;  // curl ends the transfer with CURLE_WRITE_ERROR
 }
 
 size_t OnHeader(char* data, size_t size, size_t n, void* user) {
@@ -36,6 +53,8 @@ size_t OnHeader(char* data, size_t size, size_t n, void* user) {
   // A new status line (after 100 Continue or a redirect) starts a new header block.
   if (line.rfind("HTTP/", 0) == 0) {
     response->headers.clear();
+    const size_t space = line.find(' ');
+    attempt->status_seen = space == std::string::npos ? 0 : std::atol(line.c_str() + space + 1);
     return size * n;
   }
   size_t colon = line.find(':');
@@ -245,11 +264,16 @@ void Client::Perform(void* handle, const Request& request, Attempt* attempt) con
   curl_easy_setopt(h, CURLOPT_ERRORBUFFER, attempt->error);
   curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS,
                    std::max(1L, static_cast<long>(options_.connect_timeout_s * 1000)));
-  curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 1024L);
-  curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME,
-                   std::max(1L, static_cast<long>(options_.stall_timeout_s)));
-  if (options_.request_timeout_s > 0)
-    curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, static_cast<long>(options_.request_timeout_s * 1000));
+  if (attempt->on_data != nullptr) {  // a stream: quiet for long is normal, the limit is whole
+    curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, std::max(1L, attempt->stream_timeout_ms));
+  } else {
+    curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 1024L);
+    curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME,
+                     std::max(1L, static_cast<long>(options_.stall_timeout_s)));
+    if (options_.request_timeout_s > 0)
+      curl_easy_setopt(h, CURLOPT_TIMEOUT_MS,
+                       static_cast<long>(options_.request_timeout_s * 1000));
+  }
   curl_easy_setopt(h, CURLOPT_TCP_KEEPALIVE, 1L);
   if (options_.cancelled) {
     curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
@@ -258,7 +282,7 @@ void Client::Perform(void* handle, const Request& request, Attempt* attempt) con
                      const_cast<std::function<bool()>*>(&options_.cancelled));
   }
   curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, OnBody);
-  curl_easy_setopt(h, CURLOPT_WRITEDATA, &attempt->response);
+  curl_easy_setopt(h, CURLOPT_WRITEDATA, attempt);
   curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, OnHeader);
   curl_easy_setopt(h, CURLOPT_HEADERDATA, attempt);
   curl_slist* headers = nullptr;
@@ -371,6 +395,49 @@ Response Client::Send(const Request& request) {
     if (!SleepUnlessCancelled(pause, options_.cancelled))
       throw Unavailable(GaveUp(what, attempt.code == CURLE_OK, problem, attempt_no, Since(start)));
   }
+}
+
+StreamResult Client::Stream(const Request& request, double timeout_s,
+                            const std::function<bool(std::string_view)>& on_data) {
+  const std::string what =
+      request.what.empty() ? request.method + " " + PathOf(request.target) : request.what;
+  const auto start = std::chrono::steady_clock::now();
+  Attempt attempt;
+  attempt.request = &request;
+  attempt.on_data = &on_data;
+  attempt.stream_timeout_ms = static_cast<long>(timeout_s * 1000);
+  void* handle = AcquireHandle();
+  try {
+    Perform(handle, request, &attempt);
+  } catch (...) {
+    curl_easy_cleanup(static_cast<CURL*>(handle));
+    throw;
+  }
+  if (attempt.code == CURLE_OK) {
+    ReleaseHandle(handle);
+  } else {
+    curl_easy_cleanup(static_cast<CURL*>(handle));  // a cut transfer leaves no usable connection
+  }
+  if (attempt.data_error) std::rethrow_exception(attempt.data_error);
+  StreamResult result;
+  result.response = std::move(attempt.response);
+  result.response.status = attempt.status_seen;
+  if (attempt.stopped) {
+    result.end = StreamResult::End::kStopped;
+    return result;
+  }
+  if (attempt.code == CURLE_OPERATION_TIMEDOUT) {  // the caller's limit, also before an answer
+    result.end = StreamResult::End::kTimedOut;
+    return result;
+  }
+  if (attempt.code == CURLE_OK) return result;
+  std::string problem;
+  Retryable(attempt, &problem);
+  if (!RetryableCurl(attempt.code))
+    throw InvalidArgument(fmt::format("{} cannot be used for {}: {}", Name(), what, problem));
+  if (attempt.status_seen == 0) throw Unavailable(GaveUp(what, false, problem, 1, Since(start)));
+  throw Unavailable(fmt::format("{} broke off the stream of {} after {:.1f} s: {}", Name(), what,
+                                Since(start), problem));
 }
 
 }  // namespace cohort::http

@@ -10,6 +10,7 @@
 #include <map>
 #include <mutex>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace cohort::http {
@@ -54,6 +55,17 @@ struct Response {
   std::string Header(const std::string& name) const;
 };
 
+// How a streamed answer (Client::Stream) ended.
+struct StreamResult {
+  enum class End {
+    kStopped,   // on_data returned false: the transfer was cut there (its connection closed)
+    kEnded,     // the server finished the answer (or it was not 2xx: see response)
+    kTimedOut,  // timeout_s passed first
+  };
+  End end = End::kEnded;
+  Response response;  // status and headers; the body only of an answer that was not 2xx
+};
+
 struct Options {
   // Names the server in messages: "<service> <base url>", e.g. "MLflow server http://h:5000".
   std::string service = "HTTP server";
@@ -91,6 +103,16 @@ class Client {
   // `cancelled` says so, InvalidArgument when curl cannot use the URL, Unauthenticated on a
   // refusal.
   Response Send(const Request& request);
+
+  // One attempt at a request whose answer is a stream (a watch): a 2xx answer's body goes to
+  // on_data piece by piece as it arrives, not into the response. No retries (what was delivered
+  // cannot be taken back: the caller decides, e.g. resumes from what it saw), no stall limit (a
+  // stream may be quiet for long); timeout_s bounds the whole transfer. Throws Unavailable
+  // naming server and operation when it cannot connect or the stream breaks off (the server
+  // died), InvalidArgument as Send does, and rethrows what on_data threw (which stops the
+  // transfer).
+  StreamResult Stream(const Request& request, double timeout_s,
+                      const std::function<bool(std::string_view)>& on_data);
 
   // "<service> <base url>", for messages.
   std::string Name() const { return options_.service + " " + base_url_; }

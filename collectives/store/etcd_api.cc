@@ -33,6 +33,12 @@ int64_t Int(const json& j, const char* field) {
   return it->get<int64_t>();
 }
 
+// The store revision in an answer's header.
+int64_t Revision(const json& answer) {
+  auto header = answer.find("header");
+  return header == answer.end() ? 0 : Int(*header, "revision");
+}
+
 json CountRange(const KeyRange& range) {
   return {{"key", Base64Encode(range.from)},
           {"range_end", Base64Encode(range.to)},
@@ -141,7 +147,11 @@ std::string CountBody(const KeyRange& range) { return CountRange(range).dump(); 
 
 int64_t ParseCount(const std::string& body) { return Int(Parse(body), "count"); }
 
-std::vector<KeyValue> ParseRange(const std::string& body) { return KeyValues(Parse(body)); }
+std::vector<KeyValue> ParseRange(const std::string& body, int64_t* revision) {
+  const json j = Parse(body);
+  if (revision) *revision = Revision(j);
+  return KeyValues(j);
+}
 
 bool ParseDeleted(const std::string& body) { return Int(Parse(body), "deleted") > 0; }
 
@@ -149,6 +159,7 @@ TxnResult ParsePutIf(const std::string& body) {
   const json j = Parse(body);
   TxnResult r;
   r.succeeded = j.value("succeeded", false);
+  r.revision = Revision(j);
   auto responses = j.find("responses");
   if (r.succeeded) {
     // The count of a count_after read, the second response (the first is the put).
@@ -163,6 +174,40 @@ TxnResult ParsePutIf(const std::string& body) {
   auto kvs = KeyValues((*responses)[0]["response_range"]);
   if (!kvs.empty()) r.current = kvs.front();
   return r;
+}
+
+std::string WatchBody(const std::string& key, int64_t start_revision) {
+  return json{{"create_request",
+               {{"key", Base64Encode(key)}, {"start_revision", std::to_string(start_revision)}}}}
+      .dump();
+}
+
+WatchMessage ParseWatch(std::string_view object) {
+  const json j = json::parse(object, nullptr, /*allow_exceptions=*/false);
+  if (!j.is_object()) {
+    throw DataLoss("etcd's watch stream sent something that is not JSON: " +
+                   std::string(object.substr(0, 200)));
+  }
+  WatchMessage m;
+  if (auto e = j.find("error"); e != j.end()) {
+    m.error = e->is_object() ? e->value("message", e->dump()) : e->dump();
+    m.canceled = true;
+    return m;
+  }
+  auto result = j.find("result");
+  if (result == j.end() || !result->is_object()) {
+    throw DataLoss("etcd's watch message has no result: " + std::string(object.substr(0, 200)));
+  }
+  m.canceled = result->value("canceled", false);
+  m.compact_revision = Int(*result, "compact_revision");
+  if (m.canceled && m.compact_revision == 0) m.error = result->value("cancel_reason", "");
+  for (const json& event : result->value("events", json::array())) {
+    if (event.value("type", "PUT") != "PUT" || !event.contains("kv")) continue;
+    const json& kv = event["kv"];
+    m.puts.push_back({Base64Decode(kv.value("key", "")), Base64Decode(kv.value("value", "")),
+                      Int(kv, "mod_revision")});
+  }
+  return m;
 }
 
 std::string AuthenticateBody(const std::string& user, const std::string& password) {

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace cohort::collectives::etcd {
@@ -52,8 +53,9 @@ std::string PutIfBody(const std::string& key, const Condition& when, const std::
 std::string CountBody(const KeyRange& range);
 int64_t ParseCount(const std::string& body);
 
-// The keys of a range answer. Throws DataLoss when the answer is not what etcd sends.
-std::vector<KeyValue> ParseRange(const std::string& body);
+// The keys of a range answer, and in *revision (when given) the store's revision it was read at.
+// Throws DataLoss when the answer is not what etcd sends.
+std::vector<KeyValue> ParseRange(const std::string& body, int64_t* revision = nullptr);
 // Whether a deleterange answer deleted anything.
 bool ParseDeleted(const std::string& body);
 
@@ -61,8 +63,23 @@ struct TxnResult {
   bool succeeded = false;
   std::optional<KeyValue> current;  // on failure: the key as it was, if it existed
   int64_t count = 0;                // on success with count_after: the keys in that range
+  int64_t revision = 0;             // the store's revision after the txn
 };
 TxnResult ParsePutIf(const std::string& body);
+
+// POST /v3/watch (a stream of JSON objects, one per message): the request that watches key from
+// start_revision on (events at that revision and later, also those already past).
+std::string WatchBody(const std::string& key, int64_t start_revision);
+
+// One message of a watch stream.
+struct WatchMessage {
+  std::vector<KeyValue> puts;    // the keys put by its events, in order (deletes are left out)
+  bool canceled = false;         // etcd ended the watch (then compact_revision or error says why)
+  int64_t compact_revision = 0;  // canceled because start_revision was compacted away: retry
+  std::string error;             // an error message in place of a result (the gateway's "error")
+};
+// Throws DataLoss when the object is not a watch message.
+WatchMessage ParseWatch(std::string_view object);
 
 // POST /v3/auth/authenticate: the body for a user's name and password, and the token of the
 // answer (the value of the "Authorization" header of later calls). Throws DataLoss when the

@@ -111,20 +111,23 @@ std::string EtcdStore::Call(const std::string& call, const std::string& body,
   req.SetBody(body);
   req.what = what;
   const http::Response res = http_->Send(req);
-  if (res.status != 200) {
-    const std::string message = etcd::ErrorMessage(res.body);
-    if (IsAuthRefusal(res.status, message)) {
-      throw Unauthenticated(fmt::format(
-          "etcd at {} refused {} ({}): {}", endpoint_, what, message,
-          credentials_.user.empty()
-              ? "it has auth enabled; set COHORT_RDZV_USER and COHORT_RDZV_PASSWORD to an etcd user"
-              : fmt::format("give user '{}' a role that may read and write the cohort/ keys",
-                            credentials_.user)));
-    }
-    throw Unavailable(
-        fmt::format("etcd at {} refused {} (HTTP {}): {}", endpoint_, what, res.status, message));
-  }
+  if (res.status != 200) ThrowRefused(res.status, etcd::ErrorMessage(res.body), what);
   return res.body;
+}
+
+void EtcdStore::ThrowRefused(long status, const std::string& message,
+                             const std::string& what) const {
+  if (IsAuthRefusal(status, message)) {
+    throw Unauthenticated(fmt::format(
+        "etcd at {} refused {} ({}): {}", endpoint_, what, message,
+        credentials_.user.empty()
+            ? "it has auth enabled; set COHORT_RDZV_USER and COHORT_RDZV_PASSWORD to an etcd user"
+            : fmt::format("give user '{}' a role that may read and write the cohort/ keys",
+                          credentials_.user)));
+  }
+  throw Unavailable(fmt::format("etcd at {} refused {} ({}): {}", endpoint_, what,
+                                status ? fmt::format("HTTP {}", status) : "in its watch stream",
+                                message));
 }
 
 void EtcdStore::Connect(Millis timeout) {
@@ -147,9 +150,10 @@ void EtcdStore::Connect(Millis timeout) {
   }
 }
 
-bool EtcdStore::TryGet(const std::string& key, std::string* value) {
-  auto kvs = etcd::ParseRange(Call("range", etcd::RangeBody(prefix_ + key),
-                                   fmt::format("Get({})", QuoteKey(key))));
+bool EtcdStore::TryGet(const std::string& key, std::string* value, int64_t* revision) {
+  auto kvs = etcd::ParseRange(
+      Call("range", etcd::RangeBody(prefix_ + key), fmt::format("Get({})", QuoteKey(key))),
+      revision);
   if (kvs.empty()) return false;
   *value = std::move(kvs.front().value);
   return true;
@@ -160,16 +164,11 @@ void EtcdStore::Set(const std::string& key, const std::string& value) {
 }
 
 std::string EtcdStore::Get(const std::string& key, Millis timeout) {
-  const auto start = Clock::now(), deadline = start + timeout;
-  milliseconds step(5);
-  for (std::string value;;) {
-    if (TryGet(key, &value)) return value;
-    if (Clock::now() >= deadline) {
-      ThrowGetTimeout("etcd " + endpoint_, key,
-                      std::chrono::duration_cast<milliseconds>(Clock::now() - start));
-    }
-    PollPause(&step, deadline);
-  }
+  const auto start = Clock::now();
+  std::string value;
+  if (Await(key, start + timeout, &value)) return value;
+  ThrowGetTimeout("etcd " + endpoint_, key,
+                  std::chrono::duration_cast<milliseconds>(Clock::now() - start));
 }
 
 int64_t EtcdStore::Add(const std::string& key, int64_t delta) {
@@ -207,23 +206,19 @@ bool EtcdStore::Delete(const std::string& key) {
                                  fmt::format("Delete({})", QuoteKey(key))));
 }
 
+// One key after the other: the wait ends when the last one exists, and each is read (and if
+// missing watched) once, so N keys cost O(N) requests, not a poll of all N.
 void EtcdStore::Wait(const std::vector<std::string>& keys, Millis timeout) {
   const auto start = Clock::now(), deadline = start + timeout;
-  std::vector<std::string> missing = keys;
-  milliseconds step(5);
-  for (;;) {
-    std::vector<std::string> still;
-    std::string ignored;
-    for (const auto& k : missing) {
-      if (!TryGet(k, &ignored)) still.push_back(k);
+  std::string ignored;
+  for (size_t i = 0; i < keys.size(); ++i) {
+    if (Await(keys[i], deadline, &ignored)) continue;
+    std::vector<std::string> missing = {keys[i]};
+    for (size_t j = i + 1; j < keys.size(); ++j) {
+      if (!TryGet(keys[j], &ignored)) missing.push_back(keys[j]);
     }
-    missing = std::move(still);
-    if (missing.empty()) return;
-    if (Clock::now() >= deadline) {
-      ThrowWaitTimeout("etcd " + endpoint_, missing, keys.size(),
-                       std::chrono::duration_cast<milliseconds>(Clock::now() - start));
-    }
-    PollPause(&step, deadline);
+    ThrowWaitTimeout("etcd " + endpoint_, missing, keys.size(),
+                     std::chrono::duration_cast<milliseconds>(Clock::now() - start));
   }
 }
 

@@ -7,8 +7,11 @@
 // CompareSet is one txn (compare the value, or that the key does not exist, then put; else read);
 // Add is a txn loop on the key's mod_revision, so concurrent adds never lose an increment (and
 // Join does not use it: see below).
-// Get and Wait poll (5 ms growing to 100 ms) until the deadline: the gateway's /v3/watch is a
-// stream, which the HTTP layer (common/http.h: whole answers, retries) does not read.
+// Get, Wait and Join's wait read the key once and, when it is missing, watch it (the gateway's
+// /v3/watch stream, read by http::Client::Stream) from the revision right after that read, so no
+// put in between is missed, and return as the put arrives (etcd_watch.cc). A watch that breaks
+// off (etcd restarted, compaction) reads and watches again; when etcd cannot be reached then,
+// the call throws Unavailable naming etcd.
 // Safe to use from many threads at once (http::Client pools its connections).
 //
 // With credentials (an etcd user, as `etcdctl user add` makes them, on an etcd with `auth
@@ -60,7 +63,8 @@ class EtcdStore : public Store {
   void Wait(const std::vector<std::string>& keys, Millis timeout) override;
   std::map<std::string, std::string> List(const std::string& prefix) override;
   // One txn claims the rank's key and counts the members (etcd_join.cc): no counter key, so no
-  // compare-and-swap retries when thousands arrive at once; then polls for "all" as Get does.
+  // compare-and-swap retries when thousands arrive at once; then watches "all" from the txn's
+  // revision on (no read of it first).
   bool Join(const std::string& prefix, int rank, int size, const std::string& nonce,
             Millis timeout) override;
 
@@ -68,10 +72,22 @@ class EtcdStore : public Store {
   static std::string KeyPrefix(const std::string& run_id);
 
  private:
+  using Deadline = std::chrono::steady_clock::time_point;
+  enum class Watched { kFound, kTimedOut, kResume };  // kResume: ended without it; watch again
+
   // POSTs body to /v3/kv/<call>; returns the answer's body. Throws Unavailable on an error answer.
   std::string Call(const std::string& call, const std::string& body, const std::string& what);
-  // The key's value if it exists (one range request).
-  bool TryGet(const std::string& key, std::string* value);
+  // Throws the error for etcd's refusal of `what` (status 0: an error inside a watch stream):
+  // Unauthenticated for a missing or unauthorized user, else Unavailable.
+  [[noreturn]] void ThrowRefused(long status, const std::string& message,
+                                 const std::string& what) const;
+  // The key's value if it exists (one range request); *revision: the store's, as read.
+  bool TryGet(const std::string& key, std::string* value, int64_t* revision = nullptr);
+  // Until deadline: the key's value once it exists; false at the deadline. missing_at: a
+  // revision at which the key is known not to exist (then no read first), 0: unknown.
+  bool Await(const std::string& key, Deadline deadline, std::string* value, int64_t missing_at = 0);
+  // One watch stream of key from revision `from` until its put, the deadline or the stream's end.
+  Watched WatchOnce(const std::string& key, int64_t from, Deadline deadline, std::string* value);
   // "Authorization: <token>", authenticating first when the token is missing or old; "" without
   // credentials. Throws Unauthenticated when etcd refuses them.
   std::string AuthHeader();

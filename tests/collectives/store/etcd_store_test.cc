@@ -299,6 +299,47 @@ TEST_F(EtcdStoreTest, LostEtcdIsNamedWithinSeconds) {
   EXPECT_LT(MillisSince(start), 5000);
 }
 
+// Get and Wait watch the key: a put during the wait ends it within milliseconds, however long
+// the wait has run (a poll whose step has grown to 100 ms misses this bound most of the time).
+TEST_F(EtcdStoreTest, WaitAndGetReturnPromptlyWhenTheKeyIsPutDuringTheWait) {
+  auto waiter = Store(EtcdStore::KeyPrefix("prompt")), setter = Store(EtcdStore::KeyPrefix("prompt"));
+  for (int round = 0; round < 4; ++round) {
+    const std::string key = "late/" + std::to_string(round);
+    std::atomic<int64_t> put_ns{0};
+    std::thread t([&] {
+      std::this_thread::sleep_for(milliseconds(400));
+      put_ns = Clock::now().time_since_epoch().count();
+      setter->Set(key, "v" + std::to_string(round));
+    });
+    if (round % 2 == 0) {
+      waiter->Wait({key}, milliseconds(10000));
+    } else {
+      EXPECT_EQ(waiter->Get(key, milliseconds(10000)), "v" + std::to_string(round));
+    }
+    const double after_put_ms = (Clock::now().time_since_epoch().count() - put_ns) / 1e6;
+    t.join();
+    EXPECT_LT(after_put_ms, 50) << "round " << round;
+  }
+}
+
+// A watch broken by etcd's death ends the wait at once with one line naming etcd (not at the
+// wait's deadline, and not a hang).
+TEST_F(EtcdStoreTest, WaitWhoseWatchBreaksOffEndsInOneLineNamingEtcd) {
+  auto s = Store(EtcdStore::KeyPrefix("broken"));
+  std::thread killer([&] {
+    std::this_thread::sleep_for(milliseconds(300));
+    etcd_->process().Kill(SIGKILL);
+  });
+  const auto start = Clock::now();
+  const std::string msg =
+      ThrownMessage<Unavailable>([&] { s->Wait({"never"}, milliseconds(30000)); });
+  killer.join();
+  EXPECT_THAT(msg, HasSubstr("etcd at " + etcd_->endpoint()));
+  EXPECT_THAT(msg, HasSubstr("'never'"));
+  EXPECT_EQ(msg.find('\n'), std::string::npos) << msg;
+  EXPECT_LT(MillisSince(start), 5000);
+}
+
 TEST(EtcdStoreConnectTest, UnreachableEtcdIsNamedAtTheDeadline) {
   const std::string endpoint = "127.0.0.1:" + std::to_string(net::FreePort());
   EtcdStore s(endpoint, "x/");
@@ -352,6 +393,30 @@ TEST(EtcdApiTest, PutIfCountsARangeAfterItsPut) {
   EXPECT_EQ(ok.count, 5);
   EXPECT_EQ(etcd::ParseCount(R"({"count":"7"})"), 7);
   EXPECT_EQ(etcd::ParseCount(R"({"header":{}})"), 0);
+}
+
+TEST(EtcdApiTest, WatchRequestAndMessages) {
+  const auto body = nlohmann::json::parse(etcd::WatchBody("p/k", 42));
+  EXPECT_EQ(body["create_request"]["key"], etcd::Base64Encode("p/k"));
+  EXPECT_EQ(body["create_request"]["start_revision"], "42");
+  // As etcd 3.4's gateway streams them: created, then events (a PUT's type is left out).
+  EXPECT_TRUE(etcd::ParseWatch(R"({"result":{"header":{"revision":"9"},"created":true}})").puts.empty());
+  const auto m = etcd::ParseWatch(
+      R"({"result":{"events":[{"type":"DELETE","kv":{"key":"YS9r"}},)"
+      R"({"kv":{"key":"YS9r","value":"NQ==","mod_revision":"11"}}]}})");
+  ASSERT_EQ(m.puts.size(), 1u);
+  EXPECT_EQ(m.puts[0].key, "a/k");
+  EXPECT_EQ(m.puts[0].value, "5");
+  EXPECT_EQ(m.puts[0].mod_revision, 11);
+  const auto compacted = etcd::ParseWatch(R"({"result":{"canceled":true,"compact_revision":"7"}})");
+  EXPECT_TRUE(compacted.canceled);
+  EXPECT_EQ(compacted.compact_revision, 7);
+  EXPECT_EQ(etcd::ParseWatch(R"({"error":{"message":"etcdserver: permission denied"}})").error,
+            "etcdserver: permission denied");
+  EXPECT_THROW(etcd::ParseWatch(R"({"header":{}})"), DataLoss);
+  int64_t revision = 0;
+  etcd::ParseRange(R"({"header":{"revision":"12"}})", &revision);
+  EXPECT_EQ(revision, 12);
 }
 
 TEST(EtcdApiTest, PrefixEndAndTheGatewaysOmittedFields) {
