@@ -19,7 +19,7 @@
 #include <cstring>
 
 #include "collectives/gloo/gloo_store_adapter.h"
-#include "collectives/hier/hier_allreduce.h"
+#include "collectives/hier/hier_collectives.h"
 #include "collectives/reduce.h"
 #include "collectives/rendezvous.h"
 #include "collectives/shm/shm_collectives.h"
@@ -111,16 +111,19 @@ GlooCommunicator::GlooCommunicator(const CommConfig& config,
     }
     COHORT_DEBUG(kGloo, "connected {} ranks over TCP on {}", Size(), host);
     std::string why_not;
-    shm_ = ShmCollectives::Create(*config.store, Scope(), Rank(), Size(), config.connect_timeout,
-                                  &why_not);
-    if (shm_) {
+    if (config.group == HierCollectives::kLeadersGroup) {
+      // One leader per host: no shared memory to find (on one machine, with COHORT_HIER_HOST's
+      // test hosts, it would be found, and the leaders' step would not go over TCP).
+      COHORT_DEBUG(kGloo, "the hosts' leaders of a hierarchical all-reduce: over TCP");
+    } else if ((shm_ = ShmCollectives::Create(*config.store, Scope(), Rank(), Size(),
+                                              config.connect_timeout, &why_not))) {
       COHORT_DEBUG(kGloo,
                    "all {} ranks share this host: broadcast, all-gather, reduce-scatter and "
                    "all-reduce through shared memory",
                    Size());
     } else {
       std::string flat_why;
-      hier_ = HierAllReduce::Create(
+      hier_ = HierCollectives::Create(
           config, Scope(),
           [this](const CommConfig& c) { return std::make_unique<GlooCommunicator>(c, device_); },
           &flat_why);
@@ -291,6 +294,10 @@ void GlooCommunicator::RunBroadcast(const Op& op) {
     shm_->Broadcast(op.out.data, op.out.count, op.out.dtype, op.peer, op.timeout);
     return;
   }
+  if (hier_) {  // zero-length calls too, as shm_
+    hier_->Broadcast(op.out.data, op.out.count, op.out.dtype, op.peer, op.timeout);
+    return;
+  }
   if (Size() == 1 || op.out.count == 0) return;
   gloo::BroadcastOptions opts(context_);
   WithElementType(op.out.dtype, [&](auto* type) {
@@ -309,6 +316,10 @@ void GlooCommunicator::RunAllGather(const Op& op) {
       static_cast<char*>(op.out.data) + Rank() * op.in.bytes() == static_cast<char*>(op.in.data);
   if (shm_) {
     shm_->AllGather(op.in.data, op.out.data, n, op.in.dtype, op.timeout);
+    return;
+  }
+  if (hier_) {
+    hier_->AllGather(op.in.data, op.out.data, n, op.in.dtype, op.timeout);
     return;
   }
   if (Size() == 1 || n == 0) {

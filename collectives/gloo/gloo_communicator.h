@@ -23,7 +23,7 @@ class UnboundBuffer;
 
 namespace cohort::collectives {
 
-class HierAllReduce;
+class HierCollectives;
 class ShmCollectives;
 
 class GlooCommunicator : public ThreadedCommunicator {
@@ -76,8 +76,9 @@ class GlooCommunicator : public ThreadedCommunicator {
   std::vector<char> scratch_;
   // Collectives through shared memory when every rank is on this host (COHORT_SHM).
   std::unique_ptr<ShmCollectives> shm_;
-  // All-reduce through shared memory per host and TCP between hosts' leaders (COHORT_HIER).
-  std::unique_ptr<HierAllReduce> hier_;
+  // All-reduce, broadcast and all-gather through shared memory per host and TCP between hosts'
+  // leaders (COHORT_HIER).
+  std::unique_ptr<HierCollectives> hier_;
 
   std::mutex p2p_mu_;
   std::condition_variable p2p_cv_;

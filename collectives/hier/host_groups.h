@@ -1,4 +1,4 @@
-// Which ranks share a host: the grouping the hierarchical collectives (hier_allreduce.h) build on.
+// Which ranks share a host: the grouping the hierarchical collectives (hier_collectives.h) build on.
 //
 // A host is what shared memory can span: the host key is the hostname, the kernel's boot id and
 // the device of /dev/shm, so two network-namespace "nodes" with their own hostname and their own

@@ -1,7 +1,8 @@
-// HierAllReduce: the all-reduce of a world whose ranks sit on several hosts, several on at least
-// one (host_groups.h says which share a host).
+// HierCollectives: all-reduce, broadcast and all-gather of a world whose ranks sit on several
+// hosts, several on at least one (host_groups.h says which share a host): shared memory inside
+// each host, one leader per host (its lowest rank) over a communicator of the leaders only.
 //
-// Algorithm: (1) the ranks of each host all-reduce through shared memory (ShmCollectives, in
+// All-reduce: (1) the ranks of each host all-reduce through shared memory (ShmCollectives, in
 // local rank order); (2) each host's leader (its lowest rank) all-reduces that partial result
 // with the other leaders over a communicator of the leaders only (Gloo TCP, its own scope and
 // pairs; made by the caller's factory); (3) each leader broadcasts the result to its host
@@ -17,6 +18,14 @@
 // the other leaders see their TCP pairs fail (PeerFailure) or time out, and their hosts see the
 // leader exit or time out: every rank fails within the operation's timeout, and the caller's
 // health monitor names the ranks that stopped responding.
+//
+// Broadcast: root's host copies root's buffer through shared memory (its leader
+// among them), the leaders broadcast it from root's leader, every other host copies its
+// leader's. All-gather: each host gathers its ranks' pieces through shared memory, the leaders
+// all-gather those host blocks (padded to the largest host's), each leader puts the pieces in
+// rank order and its host copies the whole result. Both only copy: every rank ends with the
+// same bits. Traffic between hosts: the buffer once per leader (broadcast), the world's result
+// once per leader (all-gather), instead of every rank's share of the world's TCP ring.
 #pragma once
 
 #include <chrono>
@@ -31,27 +40,35 @@ namespace cohort::collectives {
 
 class ShmCollectives;
 
-class HierAllReduce {
+class HierCollectives {
  public:
   using Millis = std::chrono::milliseconds;
-  // Buffers are cut into pieces of this many bytes, whose steps overlap (see AllReduce).
+  // Buffers of all-reduce are cut into pieces of this many bytes, whose steps overlap (see AllReduce).
   static constexpr size_t kPieceBytes = size_t{8} << 20;
+  // The group name of the leaders' communicator: its ranks are on different hosts by
+  // construction, so it never looks for shared memory among them (GlooCommunicator).
+  static constexpr const char* kLeadersGroup = "hier-leaders";
   // Makes the leaders' communicator from its config (rank, size, name, group, global ranks).
   using LeaderFactory = std::function<std::unique_ptr<Communicator>(const CommConfig&)>;
 
   // Collective over config.store (every rank of config calls it with the same scope): an instance
   // on every rank when the world spans >= 2 hosts and one has >= 2 ranks and COHORT_HIER is not
   // 0 on any rank, else nullptr on every rank and why in *why_not.
-  static std::unique_ptr<HierAllReduce> Create(const CommConfig& config, const std::string& scope,
+  static std::unique_ptr<HierCollectives> Create(const CommConfig& config, const std::string& scope,
                                                const LeaderFactory& make_leaders,
                                                std::string* why_not);
-  ~HierAllReduce();
-  HierAllReduce(const HierAllReduce&) = delete;
-  HierAllReduce& operator=(const HierAllReduce&) = delete;
+  ~HierCollectives();
+  HierCollectives(const HierCollectives&) = delete;
+  HierCollectives& operator=(const HierCollectives&) = delete;
 
   // out = op over every rank's in (count elements of dtype); in may equal out. Every call, a
   // zero-length one too, meets the other ranks of this host.
   void AllReduce(const void* in, void* out, size_t count, DType dtype, ReduceOp op, Millis timeout);
+  // Every rank's data = root's (count elements). Zero-length calls meet too.
+  void Broadcast(void* data, size_t count, DType dtype, int root, Millis timeout);
+  // out (size * count elements) = every rank's in, in rank order; in may be this rank's piece
+  // of out. Zero-length calls meet too.
+  void AllGather(const void* in, void* out, size_t count, DType dtype, Millis timeout);
 
   int hosts() const { return hosts_; }
   bool leader() const { return leaders_ != nullptr; }
@@ -59,13 +76,17 @@ class HierAllReduce {
   const std::string& Describe() const { return describe_; }
 
  private:
-  HierAllReduce() = default;
-  // Runs a shared-memory step, rethrowing its error with the host's local ranks as world ranks.
+  HierCollectives() = default;
+  // Runs a shared-memory step, rethrowing its error (of `op`, "all-reduce") with the host's
+  // local ranks as world ranks.
   template <typename F>
-  void Local(const char* what, F&& step);
+  void Local(const char* op, const char* what, F&& step);
 
   int size_ = 1;
   int hosts_ = 1;
+  int host_ = 0;                           // this rank's host
+  std::vector<int> host_of_;               // host of every world rank
+  std::vector<std::vector<int>> ranks_of_;  // world ranks of every host, local rank order
   std::vector<int> local_ranks_;           // world ranks of this host's ranks, local rank order
   std::unique_ptr<ShmCollectives> shm_;    // null when this host has one rank
   std::unique_ptr<Communicator> leaders_;  // on leaders only

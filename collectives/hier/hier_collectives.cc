@@ -1,4 +1,4 @@
-#include "collectives/hier/hier_allreduce.h"
+#include "collectives/hier/hier_collectives.h"
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
@@ -42,7 +42,7 @@ std::string AgreeOnShm(Store& store, const std::string& prefix, int rank, int si
 
 }  // namespace
 
-std::unique_ptr<HierAllReduce> HierAllReduce::Create(const CommConfig& config,
+std::unique_ptr<HierCollectives> HierCollectives::Create(const CommConfig& config,
                                                      const std::string& scope,
                                                      const LeaderFactory& make_leaders,
                                                      std::string* why_not) {
@@ -55,11 +55,14 @@ std::unique_ptr<HierAllReduce> HierAllReduce::Create(const CommConfig& config,
     if (why_not) *why_not = g.why_not;
     return nullptr;
   }
-  std::unique_ptr<HierAllReduce> h(new HierAllReduce);
+  std::unique_ptr<HierCollectives> h(new HierCollectives);
   h->size_ = size;
   h->hosts_ = g.hosts();
   const int host = g.host_of[rank];
-  h->local_ranks_ = g.RanksOf(host);
+  h->host_ = host;
+  h->host_of_ = g.host_of;
+  for (int k = 0; k < h->hosts_; ++k) h->ranks_of_.push_back(g.RanksOf(k));
+  h->local_ranks_ = h->ranks_of_[host];
   const int local_size = static_cast<int>(h->local_ranks_.size());
   const int local_rank = static_cast<int>(
       std::find(h->local_ranks_.begin(), h->local_ranks_.end(), rank) - h->local_ranks_.begin());
@@ -75,14 +78,14 @@ std::unique_ptr<HierAllReduce> HierAllReduce::Create(const CommConfig& config,
     return nullptr;
   }
   std::vector<int> counts;
-  for (int k = 0; k < h->hosts_; ++k) counts.push_back(static_cast<int>(g.RanksOf(k).size()));
+  for (const auto& ranks : h->ranks_of_) counts.push_back(static_cast<int>(ranks.size()));
   h->describe_ = fmt::format("{} ranks on {} hosts ({})", size, h->hosts_, fmt::join(counts, ","));
   if (local_rank == 0) {  // the leader: the all-reduce between hosts
     CommConfig c = config;
     c.rank = host;  // hosts are numbered in the order of their leaders
     c.size = h->hosts_;
     c.name = config.name + "/hier-leaders";
-    c.group = "hier-leaders";
+    c.group = kLeadersGroup;
     c.global_ranks.clear();
     for (int l : g.Leaders()) {
       c.global_ranks.push_back(config.global_ranks.empty() ? l : config.global_ranks[l]);
@@ -92,10 +95,10 @@ std::unique_ptr<HierAllReduce> HierAllReduce::Create(const CommConfig& config,
   return h;
 }
 
-HierAllReduce::~HierAllReduce() = default;
+HierCollectives::~HierCollectives() = default;
 
 template <typename F>
-void HierAllReduce::Local(const char* what, F&& step) {
+void HierCollectives::Local(const char* op, const char* what, F&& step) {
   try {
     step();
   } catch (const cohort::Error& e) {
@@ -117,7 +120,7 @@ void HierAllReduce::Local(const char* what, F&& step) {
       }
     }
     ThrowError(e.kind(),
-               fmt::format("hierarchical all-reduce, {} through shared memory: {}", what, detail));
+               fmt::format("hierarchical {}, {} through shared memory: {}", op, what, detail));
   }
 }
 
@@ -125,7 +128,7 @@ void HierAllReduce::Local(const char* what, F&& step) {
 // leaders' communicator's thread) runs while this host reduces piece k + 1 in shared memory. Every
 // rank of a host makes the same sequence of shared-memory calls (reduce 0, reduce 1, broadcast 0,
 // reduce 2, broadcast 1, ...), so they stay in step.
-void HierAllReduce::AllReduce(const void* in, void* out, size_t count, DType dtype, ReduceOp op,
+void HierCollectives::AllReduce(const void* in, void* out, size_t count, DType dtype, ReduceOp op,
                               Millis timeout) {
   const auto deadline = Clock::now() + timeout;
   const ReduceOp step = op == ReduceOp::kAvg ? ReduceOp::kSum : op;
@@ -143,7 +146,7 @@ void HierAllReduce::AllReduce(const void* in, void* out, size_t count, DType dty
       if (op == ReduceOp::kAvg) FinishAverage(dtype, p.data, p.n, size_);
     }
     if (shm_) {
-      Local("receiving its leader's result",
+      Local("all-reduce", "receiving its leader's result",
             [&] { shm_->Broadcast(p.data, p.n, dtype, 0, Left(deadline)); });
     }
   };
@@ -153,7 +156,8 @@ void HierAllReduce::AllReduce(const void* in, void* out, size_t count, DType dty
     const char* src = static_cast<const char*>(in) + first * es;
     char* dst = static_cast<char*>(out) + first * es;
     if (shm_) {
-      Local("reducing", [&] { shm_->AllReduce(src, dst, n, dtype, step, Left(deadline)); });
+      Local("all-reduce", "reducing",
+            [&] { shm_->AllReduce(src, dst, n, dtype, step, Left(deadline)); });
     } else if (dst != src && n > 0) {
       std::memcpy(dst, src, n * es);
     }
@@ -171,6 +175,68 @@ void HierAllReduce::AllReduce(const void* in, void* out, size_t count, DType dty
     if (count == 0) break;
   }
   for (; !inflight.empty(); inflight.pop_front()) finish(inflight.front());
+}
+
+// Root's host first (root to its host, leader included), then the leaders from root's host's
+// leader, then every other host from its leader: three steps, each rank in one or two of them.
+void HierCollectives::Broadcast(void* data, size_t count, DType dtype, int root,
+                                Millis timeout) {
+  const auto deadline = Clock::now() + timeout;
+  const int root_host = host_of_.at(root);
+  if (host_ == root_host && shm_) {
+    const int local_root = static_cast<int>(
+        std::find(local_ranks_.begin(), local_ranks_.end(), root) - local_ranks_.begin());
+    Local("broadcast", "copying the root's data",
+          [&] { shm_->Broadcast(data, count, dtype, local_root, Left(deadline)); });
+  }
+  if (leaders_) {
+    OpOptions opts;
+    opts.timeout = Left(deadline);
+    leaders_->Broadcast(TensorView(data, count, dtype), root_host, opts)->Wait();
+  }
+  if (host_ != root_host && shm_) {
+    Local("broadcast", "receiving its leader's copy",
+          [&] { shm_->Broadcast(data, count, dtype, 0, Left(deadline)); });
+  }
+}
+
+// Host blocks of max_local pieces (the largest host's rank count), so the leaders' all-gather has
+// equal parts; each leader then moves every piece to its rank's place in out.
+void HierCollectives::AllGather(const void* in, void* out, size_t count, DType dtype,
+                                Millis timeout) {
+  const auto deadline = Clock::now() + timeout;
+  const size_t piece = count * ElementSize(dtype);
+  size_t max_local = 0;
+  for (const auto& ranks : ranks_of_) max_local = std::max(max_local, ranks.size());
+  // This host's pieces in local rank order, padded to max_local (in and out may overlap: in is
+  // read here, before out is written).
+  std::vector<char> block(max_local * piece);
+  if (shm_) {
+    Local("all-gather", "gathering this host's pieces",
+          [&] { shm_->AllGather(in, block.data(), count, dtype, Left(deadline)); });
+  } else if (piece > 0) {
+    std::memcpy(block.data(), in, piece);
+  }
+  if (leaders_) {
+    std::vector<char> blocks(static_cast<size_t>(hosts_) * block.size());
+    OpOptions opts;
+    opts.timeout = Left(deadline);
+    leaders_
+        ->AllGather(TensorView(block.data(), max_local * count, dtype),
+                    TensorView(blocks.data(), hosts_ * max_local * count, dtype), opts)
+        ->Wait();
+    char* dst = static_cast<char*>(out);
+    for (int h = 0; h < hosts_; ++h) {
+      for (size_t j = 0; j < ranks_of_[h].size() && piece > 0; ++j) {
+        std::memcpy(dst + ranks_of_[h][j] * piece, blocks.data() + (h * max_local + j) * piece,
+                    piece);
+      }
+    }
+  }
+  if (shm_) {
+    Local("all-gather", "receiving its leader's result",
+          [&] { shm_->Broadcast(out, size_ * count, dtype, 0, Left(deadline)); });
+  }
 }
 
 }  // namespace cohort::collectives
