@@ -7,6 +7,8 @@
 
 #include "common/error.h"
 
+extern char** environ;
+
 namespace cohort::env {
 namespace {
 
@@ -17,16 +19,23 @@ namespace {
 
 }  // namespace
 
-std::optional<std::string> Var::Get() const {
+std::optional<std::string> Var::Get(const Map* from) const {
+  if (from != nullptr) {
+    auto it = from->find(name_);
+    if (it == from->end() || it->second.empty()) return std::nullopt;
+    return it->second;
+  }
   const char* v = std::getenv(name_);
   if (v == nullptr || *v == '\0') return std::nullopt;
   return std::string(v);
 }
 
-std::string Var::Str(const std::string& fallback) const { return Get().value_or(fallback); }
+std::string Var::Str(const std::string& fallback, const Map* from) const {
+  return Get(from).value_or(fallback);
+}
 
-int64_t Var::Int(int64_t fallback) const {
-  auto v = Get();
+int64_t Var::Int(int64_t fallback, const Map* from) const {
+  auto v = Get(from);
   if (!v) return fallback;
   char* end = nullptr;
   errno = 0;
@@ -35,8 +44,8 @@ int64_t Var::Int(int64_t fallback) const {
   return x;
 }
 
-bool Var::Bool(bool fallback) const {
-  auto v = Get();
+bool Var::Bool(bool fallback, const Map* from) const {
+  auto v = Get(from);
   if (!v) return fallback;
   std::string s;
   for (char c : *v) s += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
@@ -45,8 +54,8 @@ bool Var::Bool(bool fallback) const {
   Bad(*this, *v, "a boolean (1 or 0)");
 }
 
-double Var::Seconds(double fallback) const {
-  auto v = Get();
+double Var::Seconds(double fallback, const Map* from) const {
+  auto v = Get(from);
   if (!v) return fallback;
   char* end = nullptr;
   double x = std::strtod(v->c_str(), &end);
@@ -77,6 +86,7 @@ const std::vector<const Var*>& All() {
                                               &kRdzvPassword,
                                               &kMaxRestarts,
                                               &kHeartbeatTimeout,
+                                              &kTerminationLog,
                                               &kLogLevel,
                                               &kLogSubsys,
                                               &kTimeout,
@@ -131,8 +141,19 @@ const std::vector<const Var*>& All() {
                                               &kSlurmNTasks,
                                               &kSlurmLocalId,
                                               &kSlurmNodeId,
-                                              &kSlurmNNodes};
+                                              &kSlurmNNodes,
+                                              &kSlurmJobNodelist};
   return all;
+}
+
+Map Snapshot() {
+  Map out;
+  for (char** e = environ; *e != nullptr; ++e) {
+    const std::string kv = *e;
+    const auto eq = kv.find('=');
+    if (eq != std::string::npos) out[kv.substr(0, eq)] = kv.substr(eq + 1);
+  }
+  return out;
 }
 
 }  // namespace cohort::env

@@ -3,11 +3,16 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
 
 namespace cohort::env {
+
+// An environment given as a map, which the accessors read instead of the process's (the
+// launcher's planner reads one, so that its tests pass plain maps in).
+using Map = std::map<std::string, std::string>;
 
 // One declared variable. Accessors throw InvalidArgument, naming the variable, when a set value
 // does not parse; an unset or empty variable yields the default.
@@ -18,16 +23,17 @@ class Var {
   const char* name() const { return name_; }
   const char* doc() const { return doc_; }
 
-  // The raw value, or nullopt when unset or empty.
-  std::optional<std::string> Get() const;
-  bool IsSet() const { return Get().has_value(); }
+  // The raw value, or nullopt when unset or empty. Every accessor reads `from` when given, else
+  // the process environment.
+  std::optional<std::string> Get(const Map* from = nullptr) const;
+  bool IsSet(const Map* from = nullptr) const { return Get(from).has_value(); }
 
-  std::string Str(const std::string& fallback) const;
-  int64_t Int(int64_t fallback) const;
+  std::string Str(const std::string& fallback, const Map* from = nullptr) const;
+  int64_t Int(int64_t fallback, const Map* from = nullptr) const;
   // Accepts 1/0, true/false, yes/no, on/off (any case).
-  bool Bool(bool fallback) const;
+  bool Bool(bool fallback, const Map* from = nullptr) const;
   // A duration in seconds; fractions allowed ("0.5").
-  double Seconds(double fallback) const;
+  double Seconds(double fallback, const Map* from = nullptr) const;
 
  private:
   const char* name_;
@@ -67,6 +73,10 @@ inline constexpr Var kRdzvPassword{"COHORT_RDZV_PASSWORD", "that etcd user's pas
 inline constexpr Var kMaxRestarts{"COHORT_MAX_RESTARTS", "group restarts before giving up (0)"};
 inline constexpr Var kHeartbeatTimeout{
     "COHORT_HEARTBEAT_TIMEOUT", "seconds without a worker heartbeat before it counts as hung"};
+inline constexpr Var kTerminationLog{
+    "COHORT_TERMINATION_LOG",
+    "file the launcher overwrites with its one-line verdict at the end (default: Kubernetes' "
+    "/dev/termination-log when it is writable)"};
 inline constexpr Var kMetricsPort{
     "COHORT_METRICS_PORT",
     "Prometheus /metrics: each worker serves port + local rank, the launcher port - 1"};
@@ -186,8 +196,13 @@ inline constexpr Var kSlurmNTasks{"SLURM_NTASKS", "Slurm: number of tasks"};
 inline constexpr Var kSlurmLocalId{"SLURM_LOCALID", "Slurm: local rank"};
 inline constexpr Var kSlurmNodeId{"SLURM_NODEID", "Slurm: node rank"};
 inline constexpr Var kSlurmNNodes{"SLURM_NNODES", "Slurm: number of nodes"};
+inline constexpr Var kSlurmJobNodelist{"SLURM_JOB_NODELIST",
+                                       "Slurm: the job's nodes (the first hosts the rendezvous)"};
 
 // Every variable above, for --help and documentation.
 const std::vector<const Var*>& All();
+
+// A copy of the process environment (every variable, also the undeclared ones a worker inherits).
+Map Snapshot();
 
 }  // namespace cohort::env

@@ -1,7 +1,6 @@
 #include "launcher/launch_plan.h"
 
 #include <fmt/format.h>
-#include <netdb.h>
 #include <unistd.h>
 
 #include <thread>
@@ -9,11 +8,11 @@
 #include "collectives/config.h"
 #include "collectives/registry.h"
 #include "collectives/store/store_backends.h"
-#include "collectives/store/store_from_env.h"
 #include "common/env.h"
 #include "common/error.h"
 #include "common/hex.h"
 #include "common/net.h"
+#include "launcher/platform.h"
 
 #if COHORT_HAVE_NCCL
 #include "collectives/nccl/cuda_device.h"
@@ -21,8 +20,6 @@
 
 namespace cohort::launcher {
 namespace {
-
-constexpr int kDefaultRdzvPort = 29500;
 
 int ParseCount(const std::string& text, const std::string& what, int min) {
   size_t used = 0;
@@ -37,8 +34,6 @@ int ParseCount(const std::string& text, const std::string& what, int min) {
   }
   return v;
 }
-
-int EnvCount(const env::Var& var, int min) { return ParseCount(*var.Get(), var.name(), min); }
 
 // "auto": one worker per GPU, else one per CPU core (torchrun's rule).
 int AutoProcs(std::string* why) {
@@ -59,89 +54,70 @@ bool IsLocalHost(const std::string& host) {
   return net::IsLoopback(host) || host == net::Hostname();
 }
 
-// In an Indexed Job whose pods set `subdomain`, pod i is "<job>-<i>.<service>.<ns>.svc...":
-// node 0 is the same name with index 0.
-std::string IndexedJobNodeZero(int index) {
-  const std::string host = net::Hostname();
-  const std::string suffix = "-" + std::to_string(index);
-  if (host.size() <= suffix.size() ||
-      host.compare(host.size() - suffix.size(), suffix.size(), suffix) != 0) {
-    return "";
+// The layers a value is taken from, first to last: the flags, COHORT_* (and MASTER_*), the
+// platform's environment.
+struct Layers {
+  PartialWorld flags;
+  PartialWorld explicit_env;
+  PartialWorld platform;
+
+  std::optional<Found> First(std::optional<Found> PartialWorld::*field) const {
+    for (const PartialWorld* w : {&flags, &explicit_env, &platform}) {
+      if (w->*field) return w->*field;
+    }
+    return std::nullopt;
   }
-  std::string domain;
-  addrinfo hints{};
-  hints.ai_flags = AI_CANONNAME;
-  addrinfo* info = nullptr;
-  if (getaddrinfo(host.c_str(), nullptr, &hints, &info) == 0 && info && info->ai_canonname) {
-    std::string fqdn = info->ai_canonname;
-    if (fqdn.rfind(host + ".", 0) == 0) domain = fqdn.substr(host.size());
+};
+
+Found Flag(const std::string& text, const char* name) { return Found{text, name, name, false}; }
+
+PartialWorld FlagWorld(const LaunchOptions& o) {
+  PartialWorld w;
+  if (!o.nproc_per_node.empty()) {
+    w.nproc_per_node = Flag(o.nproc_per_node, "--nproc-per-node");
+    w.nproc_per_node->auto_ok = true;
   }
-  if (info) freeaddrinfo(info);
-  if (domain.empty()) return "";  // no subdomain: node 0 cannot be named
-  return host.substr(0, host.size() - suffix.size()) + "-0" + domain;
+  if (!o.nnodes.empty()) w.nnodes = Flag(o.nnodes, "--nnodes");
+  if (o.node_rank >= 0) w.node_rank = Flag(std::to_string(o.node_rank), "--node-rank");
+  if (!o.rdzv_endpoint.empty()) w.endpoint = Flag(o.rdzv_endpoint, "--rdzv-endpoint");
+  return w;
 }
 
-void DeriveCounts(const LaunchOptions& o, LaunchPlan& p) {
-  // Workers per node.
-  if (!o.nproc_per_node.empty() || env::kNprocPerNode.IsSet()) {
-    const bool flag = !o.nproc_per_node.empty();
-    const std::string text = flag ? o.nproc_per_node : *env::kNprocPerNode.Get();
-    const std::string src = flag ? "--nproc-per-node" : env::kNprocPerNode.name();
-    if (text == "auto") {
-      std::string why;
-      p.nproc_per_node = {AutoProcs(&why), src + " (" + why + ")"};
-    } else {
-      p.nproc_per_node = {ParseCount(text, src, 1), src};
-    }
-  } else if (p.platform == "Kubeflow PyTorchJob" && env::kPetNprocPerNode.IsSet()) {
-    p.nproc_per_node = {EnvCount(env::kPetNprocPerNode, 1), env::kPetNprocPerNode.name()};
-  } else {
-    p.nproc_per_node = {1,
-                        p.platform == "mpirun" ? "mpirun: one worker per MPI process" : "default"};
-  }
-
-  // Nodes: N or MIN:MAX.
-  std::string nnodes;
-  std::string src;
-  if (!o.nnodes.empty()) {
-    nnodes = o.nnodes, src = "--nnodes";
-  } else if (env::kNNodes.IsSet()) {
-    nnodes = *env::kNNodes.Get(), src = env::kNNodes.name();
-  } else if (p.platform == "Kubeflow PyTorchJob" && env::kPetNNodes.IsSet()) {
-    nnodes = *env::kPetNNodes.Get(), src = env::kPetNNodes.name();
-  } else if (p.platform == "mpirun") {
-    nnodes = *env::kOmpiSize.Get(), src = "OMPI_COMM_WORLD_SIZE (one launcher per MPI process)";
-  } else if (p.platform == "Slurm" && env::kSlurmNNodes.IsSet()) {
-    nnodes = *env::kSlurmNNodes.Get(), src = env::kSlurmNNodes.name();
-  } else {
-    nnodes = "1", src = "default";
-  }
-  auto colon = nnodes.find(':');
+void DeriveNodes(const Layers& layers, LaunchPlan& p) {
+  const Found nnodes =
+      layers.First(&PartialWorld::nnodes).value_or(Found{"1", "default", "default", false});
+  const std::string& src = nnodes.var;
+  auto colon = nnodes.text.find(':');
   if (colon == std::string::npos) {
-    int n = ParseCount(nnodes, src, 1);
-    p.min_nodes = p.max_nodes = {n, src};
+    int n = ParseCount(nnodes.text, src, 1);
+    p.min_nodes = p.max_nodes = {n, nnodes.source};
   } else {
-    p.min_nodes = {ParseCount(nnodes.substr(0, colon), src + " (MIN)", 1), src};
-    p.max_nodes = {ParseCount(nnodes.substr(colon + 1), src + " (MAX)", 1), src};
+    p.min_nodes = {ParseCount(nnodes.text.substr(0, colon), src + " (MIN)", 1), nnodes.source};
+    p.max_nodes = {ParseCount(nnodes.text.substr(colon + 1), src + " (MAX)", 1), nnodes.source};
     if (p.min_nodes.value > p.max_nodes.value) {
-      throw InvalidArgument(
-          fmt::format("{}='{}': MIN is above MAX; write it as MIN:MAX, e.g. 2:4", src, nnodes));
+      throw InvalidArgument(fmt::format("{}='{}': MIN is above MAX; write it as MIN:MAX, e.g. 2:4",
+                                        src, nnodes.text));
     }
   }
+}
+
+void DeriveCounts(const Layers& layers, LaunchPlan& p) {
+  // Workers per node.
+  if (auto n = layers.First(&PartialWorld::nproc_per_node)) {
+    if (n->auto_ok && n->text == "auto") {
+      std::string why;
+      p.nproc_per_node = {AutoProcs(&why), n->source + " (" + why + ")"};
+    } else {
+      p.nproc_per_node = {ParseCount(n->text, n->var, 1), n->source};
+    }
+  } else {
+    p.nproc_per_node = {1, "default"};
+  }
+  DeriveNodes(layers, p);
 
   // This node's rank, when something fixes it.
-  if (o.node_rank >= 0) {
-    p.node_rank = {o.node_rank, "--node-rank"};
-  } else if (env::kNodeRank.IsSet()) {
-    p.node_rank = {EnvCount(env::kNodeRank, 0), env::kNodeRank.name()};
-  } else if (p.platform == "Kubernetes Indexed Job") {
-    p.node_rank = {EnvCount(env::kJobCompletionIndex, 0), env::kJobCompletionIndex.name()};
-  } else if (p.platform == "Kubeflow PyTorchJob") {
-    p.node_rank = {EnvCount(env::kTorchRank, 0), "RANK (a PyTorchJob's node rank)"};
-  } else if (p.platform == "mpirun") {
-    p.node_rank = {EnvCount(env::kOmpiRank, 0), env::kOmpiRank.name()};
-  } else if (p.platform == "Slurm" && env::kSlurmNodeId.IsSet()) {
-    p.node_rank = {EnvCount(env::kSlurmNodeId, 0), env::kSlurmNodeId.name()};
+  if (auto r = layers.First(&PartialWorld::node_rank)) {
+    p.node_rank = {ParseCount(r->text, r->var, 0), r->source};
   } else if (p.max_nodes.value == 1) {
     p.node_rank = {0, "the only node"};
   } else {
@@ -153,8 +129,8 @@ void DeriveCounts(const LaunchOptions& o, LaunchPlan& p) {
         "ranks run from 0 to {}",
         p.node_rank.value, p.node_rank.source, p.max_nodes.value, p.max_nodes.value - 1));
   }
-  if (p.platform == "Kubeflow PyTorchJob" && env::kTorchWorldSize.IsSet()) {
-    const int world = EnvCount(env::kTorchWorldSize, 1);
+  if (auto w = layers.First(&PartialWorld::world_size)) {
+    const int world = ParseCount(w->text, w->var, 1);
     if (world != p.max_nodes.value * p.nproc_per_node.value) {
       throw InvalidArgument(fmt::format(
           "WORLD_SIZE={} but {} nodes x {} workers per node = {}; in a PyTorchJob WORLD_SIZE "
@@ -172,29 +148,16 @@ void CheckBackend(const Sourced<std::string>& backend) {
   for (const auto& b : collectives::Backends()) {
     if (backend.value == b.name) return;
   }
-  throw InvalidArgument(fmt::format("{}='{}' is not a backend of this build; use auto or one of: {}",
-                                    backend.source, backend.value, collectives::BackendNames()));
+  throw InvalidArgument(
+      fmt::format("{}='{}' is not a backend of this build; use auto or one of: {}", backend.source,
+                  backend.value, collectives::BackendNames()));
 }
 
-void DeriveEndpoint(const LaunchOptions& o, LaunchPlan& p) {
-  if (!o.rdzv_endpoint.empty()) {
-    p.endpoint = {o.rdzv_endpoint, "--rdzv-endpoint"};
-  } else if (env::kRdzvEndpoint.IsSet()) {
-    p.endpoint = {*env::kRdzvEndpoint.Get(), env::kRdzvEndpoint.name()};
-  } else if (env::kMasterAddr.IsSet() && env::kMasterPort.IsSet()) {
-    p.endpoint = {*env::kMasterAddr.Get() + ":" + *env::kMasterPort.Get(),
-                  "MASTER_ADDR:MASTER_PORT"};
-  } else if (p.platform == "Kubernetes Indexed Job") {
-    std::string zero = IndexedJobNodeZero(p.node_rank.value);
-    if (zero.empty()) {
-      throw InvalidArgument(
-          "in an Indexed Job, node 0's address comes from the pod's hostname and subdomain, and "
-          "this pod has none; set COHORT_RDZV_ENDPOINT=<job>-0.<service>:29500 (see "
-          "examples/k8s/indexed-job.yaml)");
-    }
-    p.endpoint = {fmt::format("{}:{}", zero, kDefaultRdzvPort), "hostname of Indexed Job pod 0"};
-  } else if (auto mpi = collectives::MpiSingleNodeStoreEndpoint()) {
-    p.endpoint = {*mpi, "mpirun job id (all ranks on this node)"};
+void DeriveEndpoint(const Layers& layers, LaunchPlan& p) {
+  std::optional<Found> found = layers.First(&PartialWorld::endpoint);
+  if (!found && layers.platform.derive_endpoint) found = layers.platform.derive_endpoint(p);
+  if (found) {
+    p.endpoint = {found->text, found->source};
   } else if (p.max_nodes.value == 1) {
     p.endpoint = {"127.0.0.1:0", "a free port on this node"};
   } else {
@@ -222,9 +185,9 @@ struct OpenDoor {
   std::string fix;
 };
 
-OpenDoor FindOpenDoor(const LaunchPlan& p) {
+OpenDoor FindOpenDoor(const LaunchPlan& p, const env::Map& env) {
   const bool etcd = p.rdzv_backend == "etcd";
-  if (etcd && !(env::kRdzvUser.IsSet() && env::kRdzvPassword.IsSet())) {
+  if (etcd && !(env::kRdzvUser.IsSet(&env) && env::kRdzvPassword.IsSet(&env))) {
     return {fmt::format("no etcd credentials for the etcd at {}, which other machines reach, so "
                         "anyone on the network could read and write the job's rendezvous",
                         p.endpoint.value),
@@ -250,12 +213,12 @@ OpenDoor FindOpenDoor(const LaunchPlan& p) {
 // No open doors by default: a store, an etcd or parameter servers that other machines can reach
 // must ask for a secret, unless --insecure-store says the network is trusted. A single node and
 // launchers meeting on a loopback endpoint listen on loopback only and need none.
-void CheckOpenDoors(const LaunchOptions& o, LaunchPlan& p, bool alone) {
+void CheckOpenDoors(const LaunchOptions& o, const env::Map& env, LaunchPlan& p, bool alone) {
   const std::string host = net::ParseHostPort(p.endpoint.value, p.endpoint.source, true).host;
   const bool reachable = !alone && !net::IsLoopback(host);
   p.bind_host = !reachable ? (host == "localhost" || alone ? "127.0.0.1" : host) : "0.0.0.0";
   if (!reachable) return;
-  const OpenDoor door = FindOpenDoor(p);
+  const OpenDoor door = FindOpenDoor(p, env);
   if (door.what.empty()) return;
   if (o.insecure_store) {
     p.open_door_warning = "--insecure-store: " + door.what;
@@ -268,38 +231,15 @@ void CheckOpenDoors(const LaunchOptions& o, LaunchPlan& p, bool alone) {
                                     who, door.what, door.fix));
 }
 
-}  // namespace
-
-LaunchPlan MakePlan(const LaunchOptions& o) {
-  LaunchPlan p;
-  if (env::kJobCompletionIndex.IsSet()) {
-    p.platform = "Kubernetes Indexed Job";
-  } else if (env::kPetNNodes.IsSet() || env::kPetNprocPerNode.IsSet()) {
-    p.platform = "Kubeflow PyTorchJob";
-  } else if (env::kOmpiSize.IsSet()) {
-    p.platform = "mpirun";
-    p.mpi_passthrough = true;
-  } else if (env::kSlurmNTasks.IsSet()) {
-    p.platform = "Slurm";
-  } else {
-    p.platform = "single node";
-  }
-  DeriveCounts(o, p);
-  if (p.mpi_passthrough && p.nproc_per_node.value != 1) {
-    throw InvalidArgument(fmt::format(
-        "under mpirun each launcher starts exactly one worker (mpirun -np sets the world); drop "
-        "--nproc-per-node {} or run the launcher without mpirun",
-        p.nproc_per_node.value));
-  }
-  DeriveEndpoint(o, p);
-
-  auto pick = [](const std::string& flag, const char* flag_name, const env::Var& var,
-                 const std::string& fallback, const char* fallback_src) -> Sourced<std::string> {
+// What the job is, besides its world: run id, backend, snapshots, restarts, heartbeats.
+void DeriveJob(const LaunchOptions& o, const env::Map& env, bool alone, LaunchPlan& p) {
+  auto pick = [&env](const std::string& flag, const char* flag_name, const env::Var& var,
+                     const std::string& fallback,
+                     const char* fallback_src) -> Sourced<std::string> {
     if (!flag.empty()) return {flag, flag_name};
-    if (auto v = var.Get()) return {*v, var.name()};
+    if (auto v = var.Get(&env)) return {*v, var.name()};
     return {fallback, fallback_src};
   };
-  const bool alone = p.max_nodes.value == 1 && !p.mpi_passthrough;
   p.run_id = pick(o.run_id, "--run-id", env::kRunId, alone ? "local-" + RandomHex(4) : "default",
                   alone ? "fresh (single node)" : "default: give every job its own");
   p.backend = pick(o.backend, "--backend", env::kBackend, "", "the workers' default (auto)");
@@ -308,28 +248,50 @@ LaunchPlan MakePlan(const LaunchOptions& o) {
   CheckBackend(p.backend);
   p.rdzv_backend = collectives::FindStoreBackend(o.rdzv_backend).name;
   p.ps_servers = {o.ps_servers, o.ps_servers > 0 ? "--ps-servers" : "default"};
-  if (p.backend.value == "ps" && p.ps_servers.value == 0 && !env::kPsServers.IsSet()) {
-    throw InvalidArgument(fmt::format(
-        "{}=ps needs parameter servers: add --ps-servers N (node 0 runs them), or set "
-        "COHORT_PS_SERVERS to running `cohort ps-server` shards",
-        p.backend.source));
+  if (p.backend.value == "ps" && p.ps_servers.value == 0 && !env::kPsServers.IsSet(&env)) {
+    throw InvalidArgument(
+        fmt::format("{}=ps needs parameter servers: add --ps-servers N (node 0 runs them), or set "
+                    "COHORT_PS_SERVERS to running `cohort ps-server` shards",
+                    p.backend.source));
   }
   if (o.max_restarts >= 0) {
     p.max_restarts = {o.max_restarts, "--max-restarts"};
-  } else if (env::kMaxRestarts.IsSet()) {
-    p.max_restarts = {EnvCount(env::kMaxRestarts, 0), env::kMaxRestarts.name()};
+  } else if (auto v = env::kMaxRestarts.Get(&env)) {
+    p.max_restarts = {ParseCount(*v, env::kMaxRestarts.name(), 0), env::kMaxRestarts.name()};
   } else {
     p.max_restarts = {0, "default"};
   }
   if (o.heartbeat_timeout >= 0) {
     p.heartbeat_timeout = {o.heartbeat_timeout, "--heartbeat-timeout"};
   } else {
-    p.heartbeat_timeout = {env::kHeartbeatTimeout.Seconds(300), env::kHeartbeatTimeout.IsSet()
-                                                                    ? env::kHeartbeatTimeout.name()
-                                                                    : "default"};
+    p.heartbeat_timeout = {
+        env::kHeartbeatTimeout.Seconds(300, &env),
+        env::kHeartbeatTimeout.IsSet(&env) ? env::kHeartbeatTimeout.name() : "default"};
   }
-  p.token = env::kToken.Str(alone ? RandomHex(16) : "");
-  CheckOpenDoors(o, p, alone);
+}
+
+}  // namespace
+
+LaunchPlan MakePlan(const LaunchOptions& o) { return MakePlan(o, env::Snapshot()); }
+
+LaunchPlan MakePlan(const LaunchOptions& o, const env::Map& env) {
+  const Layers layers{FlagWorld(o), ExplicitWorld(env), DetectPlatform(env)};
+  LaunchPlan p;
+  p.platform = layers.platform.platform;
+  p.mpi_passthrough = layers.platform.mpi_passthrough;
+  DeriveCounts(layers, p);
+  if (p.mpi_passthrough && p.nproc_per_node.value != 1) {
+    throw InvalidArgument(fmt::format(
+        "under mpirun each launcher starts exactly one worker (mpirun -np sets the world); drop "
+        "--nproc-per-node {} or run the launcher without mpirun",
+        p.nproc_per_node.value));
+  }
+  DeriveEndpoint(layers, p);
+  const bool alone = p.max_nodes.value == 1 && !p.mpi_passthrough;
+  DeriveJob(o, env, alone, p);
+  p.token_from_env = env::kToken.IsSet(&env);
+  p.token = env::kToken.Str(alone ? RandomHex(16) : "", &env);
+  CheckOpenDoors(o, env, p, alone);
   p.grace_period = o.grace_period;
   p.rdzv_timeout = o.rdzv_timeout;
   p.rdzv_last_call = o.rdzv_last_call;
@@ -371,7 +333,7 @@ std::string DescribePlan(const LaunchPlan& p) {
        !p.token.empty()              ? "set"
        : p.open_door_warning.empty() ? "none"
                                      : "none (store open to anyone who reaches it)",
-       env::kToken.IsSet()           ? "COHORT_TOKEN"
+       p.token_from_env              ? "COHORT_TOKEN"
        : !p.token.empty()            ? "fresh (single node)"
        : p.open_door_warning.empty() ? "none needed: the store listens on " + p.bind_host
                                      : "--insecure-store");

@@ -7,6 +7,8 @@
 #include <string>
 #include <vector>
 
+#include "common/env.h"
+
 namespace cohort::launcher {
 
 // The command line, before any derivation. Unset values are empty / -1.
@@ -51,10 +53,11 @@ struct LaunchPlan {
   std::string rdzv_backend;       // the store backend: grpc (node 0 hosts it) or etcd
   Sourced<std::string> run_id;
   Sourced<std::string> backend;  // empty: the workers' default (auto)
-  Sourced<int> ps_servers;        // `cohort ps-server` shards node 0 starts; 0: none
+  Sourced<int> ps_servers;       // `cohort ps-server` shards node 0 starts; 0: none
   Sourced<int> max_restarts;
   Sourced<double> heartbeat_timeout;  // 0: off
   std::string token;                  // COHORT_TOKEN, or a fresh one for a single node
+  bool token_from_env = false;        // whether COHORT_TOKEN gave it
   // Where node 0's store and parameter servers listen: 0.0.0.0 when other machines must reach
   // them, else the loopback address of the endpoint (a single node, or launchers on 127.0.0.1).
   std::string bind_host;
@@ -76,7 +79,10 @@ struct LaunchPlan {
 // without COHORT_TOKEN (etcd: COHORT_RDZV_USER and COHORT_RDZV_PASSWORD) and --insecure-store is
 // not given. Launchers that meet on a loopback endpoint need no token: nothing listens beyond
 // this machine then (bind_host is loopback).
+// Reads the process environment; the second form reads `env` instead (what the detectors of
+// platform.h and the tests pass in).
 LaunchPlan MakePlan(const LaunchOptions& options);
+LaunchPlan MakePlan(const LaunchOptions& options, const env::Map& env);
 
 // How to give a job a token, for the one-line refusals of open stores and servers:
 // "export COHORT_TOKEN=$(openssl rand -hex 16) on every node, or ...".

@@ -22,6 +22,7 @@
 #include "launcher/launcher_metrics.h"
 #include "launcher/node_rendezvous.h"
 #include "launcher/ps_server_group.h"
+#include "launcher/termination_log.h"
 #include "launcher/worker_env.h"
 #include "launcher/worker_group.h"
 
@@ -94,6 +95,9 @@ class Supervisor {
   Outcome Fail(const std::string& prefix, int code, const std::string& what);
   std::string CheckHeartbeats(int attempt);
   void LeaveLast(std::chrono::seconds patience);
+  // The job's one-line verdict ("succeeded", "failed: rank 2 on node 0 exited with code 7; ..."),
+  // for the termination message (termination_log.h).
+  std::string Verdict(const Outcome& last) const;
 
   const LaunchPlan& plan_;
   int signal_fd_ = -1;
@@ -359,7 +363,7 @@ Outcome Supervisor::RunAttempt(int& round) {
     // The host must outlive the nodes still reading the error it may have posted.
     if (!elastic_) node_ = plan_.node_rank.value;
     nnodes_ = plan_.max_nodes.value;
-    return {Outcome::kFailed, kExitRendezvous, "rendezvous failed"};
+    return {Outcome::kFailed, kExitRendezvous, fmt::format("rendezvous failed: {}", e.what())};
   }
   const int attempt = round;
   node_ = a.node_id;
@@ -441,6 +445,7 @@ int Supervisor::Run() {
     OpenStore();
   } catch (const Error& e) {
     Say("cannot reach the rendezvous store: {}", e.what());
+    WriteTerminationMessage(fmt::format("failed: cannot reach the rendezvous store: {}", e.what()));
     return kExitRendezvous;
   }
   // Elastic: the node keeps one id for the whole job and starts at the newest round (a node
@@ -459,6 +464,7 @@ int Supervisor::Run() {
     }
   } catch (const Error& e) {
     Say("cannot reach the rendezvous store: {}", e.what());
+    WriteTerminationMessage(fmt::format("failed: cannot reach the rendezvous store: {}", e.what()));
     return kExitRendezvous;
   }
   // Every round after a failure counts against --max-restarts, as torchelastic's max_restarts
@@ -477,15 +483,27 @@ int Supervisor::Run() {
     ++failures;
     Say("restarting the group: attempt {} of {} (after: {})", failures + 1, attempts, last.what);
   }
+  const std::string verdict = Verdict(last);
   if (last.kind == Outcome::kFailed && last.code != kExitRendezvous && last.code != kExitUsage) {
-    Say("failed: {}; {}", last.what,
-        plan_.max_restarts.value == 0
-            ? "no restarts allowed (--max-restarts 0)"
-            : fmt::format("no restarts left (--max-restarts {})", plan_.max_restarts.value));
+    Say("{}", verdict);
   }
+  // Written before waiting for the other nodes: a pod killed meanwhile still tells why it ended.
+  WriteTerminationMessage(verdict);
   // After a failed rendezvous some nodes may never come, so do not wait long for them.
   LeaveLast(last.code == kExitRendezvous ? std::chrono::seconds(3) : std::chrono::seconds(30));
   return last.code;
+}
+
+std::string Supervisor::Verdict(const Outcome& last) const {
+  if (last.kind != Outcome::kFailed) {
+    return last.kind == Outcome::kInterrupted ? last.what : "succeeded";
+  }
+  if (last.code == kExitRendezvous || last.code == kExitUsage) return "failed: " + last.what;
+  return fmt::format(
+      "failed: {}; {}", last.what,
+      plan_.max_restarts.value == 0
+          ? "no restarts allowed (--max-restarts 0)"
+          : fmt::format("no restarts left (--max-restarts {})", plan_.max_restarts.value));
 }
 
 }  // namespace

@@ -4,7 +4,7 @@
 #include <cstdlib>
 #include <map>
 
-extern char** environ;
+#include "common/env.h"
 
 namespace cohort::launcher {
 
@@ -61,12 +61,7 @@ std::vector<WorkerSpec> MakeWorkerSpecs(const LaunchPlan& plan, const Assignment
     spec.rank = a.first_rank + l;
     spec.local_rank = l;
     spec.argv = plan.program;
-    std::map<std::string, std::string> env;
-    for (char** e = environ; *e; ++e) {
-      std::string kv = *e;
-      auto eq = kv.find('=');
-      if (eq != std::string::npos) env[kv.substr(0, eq)] = kv.substr(eq + 1);
-    }
+    env::Map env = env::Snapshot();
     for (const std::string& kv : LauncherVariables(plan, a, attempt, store_address, l)) {
       auto eq = kv.find('=');
       env[kv.substr(0, eq)] = kv.substr(eq + 1);

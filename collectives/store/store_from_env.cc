@@ -56,11 +56,11 @@ int64_t RankFromEnv() {
 
 }  // namespace
 
-std::optional<std::string> MpiSingleNodeStoreEndpoint() {
-  if (!env::kOmpiSize.IsSet() || !env::kOmpiJobId.IsSet()) return std::nullopt;
-  if (env::kOmpiLocalSize.Int(-1) != env::kOmpiSize.Int(0)) return std::nullopt;
+std::optional<std::string> MpiSingleNodeStoreEndpoint(const env::Map* from) {
+  if (!env::kOmpiSize.IsSet(from) || !env::kOmpiJobId.IsSet(from)) return std::nullopt;
+  if (env::kOmpiLocalSize.Int(-1, from) != env::kOmpiSize.Int(0, from)) return std::nullopt;
   // Below Linux's ephemeral range (32768..), so outgoing connections never hold the port.
-  const int64_t job = env::kOmpiJobId.Int(0);
+  const int64_t job = env::kOmpiJobId.Int(0, from);
   return fmt::format("127.0.0.1:{}", 20000 + static_cast<int>(job % 12768));
 }
 

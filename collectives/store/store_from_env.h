@@ -13,6 +13,7 @@
 #include <string>
 
 #include "collectives/store/store.h"
+#include "common/env.h"
 
 namespace cohort::collectives {
 
@@ -32,7 +33,8 @@ StoreEnv ReadStoreEnv();
 // Under mpirun with every rank on this node (and no other store configured): 127.0.0.1 and a
 // port derived from the mpirun job id, so that ranks agree on it without talking; rank 0 hosts.
 // nullopt otherwise.
-std::optional<std::string> MpiSingleNodeStoreEndpoint();
+// from: the environment to read (nullptr: the process environment).
+std::optional<std::string> MpiSingleNodeStoreEndpoint(const env::Map* from = nullptr);
 
 // Starts a store server on host:port (port 0: a free one; *bound_port, if given, receives it) and
 // returns a client of it that keeps the server alive as long as it lives. Throws Unavailable when

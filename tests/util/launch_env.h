@@ -22,6 +22,9 @@ inline std::map<std::string, std::string> LauncherTestEnv(
         "OMPI_COMM_WORLD_SIZE", "SLURM_NTASKS"}) {
     e[v] = "";
   }
+  // Not "": that would leave the verdict in /dev/termination-log when the tests themselves run
+  // in a Kubernetes pod (a CI runner's), overwriting its own termination message.
+  e["COHORT_TERMINATION_LOG"] = "/dev/null";
   for (const auto& [k, v] : base) e[k] = v;
   for (const auto& [k, v] : extra) e[k] = v;
   return e;
