@@ -39,19 +39,13 @@ int64_t Revision(const json& answer) {
   return header == answer.end() ? 0 : Int(*header, "revision");
 }
 
-json CountRange(const KeyRange& range) {
-  return {{"key", Base64Encode(range.from)},
-          {"range_end", Base64Encode(range.to)},
-          {"count_only", true}};
-}
-
 std::vector<KeyValue> KeyValues(const json& range) {
   std::vector<KeyValue> out;
   auto kvs = range.find("kvs");
   if (kvs == range.end()) return out;
   for (const json& kv : *kvs) {
     out.push_back({Base64Decode(kv.value("key", "")), Base64Decode(kv.value("value", "")),
-                   Int(kv, "mod_revision")});
+                   Int(kv, "mod_revision"), Int(kv, "version")});
   }
   return out;
 }
@@ -117,7 +111,7 @@ std::string PrefixRangeBody(const std::string& prefix) {
 std::string DeleteBody(const std::string& key) { return RangeBody(key); }
 
 std::string PutIfBody(const std::string& key, const Condition& when, const std::string& value,
-                      const std::optional<KeyRange>& count_after) {
+                      const std::string& tally) {
   json compare = {{"key", Base64Encode(key)}, {"result", "EQUAL"}};
   switch (when.kind) {
     case Condition::kAbsent:
@@ -135,17 +129,16 @@ std::string PutIfBody(const std::string& key, const Condition& when, const std::
   }
   json put = {{"request_put", {{"key", Base64Encode(key)}, {"value", Base64Encode(value)}}}};
   json success = json::array({put});
-  if (count_after) success.push_back({{"request_range", CountRange(*count_after)}});
+  if (!tally.empty()) {
+    success.push_back(
+        {{"request_put", {{"key", Base64Encode(tally)}, {"value", ""}, {"prev_kv", true}}}});
+  }
   json range = {{"request_range", {{"key", Base64Encode(key)}}}};
   return json{{"compare", json::array({compare})},
               {"success", std::move(success)},
               {"failure", json::array({range})}}
       .dump();
 }
-
-std::string CountBody(const KeyRange& range) { return CountRange(range).dump(); }
-
-int64_t ParseCount(const std::string& body) { return Int(Parse(body), "count"); }
 
 std::vector<KeyValue> ParseRange(const std::string& body, int64_t* revision) {
   const json j = Parse(body);
@@ -162,9 +155,10 @@ TxnResult ParsePutIf(const std::string& body) {
   r.revision = Revision(j);
   auto responses = j.find("responses");
   if (r.succeeded) {
-    // The count of a count_after read, the second response (the first is the put).
+    // The tally's put, the second response (the first is the key's): its previous version.
     if (responses != j.end() && responses->size() > 1) {
-      r.count = Int((*responses)[1].value("response_range", json::object()), "count");
+      const json put = (*responses)[1].value("response_put", json::object());
+      r.count = Int(put.value("prev_kv", json::object()), "version") + 1;
     }
     return r;
   }

@@ -25,6 +25,7 @@ struct KeyValue {
   std::string key;
   std::string value;
   int64_t mod_revision = 0;
+  int64_t version = 0;  // puts since the key was created
 };
 
 std::string PutBody(const std::string& key, const std::string& value);
@@ -39,19 +40,14 @@ struct Condition {
   int64_t mod_revision = 0;  // kModRevision
 };
 
-// Keys in [from, to), for a count-only read.
-struct KeyRange {
-  std::string from, to;
-};
-
 // A txn: if key meets `when`, put value; otherwise read key (so the caller learns what it holds).
-// With count_after, a successful txn also counts the keys of that range after its put (a read in a
-// txn sees the writes before it): TxnResult::count.
+// With a tally key, a successful txn also puts the tally (an empty value) and reads back its
+// previous version, the number of successful txns on that tally before this one
+// (TxnResult::count is that + 1). Puts of one key never conflict, so N members counting
+// themselves cost O(1) each (where a count of a range of N keys is O(N), and a counter's
+// compare-and-swap retries O(N) times).
 std::string PutIfBody(const std::string& key, const Condition& when, const std::string& value,
-                      const std::optional<KeyRange>& count_after = std::nullopt);
-// A count-only range read, and the count of its answer.
-std::string CountBody(const KeyRange& range);
-int64_t ParseCount(const std::string& body);
+                      const std::string& tally = "");
 
 // The keys of a range answer, and in *revision (when given) the store's revision it was read at.
 // Throws DataLoss when the answer is not what etcd sends.
@@ -62,7 +58,7 @@ bool ParseDeleted(const std::string& body);
 struct TxnResult {
   bool succeeded = false;
   std::optional<KeyValue> current;  // on failure: the key as it was, if it existed
-  int64_t count = 0;                // on success with count_after: the keys in that range
+  int64_t count = 0;                // on success with a tally: the successes on it, this one too
   int64_t revision = 0;             // the store's revision after the txn
 };
 TxnResult ParsePutIf(const std::string& body);

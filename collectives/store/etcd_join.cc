@@ -21,15 +21,16 @@ bool EtcdStore::Join(const std::string& prefix, int rank, int size, const std::s
   const auto start = std::chrono::steady_clock::now();
   const std::string key = prefix + std::to_string(rank);
   const std::string what = fmt::format("Join({})", QuoteKey(key));
-  // The decimal rank keys under prefix ("count" and "all" start with letters).
-  const etcd::KeyRange members{prefix_ + prefix + "0", prefix_ + prefix + ":"};
+  const std::string tally = prefix + "tally";
   const auto r = etcd::ParsePutIf(
-      Call("txn", etcd::PutIfBody(prefix_ + key, etcd::Condition{}, nonce, members), what));
+      Call("txn", etcd::PutIfBody(prefix_ + key, etcd::Condition{}, nonce, prefix_ + tally), what));
   int64_t count = r.count, missing_at = r.revision;
   if (!r.succeeded) {
     if (!r.current || r.current->value != nonce) return false;  // an earlier group's member
-    // Our own put, whose answer was lost and the request retried: count now.
-    count = etcd::ParseCount(Call("range", etcd::CountBody(members), what));
+    // Our own put, whose answer was lost and the request retried: count now (the tally's
+    // version: every member's successful txn so far, ours too).
+    const auto kvs = etcd::ParseRange(Call("range", etcd::RangeBody(prefix_ + tally), what));
+    count = kvs.empty() ? 0 : kvs.front().version;
     missing_at = 0;  // read "all" first
   }
   if (count >= size) {
