@@ -121,6 +121,10 @@ inline constexpr Var kPsPartitionBytes{
     "COHORT_PS_PARTITION_BYTES",
     "backend ps: tensors are cut into partitions of this many bytes, spread over the servers "
     "(4 MiB); the same on every rank"};
+inline constexpr Var kPsLogEvery{
+    "COHORT_PS_LOG_EVERY",
+    "ps-server, asynchronous mode: one log line per partition every this many steps of the "
+    "slowest worker (clocks, the largest lead a worker took, waits) (1000; 0: none)"};
 inline constexpr Var kRegister{
     "COHORT_REGISTER", "at the end of training, register the model under this name (rank 0)"};
 inline constexpr Var kModelRepo{

@@ -23,9 +23,10 @@ class PsServerClient {
   PsServerClient(const std::string& address, int shard, int shards, std::string token);
 
   // Waits until the server accepts connections and answers Hello as the expected shard.
-  // Throws Unavailable naming the server when it is not up by the deadline, Unauthenticated
+  // Throws Unavailable naming the server when it is not up by the deadline (and `allowed`, the
+  // time the caller gave all its servers, or when zero the time this call waited), Unauthenticated
   // when it refuses the token, InvalidArgument when it is another shard.
-  void Connect(Deadline deadline);
+  void Connect(Deadline deadline, std::chrono::milliseconds allowed = {});
 
   // Sends a PushPull on ctx (which gets the token and the deadline) and calls done on a gRPC
   // thread. The messages come encoded (PushRequest in, PullReply out), so that a tensor's bytes
@@ -37,6 +38,12 @@ class PsServerClient {
   // called (on a gRPC thread) when it ends: cancelled through ctx, or the server went away.
   void Attend(grpc::ClientContext* ctx, const ::cohort::ps::AttendRequest* req,
               ::cohort::ps::AttendReply* reply, std::function<void(grpc::Status)> done);
+
+  // For asynchronous mode's calls (async_client.h): the channel, and the token put on a call.
+  const std::shared_ptr<grpc::Channel>& Channel() const { return channel_; }
+  void Authorize(grpc::ClientContext* ctx) const {
+    if (!token_.empty()) ctx->AddMetadata("authorization", "Bearer " + token_);
+  }
 
   // "server 127.0.0.1:7001 (shard 1 of 2)": how errors name it.
   const std::string& Name() const { return name_; }

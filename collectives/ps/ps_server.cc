@@ -8,6 +8,7 @@
 #include <mutex>
 #include <string_view>
 
+#include "collectives/ps/async_service.h"
 #include "collectives/ps/ps.grpc.pb.h"
 #include "collectives/ps/push_table.h"
 #include "collectives/ps/wire.h"
@@ -87,7 +88,8 @@ class PsServer::Impl final : public Service {
         port_(port),
         token_(std::move(token)),
         shard_(shard),
-        shards_(shards) {}
+        shards_(shards),
+        async_(shard, [this](const grpc::CallbackServerContext& ctx) { return Authenticate(ctx); }) {}
 
   void Start() {
     std::lock_guard<std::mutex> lock(mu_);
@@ -97,6 +99,7 @@ class PsServer::Impl final : public Service {
     grpc::ServerBuilder builder;
     builder.AddListeningPort(requested, grpc::InsecureServerCredentials(), &chosen);
     builder.RegisterService(this);
+    builder.RegisterService(&async_);  // asynchronous mode, same port and token
     // Without this a second server could bind the same port silently (SO_REUSEPORT).
     builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
     builder.SetMaxReceiveMessageSize(-1);
@@ -205,6 +208,7 @@ class PsServer::Impl final : public Service {
   const int shard_;
   const int shards_;
   PushTable table_;
+  AsyncService async_;
   mutable std::mutex mu_;
   std::unique_ptr<grpc::Server> server_;
   bool stopped_ = false;

@@ -1,0 +1,259 @@
+#include "collectives/ps/async_client.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <condition_variable>
+#include <cstring>
+#include <deque>
+#include <mutex>
+
+#include "collectives/ps/ps.grpc.pb.h"
+#include "collectives/ps/ps_client.h"
+#include "collectives/store/grpc_status.h"
+#include "common/error.h"
+
+namespace cohort::collectives::ps {
+namespace {
+
+namespace pb = ::cohort::ps;
+
+std::string FloatBytes(const float* p, size_t n) {
+  return std::string(reinterpret_cast<const char*>(p), n * sizeof(float));
+}
+
+pb::AsyncOptimizer ToProto(const AsyncOptimizerConfig& c) {
+  pb::AsyncOptimizer o;
+  o.set_kind(c.kind == AsyncOptimizerConfig::Kind::kAdam ? pb::AsyncOptimizer::ADAM
+                                                         : pb::AsyncOptimizer::SGD);
+  o.set_lr(c.lr);
+  o.set_momentum(c.momentum);
+  o.set_dampening(c.dampening);
+  o.set_nesterov(c.nesterov);
+  o.set_weight_decay(c.weight_decay);
+  o.set_beta1(c.beta1);
+  o.set_beta2(c.beta2);
+  o.set_eps(c.eps);
+  return o;
+}
+
+// The calls of one RunAll: how many are still out, and the first failure.
+struct Batch {
+  std::mutex mu;
+  std::condition_variable cv;
+  size_t pending = 0;
+  grpc::Status failure;
+  size_t failed_part = 0;
+  bool failed = false;
+};
+
+}  // namespace
+
+struct AsyncClient::Stubs {
+  std::vector<std::unique_ptr<pb::PsAsyncService::Stub>> by_server;
+};
+
+AsyncClient::AsyncClient(const PsOptions& options, AsyncJob job, size_t n,
+                         std::chrono::milliseconds timeout)
+    : job_(std::move(job)), n_(n), timeout_(timeout), stubs_(std::make_unique<Stubs>()) {
+  if (options.servers.empty()) {
+    throw InvalidArgument(
+        "ps async mode needs parameter servers: set COHORT_PS_SERVERS=host:port,... (or run "
+        "under `cohort launch --ps-servers N`)");
+  }
+  if (n == 0) throw InvalidArgument("ps async mode: the model has no parameters to train");
+  const auto shards = static_cast<int>(options.servers.size());
+  const auto deadline = std::chrono::system_clock::now() + timeout;
+  for (int s = 0; s < shards; ++s) {
+    servers_.push_back(std::make_shared<PsServerClient>(options.servers[static_cast<size_t>(s)],
+                                                        s, shards, options.token));
+  }
+  for (auto& server : servers_) {
+    server->Connect(deadline);
+    stubs_->by_server.push_back(pb::PsAsyncService::NewStub(server->Channel()));
+  }
+  // Equal partitions, at least one per server, none over partition_bytes.
+  const size_t per = std::max<size_t>(1, options.partition_bytes / sizeof(float));
+  size_t count = std::max((n + per - 1) / per, servers_.size());
+  count = std::min(count, n);
+  for (size_t i = 0; i < count; ++i) {
+    const size_t begin = n * i / count, end = n * (i + 1) / count;
+    parts_.push_back(Part{begin, end - begin, i % servers_.size()});
+  }
+}
+
+AsyncClient::~AsyncClient() = default;
+
+pb::AsyncKey AsyncClient::Key(size_t part) const {
+  pb::AsyncKey k;
+  k.set_job(job_.job);
+  k.set_epoch(job_.epoch);
+  k.set_part(static_cast<uint32_t>(part));
+  return k;
+}
+
+template <typename Start>
+void AsyncClient::RunAll(const Start& start, const std::string& what, int64_t step) {
+  Batch batch;
+  std::deque<grpc::ClientContext> contexts(parts_.size());
+  batch.pending = parts_.size();
+  const auto deadline = std::chrono::system_clock::now() + timeout_;
+  for (size_t i = 0; i < parts_.size(); ++i) {
+    grpc::ClientContext& ctx = contexts[i];
+    servers_[parts_[i].server]->Authorize(&ctx);
+    ctx.set_deadline(deadline);
+    start(i, &ctx, [&batch, i](grpc::Status s) {
+      std::lock_guard<std::mutex> lock(batch.mu);
+      if (!s.ok() && !batch.failed) {
+        batch.failed = true;
+        batch.failure = std::move(s);
+        batch.failed_part = i;
+      }
+      --batch.pending;
+      batch.cv.notify_all();
+    });
+  }
+  std::unique_lock<std::mutex> lock(batch.mu);
+  batch.cv.wait(lock, [&] { return batch.pending == 0 || batch.failed; });
+  if (batch.failed) {
+    for (auto& ctx : contexts) ctx.TryCancel();
+    batch.cv.wait(lock, [&] { return batch.pending == 0; });
+  }
+  if (!batch.failed) return;
+  const Part& part = parts_[batch.failed_part];
+  const PsServerClient& server = *servers_[part.server];
+  const grpc::Status& s = batch.failure;
+  const std::string where =
+      fmt::format("ps {} partition {} ({} floats): {}", server.Name(), batch.failed_part, part.size, what);
+  switch (s.error_code()) {
+    case grpc::StatusCode::DEADLINE_EXCEEDED:
+      throw Timeout(fmt::format(
+          "{}: no answer within {:.1f} s{}; is a worker stuck or gone, or the server?", where,
+          std::chrono::duration<double>(timeout_).count(),
+          job_.staleness >= 0
+              ? fmt::format(" (staleness {}: it waits until the slowest worker pushed step {})",
+                            job_.staleness, step - job_.staleness)
+              : ""));
+    case grpc::StatusCode::UNAVAILABLE:
+      throw Unavailable(fmt::format("lost {}: {} (gRPC UNAVAILABLE); did its `cohort ps-server "
+                                    "--shard {}` exit?",
+                                    where, s.error_message(), server.Shard()));
+    case grpc::StatusCode::PERMISSION_DENIED:
+      throw Unauthenticated(fmt::format("{} refused: {} (gRPC PERMISSION_DENIED); give workers and "
+                                        "servers the same COHORT_TOKEN",
+                                        where, s.error_message()));
+    default:
+      ThrowError(ErrorKindFromGrpc(s.error_code()),
+                 fmt::format("{}: {} (gRPC {})", where, s.error_message(), GrpcCodeName(s.error_code())));
+  }
+}
+
+AsyncClocks AsyncClient::Clocks(const std::vector<pb::AsyncParams>& replies) const {
+  AsyncClocks c{replies.front().min_clock(), replies.front().max_clock()};
+  for (const auto& r : replies) {
+    c.min = std::min(c.min, r.min_clock());
+    c.max = std::max(c.max, r.max_clock());
+  }
+  return c;
+}
+
+void AsyncClient::Init(const AsyncOptimizerConfig& optimizer, int64_t start_step,
+                       const float* params, const AsyncState& state) {
+  if (std::string bad = optimizer.Invalid(); !bad.empty()) {
+    throw InvalidArgument("ps async mode: the optimizer's " + bad);
+  }
+  if ((!state.slot1.empty() && state.slot1.size() != n_) ||
+      (!state.slot2.empty() && state.slot2.size() != n_)) {
+    throw InvalidArgument("ps async mode: the optimizer state does not match the parameters");
+  }
+  std::vector<pb::AsyncInitRequest> reqs(parts_.size());
+  std::vector<pb::AsyncInitReply> replies(parts_.size());
+  for (size_t i = 0; i < parts_.size(); ++i) {
+    const Part& p = parts_[i];
+    pb::AsyncInitRequest& r = reqs[i];
+    *r.mutable_key() = Key(i);
+    r.set_world(job_.world);
+    *r.mutable_optimizer() = ToProto(optimizer);
+    r.set_start_step(start_step);
+    r.set_opt_steps(state.opt_steps);
+    r.set_params(FloatBytes(params + p.begin, p.size));
+    if (!state.slot1.empty()) r.set_slot1(FloatBytes(state.slot1.data() + p.begin, p.size));
+    if (!state.slot2.empty()) r.set_slot2(FloatBytes(state.slot2.data() + p.begin, p.size));
+  }
+  RunAll(
+      [&](size_t i, grpc::ClientContext* ctx, std::function<void(grpc::Status)> done) {
+        stubs_->by_server[parts_[i].server]->async()->AsyncInit(ctx, &reqs[i], &replies[i],
+                                                                 std::move(done));
+      },
+      "init", start_step);
+}
+
+AsyncClocks AsyncClient::Push(int64_t step, const float* grad, float* params) {
+  std::vector<pb::AsyncPushRequest> reqs(parts_.size());
+  std::vector<pb::AsyncParams> replies(parts_.size());
+  for (size_t i = 0; i < parts_.size(); ++i) {
+    pb::AsyncPushRequest& r = reqs[i];
+    *r.mutable_key() = Key(i);
+    r.set_rank(job_.rank);
+    r.set_step(step);
+    r.set_staleness(job_.staleness);
+    r.set_grad(FloatBytes(grad + parts_[i].begin, parts_[i].size));
+  }
+  RunAll(
+      [&](size_t i, grpc::ClientContext* ctx, std::function<void(grpc::Status)> done) {
+        stubs_->by_server[parts_[i].server]->async()->AsyncPush(ctx, &reqs[i], &replies[i],
+                                                                 std::move(done));
+      },
+      fmt::format("push of step {}", step), step);
+  for (size_t i = 0; i < parts_.size(); ++i) {
+    const std::string& got = replies[i].params();
+    if (got.size() != parts_[i].size * sizeof(float)) {
+      throw Internal(fmt::format("ps {}: answered {} parameter bytes for partition {} of {} floats",
+                                 servers_[parts_[i].server]->Name(), got.size(), i, parts_[i].size));
+    }
+    std::memcpy(params + parts_[i].begin, got.data(), got.size());
+  }
+  return Clocks(replies);
+}
+
+AsyncClocks AsyncClient::Pull(int64_t step, float* params, AsyncState* state) {
+  std::vector<pb::AsyncPullRequest> reqs(parts_.size());
+  std::vector<pb::AsyncParams> replies(parts_.size());
+  for (size_t i = 0; i < parts_.size(); ++i) {
+    pb::AsyncPullRequest& r = reqs[i];
+    *r.mutable_key() = Key(i);
+    r.set_rank(job_.rank);
+    r.set_step(step);
+    r.set_staleness(job_.staleness);
+    r.set_with_state(state != nullptr);
+  }
+  RunAll(
+      [&](size_t i, grpc::ClientContext* ctx, std::function<void(grpc::Status)> done) {
+        stubs_->by_server[parts_[i].server]->async()->AsyncPull(ctx, &reqs[i], &replies[i],
+                                                                 std::move(done));
+      },
+      fmt::format("pull after step {}", step), step);
+  if (state) {
+    state->opt_steps = replies.front().opt_steps();
+    const bool has1 = !replies.front().slot1().empty(), has2 = !replies.front().slot2().empty();
+    state->slot1.assign(has1 ? n_ : 0, 0.0f);
+    state->slot2.assign(has2 ? n_ : 0, 0.0f);
+  }
+  for (size_t i = 0; i < parts_.size(); ++i) {
+    const pb::AsyncParams& r = replies[i];
+    const size_t bytes = parts_[i].size * sizeof(float);
+    const bool ok = r.params().size() == bytes &&
+                    (!state || ((r.slot1().empty() ? state->slot1.empty() : r.slot1().size() == bytes && !state->slot1.empty()) &&
+                                (r.slot2().empty() ? state->slot2.empty() : r.slot2().size() == bytes && !state->slot2.empty())));
+    if (!ok) {
+      throw Internal(fmt::format("ps {}: its answer for partition {} does not match the partition's {} floats",
+                                 servers_[parts_[i].server]->Name(), i, parts_[i].size));
+    }
+    std::memcpy(params + parts_[i].begin, r.params().data(), bytes);
+    if (state && !state->slot1.empty()) std::memcpy(state->slot1.data() + parts_[i].begin, r.slot1().data(), bytes);
+    if (state && !state->slot2.empty()) std::memcpy(state->slot2.data() + parts_[i].begin, r.slot2().data(), bytes);
+  }
+  return Clocks(replies);
+}
+
+}  // namespace cohort::collectives::ps

@@ -1,0 +1,86 @@
+// A worker's side of asynchronous mode: the job's parameters as one flat float32 vector, cut
+// into partitions spread over the parameter servers (at least one per server, more when a
+// partition would exceed PsOptions::partition_bytes), and the calls of one step to every
+// partition at once. No libtorch: runtime/ps_async.h binds a model's tensors to it.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "collectives/ps/async_optimizer.h"
+#include "collectives/ps/ps.pb.h"
+#include "collectives/ps/ps_communicator.h"
+
+namespace cohort::collectives::ps {
+
+class PsServerClient;
+
+struct AsyncJob {
+  std::string job;     // the run id: the servers keep one state per job
+  uint64_t epoch = 0;  // rank 0's random number for this start, the same on every rank
+  int rank = 0;
+  int world = 1;
+  int staleness = -1;  // SSP's bound s; < 0: ASP (never wait); 0: BSP
+};
+
+// The slowest and fastest worker's clocks (steps pushed) over the partitions of one answer.
+struct AsyncClocks {
+  int64_t min = 0;
+  int64_t max = 0;
+};
+
+// The servers' optimizer state of the whole vector (for a snapshot).
+struct AsyncState {
+  std::vector<float> slot1;  // empty: none yet
+  std::vector<float> slot2;
+  int64_t opt_steps = 0;  // of partition 0 (at a quiescent point every partition agrees)
+};
+
+class AsyncClient {
+ public:
+  // Connects to every server (waiting up to timeout for each, checking it is the shard the
+  // list says) for a vector of n floats. Calls time out after timeout. Throws what
+  // PsServerClient::Connect throws, and InvalidArgument for no servers or n == 0.
+  AsyncClient(const PsOptions& options, AsyncJob job, size_t n, std::chrono::milliseconds timeout);
+  ~AsyncClient();
+
+  size_t Partitions() const { return parts_.size(); }
+
+  // Rank 0: creates the job's partitions on the servers with these parameters, optimizer and
+  // state (slot1/slot2 null: none yet), every worker's clock at start_step.
+  void Init(const AsyncOptimizerConfig& optimizer, int64_t start_step, const float* params,
+            const AsyncState& state);
+  // Pushes the gradient of step `step` (every partition), and writes the parameters the
+  // servers answer with (once the staleness bound allows) to params.
+  AsyncClocks Push(int64_t step, const float* grad, float* params);
+  // The parameters for a worker that pushed step `step` (start_step - 1: none yet); with state,
+  // the optimizer state too.
+  AsyncClocks Pull(int64_t step, float* params, AsyncState* state = nullptr);
+
+ private:
+  struct Part {
+    size_t begin = 0;
+    size_t size = 0;
+    size_t server = 0;  // index into servers_ and stubs_
+  };
+  struct Stubs;
+  // Runs one call per partition (start(part, ctx, done) issues it) and waits for all; throws
+  // the first failure (typed, naming the server, shard and partition) after cancelling the
+  // rest. what: "push of step 7", for errors.
+  template <typename Start>
+  void RunAll(const Start& start, const std::string& what, int64_t step);
+  AsyncClocks Clocks(const std::vector<::cohort::ps::AsyncParams>& replies) const;
+  ::cohort::ps::AsyncKey Key(size_t part) const;
+
+  const AsyncJob job_;
+  const size_t n_;
+  const std::chrono::milliseconds timeout_;
+  std::vector<std::shared_ptr<PsServerClient>> servers_;
+  std::unique_ptr<Stubs> stubs_;
+  std::vector<Part> parts_;
+};
+
+}  // namespace cohort::collectives::ps

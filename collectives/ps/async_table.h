@@ -1,0 +1,58 @@
+// A parameter server's state in asynchronous mode: for each job's partition that this shard
+// holds, the parameters, the optimizer and its state, and every worker's clock (the steps it
+// has pushed). A push applies one optimizer step at once; a pull (and the answer to a push)
+// waits, holding no thread, until the staleness bound allows: the slowest worker has pushed
+// step - staleness. Every log_every steps of the slowest worker it logs one line per partition
+// with the largest lead it let a worker take (how many steps the fastest computed ahead of the
+// slowest; never over the bound):
+//   "ps-server shard 0 async job J part 0: clocks 120..122, lead at most 2 (staleness 2), 37
+//    pulls waited"
+#pragma once
+
+#include <grpcpp/support/status.h>
+
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+
+#include "collectives/ps/ps.pb.h"
+
+namespace cohort::collectives::ps {
+
+class AsyncTable {
+ public:
+  // One waiting call (a gRPC reactor).
+  class Waiter {
+   public:
+    virtual ~Waiter() = default;
+    // Called exactly once, without the table's locks held; reply is filled when status is OK.
+    virtual void Answer(const grpc::Status& status, ::cohort::ps::AsyncParams reply) = 0;
+  };
+
+  AsyncTable(int shard, int64_t log_every) : shard_(shard), log_every_(log_every) {}
+  ~AsyncTable();
+
+  // Creates or replaces a partition. INVALID_ARGUMENT for a bad optimizer or sizes;
+  // FAILED_PRECONDITION for an epoch older than the one it holds.
+  grpc::Status Init(const ::cohort::ps::AsyncInitRequest& req);
+  // Applies req's gradient and answers w like a pull for req.step.
+  void Push(const ::cohort::ps::AsyncPushRequest& req, Waiter* w);
+  void Pull(const ::cohort::ps::AsyncPullRequest& req, Waiter* w);
+  // w's call (on partition key) went away: forget it, unless already answered. True if it was
+  // still waiting (the caller then finishes the call itself).
+  bool Abandon(const ::cohort::ps::AsyncKey& key, Waiter* w);
+
+ private:
+  struct Partition;
+  // The partition of key, or null with *why set.
+  std::shared_ptr<Partition> Find(const ::cohort::ps::AsyncKey& key, grpc::Status* why);
+
+  const int shard_;
+  const int64_t log_every_;
+  std::mutex mu_;  // guards the map; each partition has its own lock
+  std::unordered_map<std::string, std::shared_ptr<Partition>> parts_;
+};
+
+}  // namespace cohort::collectives::ps
