@@ -142,7 +142,10 @@ const std::vector<const Var*>& All() {
                                               &kSlurmLocalId,
                                               &kSlurmNodeId,
                                               &kSlurmNNodes,
-                                              &kSlurmJobNodelist};
+                                              &kSlurmJobNodelist,
+                                              &kKubernetesServiceHost,
+                                              &kKubernetesServicePort,
+                                              &kKubeconfig};
   return all;
 }
 

@@ -186,6 +186,14 @@ inline constexpr Var kTorchLocalWorldSize{"LOCAL_WORLD_SIZE", "torchrun: local w
 inline constexpr Var kMasterAddr{"MASTER_ADDR", "torchrun: host of rank 0's store"};
 inline constexpr Var kMasterPort{"MASTER_PORT", "torchrun: port of rank 0's store"};
 
+// The Kubernetes API, for cohort-operator: what every pod gets, and kubectl's kubeconfig.
+inline constexpr Var kKubernetesServiceHost{"KUBERNETES_SERVICE_HOST",
+                                            "in a pod: the API server's address"};
+inline constexpr Var kKubernetesServicePort{"KUBERNETES_SERVICE_PORT",
+                                            "in a pod: the API server's port (443)"};
+inline constexpr Var kKubeconfig{"KUBECONFIG",
+                                 "cohort-operator: the kubeconfig when --kubeconfig is not given"};
+
 // Sources the world is derived from when COHORT_* is absent.
 inline constexpr Var kOmpiRank{"OMPI_COMM_WORLD_RANK", "Open MPI: rank"};
 inline constexpr Var kOmpiSize{"OMPI_COMM_WORLD_SIZE", "Open MPI: size"};

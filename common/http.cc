@@ -254,6 +254,24 @@ void Client::SetAuth(void* handle) const {
   curl_easy_setopt(h, CURLOPT_PASSWORD, auth_.password.c_str());
 }
 
+// PEM text goes in as blobs (curl copies them); files by name.
+static void SetTls(CURL* h, const Options::Tls& tls) {
+  auto blob = [h](CURLoption option, const std::string& pem) {
+    curl_blob b{const_cast<char*>(pem.data()), pem.size(), CURL_BLOB_COPY};
+    curl_easy_setopt(h, option, &b);
+  };
+  if (!tls.ca_file.empty()) curl_easy_setopt(h, CURLOPT_CAINFO, tls.ca_file.c_str());
+  if (!tls.ca_pem.empty()) blob(CURLOPT_CAINFO_BLOB, tls.ca_pem);
+  if (!tls.cert_file.empty()) curl_easy_setopt(h, CURLOPT_SSLCERT, tls.cert_file.c_str());
+  if (!tls.cert_pem.empty()) blob(CURLOPT_SSLCERT_BLOB, tls.cert_pem);
+  if (!tls.key_file.empty()) curl_easy_setopt(h, CURLOPT_SSLKEY, tls.key_file.c_str());
+  if (!tls.key_pem.empty()) blob(CURLOPT_SSLKEY_BLOB, tls.key_pem);
+  if (tls.insecure_skip_verify) {
+    curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 0L);
+    curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 0L);
+  }
+}
+
 void Client::Perform(void* handle, const Request& request, Attempt* attempt) const {
   CURL* h = static_cast<CURL*>(handle);
   curl_easy_reset(h);  // keeps the live connection
@@ -290,6 +308,7 @@ void Client::Perform(void* handle, const Request& request, Attempt* attempt) con
   const std::string bearer = "Authorization: Bearer " + auth_.token;
   if (auth_.kind == Auth::Kind::kBearer) headers = curl_slist_append(headers, bearer.c_str());
   SetAuth(h);
+  SetTls(h, options_.tls);
   // curl sends "Expect: 100-continue" before large bodies and then waits up to a second for
   // the server's go-ahead; send the body right away instead. (Removing the header with "Expect:"
   // is not an option: curl's SigV4 signs the removed header and the signature no longer matches.)

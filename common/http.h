@@ -85,6 +85,13 @@ struct Options {
   std::function<std::string(const Response&)> detail;
   // Polled between attempts and during backoff: true gives up at once (Unavailable).
   std::function<bool()> cancelled;
+  // https:// only. Empty fields keep curl's defaults (the system's CAs, no client certificate).
+  struct Tls {
+    std::string ca_file, ca_pem;      // the CA bundle that verifies the server: a file, or PEM text
+    std::string cert_file, cert_pem;  // a client certificate (PEM): a file, or the text
+    std::string key_file, key_pem;    // its private key (PEM)
+    bool insecure_skip_verify = false;  // no check of the server's certificate or name
+  } tls;
 };
 
 // One server (scheme://host[:port]). Thread-safe: each request borrows its own curl handle

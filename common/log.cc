@@ -12,7 +12,7 @@
 namespace cohort::log {
 namespace {
 
-constexpr int kNumSubsys = static_cast<int>(Subsys::kBench) + 1;
+constexpr int kNumSubsys = static_cast<int>(Subsys::kOperator) + 1;
 
 struct State {
   std::mutex mu;
@@ -120,6 +120,8 @@ const char* SubsysName(Subsys s) {
       return "ckpt";
     case Subsys::kBench:
       return "bench";
+    case Subsys::kOperator:
+      return "operator";
   }
   return "?";
 }

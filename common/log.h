@@ -19,7 +19,8 @@ enum class Subsys {
   kLaunch,
   kRuntime,
   kCheckpoint,
-  kBench
+  kBench,
+  kOperator
 };
 
 const char* SubsysName(Subsys s);

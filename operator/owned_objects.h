@@ -1,0 +1,32 @@
+// What a TrainingJob becomes on the cluster: `cohort render`'s objects (launcher/render.h),
+// each labelled and owned by the TrainingJob (ownerReferences, controller=true,
+// blockOwnerDeletion), so that deleting it deletes them; the worker object (the Indexed Job, or
+// the MPIJob) also carries its attempt and, from the first restart on, COHORT_RESTART and
+// COHORT_RESUME=latest in every container.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "operator/kube_client.h"
+
+namespace cohort::kube {
+
+struct OwnedObjects {
+  Json secret;                   // <name>-token with a fresh COHORT_TOKEN: created only if absent
+  std::vector<Json> supporting;  // the Services and the parameter-server Job, in apply order
+  Json worker;                   // the Job (or MPIJob) whose state is the TrainingJob's
+};
+
+// The TrainingJob as `cohort render` reads it: apiVersion, kind, metadata (name, namespace,
+// labels) and spec, without what the API server added (uid, status, managedFields, ...).
+Json SpecDocument(const Json& training_job);
+
+// The objects for attempt `attempt` (0 first). Throws InvalidArgument (render's one line naming
+// the field) for a spec that cannot run.
+OwnedObjects DesiredObjects(const Json& training_job, const std::string& fresh_token, int attempt);
+
+// {apiVersion, kind, name, uid, controller: true, blockOwnerDeletion: true}.
+Json OwnerReference(const Json& training_job);
+
+}  // namespace cohort::kube

@@ -1,0 +1,154 @@
+#include "operator/reconciler.h"
+
+#include <fmt/format.h>
+
+#include "common/error.h"
+#include "common/log.h"
+#include "launcher/render.h"
+#include "operator/job_status.h"
+#include "operator/owned_objects.h"
+
+namespace cohort::kube {
+namespace {
+
+std::string PathOf(const Json& object) {
+  return ResourcePath(ResourceOf(object), object["metadata"].value("namespace", ""),
+                      object["metadata"].value("name", ""));
+}
+
+std::string CollectionOf(const Json& object) {
+  return ResourcePath(ResourceOf(object), object["metadata"].value("namespace", ""));
+}
+
+// Names an object in logs: "Job ns/name".
+std::string Named(const Json& object) {
+  return fmt::format("{} {}/{}", object.value("kind", ""),
+                     object["metadata"].value("namespace", ""),
+                     object["metadata"].value("name", ""));
+}
+
+[[noreturn]] void Refused(const std::string& what, const ApiResult& r) {
+  throw Unavailable(fmt::format("the API server refused to {}: {}", what, r.Message()));
+}
+
+}  // namespace
+
+bool Reconciler::Reconcile(const std::string& ns, const std::string& name) {
+  for (int attempt = 0; attempt < 5; ++attempt) {
+    const Outcome outcome = Pass(ns, name);
+    if (outcome != Outcome::kConflict) return outcome == Outcome::kDone;
+    COHORT_DEBUG(kOperator, "TrainingJob {}/{}: conflict, reading it again", ns, name);
+  }
+  return true;  // still contended: the next resync tries again
+}
+
+void Reconciler::EnsureExists(const Json& object) {
+  const ApiResult got = client_.Get(PathOf(object));
+  if (got.ok()) return;
+  if (got.status != 404) Refused("read " + Named(object), got);
+  const ApiResult made = client_.Create(CollectionOf(object), object);
+  if (made.ok()) {
+    // Never the Secret's content: its data is the job's token.
+    COHORT_INFO(kOperator, "created {}", Named(object));
+  } else if (made.status != 409) {
+    Refused("create " + Named(object), made);
+  }
+}
+
+Json Reconciler::ReadWorker(const Json& desired) {
+  const ApiResult got = client_.Get(PathOf(desired));
+  if (got.status == 404) return nullptr;
+  if (!got.ok()) Refused("read " + Named(desired), got);
+  return got.body;
+}
+
+std::string Reconciler::Verdict(const Json& job) {
+  if (job.value("kind", "") != "Job") return "";
+  std::string selector;
+  if (job["spec"].contains("selector") && job["spec"]["selector"].contains("matchLabels")) {
+    for (const auto& [k, v] : job["spec"]["selector"]["matchLabels"].items())
+      selector += (selector.empty() ? "" : ",") + k + "=" + v.get<std::string>();
+  } else {
+    selector = "job-name=" + job["metadata"].value("name", "");
+  }
+  const ApiResult pods = client_.List(ResourcePath(kPods, job["metadata"].value("namespace", "")),
+                                      "labelSelector=" + http::UriEncode(selector, false));
+  if (!pods.ok()) Refused("list the pods of " + Named(job), pods);
+  return FailureVerdict(pods.body);
+}
+
+bool Reconciler::WriteStatus(const Json& training_job, const Json& status) {
+  if (training_job.contains("status") && training_job["status"] == status) return true;
+  Json update = training_job;
+  update["status"] = status;
+  const ApiResult r = client_.UpdateStatus(PathOf(training_job), update);
+  if (r.status == 409) return false;
+  if (!r.ok()) Refused("update the status of " + Named(training_job), r);
+  COHORT_INFO(kOperator, "{}: {} ({})", Named(training_job), status.value("phase", ""),
+              status["conditions"].back().value("message", ""));
+  return true;
+}
+
+void Reconciler::Recreate(const Json& worker_now, const Json& desired) {
+  if (!worker_now.is_null()) {
+    const ApiResult r = client_.Delete(PathOf(worker_now), "Background");
+    if (!r.ok() && r.status != 404) Refused("delete " + Named(worker_now), r);
+  }
+  const ApiResult made = client_.Create(CollectionOf(desired), desired);
+  if (made.ok()) {
+    COHORT_INFO(kOperator, "created {} (attempt {})", Named(desired),
+                desired["metadata"]["annotations"][kAttemptAnnotation].get<std::string>());
+  } else if (made.status != 409) {  // 409: the old one is still going; the next pass creates it
+    Refused("create " + Named(desired), made);
+  }
+}
+
+Reconciler::Outcome Reconciler::Pass(const std::string& ns, const std::string& name) {
+  const ApiResult got = client_.Get(ResourcePath(kTrainingJobs, ns, name));
+  if (got.status == 404) return Outcome::kFinal;
+  if (!got.ok()) Refused(fmt::format("read TrainingJob {}/{}", ns, name), got);
+  const Json& tj = got.body;
+  if (tj["metadata"].contains("deletionTimestamp")) return Outcome::kFinal;
+  const int64_t generation = tj["metadata"].value("generation", int64_t{1});
+  const Json status = tj.contains("status") ? tj["status"] : Json();
+  if (IsFinal(status, generation)) return Outcome::kFinal;
+  const int restarts = status.is_object() ? status.value("restartCount", 0) : 0;
+  OwnedObjects desired;
+  try {
+    desired = DesiredObjects(tj, launcher::RandomToken(), restarts);
+  } catch (const InvalidArgument& e) {
+    const Json next = NextStatus(status, InvalidSpec(e.what()), generation, Rfc3339Now());
+    return WriteStatus(tj, next) ? Outcome::kFinal : Outcome::kConflict;
+  }
+  if (!desired.secret.is_null()) EnsureExists(desired.secret);
+  for (const Json& object : desired.supporting) EnsureExists(object);
+  const Json worker = ReadWorker(desired.worker);
+  const JobObservation seen =
+      desired.worker.value("kind", "") == "Job" ? ObserveJob(worker) : ObserveMpiJob(worker);
+  const std::string verdict = seen.state == JobState::kFailed ? Verdict(worker) : "";
+  const bool suspend = tj["spec"].value("suspend", false);
+  const Decision d = Decide(status, seen, tj["spec"].value("maxRestarts", 0), suspend, verdict);
+  // The status first: a restart is recorded before it is made, so that an operator that dies
+  // in between makes it on its next pass (the Job it finds has the older attempt).
+  if (!WriteStatus(tj, NextStatus(status, d, generation, Rfc3339Now()))) return Outcome::kConflict;
+  switch (d.action) {
+    case Action::kCreate:
+      EnsureExists(desired.worker);
+      break;
+    case Action::kRecreate:
+      Recreate(worker, DesiredObjects(tj, "", d.restart_count).worker);
+      break;
+    case Action::kSuspend:
+    case Action::kResume: {
+      const ApiResult r = client_.MergePatch(
+          PathOf(desired.worker), {{"spec", {{"suspend", d.action == Action::kSuspend}}}});
+      if (!r.ok()) Refused("suspend or resume " + Named(desired.worker), r);
+      break;
+    }
+    case Action::kNone:
+      break;
+  }
+  return d.phase == "Succeeded" || d.phase == "Failed" ? Outcome::kFinal : Outcome::kDone;
+}
+
+}  // namespace cohort::kube
