@@ -48,8 +48,7 @@ std::string AbortableStore::Get(const std::string& key, Millis timeout) {
   } catch (const StartAborted&) {
     throw;
   } catch (const Timeout&) {
-    ThrowGetTimeout("store", key,
-                    std::chrono::duration_cast<Millis>(Clock::now() - start));
+    ThrowGetTimeout("store", key, std::chrono::duration_cast<Millis>(Clock::now() - start));
   }
 }
 
@@ -85,8 +84,8 @@ std::map<std::string, std::string> AbortableStore::List(const std::string& prefi
   return inner_->List(prefix);
 }
 
-bool AbortableStore::Join(const std::string& prefix, int rank, int size,
-                          const std::string& nonce, Millis timeout) {
+bool AbortableStore::Join(const std::string& prefix, int rank, int size, const std::string& nonce,
+                          Millis timeout) {
   if (!armed_.load()) return inner_->Join(prefix, rank, size, nonce, timeout);
   return Store::Join(prefix, rank, size, nonce, timeout);
 }

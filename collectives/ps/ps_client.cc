@@ -52,11 +52,13 @@ PsServerClient::PsServerClient(const std::string& address, int shard, int shards
   generic_ = std::make_unique<grpc::GenericStub>(channel_);
 }
 
-void PsServerClient::Connect(Deadline deadline) {
+void PsServerClient::Connect(Deadline deadline, std::chrono::milliseconds allowed) {
   const auto start = std::chrono::system_clock::now();
   if (!channel_->WaitForConnected(deadline)) {
     const double waited =
-        std::chrono::duration<double>(std::chrono::system_clock::now() - start).count();
+        allowed.count() > 0
+            ? allowed.count() / 1000.0
+            : std::chrono::duration<double>(std::chrono::system_clock::now() - start).count();
     throw Unavailable(fmt::format(
         "ps {} did not come up within {:.1f} s: start `cohort ps-server --port {} --shard {} "
         "--shards {}` there (or `cohort launch --ps-servers {}`), or fix COHORT_PS_SERVERS",

@@ -23,9 +23,10 @@ class PsServerClient {
   PsServerClient(const std::string& address, int shard, int shards, std::string token);
 
   // Waits until the server accepts connections and answers Hello as the expected shard.
-  // Throws Unavailable naming the server when it is not up by the deadline, Unauthenticated
+  // Throws Unavailable naming the server when it is not up by the deadline (and `allowed`, the
+  // time the caller gave all its servers, or when zero the time this call waited), Unauthenticated
   // when it refuses the token, InvalidArgument when it is another shard.
-  void Connect(Deadline deadline);
+  void Connect(Deadline deadline, std::chrono::milliseconds allowed = {});
 
   // Sends a PushPull on ctx (which gets the token and the deadline) and calls done on a gRPC
   // thread. The messages come encoded (PushRequest in, PullReply out), so that a tensor's bytes

@@ -48,6 +48,18 @@ void CheckSize(const Exchange& ex, size_t want, const Op& op, size_t part) {
 
 }  // namespace
 
+size_t PartitionElements(size_t count, size_t element_size, size_t partition_bytes,
+                         size_t servers) {
+  const size_t per = std::max<size_t>(1, partition_bytes / element_size);
+  if (servers < 2 || count >= per * servers) return per;
+  // Fewer partitions than servers: cut it into one piece per server, so that every server's
+  // link and cores carry a share, but no piece smaller than kMinSplitBytes (small collectives
+  // pay per call, not per byte).
+  const size_t min_split = std::max<size_t>(1, kMinSplitBytes / element_size);
+  const size_t even = (count + servers - 1) / servers;
+  return std::min(per, std::max(even, min_split));
+}
+
 struct PsCommunicator::Attendance {
   grpc::ClientContext ctx;
   pb::AttendRequest req;
@@ -97,7 +109,7 @@ PsCommunicator::PsCommunicator(const CommConfig& config, PsOptions options,
           std::make_shared<PsServerClient>(options_.servers[i], i, n, options_.token));
     }
     const auto deadline = DeadlineAfter(config.connect_timeout);
-    for (auto& s : servers_) s->Connect(deadline);
+    for (auto& s : servers_) s->Connect(deadline, config.connect_timeout);
     COHORT_DEBUG(kColl, "ps: rank {} of {} connected to {} servers", Rank(), Size(), n);
   }
   scope_ = Join(config.connect_timeout);
@@ -174,9 +186,9 @@ std::unique_ptr<ThreadedCommunicator::Pending> PsCommunicator::Run(const Op& op)
 size_t PsCommunicator::AddPartitions(Exchange& ex, const Op& op, int kind,
                                      const TensorView& t) const {
   const size_t es = ElementSize(t.dtype);
-  const size_t per = std::max<size_t>(1, options_.partition_bytes / es);
-  const size_t parts = std::max<size_t>(1, (t.count + per - 1) / per);
   const size_t n = servers_.size();
+  const size_t per = PartitionElements(t.count, es, options_.partition_bytes, n);
+  const size_t parts = std::max<size_t>(1, (t.count + per - 1) / per);
   const bool sends = kind != pb::BROADCAST || op.peer == Rank();
   for (size_t p = 0; p < parts; ++p) {
     const size_t offset = p * per;

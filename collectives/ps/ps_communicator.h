@@ -1,7 +1,8 @@
 // The `ps` backend: collectives through sharded parameter servers (`cohort ps-server`), for
 // where no collective backend can run. Each collective is cut into partitions of
-// COHORT_PS_PARTITION_BYTES (4 MiB) spread over the servers round-robin (starting at a shard that
-// moves with the sequence number, so small ones spread too); every rank pushes each partition
+// COHORT_PS_PARTITION_BYTES (4 MiB), or into one piece per server when that leaves servers idle
+// (PartitionElements), spread over the servers round-robin (starting at a shard that moves with
+// the sequence number, so small ones spread too); every rank pushes each partition
 // to its server, which combines the pushes of all ranks in rank order and answers each rank.
 // Synchronous: AllReduce (every ReduceOp), Broadcast, AllGather, Barrier and Split; the rest is
 // refused ("backend ps does not support send").
@@ -29,6 +30,15 @@ struct PsOptions {
   // InvalidArgument for a malformed value.
   static PsOptions FromEnv();
 };
+
+// Below this, a collective is not cut into more pieces to reach more servers.
+constexpr size_t kMinSplitBytes = 64 << 10;
+
+// Elements per partition of a collective of count elements: partition_bytes' worth, or, when
+// that leaves some of the servers idle, about count / servers (at least kMinSplitBytes' worth).
+// The same on every rank, since count is.
+size_t PartitionElements(size_t count, size_t element_size, size_t partition_bytes,
+                         size_t servers);
 
 class PsCommunicator : public ThreadedCommunicator {
  public:

@@ -8,6 +8,7 @@
 #include <memory>
 #include <vector>
 
+#include "collectives/ps/ps_communicator.h"
 #include "collectives/ps/push_table.h"
 #include "collectives/ps/wire.h"
 #include "collectives/tensor_view.h"
@@ -158,6 +159,23 @@ TEST(PsWire, SharedFieldAndSplitSlicesRoundTrip) {
   size_t offset = 0, len = 0;
   EXPECT_FALSE(collectives::ps::FindOnlyBytesField({grpc::Slice(std::string("\x08\x01"))}, 1,
                                                    &offset, &len));
+}
+
+// Partitions: 4 MiB ones for a large tensor; a tensor with fewer such partitions than servers is
+// cut into one piece per server (every server works), but not below 64 KiB; one server: as set.
+TEST(PsPartitions, SpreadOverEveryServerButNotIntoCrumbs) {
+  using collectives::ps::PartitionElements;
+  constexpr size_t kMiB = 1 << 20, k4 = 4 * kMiB;
+  EXPECT_EQ(PartitionElements(64 * kMiB / 4, 4, k4, 2), kMiB);  // 16 partitions of 4 MiB
+  EXPECT_EQ(PartitionElements(kMiB / 4, 4, k4, 1), kMiB);       // one server: one partition
+  EXPECT_EQ(PartitionElements(kMiB / 4, 4, k4, 2), kMiB / 8);   // 1 MiB: two of 512 KiB
+  EXPECT_EQ(PartitionElements(kMiB / 4, 4, k4, 4), kMiB / 16);  // four of 256 KiB
+  EXPECT_EQ(PartitionElements(2, 4, k4, 4), 16384u);            // 8 B: one partition
+  EXPECT_EQ(PartitionElements(100000, 4, k4, 4), 25000u);       // 400 KB: four of 100 KB
+  EXPECT_EQ(PartitionElements(40000, 4, k4, 4), 16384u);        // 160 KB: 64 KiB pieces
+  EXPECT_EQ(PartitionElements(1031, 8, 1000, 3), 125u);         // as set: 1000-byte ones
+  EXPECT_EQ(PartitionElements(5 * kMiB, 1, k4, 3), (5 * kMiB + 2) / 3);  // 5 MiB: 3 pieces
+  EXPECT_EQ(PartitionElements(12 * kMiB, 1, k4, 3), k4);                 // 12 MiB: 3 of 4 MiB
 }
 
 }  // namespace
