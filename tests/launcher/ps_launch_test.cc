@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 
+#include <filesystem>
 #include <fstream>
 #include <regex>
 #include <sstream>
@@ -156,6 +157,65 @@ TEST(PsLaunch, DeadServerRestartsTheGroupOnFreshServers) {
   EXPECT_NE(r.output.find("restarting the group: attempt 2 of 2"), std::string::npos) << r.output;
   EXPECT_EQ(Count(r.output, "started 2 ps-servers on 127.0.0.1:"), 2) << r.output;
   EXPECT_EQ(Count(r.output, "rank 1 completed op 2"), 2) << r.output;
+}
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+
+// Training on ps with snapshots every 2 steps: a ps-server SIGKILLed mid-run (after step 7) stops
+// the group within seconds, the launcher restarts it on fresh servers, and it resumes from
+// `latest` and ends bitwise where an uninterrupted run on ps ends. (Workers naming a killed
+// server on their own: ps.Ps.KilledServerIsNamedByEveryRank.)
+TEST(PsLaunch, DeadServerRestartResumesFromLatest) {
+#ifndef COHORT_HAVE_CKPT_WORKER
+  GTEST_SKIP() << "built without libtorch (COHORT_WITH_TORCH=OFF): no ckpt_train_worker";
+#endif
+  char tmpl[] = "/tmp/ps-resume-XXXXXX";
+  ASSERT_NE(::mkdtemp(tmpl), nullptr);
+  const std::string dir = tmpl;
+  Env env = Clean();
+  env["COHORT_CHECKPOINT_EVERY"] = "2";
+  auto launch = [&](std::vector<std::string> flags, const std::string& dump) {
+    std::vector<std::string> argv = {BinPath("cohort"), "launch", "--backend",        "ps",
+                                     "--ps-servers",    "2",      "--nproc-per-node", "2"};
+    argv.insert(argv.end(), flags.begin(), flags.end());
+    argv.insert(argv.end(), {"--", BinPath("ckpt_train_worker"), "--steps", "12", "--slow-ms",
+                             "150", "--dump", dir + "/" + dump});
+    return std::make_unique<Subprocess>(argv, env);
+  };
+  auto straight = launch({}, "straight")->Wait(120s);
+  ASSERT_EQ(straight.exit_code, 0) << straight.output;
+  auto job = launch(
+      {"--checkpoint-uri", "file://" + dir + "/ckpt", "--max-restarts", "1", "--grace-period", "2"},
+      "restarted");
+  ASSERT_TRUE(job->AwaitLine("] step 7", 60s)) << job->Output();
+  const pid_t server = ChildWith(job->pid(), {"ps-server", "--shard 1 "});
+  ASSERT_GT(server, 0) << job->Output();
+  const auto killed = std::chrono::steady_clock::now();
+  ::kill(server, SIGKILL);
+  ASSERT_TRUE(job->AwaitLine("restarting the group: attempt 2 of 2", 30s)) << job->Output();
+  const double secs =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - killed).count();
+  auto r = job->Wait(120s);
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_LT(secs, 10.0) << r.output;  // the workers' timeout is 300 s
+  EXPECT_NE(r.output.find("ps-server shard 1 was killed by signal 9 (SIGKILL)"), std::string::npos)
+      << r.output;
+  // The launcher stops the workers (SIGTERM) when the server dies; a worker between two steps
+  // leaves a snapshot of its last one (7, or 8 when the kill landed later), one mid-push exits
+  // with the server's error and the newest periodic snapshot (6, or 4 while the save of 6 was
+  // in flight) is `latest`. Either way the job continues from it.
+  std::smatch m;
+  ASSERT_TRUE(
+      std::regex_search(r.output, m, std::regex("\\[rank 0\\] resumed from step ([0-9]+)\n")))
+      << r.output;
+  EXPECT_GE(std::stoi(m[1]), 4) << r.output;
+  EXPECT_LE(std::stoi(m[1]), 8) << r.output;
+  EXPECT_TRUE(ReadFile(dir + "/straight") == ReadFile(dir + "/restarted"));
+  EXPECT_FALSE(ReadFile(dir + "/straight").empty());
+  std::filesystem::remove_all(dir);
 }
 
 TEST(PsLaunch, BackendsComeFromTheRegistry) {
