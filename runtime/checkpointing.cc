@@ -176,6 +176,7 @@ bool TrainingCheckpoints::TryShardedSnapshot(const checkpoint::RunDir& run, cons
 }
 
 void TrainingCheckpoints::Attach(Trainer& trainer) {
+  trainer_ = &trainer;
   if (!enabled() || config_.every <= 0) return;
   trainer.OnStep([this](const TrainerState& state) {
     if (state.step % config_.every == 0) Save(state, /*wait=*/false);
@@ -187,6 +188,7 @@ void TrainingCheckpoints::Save(const TrainerState& state, bool wait) {
   if (state.step != last_saved_step_) {
     // Phase one (training waits for it): the copy to host memory. Phase two runs behind.
     timeline::Span span("checkpoint capture", "checkpoint");
+    if (trainer_) trainer_->FetchServerState();  // ps async: the servers hold the state
     checkpoint::Shard shard =
         sharded_ ? CaptureShardedState(*module_, *optimizer_, state, sharded_->shardings,
                                        sharded_->saves_model, pool_.get())

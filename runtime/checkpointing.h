@@ -61,7 +61,8 @@ class TrainingCheckpoints {
   // rank fall back together to the next older complete one, as data-parallel loads do; a
   // layout that cannot map (another global shape, a missing tensor) throws InvalidArgument.
   int64_t Resume(Trainer& trainer);
-  // Saves every config.every steps from the trainer's step hook.
+  // Saves every config.every steps from the trainer's step hook. In ps async mode each save
+  // first fetches the servers' parameters and optimizer state (Trainer::FetchServerState).
   void Attach(Trainer& trainer);
   // Saves the state now and waits until the snapshot is complete (end of training, SIGTERM).
   // Skipped when the last snapshot is already of this step. Throws a failed earlier save.
@@ -86,6 +87,7 @@ class TrainingCheckpoints {
   std::unique_ptr<checkpoint::HostBufferPool> pool_;  // warm buffers for phase one
   std::unique_ptr<checkpoint::AsyncSaver> saver_;
   int64_t last_saved_step_ = -1;
+  Trainer* trainer_ = nullptr;  // Attach's, for FetchServerState
 };
 
 }  // namespace cohort::runtime

@@ -45,6 +45,7 @@ void MetricsWriter::Write(const MetricsRecord& r) {
     line["straggler_node"] = r.straggler_node;
     line["straggler_ratio"] = r.straggler_ratio;
   }
+  if (r.ps_staleness >= 0) line["ps_staleness"] = r.ps_staleness;
   line["timestamp"] = now;
   const std::string text = line.dump() + "\n";
   const bool ok =

@@ -10,7 +10,8 @@
 // and over the steps since the previous line; time: seconds since Fit began; step_seconds: the
 // median over ranks of each rank's mean compute time per step since the previous line (time in
 // the step function less DDP's exposed wait); with a straggler (a rank over 1.2x that median)
-// also "straggler_rank", "straggler_node" and "straggler_ratio". timestamp: Unix seconds. No
+// also "straggler_rank", "straggler_node" and "straggler_ratio"; in ps async mode
+// "ps_staleness". timestamp: Unix seconds. No
 // libtorch here.
 #pragma once
 
@@ -30,6 +31,10 @@ struct MetricsRecord {
   int straggler_rank = -1;  // the slowest rank when it is over 1.2x the median; else -1
   int straggler_node = -1;
   double straggler_ratio = 0;  // its time / the median
+  // ps async mode: the largest (fastest worker's clock - slowest's) in rank 0's answers from the
+  // servers since the previous report, in steps pushed; -1 (not written) otherwise. Under SSP
+  // with bound s it is at most s + 1: a worker's push counts before its pull waits.
+  double ps_staleness = -1;
 };
 
 class MetricsSink {

@@ -28,6 +28,7 @@
 #include "common/timeline.h"
 #include "runtime/metrics.h"
 #include "runtime/progress.h"
+#include "runtime/ps_async.h"
 #include "runtime/timeline_gather.h"
 
 namespace cohort::runtime {
@@ -124,6 +125,13 @@ class Trainer::Impl {
           "neither",
           options_.data_rank, options_.data_ranks));
     }
+    if (options_.ps_mode == "async") {
+      if (ddp_) throw InvalidArgument("Trainer: ps async mode all-reduces nothing; pass ddp null");
+      async_ = std::make_unique<PsAsyncTraining>(pg_, optimizer_, options_.staleness);
+    } else if (!options_.ps_mode.empty() && options_.ps_mode != "sync") {
+      throw InvalidArgument(
+          fmt::format("Trainer: ps_mode '{}'; pass sync or async", options_.ps_mode));
+    }
     timeline::Init();
     data_rank_ = own_data ? pg_->Rank() : options_.data_rank;
     data_ranks_ = own_data ? pg_->Size() : options_.data_ranks;
@@ -144,6 +152,7 @@ class Trainer::Impl {
   mutable std::mutex state_mu_;
   TrainerState state_;
   bool restored_ = false;
+  std::unique_ptr<PsAsyncTraining> async_;  // ps async mode
 
  private:
   TrainerState Snapshot() const {
@@ -238,7 +247,11 @@ Trainer::Impl::Step Trainer::Impl::LossStep(const LossFn& loss_fn) {
       loss.backward();
     }
     timeline::Span span("optimizer", "train");
-    optimizer_->step();
+    if (async_) {
+      async_->Step();  // the servers step the optimizer
+    } else {
+      optimizer_->step();
+    }
     return loss.detach().reshape({});
   };
 }
@@ -262,6 +275,7 @@ TrainResult Trainer::Impl::Fit(size_t dataset_size, const Step& step_fn) {
   } else {
     sampler.SetEpoch(start.epoch);
   }
+  if (async_ && (restored_ || !async_->Started())) async_->Start(start.step);
   restored_ = false;
   const size_t share = sampler.ShareSize();
   const auto steps_per_epoch = static_cast<int64_t>((share + batch - 1) / batch);
@@ -406,6 +420,7 @@ TrainResult Trainer::Impl::Fit(size_t dataset_size, const Step& step_fn) {
         compute_seconds = 0;
         MetricsRecord record{after.step, epoch, mean_loss, 0, SecondsSince(begin)};
         FindStraggler(gathered, record);
+        if (async_) record.ps_staleness = static_cast<double>(async_->TakeMaxSpread());
 
         const double rate =
             since > 0 ? static_cast<double>(samples_since_report * data_world) / since : 0;
@@ -434,7 +449,8 @@ TrainResult Trainer::Impl::Fit(size_t dataset_size, const Step& step_fn) {
     throw;
   }
   if (progress) progress->EndLine();
-  WriteTimeline(*pg_);  // collective: every rank ends Fit after the same step
+  if (async_) async_->PullFinal();  // every rank evaluates the same parameters
+  WriteTimeline(*pg_);              // collective: every rank ends Fit after the same step
 
   result.seconds = SecondsSince(begin);
   result.samples = local_samples * data_world;  // equal shares: every replica saw as many
@@ -474,6 +490,9 @@ TrainResult Trainer::Fit(size_t dataset_size, const LossFn& loss) {
 
 TrainResult Trainer::Fit(size_t dataset_size, const StepFn& step) {
   if (!step) throw InvalidArgument("Trainer::Fit: the step function is empty");
+  if (impl_->async_) {
+    throw InvalidArgument("Trainer: ps async mode steps the optimizer itself; pass a LossFn");
+  }
   return impl_->Fit(dataset_size, [&step](const std::vector<size_t>& indices) {
     return at::scalar_tensor(step(indices), at::kDouble);
   });
@@ -495,6 +514,10 @@ void Trainer::RequestStop() { impl_->stop_requested_.store(true); }
 TrainerState Trainer::State() const {
   std::lock_guard<std::mutex> lock(impl_->state_mu_);
   return impl_->state_;
+}
+
+void Trainer::FetchServerState() {
+  if (impl_->async_) impl_->async_->FetchState();
 }
 
 void Trainer::Restore(const TrainerState& state) {

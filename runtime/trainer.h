@@ -40,6 +40,11 @@ struct TrainerOptions {
   // process group's rank and size. Samples and samples/s count replicas, not ranks.
   int data_rank = -1;
   int data_ranks = -1;
+  // "async": the parameter servers (COHORT_PS_SERVERS) hold the parameters and run the
+  // optimizer's maths (SGD or Adam); each step pushes the gradients and pulls the parameters
+  // (runtime/ps_async.h); pass ddp null. "" or "sync": ddp averages the gradients.
+  std::string ps_mode;
+  int staleness = -1;  // async: SSP's bound (a worker at most this many steps ahead); < 0: ASP
 };
 
 // Where the loop stands; what a checkpoint saves besides model and optimizer.
@@ -97,6 +102,10 @@ class Trainer {
   void RequestStop();
   TrainerState State() const;
   void Restore(const TrainerState& state);
+  // ps async mode: collective, after the same step on every rank; rank 0's model and optimizer
+  // then hold the servers' parameters and optimizer state (what a snapshot saves). Otherwise a
+  // no-op.
+  void FetchServerState();
 
  private:
   class Impl;

@@ -65,8 +65,8 @@ AsyncClient::AsyncClient(const PsOptions& options, AsyncJob job, size_t n,
   const auto shards = static_cast<int>(options.servers.size());
   const auto deadline = std::chrono::system_clock::now() + timeout;
   for (int s = 0; s < shards; ++s) {
-    servers_.push_back(std::make_shared<PsServerClient>(options.servers[static_cast<size_t>(s)],
-                                                        s, shards, options.token));
+    servers_.push_back(std::make_shared<PsServerClient>(options.servers[static_cast<size_t>(s)], s,
+                                                        shards, options.token));
   }
   for (auto& server : servers_) {
     server->Connect(deadline);
@@ -123,8 +123,8 @@ void AsyncClient::RunAll(const Start& start, const std::string& what, int64_t st
   const Part& part = parts_[batch.failed_part];
   const PsServerClient& server = *servers_[part.server];
   const grpc::Status& s = batch.failure;
-  const std::string where =
-      fmt::format("ps {} partition {} ({} floats): {}", server.Name(), batch.failed_part, part.size, what);
+  const std::string where = fmt::format("ps {} partition {} ({} floats): {}", server.Name(),
+                                        batch.failed_part, part.size, what);
   switch (s.error_code()) {
     case grpc::StatusCode::DEADLINE_EXCEEDED:
       throw Timeout(fmt::format(
@@ -135,16 +135,19 @@ void AsyncClient::RunAll(const Start& start, const std::string& what, int64_t st
                             job_.staleness, step - job_.staleness)
               : ""));
     case grpc::StatusCode::UNAVAILABLE:
-      throw Unavailable(fmt::format("lost {}: {} (gRPC UNAVAILABLE); did its `cohort ps-server "
-                                    "--shard {}` exit?",
-                                    where, s.error_message(), server.Shard()));
+      throw Unavailable(
+          fmt::format("lost {}: {} (gRPC UNAVAILABLE); did its `cohort ps-server "
+                      "--shard {}` exit?",
+                      where, s.error_message(), server.Shard()));
     case grpc::StatusCode::PERMISSION_DENIED:
-      throw Unauthenticated(fmt::format("{} refused: {} (gRPC PERMISSION_DENIED); give workers and "
-                                        "servers the same COHORT_TOKEN",
-                                        where, s.error_message()));
+      throw Unauthenticated(
+          fmt::format("{} refused: {} (gRPC PERMISSION_DENIED); give workers and "
+                      "servers the same COHORT_TOKEN",
+                      where, s.error_message()));
     default:
-      ThrowError(ErrorKindFromGrpc(s.error_code()),
-                 fmt::format("{}: {} (gRPC {})", where, s.error_message(), GrpcCodeName(s.error_code())));
+      ThrowError(
+          ErrorKindFromGrpc(s.error_code()),
+          fmt::format("{}: {} (gRPC {})", where, s.error_message(), GrpcCodeName(s.error_code())));
   }
 }
 
@@ -183,7 +186,7 @@ void AsyncClient::Init(const AsyncOptimizerConfig& optimizer, int64_t start_step
   RunAll(
       [&](size_t i, grpc::ClientContext* ctx, std::function<void(grpc::Status)> done) {
         stubs_->by_server[parts_[i].server]->async()->AsyncInit(ctx, &reqs[i], &replies[i],
-                                                                 std::move(done));
+                                                                std::move(done));
       },
       "init", start_step);
 }
@@ -202,14 +205,15 @@ AsyncClocks AsyncClient::Push(int64_t step, const float* grad, float* params) {
   RunAll(
       [&](size_t i, grpc::ClientContext* ctx, std::function<void(grpc::Status)> done) {
         stubs_->by_server[parts_[i].server]->async()->AsyncPush(ctx, &reqs[i], &replies[i],
-                                                                 std::move(done));
+                                                                std::move(done));
       },
       fmt::format("push of step {}", step), step);
   for (size_t i = 0; i < parts_.size(); ++i) {
     const std::string& got = replies[i].params();
     if (got.size() != parts_[i].size * sizeof(float)) {
       throw Internal(fmt::format("ps {}: answered {} parameter bytes for partition {} of {} floats",
-                                 servers_[parts_[i].server]->Name(), got.size(), i, parts_[i].size));
+                                 servers_[parts_[i].server]->Name(), got.size(), i,
+                                 parts_[i].size));
     }
     std::memcpy(params + parts_[i].begin, got.data(), got.size());
   }
@@ -230,7 +234,7 @@ AsyncClocks AsyncClient::Pull(int64_t step, float* params, AsyncState* state) {
   RunAll(
       [&](size_t i, grpc::ClientContext* ctx, std::function<void(grpc::Status)> done) {
         stubs_->by_server[parts_[i].server]->async()->AsyncPull(ctx, &reqs[i], &replies[i],
-                                                                 std::move(done));
+                                                                std::move(done));
       },
       fmt::format("pull after step {}", step), step);
   if (state) {
@@ -242,16 +246,22 @@ AsyncClocks AsyncClient::Pull(int64_t step, float* params, AsyncState* state) {
   for (size_t i = 0; i < parts_.size(); ++i) {
     const pb::AsyncParams& r = replies[i];
     const size_t bytes = parts_[i].size * sizeof(float);
-    const bool ok = r.params().size() == bytes &&
-                    (!state || ((r.slot1().empty() ? state->slot1.empty() : r.slot1().size() == bytes && !state->slot1.empty()) &&
-                                (r.slot2().empty() ? state->slot2.empty() : r.slot2().size() == bytes && !state->slot2.empty())));
+    const bool ok =
+        r.params().size() == bytes &&
+        (!state || ((r.slot1().empty() ? state->slot1.empty()
+                                       : r.slot1().size() == bytes && !state->slot1.empty()) &&
+                    (r.slot2().empty() ? state->slot2.empty()
+                                       : r.slot2().size() == bytes && !state->slot2.empty())));
     if (!ok) {
-      throw Internal(fmt::format("ps {}: its answer for partition {} does not match the partition's {} floats",
-                                 servers_[parts_[i].server]->Name(), i, parts_[i].size));
+      throw Internal(
+          fmt::format("ps {}: its answer for partition {} does not match the partition's {} floats",
+                      servers_[parts_[i].server]->Name(), i, parts_[i].size));
     }
     std::memcpy(params + parts_[i].begin, r.params().data(), bytes);
-    if (state && !state->slot1.empty()) std::memcpy(state->slot1.data() + parts_[i].begin, r.slot1().data(), bytes);
-    if (state && !state->slot2.empty()) std::memcpy(state->slot2.data() + parts_[i].begin, r.slot2().data(), bytes);
+    if (state && !state->slot1.empty())
+      std::memcpy(state->slot1.data() + parts_[i].begin, r.slot1().data(), bytes);
+    if (state && !state->slot2.empty())
+      std::memcpy(state->slot2.data() + parts_[i].begin, r.slot2().data(), bytes);
   }
   return Clocks(replies);
 }

@@ -56,8 +56,8 @@ void Adam(const AsyncOptimizerConfig& c, float* p, float* g, size_t n, AsyncSlot
   float* m = s.slot1.data();
   float* v = s.slot2.data();
   for (size_t i = 0; i < n; ++i) {
-    m[i] = std::fma(g[i], one_minus_beta1, m[i] * beta1);        // mul_(beta1).add_(g, 1-beta1)
-    v[i] = v[i] * beta2 + one_minus_beta2 * g[i] * g[i];  // .addcmul_(g, g, 1-beta2): not fused
+    m[i] = std::fma(g[i], one_minus_beta1, m[i] * beta1);  // mul_(beta1).add_(g, 1-beta1)
+    v[i] = v[i] * beta2 + one_minus_beta2 * g[i] * g[i];   // .addcmul_(g, g, 1-beta2): not fused
     const float denom = std::sqrt(v[i]) / sqrt_bc2 + eps;
     p[i] = p[i] + step_size * m[i] / denom;  // addcdiv_(m, denom, -step_size)
   }
@@ -71,7 +71,8 @@ std::string AsyncOptimizerConfig::Invalid() const {
     return fmt::format("weight_decay {} is negative; pass weight_decay >= 0", weight_decay);
   }
   if (kind == Kind::kSgd) {
-    if (!(momentum >= 0)) return fmt::format("momentum {} is negative; pass momentum >= 0", momentum);
+    if (!(momentum >= 0))
+      return fmt::format("momentum {} is negative; pass momentum >= 0", momentum);
     if (nesterov && (momentum <= 0 || dampening != 0)) {
       return "nesterov needs momentum > 0 and dampening 0";
     }

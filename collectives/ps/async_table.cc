@@ -36,7 +36,7 @@ std::string Bytes(const std::vector<float>& v) {
 AsyncOptimizerConfig ConfigOf(const pb::AsyncOptimizer& o) {
   AsyncOptimizerConfig c;
   c.kind = o.kind() == pb::AsyncOptimizer::ADAM ? AsyncOptimizerConfig::Kind::kAdam
-                                                 : AsyncOptimizerConfig::Kind::kSgd;
+                                                : AsyncOptimizerConfig::Kind::kSgd;
   c.lr = o.lr();
   c.momentum = o.momentum();
   c.dampening = o.dampening();
@@ -80,7 +80,9 @@ struct AsyncTable::Partition {
   int64_t MaxClock() const { return *std::max_element(clocks.begin(), clocks.end()); }
 
   // The slowest worker has pushed step - staleness.
-  bool Ready(const Pending& p) const { return p.staleness < 0 || MinClock() >= p.step + 1 - p.staleness; }
+  bool Ready(const Pending& p) const {
+    return p.staleness < 0 || MinClock() >= p.step + 1 - p.staleness;
+  }
 
   pb::AsyncParams Reply(const Pending& p) {
     pb::AsyncParams r;
@@ -213,8 +215,9 @@ void AsyncTable::Push(const pb::AsyncPushRequest& req, Waiter* w) {
     std::lock_guard<std::mutex> lock(p->mu);
     const auto world = static_cast<int>(p->clocks.size());
     if (req.rank() < 0 || req.rank() >= world) {
-      why = Refuse(grpc::StatusCode::INVALID_ARGUMENT,
-                   fmt::format("AsyncPush: rank {} is outside the job's world of {}", req.rank(), world));
+      why = Refuse(
+          grpc::StatusCode::INVALID_ARGUMENT,
+          fmt::format("AsyncPush: rank {} is outside the job's world of {}", req.rank(), world));
     } else if (req.step() != p->clocks[static_cast<size_t>(req.rank())]) {
       why = Refuse(grpc::StatusCode::FAILED_PRECONDITION,
                    fmt::format("AsyncPush: rank {} pushed step {}, but its next step is {}",

@@ -17,6 +17,7 @@
 #include <filesystem>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "common/env.h"
@@ -53,6 +54,10 @@ struct Flags {
   uint64_t seed = 0;
   int threads = 1;
   double progress_interval = 1.0;
+  std::string ps_mode = "sync";  // async: the parameter servers run the optimizer
+  int staleness = -1;            // ps async: SSP's bound; -1: ASP
+  int slow_rank = -1;            // tests: this rank sleeps slow_ms per step
+  int slow_ms = 0;
   cohort::runtime::CheckpointConfig checkpoint;  // flags, then COHORT_CHECKPOINT_* / COHORT_RESUME
   std::string config;          // every flag as "name=value" lines: the MLflow run's params
   std::string register_name;   // --register, else COHORT_REGISTER: register the trained model
@@ -164,7 +169,10 @@ int Run(const Flags& flags) {
 
   auto model = cohort::examples::MakeFashionCnn();
   auto module = cohort::examples::AsModule(model);
-  auto ddp = std::make_shared<cohort::runtime::DistributedDataParallel>(module, pg);
+  // ps async: the servers hold the parameters; nothing to all-reduce.
+  auto ddp = flags.ps_mode == "async"
+                 ? nullptr
+                 : std::make_shared<cohort::runtime::DistributedDataParallel>(module, pg);
   std::shared_ptr<torch::optim::Optimizer> optimizer;
   if (flags.optimizer == "adam") {
     optimizer = std::make_shared<torch::optim::Adam>(module->parameters(),
@@ -181,6 +189,8 @@ int Run(const Flags& flags) {
   options.max_steps = flags.max_steps;
   options.metrics_path = flags.metrics;
   options.progress_interval = flags.progress_interval;
+  options.ps_mode = flags.ps_mode;
+  options.staleness = flags.staleness;
   cohort::runtime::Trainer trainer(pg, ddp, optimizer, options);
   cohort::runtime::CheckpointConfig checkpoint_config = flags.checkpoint;
   checkpoint_config.FillFromEnv();
@@ -198,10 +208,14 @@ int Run(const Flags& flags) {
 
   if (rank0) {
     std::printf(
-        "fashion_mnist: %lld training images on %d worker(s) (%s), batch %zu per worker, "
+        "fashion_mnist: %lld training images on %d worker(s) (%s%s), batch %zu per worker, "
         "%s lr %g\n",
-        static_cast<long long>(train.images.size(0)), pg->Size(), pg->Backend(), flags.batch_size,
-        flags.optimizer.c_str(), flags.lr);
+        static_cast<long long>(train.images.size(0)), pg->Size(), pg->Backend(),
+        flags.ps_mode == "async"
+            ? (flags.staleness < 0 ? ", ps async ASP"
+                                   : fmt::format(", ps async SSP {}", flags.staleness).c_str())
+            : "",
+        flags.batch_size, flags.optimizer.c_str(), flags.lr);
     std::fflush(stdout);
   }
   g_trainer = &trainer;
@@ -228,6 +242,9 @@ int TrainAndEvaluate(const Flags& flags, cohort::runtime::ProcessGroup& pg,
   const bool rank0 = pg.Rank() == 0;
   const cohort::runtime::TrainResult result =
       trainer.Fit(static_cast<size_t>(train.images.size(0)), [&](const std::vector<size_t>& batch) {
+        if (pg.Rank() == flags.slow_rank) {
+          std::this_thread::sleep_for(std::chrono::milliseconds(flags.slow_ms));
+        }
         const at::Tensor idx = IndexTensor(batch);
         const at::Tensor logits =
             cohort::examples::Forward(model, Normalise(train.images.index_select(0, idx)));
@@ -309,6 +326,22 @@ int main(int argc, char** argv) {
                  "seconds between progress lines and metrics records (0: every step)")
       ->capture_default_str()
       ->check(CLI::NonNegativeNumber);
+  app.add_option("--ps-mode", flags.ps_mode,
+                 "sync: gradients all-reduced over the backend; async: the parameter servers "
+                 "(COHORT_PS_SERVERS, cohort launch --ps-servers N) hold the parameters and run "
+                 "the optimizer")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"sync", "async"}));
+  app.add_option("--staleness", flags.staleness,
+                 "ps async: a worker runs at most this many steps ahead of the slowest (SSP; 0: "
+                 "BSP); -1: no bound (ASP)")
+      ->capture_default_str()
+      ->check(CLI::Range(-1, 1000000));
+  app.add_option("--slow-rank", flags.slow_rank, "tests: this rank sleeps --slow-ms every step")
+      ->capture_default_str();
+  app.add_option("--slow-ms", flags.slow_ms, "tests: milliseconds --slow-rank sleeps per step")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
   app.add_option("--checkpoint-uri", flags.checkpoint.uri,
                  "save snapshots here: file:///dir, s3://bucket/prefix (default: "
                  "COHORT_CHECKPOINT_URI, which cohort launch --checkpoint-uri sets)");
@@ -343,6 +376,13 @@ int main(int argc, char** argv) {
                  "fashion_mnist: --register %s needs a repository: pass --model-repo URI (or set "
                  "COHORT_MODEL_REPO)\n",
                  flags.register_name.c_str());
+    return 2;
+  }
+  if (flags.staleness >= 0 && flags.ps_mode != "async") {
+    std::fprintf(stderr,
+                 "fashion_mnist: --staleness %d bounds the parameter servers' asynchronous mode; "
+                 "add --ps-mode async (or drop --staleness)\n",
+                 flags.staleness);
     return 2;
   }
   flags.config = app.config_to_str(/*default_also=*/true, /*write_description=*/false);
