@@ -248,7 +248,7 @@ TEST(Launch, LateNodeJoinsWithinTheRendezvousTimeout) {
   const int port = net::FreePort();
   const auto argv = LaunchArgs({"--nproc-per-node", "1", "--rdzv-timeout", "30"}, {"--mode", "ok"});
   Subprocess node0(argv, IndexedJobNode(0, 2, port));
-  std::this_thread::sleep_for(1500ms);
+  std::this_thread::sleep_for(600ms);  // node 0 is up and waiting by then
   Subprocess node1(argv, IndexedJobNode(1, 2, port));
   auto r0 = node0.Wait(60s), r1 = node1.Wait(60s);
   EXPECT_EQ(r0.exit_code, 0) << r0.output << r1.output;
@@ -257,16 +257,21 @@ TEST(Launch, LateNodeJoinsWithinTheRendezvousTimeout) {
 
 TEST(Launch, NodeThatNeverArrivesIsNamed) {
   const int port = net::FreePort();
-  auto r = RunToEnd(LaunchArgs({"--nproc-per-node", "1", "--rdzv-timeout", "2"}, {"--mode", "ok"}),
-                    IndexedJobNode(0, 3, port), 30s);
+  TestDir dir("launch");
+  const std::string verdict = dir.File("termination-log");
+  auto r = RunToEnd(LaunchArgs({"--nproc-per-node", "1", "--rdzv-timeout", "1"}, {"--mode", "ok"}),
+                    IndexedJobNode(0, 3, port, {{"COHORT_TERMINATION_LOG", verdict}}), 30s);
   EXPECT_EQ(r.exit_code, 3) << r.output;
   EXPECT_TRUE(Has(r, "node ranks 1,2 of 3 never joined the rendezvous at 127.0.0.1:")) << r.output;
   EXPECT_LT(r.seconds, 10) << r.output;
+  EXPECT_EQ(
+      ReadFile(verdict).rfind("failed: rendezvous failed: node ranks 1,2 of 3 never joined", 0), 0u)
+      << ReadFile(verdict);
 }
 
 TEST(Launch, UnreachableEndpointFailsWithinTheTimeoutNamingIt) {
   const int port = net::FreePort();
-  auto r = RunToEnd(LaunchArgs({"--nproc-per-node", "1", "--rdzv-timeout", "2"}, {"--mode", "ok"}),
+  auto r = RunToEnd(LaunchArgs({"--nproc-per-node", "1", "--rdzv-timeout", "1"}, {"--mode", "ok"}),
                     IndexedJobNode(1, 2, port), 30s);
   EXPECT_EQ(r.exit_code, 3) << r.output;
   EXPECT_TRUE(Has(r, fmt::format("127.0.0.1:{}", port))) << r.output;
