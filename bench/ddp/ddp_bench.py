@@ -120,9 +120,13 @@ def run_one(args, side, model, world, tag):
         wargs.append("--plain")
     deadline = time.monotonic() + args.timeout
     if side.startswith("cohort") and args.launch == "launch":
-        cmd = [args.cohort, "launch", "--nproc-per-node", str(world), "--backend", "gloo",
+        cmd = [args.cohort, "launch", "--nproc-per-node", str(world),
+               *LAUNCH_FLAGS.get(side, ["--backend", "gloo"]),
                "--run-id", f"ddp-bench-{tag}", "--", args.worker] + wargs
-        p = subprocess.Popen(cmd, env=base_env(), stdout=subprocess.PIPE,
+        env = dict(base_env(), **SIDE_ENV.get(side, {}))
+        if side == "cohort-ps":
+            env["COHORT_BACKEND"] = "ps"
+        p = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE,
                              stderr=subprocess.STDOUT, process_group=0)
         rc, text, timed_out = finish(p, deadline)
         rcs = [rc]
@@ -206,6 +210,11 @@ def summarize(runs, args):
 
 
 COHORT_SIDES = ("cohort", "cohort-mpi")  # cohort over Gloo (as PyTorch), and over Open MPI
+# The parameter servers (sync ps, 2 servers) against what they stand in for: cohort's gloo over
+# TCP only (no shared memory), both under `cohort launch`.
+LAUNCH_FLAGS = {"cohort-ps": ["--backend", "ps", "--ps-servers", "2"]}
+SIDE_ENV = {"cohort-tcp": {"COHORT_SHM": "0"}}
+PS_PAIR = ("cohort-ps", "cohort-tcp")
 # What cohort's ProcessGroup::FromEnv does with mallopt (common/heap.cc), as glibc's env tunables.
 HEAP_ENV = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(1 << 30)}
 
@@ -241,6 +250,32 @@ def derived(summary, runs, args):
                         row[key] = here["median"] / (world * one["median"])
                 rows[f"{side}/{model}/{world}"] = row
     return rows
+
+
+def print_ps_vs_tcp(summary, runs, args):
+    """samples/s of sync ps (2 servers) against cohort's gloo over TCP, when both sides ran."""
+    if not all(side in args.sides for side in PS_PAIR):
+        return
+    print("\nDDP on the parameter servers (sync ps, 2 servers) vs cohort gloo over TCP "
+          "(COHORT_SHM=0): samples/s medians (min-max); ps/tcp: ratio of the medians; paired: "
+          "median over rounds of the same round's ratio")
+    print(f"{'model':>5} {'world':>5} {'ps samples/s':>20} {'tcp samples/s':>20} {'ps/tcp':>7} "
+          f"{'paired':>6}")
+    for model in args.models:
+        for world in args.worlds:
+            ps = summary.get(f"cohort-ps/{model}/{world}")
+            tcp = summary.get(f"cohort-tcp/{model}/{world}")
+            if not ps or not tcp:
+                continue
+            paired = []
+            for rnd in range(args.rounds):
+                pick = {r["side"]: r["samples_per_s"] for r in runs if r["ok"] and
+                        r["round"] == rnd and (r["model"], r["world"]) == (model, world)}
+                if all(side in pick for side in PS_PAIR):
+                    paired.append(pick["cohort-ps"] / pick["cohort-tcp"])
+            print(f"{model:>5} {world:>5} {cell(ps['samples_per_s']):>20} "
+                  f"{cell(tcp['samples_per_s']):>20} {num(ps['median'] / tcp['median']):>7} "
+                  f"{num(med(paired)):>6}")
 
 
 def print_tables(summary, rows, args):
@@ -330,10 +365,10 @@ def main():
     args.worker = os.path.join(args.build_dir, "bin", "ddp_bench_worker")
     args.sides = [s for s in args.sides.split(",") if s]
     unknown = set(args.sides) - {"cohort", "pytorch", "pytorch-heap", "cohort-mpi",
-                                 "cohort-plain", "pytorch-plain"}
+                                 "cohort-plain", "pytorch-plain", *PS_PAIR}
     if unknown:
         sys.exit(f"ddp_bench.py: unknown --sides {sorted(unknown)}; use cohort, pytorch, "
-                 f"pytorch-heap, cohort-mpi, cohort-plain, pytorch-plain")
+                 f"pytorch-heap, cohort-mpi, cohort-plain, pytorch-plain, cohort-ps, cohort-tcp")
     if "cohort-mpi" in args.sides and not shutil.which("mpirun"):
         args.sides.remove("cohort-mpi")
         print("note: no mpirun here: the cohort-mpi side was skipped", file=sys.stderr)
@@ -341,7 +376,7 @@ def main():
         ["/usr/bin/python3", "-c", "import torch; print(torch.__version__)"],
         capture_output=True, text=True).stdout.strip()
     need = [args.worker] if any(s.startswith("cohort") for s in args.sides) else []
-    if "cohort" in args.sides and args.launch == "launch":
+    if any(s.startswith("cohort") for s in args.sides) and args.launch == "launch":
         need.append(args.cohort)
     for exe in need:
         if not os.access(exe, os.X_OK):
@@ -371,6 +406,7 @@ def main():
     summary = summarize(runs, args)
     rows = derived(summary, runs, args)
     print_tables(summary, rows, args)
+    print_ps_vs_tcp(summary, runs, args)
 
     target = {}
     for key, row in rows.items():
