@@ -53,9 +53,9 @@ EtcdStore::Watched EtcdStore::WatchOnce(const std::string& key, int64_t from, De
   };
   JsonObjectSplitter splitter;
   const double left_s = std::chrono::duration<double>(deadline - Clock::now()).count();
-  const http::StreamResult r = http_->Stream(req, std::max(left_s, 0.001), [&](std::string_view data) {
-    return splitter.Feed(data, on_message);
-  });
+  const http::StreamResult r =
+      http_->Stream(req, std::max(left_s, 0.001),
+                    [&](std::string_view data) { return splitter.Feed(data, on_message); });
   if (found) return Watched::kFound;
   if (r.response.status != 200 && r.response.status != 0) {
     ThrowRefused(r.response.status, etcd::ErrorMessage(r.response.body), req.what);
@@ -73,9 +73,10 @@ bool EtcdStore::Await(const std::string& key, Deadline deadline, std::string* va
         if (TryGet(key, value, &revision)) return true;
       } catch (const Unavailable& e) {
         if (breaks == 0) throw;
-        throw Unavailable(fmt::format("etcd at {} went away while waiting for {} (its watch broke "
-                                      "off: {}); then: {}",
-                                      endpoint_, QuoteKey(key), last_break, e.what()));
+        throw Unavailable(
+            fmt::format("etcd at {} went away while waiting for {} (its watch broke "
+                        "off: {}); then: {}",
+                        endpoint_, QuoteKey(key), last_break, e.what()));
       }
     }
     if (Clock::now() >= deadline) return false;

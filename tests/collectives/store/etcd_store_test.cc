@@ -302,7 +302,8 @@ TEST_F(EtcdStoreTest, LostEtcdIsNamedWithinSeconds) {
 // Get and Wait watch the key: a put during the wait ends it within milliseconds, however long
 // the wait has run (a poll whose step has grown to 100 ms misses this bound most of the time).
 TEST_F(EtcdStoreTest, WaitAndGetReturnPromptlyWhenTheKeyIsPutDuringTheWait) {
-  auto waiter = Store(EtcdStore::KeyPrefix("prompt")), setter = Store(EtcdStore::KeyPrefix("prompt"));
+  auto waiter = Store(EtcdStore::KeyPrefix("prompt"));
+  auto setter = Store(EtcdStore::KeyPrefix("prompt"));
   for (int round = 0; round < 4; ++round) {
     const std::string key = "late/" + std::to_string(round);
     std::atomic<int64_t> put_ns{0};
@@ -401,7 +402,8 @@ TEST(EtcdApiTest, WatchRequestAndMessages) {
   EXPECT_EQ(body["create_request"]["key"], etcd::Base64Encode("p/k"));
   EXPECT_EQ(body["create_request"]["start_revision"], "42");
   // As etcd 3.4's gateway streams them: created, then events (a PUT's type is left out).
-  EXPECT_TRUE(etcd::ParseWatch(R"({"result":{"header":{"revision":"9"},"created":true}})").puts.empty());
+  EXPECT_TRUE(
+      etcd::ParseWatch(R"({"result":{"header":{"revision":"9"},"created":true}})").puts.empty());
   const auto m = etcd::ParseWatch(
       R"({"result":{"events":[{"type":"DELETE","kv":{"key":"YS9r"}},)"
       R"({"kv":{"key":"YS9r","value":"NQ==","mod_revision":"11"}}]}})");
