@@ -12,6 +12,7 @@
 #include "launcher/launch_plan.h"
 #include "launcher/node_rendezvous.h"
 #include "launcher/supervisor.h"
+#include "launcher/termination_log.h"
 #include "launcher/worker_env.h"
 
 namespace cohort::launcher {
@@ -64,6 +65,7 @@ int RunLaunch(const LaunchOptions& options) {
     plan = MakePlan(options);
   } catch (const Error& e) {
     fmt::print(stderr, "cohort launch: {}\n", e.what());
+    if (!options.dry_run) WriteTerminationMessage(fmt::format("failed: {}", e.what()));
     return kExitUsage;
   }
   if (!plan.open_door_warning.empty()) {

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 
+#include <cstdio>
 #include <fstream>
 #include <sstream>
 #include <thread>
@@ -202,19 +203,29 @@ TEST(Launch, BadInputIsOneLine) {
     std::vector<std::string> argv;
     int code;
     std::string text;
+    std::string verdict;  // the termination message's start; "": none is written
   };
   const std::vector<Case> cases = {
-      {{kCohort, "launch", "--nproc-per-node", "2", "--bogus", "--", kWorker}, 2, "--bogus"},
+      {{kCohort, "launch", "--nproc-per-node", "2", "--bogus", "--", kWorker}, 2, "--bogus", ""},
       {{kCohort, "launch", "--nproc-per-node", "0", "--", kWorker},
        2,
-       "--nproc-per-node='0' must be an integer >= 1"},
-      {{kCohort, "launch", "--", "./no-such-program"}, 2, "cannot run './no-such-program'"},
+       "--nproc-per-node='0' must be an integer >= 1",
+       "failed: --nproc-per-node='0' must be an integer >= 1"},
+      {{kCohort, "launch", "--", "./no-such-program"},
+       2,
+       "cannot run './no-such-program'",
+       "failed: cannot run './no-such-program'"},
   };
+  TestDir dir("launch");
   for (const Case& c : cases) {
-    auto r = RunToEnd(c.argv, Clean(), 20s);
+    const std::string verdict = dir.File("termination-log");
+    std::remove(verdict.c_str());
+    auto r = RunToEnd(c.argv, Clean({{"COHORT_TERMINATION_LOG", verdict}}), 20s);
     EXPECT_EQ(r.exit_code, c.code) << r.output;
     EXPECT_TRUE(Has(r, c.text)) << c.text << "\n" << r.output;
     EXPECT_LE(Count(r.output, "\n"), 2) << r.output;  // the line (and at most one about failing)
+    EXPECT_EQ(ReadFile(verdict).rfind(c.verdict, 0), 0u) << c.verdict << "\n" << ReadFile(verdict);
+    EXPECT_EQ(ReadFile(verdict).empty(), c.verdict.empty()) << ReadFile(verdict);
   }
 }
 
