@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 
+#include <algorithm>
 #include <thread>
 
 #include "collectives/store/grpc_store_server.h"
@@ -154,6 +155,9 @@ TEST_F(Ps, WrongTokenIsRefused) {
                                                   "worker",
                                                   ps.Address(0))));
   EXPECT_THAT(rs[0].output, HasSubstr("PERMISSION_DENIED"));
+  // One line: the refusal and how to fix it, nothing else.
+  EXPECT_EQ(std::count(rs[0].output.begin(), rs[0].output.end(), '\n'), 1) << rs[0].output;
+  EXPECT_THAT(rs[0].output, HasSubstr("give workers and servers the same COHORT_TOKEN\n"));
 }
 
 // A server SIGKILLed while the ranks all-reduce 4 MiB in 64 KiB partitions over both servers:
