@@ -43,9 +43,9 @@ std::string AgreeOnShm(Store& store, const std::string& prefix, int rank, int si
 }  // namespace
 
 std::unique_ptr<HierCollectives> HierCollectives::Create(const CommConfig& config,
-                                                     const std::string& scope,
-                                                     const LeaderFactory& make_leaders,
-                                                     std::string* why_not) {
+                                                         const std::string& scope,
+                                                         const LeaderFactory& make_leaders,
+                                                         std::string* why_not) {
   Store& store = *config.store;
   const std::string prefix = scope + "/hier/";
   const int rank = config.rank, size = config.size;
@@ -129,7 +129,7 @@ void HierCollectives::Local(const char* op, const char* what, F&& step) {
 // rank of a host makes the same sequence of shared-memory calls (reduce 0, reduce 1, broadcast 0,
 // reduce 2, broadcast 1, ...), so they stay in step.
 void HierCollectives::AllReduce(const void* in, void* out, size_t count, DType dtype, ReduceOp op,
-                              Millis timeout) {
+                                Millis timeout) {
   const auto deadline = Clock::now() + timeout;
   const ReduceOp step = op == ReduceOp::kAvg ? ReduceOp::kSum : op;
   const size_t es = ElementSize(dtype);
@@ -179,8 +179,7 @@ void HierCollectives::AllReduce(const void* in, void* out, size_t count, DType d
 
 // Root's host first (root to its host, leader included), then the leaders from root's host's
 // leader, then every other host from its leader: three steps, each rank in one or two of them.
-void HierCollectives::Broadcast(void* data, size_t count, DType dtype, int root,
-                                Millis timeout) {
+void HierCollectives::Broadcast(void* data, size_t count, DType dtype, int root, Millis timeout) {
   const auto deadline = Clock::now() + timeout;
   const int root_host = host_of_.at(root);
   if (host_ == root_host && shm_) {

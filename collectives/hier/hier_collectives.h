@@ -43,7 +43,8 @@ class ShmCollectives;
 class HierCollectives {
  public:
   using Millis = std::chrono::milliseconds;
-  // Buffers of all-reduce are cut into pieces of this many bytes, whose steps overlap (see AllReduce).
+  // Buffers of all-reduce are cut into pieces of this many bytes, whose steps overlap (see
+  // AllReduce).
   static constexpr size_t kPieceBytes = size_t{8} << 20;
   // The group name of the leaders' communicator: its ranks are on different hosts by
   // construction, so it never looks for shared memory among them (GlooCommunicator).
@@ -55,8 +56,8 @@ class HierCollectives {
   // on every rank when the world spans >= 2 hosts and one has >= 2 ranks and COHORT_HIER is not
   // 0 on any rank, else nullptr on every rank and why in *why_not.
   static std::unique_ptr<HierCollectives> Create(const CommConfig& config, const std::string& scope,
-                                               const LeaderFactory& make_leaders,
-                                               std::string* why_not);
+                                                 const LeaderFactory& make_leaders,
+                                                 std::string* why_not);
   ~HierCollectives();
   HierCollectives(const HierCollectives&) = delete;
   HierCollectives& operator=(const HierCollectives&) = delete;
@@ -84,12 +85,12 @@ class HierCollectives {
 
   int size_ = 1;
   int hosts_ = 1;
-  int host_ = 0;                           // this rank's host
-  std::vector<int> host_of_;               // host of every world rank
+  int host_ = 0;                            // this rank's host
+  std::vector<int> host_of_;                // host of every world rank
   std::vector<std::vector<int>> ranks_of_;  // world ranks of every host, local rank order
-  std::vector<int> local_ranks_;           // world ranks of this host's ranks, local rank order
-  std::unique_ptr<ShmCollectives> shm_;    // null when this host has one rank
-  std::unique_ptr<Communicator> leaders_;  // on leaders only
+  std::vector<int> local_ranks_;            // world ranks of this host's ranks, local rank order
+  std::unique_ptr<ShmCollectives> shm_;     // null when this host has one rank
+  std::unique_ptr<Communicator> leaders_;   // on leaders only
   std::string describe_;
 };
 
