@@ -11,6 +11,7 @@
 
 #include "tests/kube/rest_client.h"
 #include "tests/util/kube/kube_double.h"
+#include "tests/util/subprocess.h"
 #include "tests/util/test_dir.h"
 
 namespace cohort::kube {
@@ -23,17 +24,28 @@ const char kJobs[] = "/apis/batch/v1/namespaces/default/jobs";
 const char kPods[] = "/api/v1/namespaces/default/pods";
 
 Json IndexedJob(const std::string& name, int count, const std::string& script, int backoff = 0) {
-  return {{"apiVersion", "batch/v1"}, {"kind", "Job"}, {"metadata", {{"name", name}}},
-          {"spec", {{"completionMode", "Indexed"}, {"completions", count}, {"parallelism", count},
-                    {"backoffLimit", backoff},
-                    {"template", {{"spec", {{"subdomain", name}, {"restartPolicy", "Never"},
-                        {"containers", {{{"name", "main"}, {"image", "ignored"},
-                                         {"command", {"/bin/sh", "-c", script}},
-                                         {"env", {{{"name", "PEER"}, {"value", name + "-0." + name + ":29500"}},
-                                                  {{"name", "SECRET"}, {"valueFrom", {{"secretKeyRef",
-                                                      {{"name", "s"}, {"key", "token"}}}}}},
-                                                  {{"name", "POD"}, {"valueFrom", {{"fieldRef",
-                                                      {{"fieldPath", "metadata.name"}}}}}}}}}}}}}}}}}};
+  return {{"apiVersion", "batch/v1"},
+          {"kind", "Job"},
+          {"metadata", {{"name", name}}},
+          {"spec",
+           {{"completionMode", "Indexed"},
+            {"completions", count},
+            {"parallelism", count},
+            {"backoffLimit", backoff},
+            {"template",
+             {{"spec",
+               {{"subdomain", name},
+                {"restartPolicy", "Never"},
+                {"containers",
+                 {{{"name", "main"},
+                   {"image", "ignored"},
+                   {"command", {"/bin/sh", "-c", script}},
+                   {"env",
+                    {{{"name", "PEER"}, {"value", name + "-0." + name + ":29500"}},
+                     {{"name", "SECRET"},
+                      {"valueFrom", {{"secretKeyRef", {{"name", "s"}, {"key", "token"}}}}}},
+                     {{"name", "POD"},
+                      {"valueFrom", {{"fieldRef", {{"fieldPath", "metadata.name"}}}}}}}}}}}}}}}}}};
 }
 
 // Polls the Job until `condition` is True; the Job as it was then (null on timeout).
@@ -48,6 +60,15 @@ Json AwaitCondition(Rest& rest, const std::string& name, const std::string& cond
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
   return Json();
+}
+
+// Whether pid runs (a zombie nobody reaped yet does not).
+bool Alive(pid_t pid) {
+  if (::kill(pid, 0) != 0) return false;
+  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+  std::string text((std::istreambuf_iterator<char>(stat)), std::istreambuf_iterator<char>());
+  const size_t paren = text.rfind(')');
+  return paren == std::string::npos || paren + 2 >= text.size() || text[paren + 2] != 'Z';
 }
 
 Json Pods(Rest& rest, const std::string& job) {
@@ -89,7 +110,8 @@ TEST_F(JobControllerTest, IndexedJobRunsEachPodWithItsEnvToComplete) {
   ASSERT_EQ(pods.size(), 2u);
   std::string peer0, peer1;
   for (const auto& pod : pods) {
-    const std::string index = pod["metadata"]["annotations"]["batch.kubernetes.io/job-completion-index"];
+    const std::string index =
+        pod["metadata"]["annotations"]["batch.kubernetes.io/job-completion-index"];
     const std::string name = pod["metadata"]["name"];
     EXPECT_EQ(name.rfind("two-" + index + "-", 0), 0u) << name;
     EXPECT_EQ(pod["spec"]["hostname"], "two-" + index);
@@ -169,10 +191,10 @@ TEST_F(JobControllerTest, SuspendStopsThePodsAndResumeStartsThemAgain) {
   EXPECT_EQ(job["status"]["active"], 0);
   EXPECT_TRUE(Pods(rest_, "nap").empty());
   const auto gone = std::chrono::steady_clock::now() + std::chrono::seconds(3);
-  while (::kill(*pid, 0) == 0 && std::chrono::steady_clock::now() < gone) {
+  while (Alive(*pid) && std::chrono::steady_clock::now() < gone) {
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
-  EXPECT_NE(::kill(*pid, 0), 0) << "the suspended pod's process still runs";
+  EXPECT_FALSE(Alive(*pid)) << "the suspended pod's process still runs";
   ASSERT_EQ(rest_.Patch(std::string(kJobs) + "/nap", {{"spec", {{"suspend", false}}}}).status, 200);
   const auto back = std::chrono::steady_clock::now() + std::chrono::seconds(5);
   while (Pods(rest_, "nap").size() < 2 && std::chrono::steady_clock::now() < back) {
@@ -180,8 +202,53 @@ TEST_F(JobControllerTest, SuspendStopsThePodsAndResumeStartsThemAgain) {
   }
   EXPECT_EQ(Pods(rest_, "nap").size(), 2u);
   // Deleting the Job (Background) deletes its pods and stops their processes.
-  ASSERT_EQ(rest_.Delete(std::string(kJobs) + "/nap", {{"propagationPolicy", "Background"}}).status, 200);
+  ASSERT_EQ(rest_.Delete(std::string(kJobs) + "/nap", {{"propagationPolicy", "Background"}}).status,
+            200);
   EXPECT_TRUE(Pods(rest_, "nap").empty());
+}
+
+// bin/kube-apiserver-double as tests outside this binary start it: --port 0 --port-file; its
+// pods' processes die with it even when it is SIGKILLed.
+TEST(KubeDoubleProcess, PrintsItsPortAndTakesItsPodsWithItWhenKilled) {
+  TestDir dir("kubeproc");
+  cohort::testing::Subprocess double_process(
+      {cohort::testing::BinPath("kube-apiserver-double"), "--port", "0", "--port-file",
+       dir.File("port"), "--work-dir", dir.File("")},
+      {});
+  const auto line =
+      double_process.AwaitLine("listening on http://127.0.0.1:", std::chrono::seconds(10));
+  ASSERT_TRUE(line) << double_process.Output();
+  std::ifstream in(dir.File("port"));
+  int port = 0;
+  in >> port;
+  ASSERT_GT(port, 0);
+  EXPECT_NE(line->find(":" + std::to_string(port)), std::string::npos) << *line;
+  Rest rest(port);
+  ASSERT_EQ(rest.Post("/api/v1/namespaces/default/secrets",
+                      {{"metadata", {{"name", "s"}}}, {"stringData", {{"token", "t"}}}})
+                .status,
+            201);
+  ASSERT_EQ(rest.Post(kJobs, IndexedJob("long", 1, "sleep 60")).status, 201);
+  int pid = 0;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  while (pid == 0 && std::chrono::steady_clock::now() < deadline) {
+    const Json pods = Pods(rest, "long");
+    if (!pods.empty()) {
+      const auto r = rest.Get("/_double/pid?namespace=default&name=" +
+                              pods[0]["metadata"]["name"].get<std::string>());
+      if (r.status == 200) pid = r.body["pid"];
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  ASSERT_GT(pid, 0);
+  EXPECT_TRUE(Alive(pid));
+  double_process.Kill(SIGKILL);
+  double_process.Wait(std::chrono::seconds(5));
+  const auto gone = std::chrono::steady_clock::now() + std::chrono::seconds(3);
+  while (Alive(pid) && std::chrono::steady_clock::now() < gone) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  EXPECT_FALSE(Alive(pid)) << "pod process group " << pid << " outlived the double";
 }
 
 }  // namespace

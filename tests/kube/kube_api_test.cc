@@ -15,8 +15,10 @@ using testing::Rest;
 const char kCms[] = "/api/v1/namespaces/default/configmaps";
 
 Json ConfigMap(const std::string& name, const Json& labels = Json::object()) {
-  return {{"apiVersion", "v1"}, {"kind", "ConfigMap"},
-          {"metadata", {{"name", name}, {"labels", labels}}}, {"data", {{"k", "v"}}}};
+  return {{"apiVersion", "v1"},
+          {"kind", "ConfigMap"},
+          {"metadata", {{"name", name}, {"labels", labels}}},
+          {"data", {{"k", "v"}}}};
 }
 
 Json Crd() {
@@ -48,7 +50,8 @@ TEST(KubeApi, DiscoveryListsBuiltInGroupsAndCrdGroupsOnceCreated) {
   EXPECT_EQ(rest.Get("/apis/batch/v1").body["groupVersion"], "batch/v1");
   EXPECT_EQ(rest.Get("/apis/coordination.k8s.io/v1").status, 200);
   EXPECT_EQ(rest.Get("/apis/example.com/v1").status, 404);
-  ASSERT_EQ(rest.Post("/apis/apiextensions.k8s.io/v1/customresourcedefinitions", Crd()).status, 201);
+  ASSERT_EQ(rest.Post("/apis/apiextensions.k8s.io/v1/customresourcedefinitions", Crd()).status,
+            201);
   const Json group = rest.Get("/apis/example.com").body;
   EXPECT_EQ(group["preferredVersion"]["groupVersion"], "example.com/v1");
   const Json widgets = rest.Get("/apis/example.com/v1").body;
@@ -85,9 +88,11 @@ TEST(KubeApi, CreateGetListWithSelectorsAndErrorsAsStatus) {
   ASSERT_EQ(list["items"].size(), 1u);
   EXPECT_EQ(list["items"][0]["metadata"]["name"], "a");
   EXPECT_EQ(list["kind"], "ConfigMapList");
-  EXPECT_EQ(rest.Get(std::string(kCms) + "?labelSelector=app%20in%20(x,y)").body["items"].size(), 2u);
+  EXPECT_EQ(rest.Get(std::string(kCms) + "?labelSelector=app%20in%20(x,y)").body["items"].size(),
+            2u);
   EXPECT_EQ(rest.Get(std::string(kCms) + "?labelSelector=app!%3Dx").body["items"].size(), 2u);
-  EXPECT_EQ(rest.Get(std::string(kCms) + "?fieldSelector=metadata.name%3Db").body["items"].size(), 1u);
+  EXPECT_EQ(rest.Get(std::string(kCms) + "?fieldSelector=metadata.name%3Db").body["items"].size(),
+            1u);
   EXPECT_EQ(rest.Get(std::string(kCms) + "?fieldSelector=data.k%3Dv").status, 400);
   EXPECT_EQ(std::stoll(list["metadata"]["resourceVersion"].get<std::string>()),
             std::stoll(g.body["metadata"]["resourceVersion"].get<std::string>()));
@@ -111,33 +116,41 @@ TEST(KubeApi, StaleResourceVersionConflictsAndNoOpKeepsVersion) {
             std::string::npos);
   const auto noop = rest.Put(std::string(kCms) + "/a", ok.body);
   EXPECT_EQ(noop.body["metadata"]["resourceVersion"], ok.body["metadata"]["resourceVersion"]);
-  const auto patched = rest.Patch(std::string(kCms) + "/a", {{"data", {{"k", nullptr}, {"n", "1"}}}});
+  const auto patched =
+      rest.Patch(std::string(kCms) + "/a", {{"data", {{"k", nullptr}, {"n", "1"}}}});
   ASSERT_EQ(patched.status, 200);
   EXPECT_EQ(patched.body["data"], Json({{"n", "1"}}));
-  const auto json_patch = rest.Patch(std::string(kCms) + "/a",
-                                     Json::parse(R"([{"op":"replace","path":"/data/n","value":"2"}])"),
-                                     "application/json-patch+json");
+  const auto json_patch = rest.Patch(
+      std::string(kCms) + "/a", Json::parse(R"([{"op":"replace","path":"/data/n","value":"2"}])"),
+      "application/json-patch+json");
   EXPECT_EQ(json_patch.body["data"]["n"], "2");
 }
 
 TEST(KubeApi, StatusSubresourceGenerationPruningAndValidation) {
   KubeDouble api;
   Rest rest(api.port());
-  ASSERT_EQ(rest.Post("/apis/apiextensions.k8s.io/v1/customresourcedefinitions", Crd()).status, 201);
-  Json w = {{"apiVersion", "example.com/v1"}, {"kind", "Widget"}, {"metadata", {{"name", "w"}}},
-            {"spec", {{"size", 2}, {"extra", 1}}}, {"status", {{"phase", "Made"}}}};
+  ASSERT_EQ(rest.Post("/apis/apiextensions.k8s.io/v1/customresourcedefinitions", Crd()).status,
+            201);
+  Json w = {{"apiVersion", "example.com/v1"},
+            {"kind", "Widget"},
+            {"metadata", {{"name", "w"}}},
+            {"spec", {{"size", 2}, {"extra", 1}}},
+            {"status", {{"phase", "Made"}}}};
   const auto created = rest.Post(kWidgets, w);
   ASSERT_EQ(created.status, 201) << created.text;
-  EXPECT_FALSE(created.body.contains("status"));                // reset on create
-  EXPECT_FALSE(created.body["spec"].contains("extra"));         // pruned
-  EXPECT_EQ(created.body["spec"]["color"], "blue");             // defaulted
+  EXPECT_FALSE(created.body.contains("status"));         // reset on create
+  EXPECT_FALSE(created.body["spec"].contains("extra"));  // pruned
+  EXPECT_EQ(created.body["spec"]["color"], "blue");      // defaulted
   EXPECT_EQ(created.body["metadata"]["generation"], 1);
-  const auto strict = rest.Post(std::string(kWidgets) + "?fieldValidation=Strict",
-                                {{"metadata", {{"name", "s"}}}, {"spec", {{"size", 1}, {"extra", 1}}}});
+  const auto strict =
+      rest.Post(std::string(kWidgets) + "?fieldValidation=Strict",
+                {{"metadata", {{"name", "s"}}}, {"spec", {{"size", 1}, {"extra", 1}}}});
   EXPECT_EQ(strict.status, 400);
   EXPECT_NE(strict.body["message"].get<std::string>().find("unknown field \"spec.extra\""),
-            std::string::npos) << strict.text;
-  const auto invalid = rest.Post(kWidgets, {{"metadata", {{"name", "bad"}}}, {"spec", {{"size", 0}}}});
+            std::string::npos)
+      << strict.text;
+  const auto invalid =
+      rest.Post(kWidgets, {{"metadata", {{"name", "bad"}}}, {"spec", {{"size", 0}}}});
   EXPECT_EQ(invalid.status, 422);
   EXPECT_EQ(invalid.body["reason"], "Invalid");
   EXPECT_NE(invalid.body["message"].get<std::string>().find("spec.size"), std::string::npos)
@@ -154,7 +167,9 @@ TEST(KubeApi, StatusSubresourceGenerationPruningAndValidation) {
   EXPECT_EQ(main.body["spec"]["size"], 3);
   EXPECT_EQ(main.body["metadata"]["generation"], 2);
   EXPECT_EQ(rest.Patch(std::string(kWidgets) + "/w", {{"spec", {{"size", 4}}}},
-                       "application/strategic-merge-patch+json").status, 415);
+                       "application/strategic-merge-patch+json")
+                .status,
+            415);
 }
 
 TEST(KubeApi, WatchReplaysInOrderAndAnswersGoneAfterCompaction) {
@@ -204,8 +219,8 @@ TEST(KubeApi, DroppedWatchEndsTheStream) {
     EXPECT_EQ(rest.Post("/_double/drop-watches", Json::object()).status, 200);
   });
   const auto start = std::chrono::steady_clock::now();
-  auto events = rest.Watch(std::string(kCms) + "?watch=true&resourceVersion=1", 10,
-                           std::chrono::seconds(10));
+  auto events =
+      rest.Watch(std::string(kCms) + "?watch=true&resourceVersion=1", 10, std::chrono::seconds(10));
   dropper.join();
   EXPECT_TRUE(events.empty());
   EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(3));
@@ -216,20 +231,24 @@ TEST(KubeApi, DeletePropagatesThroughOwnerReferences) {
   Rest rest(api.port());
   auto owned = [&](const std::string& name, const Json& owner) {
     Json cm = ConfigMap(name);
-    cm["metadata"]["ownerReferences"] = {{{"apiVersion", "v1"}, {"kind", "ConfigMap"},
+    cm["metadata"]["ownerReferences"] = {{{"apiVersion", "v1"},
+                                          {"kind", "ConfigMap"},
                                           {"name", owner["metadata"]["name"]},
-                                          {"uid", owner["metadata"]["uid"]}, {"controller", true}}};
+                                          {"uid", owner["metadata"]["uid"]},
+                                          {"controller", true}}};
     return rest.Post(kCms, cm).body;
   };
   const Json root = rest.Post(kCms, ConfigMap("root")).body;
   const Json child = owned("child", root);
   owned("grandchild", child);
-  ASSERT_EQ(rest.Delete(std::string(kCms) + "/root", {{"propagationPolicy", "Background"}}).status, 200);
+  ASSERT_EQ(rest.Delete(std::string(kCms) + "/root", {{"propagationPolicy", "Background"}}).status,
+            200);
   EXPECT_EQ(rest.Get(std::string(kCms) + "/child").status, 404);
   EXPECT_EQ(rest.Get(std::string(kCms) + "/grandchild").status, 404);
   const Json root2 = rest.Post(kCms, ConfigMap("root")).body;
   owned("kept", root2);
-  ASSERT_EQ(rest.Delete(std::string(kCms) + "/root", {{"propagationPolicy", "Orphan"}}).status, 200);
+  ASSERT_EQ(rest.Delete(std::string(kCms) + "/root", {{"propagationPolicy", "Orphan"}}).status,
+            200);
   const auto kept = rest.Get(std::string(kCms) + "/kept");
   ASSERT_EQ(kept.status, 200);
   EXPECT_FALSE(kept.body["metadata"].contains("ownerReferences"));

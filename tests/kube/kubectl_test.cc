@@ -42,8 +42,10 @@ TEST(Kubectl, AppliesGetsAndDeletesATrainingJob) {
   Kubectl kubectl(api, dir);
   auto r = kubectl.Run({"apply", "-f", kData + "/trainingjob-crd.yaml"});
   ASSERT_EQ(r.exit_code, 0) << r.output;
-  EXPECT_NE(r.output.find("customresourcedefinition.apiextensions.k8s.io/trainingjobs.cohort.dev created"),
-            std::string::npos) << r.output;
+  EXPECT_NE(r.output.find(
+                "customresourcedefinition.apiextensions.k8s.io/trainingjobs.cohort.dev created"),
+            std::string::npos)
+      << r.output;
   r = kubectl.Run({"apply", "-f", kData + "/trainingjob.yaml"});
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("trainingjob.cohort.dev/fmnist created"), std::string::npos) << r.output;
@@ -62,7 +64,8 @@ TEST(Kubectl, AppliesGetsAndDeletesATrainingJob) {
   std::ofstream(dir.File("tj3.yaml")) << text;
   r = kubectl.Run({"apply", "-f", dir.File("tj3.yaml")});
   ASSERT_EQ(r.exit_code, 0) << r.output;
-  EXPECT_NE(r.output.find("trainingjob.cohort.dev/fmnist configured"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("trainingjob.cohort.dev/fmnist configured"), std::string::npos)
+      << r.output;
   r = kubectl.Run({"get", "tj", "fmnist", "-o", "json"});
   ASSERT_EQ(r.exit_code, 0) << r.output;
   const Json got = Json::parse(r.output);
@@ -100,11 +103,16 @@ TEST(Kubectl, DeletingAnOwnerDeletesWhatItOwns) {
   ASSERT_EQ(r.exit_code, 0) << r.output;
   testing::Rest rest(api.port());
   const Json tj = rest.Get("/apis/cohort.dev/v1alpha1/namespaces/default/trainingjobs/fmnist").body;
-  const Json secret = {{"apiVersion", "v1"}, {"kind", "Secret"},
-                       {"metadata", {{"name", "fmnist-token"},
-                                     {"ownerReferences", {{{"apiVersion", "cohort.dev/v1alpha1"},
-                                         {"kind", "TrainingJob"}, {"name", "fmnist"},
-                                         {"uid", tj["metadata"]["uid"]}, {"controller", true}}}}}},
+  const Json secret = {{"apiVersion", "v1"},
+                       {"kind", "Secret"},
+                       {"metadata",
+                        {{"name", "fmnist-token"},
+                         {"ownerReferences",
+                          {{{"apiVersion", "cohort.dev/v1alpha1"},
+                            {"kind", "TrainingJob"},
+                            {"name", "fmnist"},
+                            {"uid", tj["metadata"]["uid"]},
+                            {"controller", true}}}}}},
                        {"stringData", {{"token", "s3cret"}}}};
   const auto created = rest.Post("/api/v1/namespaces/default/secrets", secret);
   ASSERT_EQ(created.status, 201) << created.text;

@@ -36,8 +36,9 @@ class Rest {
     return Wrap(client_.Patch(path.c_str(), body.dump(), type.c_str()));
   }
   Answer Delete(const std::string& path, const Json& options = Json()) {
-    return Wrap(options.is_null() ? client_.Delete(path.c_str())
-                                  : client_.Delete(path.c_str(), options.dump(), "application/json"));
+    return Wrap(options.is_null()
+                    ? client_.Delete(path.c_str())
+                    : client_.Delete(path.c_str(), options.dump(), "application/json"));
   }
   // Reads a watch stream until `count` events came, the server ended it, or `timeout`.
   std::vector<Json> Watch(const std::string& path, size_t count, std::chrono::seconds timeout) {

@@ -15,14 +15,17 @@ using Json = nlohmann::json;
 class ApiError : public std::runtime_error {
  public:
   ApiError(int code, std::string reason, const std::string& message, Json details = Json())
-      : std::runtime_error(message), code_(code), reason_(std::move(reason)),
+      : std::runtime_error(message),
+        code_(code),
+        reason_(std::move(reason)),
         details_(std::move(details)) {}
   int code() const { return code_; }
   const std::string& reason() const { return reason_; }
   // The Status object the API server sends for this error.
   Json ToStatus() const {
-    Json s = {{"kind", "Status"}, {"apiVersion", "v1"}, {"metadata", Json::object()},
-              {"status", "Failure"}, {"message", what()}, {"reason", reason_}, {"code", code_}};
+    Json s = {{"kind", "Status"},    {"apiVersion", "v1"}, {"metadata", Json::object()},
+              {"status", "Failure"}, {"message", what()},  {"reason", reason_},
+              {"code", code_}};
     if (!details_.is_null()) s["details"] = details_;
     return s;
   }
@@ -40,8 +43,7 @@ inline std::string QualifiedResource(const std::string& plural, const std::strin
 
 inline ApiError NotFound(const std::string& plural, const std::string& group,
                          const std::string& name) {
-  return ApiError(404, "NotFound",
-                  QualifiedResource(plural, group) + " \"" + name + "\" not found",
+  return ApiError(404, "NotFound", QualifiedResource(plural, group) + " \"" + name + "\" not found",
                   {{"name", name}, {"group", group}, {"kind", plural}});
 }
 
@@ -65,13 +67,12 @@ inline ApiError Conflict(const std::string& plural, const std::string& group,
 // 422: `kind` is the object's kind qualified by group ("Job.batch", "TrainingJob.cohort.dev").
 inline ApiError Invalid(const std::string& kind_group, const std::string& name,
                         const std::string& field, const std::string& what) {
-  return ApiError(422, "Invalid",
-                  kind_group + " \"" + name + "\" is invalid: " + field + ": " + what,
-                  {{"name", name},
-                   {"kind", kind_group},
-                   {"causes", Json::array({{{"reason", "FieldValueInvalid"},
-                                            {"message", what},
-                                            {"field", field}}})}});
+  return ApiError(
+      422, "Invalid", kind_group + " \"" + name + "\" is invalid: " + field + ": " + what,
+      {{"name", name},
+       {"kind", kind_group},
+       {"causes",
+        Json::array({{{"reason", "FieldValueInvalid"}, {"message", what}, {"field", field}}})}});
 }
 
 inline ApiError BadRequest(const std::string& message) {

@@ -34,8 +34,9 @@ void ReplyError(httplib::Response& res, const ApiError& e) { Reply(res, e.code()
 Json Body(const httplib::Request& req) {
   Json body = Json::parse(req.body, nullptr, false);
   if (body.is_discarded()) {
-    throw BadRequest("the body of the request could not be decoded as JSON (send "
-                     "Content-Type: application/json)");
+    throw BadRequest(
+        "the body of the request could not be decoded as JSON (send "
+        "Content-Type: application/json)");
   }
   return body;
 }
@@ -53,8 +54,7 @@ std::optional<FieldSelector> Fields(const httplib::Request& req, const ResourceT
 
 }  // namespace
 
-HttpApi::HttpApi(ObjectStore& store, ResourceRegistry& registry,
-                 std::chrono::seconds watch_timeout)
+HttpApi::HttpApi(ObjectStore& store, ResourceRegistry& registry, std::chrono::seconds watch_timeout)
     : store_(store), registry_(registry), watch_timeout_(watch_timeout) {}
 
 void HttpApi::Install(httplib::Server& server, int port) {
@@ -106,8 +106,8 @@ void HttpApi::Handle(const httplib::Request& req, httplib::Response& res) {
   } catch (const nlohmann::json::exception& e) {
     ReplyError(res, BadRequest(std::string("the object could not be processed: ") + e.what()));
   } catch (const std::exception& e) {
-    ReplyError(res, ApiError(500, "InternalError",
-                             std::string("Internal error occurred: ") + e.what()));
+    ReplyError(res,
+               ApiError(500, "InternalError", std::string("Internal error occurred: ") + e.what()));
   }
 }
 
@@ -132,7 +132,9 @@ bool HttpApi::Hooks(const httplib::Request& req, httplib::Response& res) {
   } else if (req.path == "/_double/requests" && req.method == "GET") {
     Json out = Json::array();
     for (const auto& r : Requests()) {
-      out.push_back({{"method", r.method}, {"path", r.path}, {"query", r.query},
+      out.push_back({{"method", r.method},
+                     {"path", r.path},
+                     {"query", r.query},
                      {"contentType", r.content_type}});
     }
     Reply(res, 200, out);
@@ -160,14 +162,26 @@ bool HttpApi::Discovery(const httplib::Request& req, httplib::Response& res) {
   if (req.method != "GET") return false;
   const std::vector<std::string> s = Segments(req.path);
   if (req.path == "/version") {
-    Reply(res, 200, {{"major", "1"}, {"minor", "32"}, {"gitVersion", "v1.32.0-cohort-double"},
-                     {"gitCommit", "0000000000000000000000000000000000000000"},
-                     {"gitTreeState", "clean"}, {"buildDate", "2026-01-01T00:00:00Z"},
-                     {"goVersion", "go1.23"}, {"compiler", "gc"}, {"platform", "linux/amd64"}});
+    Reply(res, 200,
+          {{"major", "1"},
+           {"minor", "32"},
+           {"gitVersion", "v1.32.0-cohort-double"},
+           {"gitCommit", "0000000000000000000000000000000000000000"},
+           {"gitTreeState", "clean"},
+           {"buildDate", "2026-01-01T00:00:00Z"},
+           {"goVersion", "go1.23"},
+           {"compiler", "gc"},
+           {"platform", "linux/amd64"}});
   } else if (req.path == "/healthz" || req.path == "/readyz" || req.path == "/livez") {
     res.set_content("ok", "text/plain");
   } else if (req.path == "/openapi/v2") {
-    Reply(res, 200, OpenApiV2());
+    const std::string accept = req.get_header_value("Accept");
+    if (accept.find("protobuf") != std::string::npos) {
+      // kubectl asks for the protobuf form; an empty openapi_v2.Document encodes as no bytes.
+      res.set_content("", "application/octet-stream");  // Go cannot parse the "@" form
+    } else {
+      Reply(res, 200, OpenApiV2());
+    }
   } else if (req.path == "/openapi/v3") {
     Reply(res, 200, OpenApiV3Index(registry_));
   } else if (req.path.rfind("/openapi/v3/", 0) == 0) {
@@ -183,8 +197,8 @@ bool HttpApi::Discovery(const httplib::Request& req, httplib::Response& res) {
     if (!g) throw ApiError(404, "NotFound", "the server could not find the requested resource");
     Reply(res, 200, *g);
   } else if ((s.size() == 2 && s[0] == "api") || (s.size() == 3 && s[0] == "apis")) {
-    auto list = s[0] == "api" ? registry_.ResourceList("", s[1])
-                              : registry_.ResourceList(s[1], s[2]);
+    auto list =
+        s[0] == "api" ? registry_.ResourceList("", s[1]) : registry_.ResourceList(s[1], s[2]);
     if (!list) throw ApiError(404, "NotFound", "the server could not find the requested resource");
     Reply(res, 200, *list);
   } else {
@@ -195,7 +209,8 @@ bool HttpApi::Discovery(const httplib::Request& req, httplib::Response& res) {
 
 void HttpApi::Resource(const httplib::Request& req, httplib::Response& res) {
   const std::vector<std::string> s = Segments(req.path);
-  const auto not_found = ApiError(404, "NotFound", "the server could not find the requested resource");
+  const auto not_found =
+      ApiError(404, "NotFound", "the server could not find the requested resource");
   size_t at;
   std::string group, version;
   if (s.size() >= 3 && s[0] == "api") {
@@ -210,8 +225,8 @@ void HttpApi::Resource(const httplib::Request& req, httplib::Response& res) {
   }
   std::vector<std::string> rest(s.begin() + at, s.end());
   std::string ns, plural, name, sub;
-  const bool ns_sub = rest.size() == 3 && rest[0] == "namespaces" &&
-                      (rest[2] == "status" || rest[2] == "finalize");
+  const bool ns_sub =
+      rest.size() == 3 && rest[0] == "namespaces" && (rest[2] == "status" || rest[2] == "finalize");
   if (rest.size() >= 3 && rest[0] == "namespaces" && !ns_sub) {
     ns = rest[1];
     rest.erase(rest.begin(), rest.begin() + 2);
@@ -241,8 +256,8 @@ void HttpApi::Resource(const httplib::Request& req, httplib::Response& res) {
 void HttpApi::Serve(const httplib::Request& req, httplib::Response& res, const ResourceType& t,
                     const std::string& ns, const std::string& name, const std::string& sub) {
   const bool table = WantsTable(req.get_header_value("Accept"));
-  const std::string include = req.has_param("includeObject")
-                                  ? req.get_param_value("includeObject") : "Metadata";
+  const std::string include =
+      req.has_param("includeObject") ? req.get_param_value("includeObject") : "Metadata";
   const bool status = !sub.empty();
   if (t.namespaced && ns.empty() && !name.empty()) {
     throw ApiError(404, "NotFound", "the server could not find the requested resource");
@@ -250,8 +265,8 @@ void HttpApi::Serve(const httplib::Request& req, httplib::Response& res, const R
   if (req.method == "GET" && name.empty()) {
     const std::string w = req.get_param_value("watch");
     if (w == "true" || w == "1") return ServeWatch(req, res, t, ns);
-    Json list = store_.List(t, ns, LabelSelector(req.get_param_value("labelSelector")),
-                            Fields(req, t));
+    Json list =
+        store_.List(t, ns, LabelSelector(req.get_param_value("labelSelector")), Fields(req, t));
     return Reply(res, 200, table ? ToTable(t, list, include) : list);
   }
   if (req.method == "GET") {
@@ -269,8 +284,9 @@ void HttpApi::Serve(const httplib::Request& req, httplib::Response& res, const R
     return Reply(res, 200, store_.Update(t, ns, name, Body(req), status, validation));
   }
   if (req.method == "PATCH" && !name.empty()) {
-    return Reply(res, 200, store_.Patch(t, ns, name, req.body,
-                                        req.get_header_value("Content-Type"), status, validation));
+    return Reply(res, 200,
+                 store_.Patch(t, ns, name, req.body, req.get_header_value("Content-Type"), status,
+                              validation));
   }
   if (req.method == "DELETE" && !status) return ServeDelete(req, res, t, ns, name);
   throw ApiError(405, "MethodNotAllowed",
@@ -278,8 +294,7 @@ void HttpApi::Serve(const httplib::Request& req, httplib::Response& res, const R
 }
 
 void HttpApi::ServeDelete(const httplib::Request& req, httplib::Response& res,
-                          const ResourceType& t, const std::string& ns,
-                          const std::string& name) {
+                          const ResourceType& t, const std::string& ns, const std::string& name) {
   DeleteOptions options;
   if (!req.body.empty()) {
     const Json body = Body(req);
@@ -299,8 +314,8 @@ void HttpApi::ServeDelete(const httplib::Request& req, httplib::Response& res,
                    "suppress this warning\"");
   }
   if (name.empty()) {  // deletecollection
-    Json list = store_.List(t, ns, LabelSelector(req.get_param_value("labelSelector")),
-                            Fields(req, t));
+    Json list =
+        store_.List(t, ns, LabelSelector(req.get_param_value("labelSelector")), Fields(req, t));
     for (const auto& o : list["items"]) {
       try {
         store_.Delete(t, o["metadata"].value("namespace", ""), o["metadata"]["name"], options);
@@ -316,14 +331,20 @@ void HttpApi::ServeDelete(const httplib::Request& req, httplib::Response& res,
     return Reply(res, 202, gone);  // finalizers keep it for now
   }
   if (t.plural == "pods" && t.group.empty()) return Reply(res, 200, gone);
-  Reply(res, 200, {{"kind", "Status"}, {"apiVersion", "v1"}, {"metadata", Json::object()},
-                   {"status", "Success"},
-                   {"details", {{"name", name}, {"group", t.group}, {"kind", t.plural},
-                                {"uid", gone["metadata"].value("uid", "")}}}});
+  Reply(res, 200,
+        {{"kind", "Status"},
+         {"apiVersion", "v1"},
+         {"metadata", Json::object()},
+         {"status", "Success"},
+         {"details",
+          {{"name", name},
+           {"group", t.group},
+           {"kind", t.plural},
+           {"uid", gone["metadata"].value("uid", "")}}}});
 }
 
-void HttpApi::ServeWatch(const httplib::Request& req, httplib::Response& res,
-                         const ResourceType& t, const std::string& ns) {
+void HttpApi::ServeWatch(const httplib::Request& req, httplib::Response& res, const ResourceType& t,
+                         const std::string& ns) {
   std::chrono::seconds timeout = watch_timeout_;
   if (req.has_param("timeoutSeconds")) {
     timeout = std::chrono::seconds(std::stoll(req.get_param_value("timeoutSeconds")));
@@ -355,8 +376,7 @@ void HttpApi::ServeWatch(const httplib::Request& req, httplib::Response& res,
         }
         auto e = watch->Next(std::min(left, std::chrono::milliseconds(200)));
         if (!e) return true;
-        const std::string line =
-            Json({{"type", e->type}, {"object", e->object}}).dump() + "\n";
+        const std::string line = Json({{"type", e->type}, {"object", e->object}}).dump() + "\n";
         if (!sink.write(line.data(), line.size())) {
           watch->Close();
           return false;

@@ -29,8 +29,12 @@ void SetCondition(Json& status, const std::string& type, bool value, const std::
     c["message"] = message;
     return;
   }
-  conditions.push_back({{"type", type}, {"status", s}, {"reason", reason}, {"message", message},
-                        {"lastProbeTime", now}, {"lastTransitionTime", now}});
+  conditions.push_back({{"type", type},
+                        {"status", s},
+                        {"reason", reason},
+                        {"message", message},
+                        {"lastProbeTime", now},
+                        {"lastTransitionTime", now}});
 }
 
 int Index(const Json& pod) {
@@ -97,10 +101,10 @@ JobController::JobController(ObjectStore& store, ResourceRegistry& registry)
     : store_(store), registry_(registry) {}
 
 void JobController::Sync() {
-  const Json jobs = store_.List(*registry_.Find("batch", "v1", "jobs"), "", LabelSelector(),
-                                std::nullopt);
-  const Json pods = store_.List(*registry_.Find("", "v1", "pods"), "", LabelSelector(),
-                                std::nullopt);
+  const Json jobs =
+      store_.List(*registry_.Find("batch", "v1", "jobs"), "", LabelSelector(), std::nullopt);
+  const Json pods =
+      store_.List(*registry_.Find("", "v1", "pods"), "", LabelSelector(), std::nullopt);
   std::set<std::string> live;
   for (const auto& job : jobs["items"]) {
     const std::string uid = job["metadata"]["uid"];
@@ -144,8 +148,8 @@ std::string JobController::FailurePolicy(const Json& job, const Json& pod) const
       if (action == "FailJob") {
         return "Container " + cs.value("name", "") + " for pod " +
                pod["metadata"].value("namespace", "") + "/" + pod["metadata"].value("name", "") +
-               " failed with exit code " + std::to_string(code) + " matching FailJob rule at index " +
-               std::to_string(r);
+               " failed with exit code " + std::to_string(code) +
+               " matching FailJob rule at index " + std::to_string(r);
       }
     }
   }
@@ -159,25 +163,11 @@ void JobController::Reconcile(const Json& job, const std::vector<Json>& pods) {
   const bool indexed = spec.value("completionMode", "NonIndexed") == "Indexed";
   std::string fail_reason, fail_message;
   std::vector<Json> active;
-  for (const auto& pod : pods) {
-    const std::string uid = pod["metadata"]["uid"], phase = pod["status"].value("phase", "");
-    if (Active(pod)) active.push_back(pod);
-    if (phase == "Succeeded" && tally.succeeded.insert(uid).second && Index(pod) >= 0) {
-      tally.completed.insert(Index(pod));
-    }
-    if (phase == "Failed" && !tally.failed.count(uid) && !tally.ignored.count(uid)) {
-      const std::string verdict = FailurePolicy(job, pod);
-      if (verdict == "Ignore") {
-        tally.ignored.insert(uid);
-      } else {
-        tally.failed.insert(uid);
-        if (!verdict.empty()) fail_reason = "PodFailurePolicy", fail_message = verdict;
-      }
-    }
-  }
-  const int completions = spec.value("completions", 1), parallelism = spec.value("parallelism", 1);
-  const int succeeded = indexed ? static_cast<int>(tally.completed.size())
-                                : static_cast<int>(tally.succeeded.size());
+  fail_message = Count(job, pods, tally, active);
+  if (!fail_message.empty()) fail_reason = "PodFailurePolicy";
+  const int completions = spec.value("completions", 1);
+  const int succeeded =
+      indexed ? static_cast<int>(tally.completed.size()) : static_cast<int>(tally.succeeded.size());
   const int failed = static_cast<int>(tally.failed.size());
   status["succeeded"] = succeeded;
   status["failed"] = failed;
@@ -193,7 +183,8 @@ void JobController::Reconcile(const Json& job, const std::vector<Json>& pods) {
     SetCondition(status, "Failed", true, fail_reason, fail_message);
   } else if (!finished && success) {
     const std::string reason = succeeded >= completions ? "CompletionsReached" : "SuccessPolicy";
-    SetCondition(status, "SuccessCriteriaMet", true, reason, "Reached expected number of succeeded pods");
+    SetCondition(status, "SuccessCriteriaMet", true, reason,
+                 "Reached expected number of succeeded pods");
     SetCondition(status, "Complete", true, reason, "Reached expected number of succeeded pods");
     status["completionTime"] = NowRfc3339();
   }
@@ -208,21 +199,10 @@ void JobController::Reconcile(const Json& job, const std::vector<Json>& pods) {
       status.erase("startTime");
     }
   } else {
-    if (HasCondition(job, "Suspended")) SetCondition(status, "Suspended", false, "JobResumed", "Job resumed");
+    if (HasCondition(job, "Suspended"))
+      SetCondition(status, "Suspended", false, "JobResumed", "Job resumed");
     if (!status.contains("startTime")) status["startTime"] = NowRfc3339();
-    if (indexed) {
-      std::set<int> running;
-      for (const auto& p : active) running.insert(Index(p));
-      for (int i = 0; i < completions && static_cast<int>(active.size()) < parallelism; ++i) {
-        if (tally.completed.count(i) || running.count(i)) continue;
-        CreatePod(job, i);
-        active.push_back(Json());
-      }
-    } else {
-      const int want = std::min(parallelism, completions - succeeded);
-      for (int n = static_cast<int>(active.size()); n < want; ++n) CreatePod(job, -1);
-      active.resize(std::max<size_t>(active.size(), static_cast<size_t>(std::max(want, 0))));
-    }
+    Scale(job, tally, active);
   }
   int ready = 0;
   for (const auto& p : active) ready += !p.is_null() && p["status"].value("phase", "") == "Running";
@@ -233,6 +213,48 @@ void JobController::Reconcile(const Json& job, const std::vector<Json>& pods) {
   if (status != job.value("status", Json::object())) WriteStatus(job, status);
 }
 
+std::string JobController::Count(const Json& job, const std::vector<Json>& pods, Tally& tally,
+                                 std::vector<Json>& active) const {
+  std::string fail_job;
+  for (const auto& pod : pods) {
+    const std::string uid = pod["metadata"]["uid"], phase = pod["status"].value("phase", "");
+    if (Active(pod)) active.push_back(pod);
+    if (phase == "Succeeded" && tally.succeeded.insert(uid).second && Index(pod) >= 0) {
+      tally.completed.insert(Index(pod));
+    }
+    if (phase == "Failed" && !tally.failed.count(uid) && !tally.ignored.count(uid)) {
+      const std::string verdict = FailurePolicy(job, pod);
+      if (verdict == "Ignore") {
+        tally.ignored.insert(uid);
+      } else {
+        tally.failed.insert(uid);
+        if (!verdict.empty()) fail_job = verdict;
+      }
+    }
+  }
+  return fail_job;
+}
+
+void JobController::Scale(const Json& job, const Tally& tally, std::vector<Json>& active) {
+  const Json& spec = job["spec"];
+  const int completions = spec.value("completions", 1), parallelism = spec.value("parallelism", 1);
+  if (spec.value("completionMode", "NonIndexed") == "Indexed") {
+    std::set<int> running;
+    for (const auto& p : active) running.insert(Index(p));
+    for (int i = 0; i < completions && static_cast<int>(active.size()) < parallelism; ++i) {
+      if (tally.completed.count(i) || running.count(i)) continue;
+      CreatePod(job, i);
+      active.push_back(Json());  // counts as active from now on
+    }
+    return;
+  }
+  const int want = std::min(parallelism, completions - static_cast<int>(tally.succeeded.size()));
+  for (int n = static_cast<int>(active.size()); n < want; ++n) {
+    CreatePod(job, -1);
+    active.push_back(Json());
+  }
+}
+
 void JobController::CreatePod(const Json& job, int index) {
   const Json& meta = job["metadata"];
   const std::string name = meta["name"];
@@ -241,8 +263,11 @@ void JobController::CreatePod(const Json& job, int index) {
   Json pmeta = tmpl.value("metadata", Json::object());
   Json pspec = tmpl.value("spec", Json::object());
   pmeta["generateName"] = index >= 0 ? name + "-" + std::to_string(index) + "-" : name + "-";
-  pmeta["ownerReferences"] = {{{"apiVersion", "batch/v1"}, {"kind", "Job"}, {"name", name},
-                               {"uid", meta["uid"]}, {"controller", true},
+  pmeta["ownerReferences"] = {{{"apiVersion", "batch/v1"},
+                               {"kind", "Job"},
+                               {"name", name},
+                               {"uid", meta["uid"]},
+                               {"controller", true},
                                {"blockOwnerDeletion", true}}};
   if (index >= 0) {
     const std::string i = std::to_string(index);
@@ -250,9 +275,13 @@ void JobController::CreatePod(const Json& job, int index) {
     pmeta["annotations"]["batch.kubernetes.io/job-completion-index"] = i;
     pspec["hostname"] = name + "-" + i;
     for (auto& c : pspec["containers"]) {
-      c["env"].push_back({{"name", "JOB_COMPLETION_INDEX"},
-                          {"valueFrom", {{"fieldRef", {{"apiVersion", "v1"},
-                               {"fieldPath", "metadata.annotations['batch.kubernetes.io/job-completion-index']"}}}}}});
+      c["env"].push_back(
+          {{"name", "JOB_COMPLETION_INDEX"},
+           {"valueFrom",
+            {{"fieldRef",
+              {{"apiVersion", "v1"},
+               {"fieldPath",
+                "metadata.annotations['batch.kubernetes.io/job-completion-index']"}}}}}});
     }
   }
   pspec["nodeName"] = "kube-double-node";

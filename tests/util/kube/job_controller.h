@@ -13,6 +13,7 @@
 #include <map>
 #include <set>
 #include <string>
+#include <vector>
 
 #include "tests/util/kube/object_store.h"
 
@@ -33,6 +34,12 @@ class JobController {
   std::map<std::string, Tally> tallies_;  // by Job uid
 
   void Reconcile(const Json& job, const std::vector<Json>& pods);
+  // Counts newly terminated pods into tally and collects the active ones; the message of a
+  // FailJob rule that matched, else "".
+  std::string Count(const Json& job, const std::vector<Json>& pods, Tally& tally,
+                    std::vector<Json>& active) const;
+  // Creates the pods the Job lacks (indexes not completed nor running, up to parallelism).
+  void Scale(const Json& job, const Tally& tally, std::vector<Json>& active);
   void CreatePod(const Json& job, int index);
   void DeletePods(const std::vector<Json>& pods);
   // "" when the failed pod counts, "Ignore", or the FailJob message.

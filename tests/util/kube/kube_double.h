@@ -5,8 +5,8 @@
 //
 // Implements:
 // - discovery: /version, /api, /api/v1, /apis, /apis/<group>, /apis/<group>/<version> (the
-//   legacy documents; kubectl falls back to them from aggregated discovery), with the groups of
-//   the CRDs that exist;
+//   unaggregated documents, which kubectl 1.32 accepts), with the groups of the CRDs that
+//   exist;
 // - namespaces, pods, services, secrets (stringData), configmaps, serviceaccounts, events,
 //   batch/v1 jobs, apps/v1 deployments, coordination.k8s.io/v1 leases, rbac roles and bindings,
 //   customresourcedefinitions, and every custom resource a CRD defines (served versions, scope,
@@ -23,14 +23,21 @@
 //   or "0" starts with ADDED for what exists; N replays what came after N from a bounded
 //   history; older than the history: an ERROR event with a 410 Expired Status; timeoutSeconds;
 // - errors as meta/v1 Status objects; Table answers for `kubectl get`;
-// - the Job controller (job_controller.h): Indexed and NonIndexed Jobs run their pods' first
-//   container as local processes.
-// Does not implement: TLS and authentication (any client is admin), OpenAPI documents (kubectl
-// then validates nothing client side: answer 404 as a server without OpenAPI would), server-side
-// apply and dryRun (answer 415 / 400), protobuf (JSON only), list paging (`limit` ignored: one
-// page), watch bookmarks, admission webhooks, CEL validation rules, a scheduler or nodes, and
-// controllers other than the Job controller (no ReplicaSets for Deployments, no GC delay: owned
-// objects go in the same request).
+// - the Job controller (job_controller.h) and a kubelet (kubelet.h): pods (of Jobs or not)
+//   run their first container's command as a local process, with the env Kubernetes gives
+//   it, Service names mapped to 127.0.0.1, COHORT_TERMINATION_LOG for the termination message;
+// - OpenAPI: /openapi/v3 documents that tell kubectl the server validates (kubectl then sends
+//   fieldValidation=Strict and needs no --validate=false), an empty /openapi/v2.
+// Does not implement: TLS and authentication (any client is admin), schemas of built-in types
+// (their unknown fields are kept, not rejected), server-side apply and dryRun (answer 415 /
+// 400), protobuf (JSON only), list paging (`limit` ignored: one page), watch bookmarks, Table
+// watches (`kubectl get -w`), admission webhooks, CEL validation rules, graceful pod deletion
+// (a deleted pod is gone at once; its process gets SIGTERM, then SIGKILL), a scheduler or
+// nodes, in-place container restarts (restartPolicy acts as Never), and controllers other than
+// the Job controller and the kubelet (no ReplicaSets for Deployments; owned objects are deleted
+// in the same request, not later by a garbage collector). All pods share 127.0.0.1: two pods
+// that listen on the same fixed port collide (Service host:port pairs in env values and
+// arguments are mapped to distinct ports, bare port numbers are not).
 //
 // Starting it from a test, in process:
 //   cohort::kube::KubeDouble api;                 // listens on 127.0.0.1, a free port
@@ -45,8 +52,8 @@
 #include <atomic>
 #include <chrono>
 #include <map>
-#include <optional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -65,11 +72,11 @@ class JobController;
 class Kubelet;
 
 struct KubeDoubleOptions {
-  int port = 0;                  // 0: a free one
-  size_t history = 1000;         // watch events kept for resumption
+  int port = 0;                             // 0: a free one
+  size_t history = 1000;                    // watch events kept for resumption
   std::chrono::seconds watch_timeout{300};  // for watches that give no timeoutSeconds
-  bool run_jobs = true;          // play the Job controller
-  std::string work_dir;          // pods' logs and termination messages; "" = a new /tmp dir
+  bool run_jobs = true;                     // play the Job controller
+  std::string work_dir;  // pods' logs and termination messages; "" = a new /tmp dir
   std::map<std::string, std::string> pod_env;  // added to every pod process's environment
   std::chrono::milliseconds kill_grace{3000};  // SIGTERM to SIGKILL when stopping a pod
 };

@@ -25,7 +25,8 @@ int main(int argc, char** argv) {
   app.add_option("--port-file", port_file, "write the port to this file once listening");
   app.add_option("--history", o.history, "watch events kept for resumption")->capture_default_str();
   app.add_option("--watch-timeout", watch_timeout,
-                 "seconds a watch without timeoutSeconds stays open")->capture_default_str();
+                 "seconds a watch without timeoutSeconds stays open")
+      ->capture_default_str();
   app.add_flag("--no-jobs", no_jobs, "do not play the Job controller (pods never run)");
   app.add_option("--work-dir", o.work_dir, "pods' logs and termination messages (default: /tmp)");
   app.add_option("--pod-env", pod_env, "K=V added to every pod process's environment");

@@ -28,8 +28,30 @@ std::string Tail(const std::string& path, size_t bytes) {
 }
 
 Json Condition(const std::string& type, bool status) {
-  return {{"type", type}, {"status", status ? "True" : "False"}, {"lastProbeTime", nullptr},
+  return {{"type", type},
+          {"status", status ? "True" : "False"},
+          {"lastProbeTime", nullptr},
           {"lastTransitionTime", NowRfc3339()}};
+}
+
+Json ContainerStatus(const Json& container, const Json& state) {
+  return {{"name", container.value("name", "")},   {"ready", false}, {"restartCount", 0},
+          {"image", container.value("image", "")}, {"imageID", ""},  {"state", state}};
+}
+
+void SetRunning(Json& s, const Json& container, pid_t pid, const std::string& now) {
+  s["phase"] = "Running";
+  s["hostIP"] = "127.0.0.1";
+  s["podIP"] = "127.0.0.1";
+  s["podIPs"] = {{{"ip", "127.0.0.1"}}};
+  s["startTime"] = now;
+  s["conditions"] = {Condition("PodScheduled", true), Condition("Initialized", true),
+                     Condition("ContainersReady", true), Condition("Ready", true)};
+  Json cs = ContainerStatus(container, {{"running", {{"startedAt", now}}}});
+  cs["ready"] = true;
+  cs["started"] = true;
+  cs["containerID"] = "double://" + std::to_string(pid);
+  s["containerStatuses"] = {cs};
 }
 
 }  // namespace
@@ -40,8 +62,8 @@ Kubelet::Kubelet(ObjectStore& store, ResourceRegistry& registry, KubeletOptions 
 Kubelet::~Kubelet() {
   std::lock_guard<std::mutex> lock(mu_);
   for (auto& [uid, r] : running_) r.process->Stop(options_.kill_grace);
-  const auto deadline = std::chrono::steady_clock::now() + options_.kill_grace +
-                        std::chrono::milliseconds(500);
+  const auto deadline =
+      std::chrono::steady_clock::now() + options_.kill_grace + std::chrono::milliseconds(500);
   for (auto& [uid, r] : running_) {
     while (!r.process->Poll() && std::chrono::steady_clock::now() < deadline) {
       std::this_thread::sleep_for(std::chrono::milliseconds(10));
@@ -52,8 +74,8 @@ Kubelet::~Kubelet() {
 
 std::vector<std::string> Kubelet::Services(const std::string& ns) const {
   std::vector<std::string> names;
-  const Json list = store_.List(*registry_.Find("", "v1", "services"), ns, LabelSelector(),
-                                std::nullopt);
+  const Json list =
+      store_.List(*registry_.Find("", "v1", "services"), ns, LabelSelector(), std::nullopt);
   for (const auto& s : list["items"]) names.push_back(s["metadata"]["name"]);
   return names;
 }
@@ -90,15 +112,14 @@ void Kubelet::Start(const Json& pod) {
     }
   };
   PodCommand cmd = ResolvePodCommand(pod, Services(ns), lookup, ports_);
-  const Json container = pod["spec"]["containers"].empty() ? Json::object()
-                                                           : pod["spec"]["containers"][0];
-  const std::string cname = container.value("name", "");
-  if (!cmd.error.empty() && cmd.argv.empty() && cmd.error.find("not found") != std::string::npos) {
-    WriteStatus(ns, name, [&](Json& p) {  // stays Pending; tried again on the next pass
-      p["status"]["containerStatuses"] = {{{"name", cname}, {"ready", false}, {"restartCount", 0},
-          {"image", container.value("image", "")}, {"imageID", ""},
-          {"state", {{"waiting", {{"reason", "CreateContainerConfigError"},
-                                  {"message", cmd.error}}}}}}};
+  const Json container =
+      pod["spec"]["containers"].empty() ? Json::object() : pod["spec"]["containers"][0];
+  if (!cmd.error.empty() && cmd.error.find("not found") != std::string::npos) {
+    // A missing Secret or ConfigMap: stays Pending, tried again on the next pass.
+    WriteStatus(ns, name, [&](Json& p) {
+      p["status"]["containerStatuses"] = {ContainerStatus(
+          container,
+          {{"waiting", {{"reason", "CreateContainerConfigError"}, {"message", cmd.error}}}})};
     });
     return;
   }
@@ -117,30 +138,18 @@ void Kubelet::Start(const Json& pod) {
   if (!process) {
     WriteStatus(ns, name, [&](Json& p) {
       p["status"]["phase"] = "Failed";
-      p["status"]["containerStatuses"] = {{{"name", cname}, {"ready", false}, {"restartCount", 0},
-          {"image", container.value("image", "")}, {"imageID", ""},
-          {"state", {{"terminated", {{"exitCode", 128}, {"reason", "StartError"},
-                                     {"message", error}, {"startedAt", now},
-                                     {"finishedAt", now}}}}}}};
+      p["status"]["containerStatuses"] = {ContainerStatus(container, {{"terminated",
+                                                                       {{"exitCode", 128},
+                                                                        {"reason", "StartError"},
+                                                                        {"message", error},
+                                                                        {"startedAt", now},
+                                                                        {"finishedAt", now}}}})};
     });
     return;
   }
   const pid_t pid = process->pid();
   running_[uid] = {ns, name, dir, std::move(process), now, false};
-  WriteStatus(ns, name, [&](Json& p) {
-    Json& s = p["status"];
-    s["phase"] = "Running";
-    s["hostIP"] = "127.0.0.1";
-    s["podIP"] = "127.0.0.1";
-    s["podIPs"] = {{{"ip", "127.0.0.1"}}};
-    s["startTime"] = now;
-    s["conditions"] = {Condition("PodScheduled", true), Condition("Initialized", true),
-                       Condition("ContainersReady", true), Condition("Ready", true)};
-    s["containerStatuses"] = {{{"name", cname}, {"ready", true}, {"started", true},
-        {"restartCount", 0}, {"image", container.value("image", "")}, {"imageID", ""},
-        {"containerID", "double://" + std::to_string(pid)},
-        {"state", {{"running", {{"startedAt", now}}}}}}};
-  });
+  WriteStatus(ns, name, [&](Json& p) { SetRunning(p["status"], container, pid, now); });
 }
 
 void Kubelet::Report(const Running& r, const PodExit& exit) {
@@ -157,7 +166,8 @@ void Kubelet::Report(const Running& r, const PodExit& exit) {
                        Condition("ContainersReady", false), Condition("Ready", false)};
     Json terminated = {{"exitCode", exit.exit_code},
                        {"reason", exit.exit_code == 0 ? "Completed" : "Error"},
-                       {"startedAt", r.started_at}, {"finishedAt", NowRfc3339()},
+                       {"startedAt", r.started_at},
+                       {"finishedAt", NowRfc3339()},
                        {"containerID", s["containerStatuses"][0].value("containerID", "")}};
     if (exit.signal) terminated["signal"] = exit.signal;
     if (!message.empty()) terminated["message"] = message;
@@ -170,8 +180,8 @@ void Kubelet::Report(const Running& r, const PodExit& exit) {
 
 void Kubelet::Sync() {
   std::lock_guard<std::mutex> lock(mu_);
-  const Json pods = store_.List(*registry_.Find("", "v1", "pods"), "", LabelSelector(),
-                                std::nullopt);
+  const Json pods =
+      store_.List(*registry_.Find("", "v1", "pods"), "", LabelSelector(), std::nullopt);
   std::set<std::string> present;
   for (const auto& pod : pods["items"]) {
     const std::string uid = pod["metadata"]["uid"];

@@ -12,7 +12,8 @@ namespace {
 
 // metadata.name as the real server checks it for most types: an RFC 1123 subdomain.
 void CheckName(const ResourceType& t, const std::string& name) {
-  static const std::regex kSubdomain("[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*");
+  static const std::regex kSubdomain(
+      "[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*");
   if (name.size() > 253 || !std::regex_match(name, kSubdomain)) {
     throw Invalid(t.KindGroup(), name, "metadata.name",
                   "Invalid value: \"" + name +
@@ -80,14 +81,19 @@ void CrdStatus(Json& object) {
     if (v.value("storage", false)) stored = v.value("name", "");
   }
   const std::string now = NowRfc3339();
-  object["status"] = {
-      {"acceptedNames", object["spec"].value("names", Json::object())},
-      {"conditions",
-       {{{"type", "NamesAccepted"}, {"status", "True"}, {"reason", "NoConflicts"},
-         {"message", "no conflicts found"}, {"lastTransitionTime", now}},
-        {{"type", "Established"}, {"status", "True"}, {"reason", "InitialNamesAccepted"},
-         {"message", "the initial names have been accepted"}, {"lastTransitionTime", now}}}},
-      {"storedVersions", {stored}}};
+  object["status"] = {{"acceptedNames", object["spec"].value("names", Json::object())},
+                      {"conditions",
+                       {{{"type", "NamesAccepted"},
+                         {"status", "True"},
+                         {"reason", "NoConflicts"},
+                         {"message", "no conflicts found"},
+                         {"lastTransitionTime", now}},
+                        {{"type", "Established"},
+                         {"status", "True"},
+                         {"reason", "InitialNamesAccepted"},
+                         {"message", "the initial names have been accepted"},
+                         {"lastTransitionTime", now}}}},
+                      {"storedVersions", {stored}}};
 }
 
 // Everything that counts as spec for metadata.generation.
@@ -138,8 +144,9 @@ void CheckIdentity(const ResourceType& t, const std::string& ns, Json& object) {
   if (!meta.is_object()) meta = Json::object();
   if (t.namespaced) {
     if (meta.contains("namespace") && meta["namespace"] != ns) {
-      throw BadRequest("the namespace of the provided object does not match the namespace sent "
-                       "on the request");
+      throw BadRequest(
+          "the namespace of the provided object does not match the namespace sent "
+          "on the request");
     }
     meta["namespace"] = ns;
   } else {

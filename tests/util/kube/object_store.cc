@@ -57,8 +57,7 @@ std::string ObjectStore::NextVersion() {
   return std::to_string(++rv_);
 }
 
-Json& ObjectStore::Existing(const ResourceType& t, const std::string& ns,
-                            const std::string& name) {
+Json& ObjectStore::Existing(const ResourceType& t, const std::string& ns, const std::string& name) {
   auto it = objects_.find(Key(t, ns, name));
   if (it == objects_.end()) throw NotFound(t.plural, t.group, name);
   return it->second.object;
@@ -91,8 +90,7 @@ void ObjectStore::Emit(const std::string& type_key, const std::string& type, con
   }
 }
 
-Json ObjectStore::Get(const ResourceType& t, const std::string& ns,
-                      const std::string& name) const {
+Json ObjectStore::Get(const ResourceType& t, const std::string& ns, const std::string& name) const {
   std::lock_guard<std::mutex> lock(mu_);
   auto it = objects_.find(Key(t, ns, name));
   if (it == objects_.end()) throw NotFound(t.plural, t.group, name);
@@ -222,10 +220,10 @@ Json ObjectStore::Delete(const ResourceType& t, const std::string& ns, const std
                        ", UID in object meta: " + meta["uid"].get<std::string>());
   }
   if (!options.precondition_rv.empty() && options.precondition_rv != meta["resourceVersion"]) {
-    throw ApiError(409, "Conflict",
-                   "Precondition failed: ResourceVersion in precondition: " +
-                       options.precondition_rv + ", ResourceVersion in object meta: " +
-                       meta["resourceVersion"].get<std::string>());
+    throw ApiError(
+        409, "Conflict",
+        "Precondition failed: ResourceVersion in precondition: " + options.precondition_rv +
+            ", ResourceVersion in object meta: " + meta["resourceVersion"].get<std::string>());
   }
   const std::string policy = options.propagation.empty() ? DefaultPolicy(t) : options.propagation;
   if (policy != "Orphan" && policy != "Background" && policy != "Foreground") {
@@ -269,8 +267,8 @@ void ObjectStore::Remove(const std::string& key, const std::string& policy) {
   Emit(s.type_key, "DELETED", s.object, nullptr);
   if (s.type_key == "apiextensions.k8s.io/customresourcedefinitions") {
     const Json& spec = s.object["spec"];
-    const std::string prefix = spec["group"].get<std::string>() + "/" +
-                               spec["names"]["plural"].get<std::string>() + "/";
+    const std::string prefix =
+        spec["group"].get<std::string>() + "/" + spec["names"]["plural"].get<std::string>() + "/";
     std::vector<std::string> keys;
     for (const auto& [k, v] : objects_) {
       if (k.rfind(prefix, 0) == 0) keys.push_back(k);

@@ -12,13 +12,12 @@ std::string GvPath(const std::string& group, const std::string& version) {
 }
 
 Json Operation(const Json& gvk, const std::string& action, bool with_validation) {
-  Json params = Json::array({{{"name", "dryRun"}, {"in", "query"},
-                              {"schema", {{"type", "string"}}}},
-                             {{"name", "fieldManager"}, {"in", "query"},
-                              {"schema", {{"type", "string"}}}}});
+  Json params =
+      Json::array({{{"name", "dryRun"}, {"in", "query"}, {"schema", {{"type", "string"}}}},
+                   {{"name", "fieldManager"}, {"in", "query"}, {"schema", {{"type", "string"}}}}});
   if (with_validation) {
-    params.push_back({{"name", "fieldValidation"}, {"in", "query"},
-                      {"schema", {{"type", "string"}}}});
+    params.push_back(
+        {{"name", "fieldValidation"}, {"in", "query"}, {"schema", {{"type", "string"}}}});
   }
   return {{"x-kubernetes-group-version-kind", gvk},
           {"x-kubernetes-action", action},
@@ -35,8 +34,8 @@ Json OpenApiV3Index(const ResourceRegistry& registry) {
     auto doc = OpenApiV3GroupVersion(registry, path);
     if (!doc) return;
     const size_t hash = std::hash<std::string>()(doc->dump());
-    paths[path] = {{"serverRelativeURL",
-                    "/openapi/v3/" + path + "?hash=" + Hex(&hash, sizeof(hash))}};
+    paths[path] = {
+        {"serverRelativeURL", "/openapi/v3/" + path + "?hash=" + Hex(&hash, sizeof(hash))}};
   };
   add("", "v1");
   const Json groups = registry.GroupList()["groups"];
@@ -68,8 +67,8 @@ std::optional<Json> OpenApiV3GroupVersion(const ResourceRegistry& registry,
     const std::string name = r["name"];
     if (name.find('/') != std::string::npos) continue;
     const Json gvk = {{"group", group}, {"version", version}, {"kind", r["kind"]}};
-    const std::string item = prefix + (r["namespaced"].get<bool>() ? "namespaces/{namespace}/" : "") +
-                             name + "/{name}";
+    const std::string item =
+        prefix + (r["namespaced"].get<bool>() ? "namespaces/{namespace}/" : "") + name + "/{name}";
     paths[item] = {{"get", Operation(gvk, "get", false)},
                    {"put", Operation(gvk, "put", true)},
                    {"patch", Operation(gvk, "patch", true)},

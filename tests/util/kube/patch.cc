@@ -14,8 +14,8 @@ const std::string kDeletePrimitive = "$deleteFromPrimitiveList/";
 // when the list is replaced whole.
 std::string MergeKey(const std::string& field, const Json& elements) {
   if (elements.empty() || !elements[0].is_object()) return "";
-  const char* candidates[] = {"name", "containerPort", "port", "mountPath", "devicePath", "ip",
-                              "type"};
+  const char* candidates[] = {"name", "containerPort", "port", "mountPath", "devicePath",
+                              "ip",   "type"};
   std::string key;
   if (field == "volumeMounts") key = "mountPath";
   if (field == "ports") key = elements[0].contains("containerPort") ? "containerPort" : "port";
@@ -124,7 +124,8 @@ Json ApplyPatch(const Json& original, const std::string& body, const std::string
     if (strategic_allowed) accepted += ", application/strategic-merge-patch+json";
     throw ApiError(415, "UnsupportedMediaType",
                    "the body of the request was in an unknown format - accepted media types "
-                   "include: " + accepted);
+                   "include: " +
+                       accepted);
   }
   Json patch = Json::parse(body, nullptr, false);
   if (patch.is_discarded()) {
@@ -135,8 +136,10 @@ Json ApplyPatch(const Json& original, const std::string& body, const std::string
     try {
       return original.patch(patch);
     } catch (const nlohmann::json::exception& e) {
-      throw ApiError(422, "Invalid", std::string("the server rejected our request due to an "
-                                                 "error in our request: ") + e.what());
+      throw ApiError(422, "Invalid",
+                     std::string("the server rejected our request due to an "
+                                 "error in our request: ") +
+                         e.what());
     }
   }
   if (!patch.is_object()) throw BadRequest("error decoding patch: the patch is not an object");

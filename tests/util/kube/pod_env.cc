@@ -111,8 +111,8 @@ std::string RewriteServiceHosts(const std::string& text, const std::string& ns,
   std::string out = text;
   for (const auto& svc : services) {
     // [<hostname>.]<service>[.<ns>[.svc[.cluster.local]]][:port], whole words only.
-    const std::regex re("(^|[^-a-z0-9.])(([a-z0-9]([-a-z0-9]*[a-z0-9])?\\.)?" + svc + "(\\." +
-                        ns + "(\\.svc(\\.cluster\\.local)?)?)?)(:([0-9]+))?(?![-a-z0-9.])");
+    const std::regex re("(^|[^-a-z0-9.])(([a-z0-9]([-a-z0-9]*[a-z0-9])?\\.)?" + svc + "(\\." + ns +
+                        "(\\.svc(\\.cluster\\.local)?)?)?)(:([0-9]+))?(?![-a-z0-9.])");
     std::string rewritten;
     auto begin = std::sregex_iterator(out.begin(), out.end(), re);
     size_t last = 0;
@@ -148,8 +148,8 @@ PodCommand ResolvePodCommand(const Json& pod, const std::vector<std::string>& se
     const std::string name = e.value("name", "");
     std::optional<std::string> value;
     if (e.contains("value")) {
-      value = RewriteServiceHosts(Expand(e["value"].get<std::string>(), cmd.env), ns, services,
-                                  ports);
+      value =
+          RewriteServiceHosts(Expand(e["value"].get<std::string>(), cmd.env), ns, services, ports);
     }
     const Json from = e.value("valueFrom", Json::object());
     if (from.contains("fieldRef")) {
@@ -167,8 +167,8 @@ PodCommand ResolvePodCommand(const Json& pod, const std::vector<std::string>& se
   if (!cmd.error.empty()) return cmd;
   for (const char* part : {"command", "args"}) {
     for (const auto& a : c.value(part, Json::array())) {
-      cmd.argv.push_back(RewriteServiceHosts(Expand(a.get<std::string>(), cmd.env), ns, services,
-                                             ports));
+      cmd.argv.push_back(
+          RewriteServiceHosts(Expand(a.get<std::string>(), cmd.env), ns, services, ports));
     }
   }
   if (!c.contains("command") || cmd.argv.empty()) {

@@ -39,9 +39,9 @@ class ServicePorts {
 };
 
 struct PodCommand {
-  std::vector<std::string> argv;             // command + args, $(VAR) expanded, hosts rewritten
-  std::map<std::string, std::string> env;    // the container's env (without the host's)
-  std::string error;                         // why it cannot run (then argv is empty)
+  std::vector<std::string> argv;           // command + args, $(VAR) expanded, hosts rewritten
+  std::map<std::string, std::string> env;  // the container's env (without the host's)
+  std::string error;                       // why it cannot run (then argv is empty)
 };
 
 // The first container of `pod`. services: the names of the Services in the pod's namespace.

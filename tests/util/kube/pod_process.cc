@@ -7,6 +7,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdlib>
 #include <cstring>
 #include <sstream>
@@ -27,6 +28,53 @@ std::string Resolve(const std::string& command, const std::map<std::string, std:
     if (access(candidate.c_str(), X_OK) == 0) return candidate;
   }
   throw std::runtime_error("exec: \"" + command + "\": executable file not found in $PATH");
+}
+
+void KillGroup(int) { ::kill(0, SIGKILL); }
+
+void SetHandler(int sig, void (*handler)(int)) {
+  struct sigaction a {};
+  a.sa_handler = handler;
+  sigaction(sig, &a, nullptr);
+}
+
+// The forked child: a shim (like a container runtime's) that leads the pod's process group,
+// runs the container as its own child and exits with its status. The double's death reaches it
+// as SIGUSR2 (PR_SET_PDEATHSIG), and it then SIGKILLs the whole group, so nothing the container
+// started outlives the double. It ignores SIGTERM and SIGINT sent to the group: those are for
+// the container, which gets them with default handling and no blocked signals (the double's
+// main thread blocks SIGTERM to sigwait for it). Only async-signal-safe calls after fork.
+[[noreturn]] void RunShim(pid_t parent, const std::string& exe, char* const* argv,
+                          char* const* envp, const std::string& log, const std::string& dir) {
+  setpgid(0, 0);
+  sigset_t none;
+  sigemptyset(&none);
+  sigprocmask(SIG_SETMASK, &none, nullptr);
+  SetHandler(SIGTERM, SIG_IGN);
+  SetHandler(SIGINT, SIG_IGN);
+  SetHandler(SIGUSR2, KillGroup);
+  prctl(PR_SET_PDEATHSIG, SIGUSR2);
+  if (getppid() != parent) _exit(127);  // the double is already gone
+  const pid_t child = fork();
+  if (child == 0) {
+    SetHandler(SIGTERM, SIG_DFL);
+    SetHandler(SIGINT, SIG_DFL);
+    SetHandler(SIGUSR2, SIG_DFL);
+    const int fd = open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+    if (fd >= 0) {
+      dup2(fd, STDOUT_FILENO);
+      dup2(fd, STDERR_FILENO);
+      close(fd);
+    }
+    if (chdir(dir.c_str()) != 0) _exit(127);
+    execve(exe.c_str(), argv, envp);
+    _exit(127);
+  }
+  int status = 0;
+  while (child > 0 && waitpid(child, &status, 0) < 0 && errno == EINTR) {
+  }
+  if (child < 0) _exit(127);
+  _exit(WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status));
 }
 
 }  // namespace
@@ -56,21 +104,7 @@ PodProcess::PodProcess(const std::vector<std::string>& argv,
   const pid_t parent = getpid();
   pid_ = fork();
   if (pid_ < 0) throw std::runtime_error(std::string("fork: ") + std::strerror(errno));
-  if (pid_ == 0) {
-    // Only async-signal-safe calls from here on.
-    setpgid(0, 0);
-    prctl(PR_SET_PDEATHSIG, SIGKILL);
-    if (getppid() != parent) _exit(127);  // the double is already gone
-    const int fd = open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
-    if (fd >= 0) {
-      dup2(fd, STDOUT_FILENO);
-      dup2(fd, STDERR_FILENO);
-      close(fd);
-    }
-    if (chdir(dir.c_str()) != 0) _exit(127);
-    execve(exe.c_str(), argp.data(), envp.data());
-    _exit(127);
-  }
+  if (pid_ == 0) RunShim(parent, exe, argp.data(), envp.data(), log, dir);  // never returns
   setpgid(pid_, pid_);  // also from here, so a signal right after fork reaches the group
 }
 

@@ -1,7 +1,8 @@
-// One pod's container as a local process: started in its own process group with
-// PR_SET_PDEATHSIG (so it dies with the thread that started it, the Job controller's), stdout
-// and stderr to <dir>/log, working directory <dir>; stopped as a kubelet stops a container:
-// SIGTERM to the group, SIGKILL after the grace period.
+// One pod's container as a local process, under a shim that leads its process group and
+// SIGKILLs the group when the double dies (PR_SET_PDEATHSIG of the thread that started it, the
+// controllers' thread; see RunShim in pod_process.cc); stdout and stderr to <dir>/log, working
+// directory <dir>; stopped as a kubelet stops a container: SIGTERM to the group, SIGKILL after
+// the grace period. The exit code is the container's (128 + signal when a signal ended it).
 #pragma once
 
 #include <sys/types.h>
@@ -29,7 +30,7 @@ class PodProcess {
   PodProcess(const PodProcess&) = delete;
   PodProcess& operator=(const PodProcess&) = delete;
 
-  pid_t pid() const { return pid_; }
+  pid_t pid() const { return pid_; }  // the shim's: also the process group's id
   // The exit, once the process has ended (reaps it); nullopt while it runs.
   std::optional<PodExit> Poll();
   // SIGTERM to the group now, SIGKILL once `grace` has passed (on a later Poll()).

@@ -7,9 +7,8 @@
 namespace cohort::kube {
 namespace {
 
-ResourceType Builtin(std::string group, std::string version, std::string kind,
-                     std::string plural, bool namespaced, bool has_status,
-                     std::vector<std::string> short_names = {}) {
+ResourceType Builtin(std::string group, std::string version, std::string kind, std::string plural,
+                     bool namespaced, bool has_status, std::vector<std::string> short_names = {}) {
   ResourceType t;
   t.group = std::move(group);
   t.version = std::move(version);
@@ -28,8 +27,8 @@ Json ApiResource(const ResourceType& t) {
             {"singularName", t.singular},
             {"namespaced", t.namespaced},
             {"kind", t.kind},
-            {"verbs", {"create", "delete", "deletecollection", "get", "list", "patch", "update",
-                       "watch"}}};
+            {"verbs",
+             {"create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"}}};
   if (!t.short_names.empty()) r["shortNames"] = t.short_names;
   if (!t.categories.empty()) r["categories"] = t.categories;
   return r;
@@ -52,10 +51,10 @@ ResourceRegistry::ResourceRegistry() {
       Builtin("rbac.authorization.k8s.io", "v1", "Role", "roles", true, false),
       Builtin("rbac.authorization.k8s.io", "v1", "RoleBinding", "rolebindings", true, false),
       Builtin("rbac.authorization.k8s.io", "v1", "ClusterRole", "clusterroles", false, false),
-      Builtin("rbac.authorization.k8s.io", "v1", "ClusterRoleBinding", "clusterrolebindings",
-              false, false),
-      Builtin("apiextensions.k8s.io", "v1", "CustomResourceDefinition",
-              "customresourcedefinitions", false, true, {"crd", "crds"}),
+      Builtin("rbac.authorization.k8s.io", "v1", "ClusterRoleBinding", "clusterrolebindings", false,
+              false),
+      Builtin("apiextensions.k8s.io", "v1", "CustomResourceDefinition", "customresourcedefinitions",
+              false, true, {"crd", "crds"}),
   };
   for (auto& t : types_) {
     if (t.plural == "pods" || t.plural == "services" || t.plural == "deployments") {
@@ -169,8 +168,10 @@ std::optional<Json> ResourceRegistry::ResourceList(const std::string& group,
     if (t.group != group || t.version != version) continue;
     resources.push_back(ApiResource(t));
     if (t.has_status) {
-      resources.push_back({{"name", t.plural + "/status"}, {"singularName", ""},
-                           {"namespaced", t.namespaced}, {"kind", t.kind},
+      resources.push_back({{"name", t.plural + "/status"},
+                           {"singularName", ""},
+                           {"namespaced", t.namespaced},
+                           {"kind", t.kind},
                            {"verbs", {"get", "patch", "update"}}});
     }
   }

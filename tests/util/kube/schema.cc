@@ -53,7 +53,8 @@ void PruneAndDefault(const Json& schema, Json& value, const std::string& path,
 std::string Show(const Json& v) { return v.dump(); }
 
 bool HasType(const Json& v, const std::string& type, const Json& schema) {
-  if (schema.value("x-kubernetes-int-or-string", false)) return v.is_number_integer() || v.is_string();
+  if (schema.value("x-kubernetes-int-or-string", false))
+    return v.is_number_integer() || v.is_string();
   if (type == "object") return v.is_object();
   if (type == "array") return v.is_array();
   if (type == "string") return v.is_string();
@@ -92,8 +93,7 @@ void Check(const Json& schema, const Json& v, const std::string& path,
     const std::string s = v.get<std::string>();
     if (schema.contains("minLength") && s.size() < schema["minLength"].get<size_t>()) {
       errors.push_back(path + ": Invalid value: " + Show(v) + ": " + path +
-                       " in body should be at least " + Show(schema["minLength"]) +
-                       " chars long");
+                       " in body should be at least " + Show(schema["minLength"]) + " chars long");
     }
     if (schema.contains("maxLength") && s.size() > schema["maxLength"].get<size_t>()) {
       errors.push_back(path + ": Too long: may not be longer than " + Show(schema["maxLength"]));
@@ -110,8 +110,8 @@ void Check(const Json& schema, const Json& v, const std::string& path,
                        " in body should have at least " + Show(schema["minItems"]) + " items");
     }
     if (schema.contains("maxItems") && v.size() > schema["maxItems"].get<size_t>()) {
-      errors.push_back(path + ": Too many: " + std::to_string(v.size()) +
-                       ": must have at most " + Show(schema["maxItems"]) + " items");
+      errors.push_back(path + ": Too many: " + std::to_string(v.size()) + ": must have at most " +
+                       Show(schema["maxItems"]) + " items");
     }
     if (schema.contains("items")) {
       for (size_t i = 0; i < v.size(); ++i) {
@@ -154,9 +154,10 @@ void ApplySchema(const ResourceType& t, Json& object, const std::string& field_v
   PruneAndDefault(schema, object, "", pruned);
   if (field_validation == "Strict" && !pruned.empty()) {
     std::string fields;
-    for (const auto& f : pruned) fields += (fields.empty() ? "" : ", ") + ("\"" + f.substr(1) + "\"");
-    throw BadRequest(t.kind + " in version \"" + t.version + "\" cannot be handled as a " +
-                     t.kind + ": strict decoding error: unknown field " + fields);
+    for (const auto& f : pruned)
+      fields += (fields.empty() ? "" : ", ") + ("\"" + f.substr(1) + "\"");
+    throw BadRequest(t.kind + " in version \"" + t.version + "\" cannot be handled as a " + t.kind +
+                     ": strict decoding error: unknown field " + fields);
   }
   std::vector<std::string> errors;
   Check(schema, object, "", errors);
@@ -176,8 +177,8 @@ void ApplySchema(const ResourceType& t, Json& object, const std::string& field_v
   const std::string name = object["metadata"].value("name", "");
   Json causes = Json::array();
   for (const auto& e : errors) {
-    causes.push_back({{"reason", "FieldValueInvalid"}, {"message", e},
-                      {"field", e.substr(0, e.find(':'))}});
+    causes.push_back(
+        {{"reason", "FieldValueInvalid"}, {"message", e}, {"field", e.substr(0, e.find(':'))}});
   }
   throw ApiError(422, "Invalid", t.KindGroup() + " \"" + name + "\" is invalid: " + message,
                  {{"name", name}, {"group", t.group}, {"kind", t.kind}, {"causes", causes}});

@@ -7,7 +7,8 @@ namespace {
 
 std::string Age(const std::string& timestamp) {
   std::tm tm{};
-  if (timestamp.empty() || !strptime(timestamp.c_str(), "%Y-%m-%dT%H:%M:%SZ", &tm)) return "<unknown>";
+  if (timestamp.empty() || !strptime(timestamp.c_str(), "%Y-%m-%dT%H:%M:%SZ", &tm))
+    return "<unknown>";
   const long seconds = static_cast<long>(std::time(nullptr) - timegm(&tm));
   if (seconds < 120) return std::to_string(std::max(seconds, 0L)) + "s";
   if (seconds < 3600 * 3) return std::to_string(seconds / 60) + "m";
@@ -16,8 +17,7 @@ std::string Age(const std::string& timestamp) {
 }
 
 Json Column(const std::string& name, const std::string& type, const std::string& format = "") {
-  return {{"name", name}, {"type", type}, {"format", format}, {"description", ""},
-          {"priority", 0}};
+  return {{"name", name}, {"type", type}, {"format", format}, {"description", ""}, {"priority", 0}};
 }
 
 std::string PodStatus(const Json& pod) {
@@ -58,7 +58,8 @@ void Columns(const ResourceType& t, Json& defs, const Json& o, Json& cells) {
   };
   const Json& status = o.value("status", Json::object());
   if (t.plural == "pods" && t.group.empty()) {
-    int ready = 0, restarts = 0, total = static_cast<int>(o["spec"].value("containers", Json::array()).size());
+    int ready = 0, restarts = 0,
+        total = static_cast<int>(o["spec"].value("containers", Json::array()).size());
     for (const auto& c : status.value("containerStatuses", Json::array())) {
       ready += c.value("ready", false);
       restarts += c.value("restartCount", 0);
