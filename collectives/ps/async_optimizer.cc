@@ -7,15 +7,21 @@
 namespace cohort::collectives::ps {
 namespace {
 
+// The loops below use std::fma (torch's vectorized kernels fuse those multiply-adds). Without
+// the FMA instruction it is a libm call per element, 5x slower on a 10M-parameter model; a
+// clone for CPUs with FMA inlines it. Both clones compute the same bits (fma is exact).
+#define COHORT_FMA_CLONES __attribute__((target_clones("fma", "default")))
+
 // g += wd * p, as grad.add(p, wd): a float multiply-add with wd rounded to float (torch's
 // vectorized add with alpha is one fused multiply-add).
-void AddWeightDecay(double weight_decay, const float* p, float* g, size_t n) {
+COHORT_FMA_CLONES void AddWeightDecay(double weight_decay, const float* p, float* g, size_t n) {
   if (weight_decay == 0) return;
   const auto wd = static_cast<float>(weight_decay);
   for (size_t i = 0; i < n; ++i) g[i] = std::fma(p[i], wd, g[i]);
 }
 
-void Sgd(const AsyncOptimizerConfig& c, float* p, float* g, size_t n, AsyncSlots& s) {
+COHORT_FMA_CLONES void Sgd(const AsyncOptimizerConfig& c, float* p, float* g, size_t n,
+                           AsyncSlots& s) {
   AddWeightDecay(c.weight_decay, p, g, n);
   if (c.momentum != 0) {
     const auto momentum = static_cast<float>(c.momentum);
@@ -36,7 +42,8 @@ void Sgd(const AsyncOptimizerConfig& c, float* p, float* g, size_t n, AsyncSlots
   ++s.steps;
 }
 
-void Adam(const AsyncOptimizerConfig& c, float* p, float* g, size_t n, AsyncSlots& s) {
+COHORT_FMA_CLONES void Adam(const AsyncOptimizerConfig& c, float* p, float* g, size_t n,
+                            AsyncSlots& s) {
   if (s.slot1.empty()) {
     s.slot1.assign(n, 0.0f);
     s.slot2.assign(n, 0.0f);
