@@ -30,8 +30,14 @@ std::unique_ptr<Communicator> StartAgreeingOrFallBack(const std::string& name,
                                                       const std::string& why_not,
                                                       const CommFactory& fallback,
                                                       const CommConfig& config) {
+  if (config.size > 1 && !config.store) {
+    // No store to agree through: one rank alone on ps would strand its peers, so the original
+    // outcome stands.
+    if (!why_not.empty()) throw Unavailable(fmt::format("no backend can run: {}", why_not));
+    return chosen(config);
+  }
   std::string cause;
-  if (config.size <= 1 || !config.store) {
+  if (config.size <= 1) {
     // Alone: nobody to agree with.
     std::unique_ptr<Communicator> comm;
     std::string why = why_not.empty() ? TryStart(chosen, config, &comm) : why_not;

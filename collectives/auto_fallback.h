@@ -19,8 +19,9 @@ using CommFactory = std::function<std::unique_ptr<Communicator>(const CommConfig
 // and every rank waiting on the store for its peers (inside the backend's own rendezvous, or in
 // the agreement after its start) gives up at once; then all start `fallback` and log one line
 // naming the reason. `why_not`, when not empty, says chosen cannot run here at all (nothing is
-// started; the agreement is the same). Needs config.store when config.size > 1. Throws Timeout
-// naming the ranks that never reported, and what fallback throws.
+// started; the agreement is the same). Without config.store at config.size > 1 there is no
+// agreement and no fallback: chosen's outcome (or why_not) stands. Throws Timeout naming the
+// ranks that never reported, and what fallback throws.
 std::unique_ptr<Communicator> StartAgreeingOrFallBack(const std::string& name,
                                                       const CommFactory& chosen,
                                                       const std::string& why_not,
