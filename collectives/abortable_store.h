@@ -22,8 +22,7 @@ class AbortableStore : public Store {
  public:
   // Forwards to inner. Until Disarm(), Get, Wait and Join wait in slices of `slice` and throw
   // StartAborted between two when abort_key exists on inner. Throws InvalidArgument on null.
-  AbortableStore(std::shared_ptr<Store> inner, std::string abort_key,
-                 Millis slice = Millis(50));
+  AbortableStore(std::shared_ptr<Store> inner, std::string abort_key, Millis slice = Millis(50));
 
   // From now on every call is the inner store's (the start succeeded on every rank).
   void Disarm() { armed_.store(false); }
