@@ -259,6 +259,39 @@ TEST(KubeApi, DeletePropagatesThroughOwnerReferences) {
   EXPECT_EQ(rest.Get(std::string(kCms) + "/root").status, 404);
 }
 
+TEST(KubeApi, FinalizersDelayDeletionAndSelectorsSeeObjectsLeave) {
+  KubeDouble api;
+  Rest rest(api.port());
+  const std::string rv = rest.Get(kCms).body["metadata"]["resourceVersion"];
+  Json cm = ConfigMap("f", {{"app", "x"}});
+  cm["metadata"]["finalizers"] = {"example.com/keep"};
+  ASSERT_EQ(rest.Post(kCms, cm).status, 201);
+  const auto marked = rest.Delete(std::string(kCms) + "/f");
+  ASSERT_EQ(marked.status, 200) << marked.text;
+  EXPECT_TRUE(marked.body["metadata"].contains("deletionTimestamp"));
+  ASSERT_EQ(rest.Get(std::string(kCms) + "/f").status, 200);  // still there
+  // Relabelled out of the selector: a watch on app=x sees it leave (DELETED); then the last
+  // finalizer goes and the object with it.
+  ASSERT_EQ(
+      rest.Patch(std::string(kCms) + "/f", {{"metadata", {{"labels", {{"app", "y"}}}}}}).status,
+      200);
+  ASSERT_EQ(rest.Patch(std::string(kCms) + "/f", {{"metadata", {{"finalizers", nullptr}}}}).status,
+            200);
+  EXPECT_EQ(rest.Get(std::string(kCms) + "/f").status, 404);
+  auto events =
+      rest.Watch(std::string(kCms) + "?watch=true&labelSelector=app%3Dx&resourceVersion=" + rv, 3,
+                 std::chrono::seconds(2));
+  ASSERT_EQ(events.size(), 3u);
+  EXPECT_EQ(events[0]["type"], "ADDED");
+  EXPECT_EQ(events[1]["type"], "MODIFIED");  // deletionTimestamp set
+  EXPECT_EQ(events[2]["type"], "DELETED");   // left the selector
+  EXPECT_EQ(events[2]["object"]["metadata"]["labels"]["app"], "y");
+  events = rest.Watch(std::string(kCms) + "?watch=true&resourceVersion=" + rv, 5,
+                      std::chrono::seconds(2));
+  ASSERT_EQ(events.size(), 5u);
+  EXPECT_EQ(events[4]["type"], "DELETED");  // removed once the finalizer was cleared
+}
+
 TEST(KubeApi, InjectedFailuresAnswerStatusObjects) {
   KubeDouble api;
   Rest rest(api.port());

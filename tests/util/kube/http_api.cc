@@ -328,7 +328,7 @@ void HttpApi::ServeDelete(const httplib::Request& req, httplib::Response& res,
   Json gone = store_.Delete(t, ns, name, options);
   if (gone["metadata"].contains("deletionTimestamp") &&
       !gone["metadata"].value("finalizers", Json::array()).empty()) {
-    return Reply(res, 202, gone);  // finalizers keep it for now
+    return Reply(res, 200, gone);  // finalizers keep it for now: the object, marked
   }
   if (t.plural == "pods" && t.group.empty()) return Reply(res, 200, gone);
   Reply(res, 200,

@@ -63,12 +63,22 @@ Json& ObjectStore::Existing(const ResourceType& t, const std::string& ns, const 
   return it->second.object;
 }
 
+void Watch::Offer(const std::string& type, const Json& object, const Json* old) {
+  const bool now = Selects(object), before = old && Selects(*old);
+  if (type == "MODIFIED" && now && !before) {
+    Push({"ADDED", object});  // entered the selection
+  } else if (type == "MODIFIED" && !now && before) {
+    Push({"DELETED", object});  // left it
+  } else if (now) {
+    Push({type, object});
+  }
+}
+
 void ObjectStore::Emit(const std::string& type_key, const std::string& type, const Json& object,
                        const Json* old) {
-  WatchEvent e{type, object};
-  history_.push_back({rv_, {type_key, e}});
+  history_.push_back({rv_, type_key, type, object, old ? *old : Json()});
   while (history_.size() > history_limit_) {
-    compacted_rv_ = history_.front().first;
+    compacted_rv_ = history_.front().rv;
     history_.pop_front();
   }
   for (auto it = watches_.begin(); it != watches_.end();) {
@@ -78,15 +88,7 @@ void ObjectStore::Emit(const std::string& type_key, const std::string& type, con
       continue;
     }
     ++it;
-    if (w->type_key_ != type_key) continue;
-    const bool now = w->Selects(object), before = old && w->Selects(*old);
-    if (type == "MODIFIED" && now && !before) {
-      w->Push({"ADDED", object});
-    } else if (type == "MODIFIED" && !now && before) {
-      w->Push({"DELETED", object});
-    } else if (now) {
-      w->Push(e);
-    }
+    if (w->type_key_ == type_key) w->Offer(type, object, old);
   }
 }
 
@@ -343,9 +345,9 @@ std::shared_ptr<Watch> ObjectStore::OpenWatch(const ResourceType& t, const std::
                      "too old resource version: " + resource_version + " (" +
                          std::to_string(compacted_rv_ + 1) + ")");
     }
-    for (const auto& [rv, ev] : history_) {
-      if (rv > from && ev.first == w->type_key_ && w->Selects(ev.second.object)) {
-        w->Push(ev.second);
+    for (const auto& h : history_) {
+      if (h.rv > from && h.type_key == w->type_key_) {
+        w->Offer(h.type, h.object, h.old.is_null() ? nullptr : &h.old);
       }
     }
   }

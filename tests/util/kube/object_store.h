@@ -58,6 +58,9 @@ class Watch {
   bool closed_ = false;
   bool Selects(const Json& object) const;
   void Push(WatchEvent e);
+  // Queues the event this watch sees for a write: as is, or ADDED / DELETED when the object
+  // entered or left its selectors.
+  void Offer(const std::string& type, const Json& object, const Json* old);
 };
 
 struct DeleteOptions {
@@ -112,7 +115,12 @@ class ObjectStore {
   int64_t rv_ = 0;
   int64_t compacted_rv_ = 0;  // watches from below this answer 410
   size_t history_limit_;
-  std::deque<std::pair<int64_t, std::pair<std::string, WatchEvent>>> history_;
+  struct Change {  // one write, as the history keeps it for watches that resume
+    int64_t rv;
+    std::string type_key, type;
+    Json object, old;  // old: the object before a MODIFIED (null otherwise)
+  };
+  std::deque<Change> history_;
   std::list<std::weak_ptr<Watch>> watches_;
 
   static std::string TypeKey(const ResourceType& t) { return t.group + "/" + t.plural; }
