@@ -107,6 +107,41 @@ void PsAsyncTraining::CopyIntoModel() {
   }
 }
 
+void PsAsyncTraining::CopyFromModel() {
+  size_t at = 0;
+  for (const at::Tensor& p : params_) {
+    std::memcpy(flat_.data() + at, Floats(p), static_cast<size_t>(p.numel()) * sizeof(float));
+    at += static_cast<size_t>(p.numel());
+  }
+}
+
+cps::AsyncState PsAsyncTraining::LocalOptimizerState() const {
+  // The optimizer's state (a resumed snapshot's), when every parameter has one; else none.
+  cps::AsyncState state;
+  size_t at = 0;
+  for (const at::Tensor& p : params_) {
+    auto it = optimizer_->state().find(ParamStateKey(p));
+    if (it == optimizer_->state().end()) return {};
+    std::vector<at::Tensor> fields;  // slot1, slot2 in ForEachOptimizerField's order
+    ForEachOptimizerField(*it->second, [&](const char* field, const at::Tensor& t) {
+      if (std::strcmp(field, "step") == 0) {
+        state.opt_steps = t.item<int64_t>();
+      } else {
+        fields.push_back(t.to(at::kFloat).contiguous());
+      }
+    });
+    if (fields.empty()) return {};
+    const auto n = static_cast<size_t>(p.numel());
+    for (size_t f = 0; f < fields.size() && f < 2; ++f) {
+      auto& slot = f == 0 ? state.slot1 : state.slot2;
+      slot.resize(numel_);
+      std::memcpy(slot.data() + at, Floats(fields[f]), n * sizeof(float));
+    }
+    at += n;
+  }
+  return state;
+}
+
 void PsAsyncTraining::Start(int64_t step) {
   // A random epoch from rank 0: the calls of an earlier start of this job are refused.
   int64_t epoch = 0;
@@ -128,41 +163,8 @@ void PsAsyncTraining::Start(int64_t step) {
   client_ = std::make_unique<cps::AsyncClient>(cps::PsOptions::FromEnv(), job, numel_, timeout);
   next_step_ = step;
   if (pg_->Rank() == 0) {
-    cps::AsyncState state;
-    size_t at = 0;
-    bool have_state = true;
-    for (const at::Tensor& p : params_) {
-      std::memcpy(flat_.data() + at, Floats(p), static_cast<size_t>(p.numel()) * sizeof(float));
-      at += static_cast<size_t>(p.numel());
-    }
-    // The optimizer's state (a resumed snapshot's), when every parameter has one.
-    at = 0;
-    for (const at::Tensor& p : params_) {
-      auto it = optimizer_->state().find(ParamStateKey(p));
-      if (it == optimizer_->state().end()) {
-        have_state = false;
-        break;
-      }
-      std::vector<at::Tensor> fields;
-      int64_t steps = 0;
-      ForEachOptimizerField(*it->second, [&](const char* field, const at::Tensor& t) {
-        if (std::strcmp(field, "step") == 0) {
-          steps = t.item<int64_t>();
-        } else {
-          fields.push_back(t.to(at::kFloat).contiguous());
-        }
-      });
-      const auto n = static_cast<size_t>(p.numel());
-      for (size_t f = 0; f < fields.size() && f < 2; ++f) {
-        auto& slot = f == 0 ? state.slot1 : state.slot2;
-        slot.resize(numel_);
-        std::memcpy(slot.data() + at, Floats(fields[f]), n * sizeof(float));
-      }
-      if (fields.empty()) have_state = false;
-      state.opt_steps = steps;
-      at += n;
-    }
-    if (!have_state) state = cps::AsyncState{};
+    CopyFromModel();
+    const cps::AsyncState state = LocalOptimizerState();
     client_->Init(*config_, step, flat_.data(), state);
     COHORT_INFO(kRuntime,
                 "ps async: {} parameters in {} partitions on the servers, {}; pushed "

@@ -18,6 +18,7 @@
 namespace cohort::collectives::ps {
 class AsyncClient;
 struct AsyncOptimizerConfig;
+struct AsyncState;
 }  // namespace cohort::collectives::ps
 
 namespace cohort::runtime {
@@ -52,6 +53,9 @@ class PsAsyncTraining {
 
  private:
   void CopyIntoModel();
+  void CopyFromModel();
+  // The torch optimizer's state of every parameter as the servers' slots (none if any lacks).
+  collectives::ps::AsyncState LocalOptimizerState() const;
 
   std::shared_ptr<ProcessGroup> pg_;
   std::shared_ptr<torch::optim::Optimizer> optimizer_;

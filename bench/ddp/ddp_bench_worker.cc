@@ -41,6 +41,7 @@
 #include "common/error.h"
 #include "runtime/ddp.h"
 #include "runtime/process_group.h"
+#include "runtime/ps_async.h"
 
 namespace cohort::bench {
 namespace {
@@ -60,6 +61,7 @@ struct Options {
   double lr = 0.01;
   double momentum = 0.9;
   bool plain = false;       // no DDP: the local training floor (world 1 only)
+  bool ps_async = false;    // no DDP: the parameter servers run SGD (runtime/ps_async.h, ASP)
   int perturb_rank = -1;    // to see the check fail: this rank nudges a parameter before it
   runtime::DdpOptions ddp;  // bucket sizes
   std::string out;
@@ -204,7 +206,9 @@ int Run(const Options& o) {
   const std::vector<at::Tensor> params = model->parameters();
   InitParams(params, o.seed);  // the same on every rank and on the PyTorch side
   std::unique_ptr<DistributedDataParallel> ddp;
-  if (!o.plain) ddp = std::make_unique<DistributedDataParallel>(model.ptr(), pg, o.ddp);
+  if (!o.plain && !o.ps_async) {
+    ddp = std::make_unique<DistributedDataParallel>(model.ptr(), pg, o.ddp);
+  }
   int64_t nparams = 0;
   for (const auto& p : params) nparams += p.numel();
   const uint64_t init_hash = HashParams(params);
@@ -223,7 +227,13 @@ int Run(const Options& o) {
     data_sum += xs[i].to(torch::kFloat64).sum().item<double>() + ys[i].sum().item<double>();
   }
 
-  torch::optim::SGD opt(params, torch::optim::SGDOptions(o.lr).momentum(o.momentum));
+  auto opt = std::make_shared<torch::optim::SGD>(
+      params, torch::optim::SGDOptions(o.lr).momentum(o.momentum));
+  std::unique_ptr<runtime::PsAsyncTraining> async;
+  if (o.ps_async) {
+    async = std::make_unique<runtime::PsAsyncTraining>(pg, opt, /*staleness=*/-1);
+    async->Start(0);
+  }
   double forward = 0, backward = 0, optimizer = 0;
   at::Tensor loss;
   auto step = [&](int i) {
@@ -234,7 +244,11 @@ int Run(const Options& o) {
     auto t1 = Clock::now();
     loss.backward();
     auto t2 = Clock::now();
-    opt.step();
+    if (async) {
+      async->Step();  // push the gradients, pull the servers' parameters
+    } else {
+      opt->step();
+    }
     auto t3 = Clock::now();
     forward += std::chrono::duration<double>(t1 - t0).count();
     backward += std::chrono::duration<double>(t2 - t1).count();
@@ -249,6 +263,7 @@ int Run(const Options& o) {
   for (int i = 0; i < o.steps; ++i) step(o.warmup + i);
   const double elapsed = Since(t0);
   const double cpu = ProcessCpuSeconds() - cpu0;
+  if (async) async->PullFinal();  // every rank the servers' final parameters, for the check
   const runtime::DdpStats after = ddp ? ddp->Stats() : runtime::DdpStats{};
 
   const double comm = after.total_comm_seconds - before.total_comm_seconds;
@@ -259,12 +274,14 @@ int Run(const Options& o) {
              collectives::ReduceOp::kSum);
   const double per_step_ms = 1e3 / (static_cast<double>(world) * o.steps);
 
-  nlohmann::json r = {{"side", o.plain ? "cohort-plain" : "cohort"},
+  nlohmann::json r = {{"side", o.plain      ? "cohort-plain"
+                               : o.ps_async ? "cohort-ps-async"
+                                            : "cohort"},
                       {"model", o.model},
                       {"params", nparams},
                       {"world", world},
                       {"backend", pg->Backend()},
-                      {"ddp", !o.plain},
+                      {"ddp", ddp != nullptr},
                       {"batch", o.batch},
                       {"warmup", o.warmup},
                       {"steps", o.steps},
@@ -326,6 +343,9 @@ int main(int argc, char** argv) {
   app.add_option("--lr", o.lr, "SGD learning rate");
   app.add_option("--momentum", o.momentum, "SGD momentum");
   app.add_flag("--plain", o.plain, "no DDP (world size 1): the local training floor");
+  app.add_flag("--ps-async", o.ps_async,
+               "no DDP: the parameter servers (COHORT_PS_SERVERS) run SGD; each step pushes the "
+               "gradients and pulls the parameters (ASP)");
   app.add_option("--out", o.out, "rank 0 writes the result here (JSON)");
   app.add_option("--first-bucket-bytes", o.ddp.first_bucket_bytes, "DDP's first bucket cap")
       ->check(CLI::PositiveNumber);
