@@ -3,7 +3,7 @@
 #include <ctime>
 #include <regex>
 
-#include "collectives/store/etcd_api.h"
+#include "common/base64.h"
 #include "common/hex.h"
 #include "tests/util/kube/api_error.h"
 
@@ -47,7 +47,7 @@ void SecretData(Json& object) {
   if (!object.contains("type")) object["type"] = "Opaque";
   if (!object.contains("stringData")) return;
   for (const auto& [k, v] : object["stringData"].items()) {
-    object["data"][k] = collectives::etcd::Base64Encode(v.get<std::string>());
+    object["data"][k] = Base64Encode(v.get<std::string>());
   }
   object.erase("stringData");
 }

@@ -2,7 +2,7 @@
 
 #include <regex>
 
-#include "collectives/store/etcd_api.h"
+#include "common/base64.h"
 #include "common/net.h"
 
 namespace cohort::kube {
@@ -45,7 +45,7 @@ std::optional<std::string> KeyRef(const Json& ref, const std::string& kind, cons
     return std::nullopt;
   }
   const std::string v = data[key];
-  return secret ? collectives::etcd::Base64Decode(v) : v;
+  return secret ? Base64Decode(v, "data." + key + " of secret " + name) : v;
 }
 
 // $(VAR) from vars; $$ escapes; unknown references stay as written (as Kubernetes does).
@@ -91,7 +91,9 @@ void AddEnvFrom(const Json& container, const std::string& ns, const ObjectLookup
       const Json data = obj->value("data", Json::object());
       for (const auto& [k, v] : data.items()) {
         const std::string value = v.get<std::string>();
-        cmd.env[prefix + k] = secret ? collectives::etcd::Base64Decode(value) : value;
+        cmd.env[prefix + k] =
+            secret ? Base64Decode(value, "data." + k + " of secret " + from[kind].value("name", ""))
+                   : value;
       }
     }
   }
