@@ -141,11 +141,15 @@ void ExpectMatchesTorch(const AsyncOptimizerConfig& c) {
               Json(c, n, steps).c_str(), bitwise, total, worst);
 }
 
-TEST(PsAsyncOptimizer, SgdWithMomentumMatchesTorch) { ExpectMatchesTorch(Sgd(0.1, 0.9, 0, 0, false)); }
+TEST(PsAsyncOptimizer, SgdWithMomentumMatchesTorch) {
+  ExpectMatchesTorch(Sgd(0.1, 0.9, 0, 0, false));
+}
 TEST(PsAsyncOptimizer, SgdWithDampeningAndWeightDecayMatchesTorch) {
   ExpectMatchesTorch(Sgd(0.05, 0.8, 0.3, 1e-2, false));
 }
-TEST(PsAsyncOptimizer, SgdNesterovMatchesTorch) { ExpectMatchesTorch(Sgd(0.05, 0.9, 0, 1e-3, true)); }
+TEST(PsAsyncOptimizer, SgdNesterovMatchesTorch) {
+  ExpectMatchesTorch(Sgd(0.05, 0.9, 0, 1e-3, true));
+}
 TEST(PsAsyncOptimizer, PlainSgdMatchesTorch) { ExpectMatchesTorch(Sgd(0.3, 0, 0, 0, false)); }
 TEST(PsAsyncOptimizer, AdamMatchesTorch) { ExpectMatchesTorch(Adam(1e-3, 0.9, 0.999, 1e-8, 0)); }
 TEST(PsAsyncOptimizer, AdamWithWeightDecayAndOtherBetasMatchesTorch) {
