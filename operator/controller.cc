@@ -9,7 +9,7 @@
 #include "common/error.h"
 #include "common/log.h"
 
-namespace cohort::kube {
+namespace cohort::k8s {
 namespace {
 
 using Clock = std::chrono::steady_clock;
@@ -170,4 +170,4 @@ void Controller::Run(const std::atomic<bool>& stop) {
   }
 }
 
-}  // namespace cohort::kube
+}  // namespace cohort::k8s

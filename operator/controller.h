@@ -16,7 +16,7 @@
 #include "operator/leader.h"
 #include "operator/reconciler.h"
 
-namespace cohort::kube {
+namespace cohort::k8s {
 
 struct ControllerOptions {
   std::string ns;  // TrainingJobs of this namespace; empty: all
@@ -57,4 +57,4 @@ class Controller {
   std::set<std::string> known_;  // TrainingJobs that exist and are not final
 };
 
-}  // namespace cohort::kube
+}  // namespace cohort::k8s

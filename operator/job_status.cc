@@ -6,7 +6,7 @@
 #include <ctime>
 #include <vector>
 
-namespace cohort::kube {
+namespace cohort::k8s {
 namespace {
 
 // The condition of `type` with status "True", or nullptr.
@@ -240,4 +240,4 @@ std::string Rfc3339Now() {
   return buf;
 }
 
-}  // namespace cohort::kube
+}  // namespace cohort::k8s

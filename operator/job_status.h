@@ -7,7 +7,7 @@
 
 #include "operator/kube_client.h"
 
-namespace cohort::kube {
+namespace cohort::k8s {
 
 // The annotation on a worker Job that says which attempt it is (0 first, +1 per restart), so
 // that a restarted operator knows whether the Job it finds is current.
@@ -77,4 +77,4 @@ Decision InvalidSpec(const std::string& message);
 // Now as RFC 3339 in UTC, seconds resolution ("2026-12-03T10:01:05Z"), as Kubernetes writes it.
 std::string Rfc3339Now();
 
-}  // namespace cohort::kube
+}  // namespace cohort::k8s

@@ -5,7 +5,7 @@
 #include "common/error.h"
 #include "common/json_stream.h"
 
-namespace cohort::kube {
+namespace cohort::k8s {
 
 Resource ResourceOf(const Json& object) {
   const std::string kind = object.value("kind", "");
@@ -129,4 +129,4 @@ WatchEnd KubeClient::Watch(const std::string& collection, const std::string& res
   return WatchEnd::kClosed;
 }
 
-}  // namespace cohort::kube
+}  // namespace cohort::k8s

@@ -12,7 +12,7 @@
 #include "common/http.h"
 #include "operator/kube_config.h"
 
-namespace cohort::kube {
+namespace cohort::k8s {
 
 using Json = nlohmann::ordered_json;  // keeps the order objects were written in
 
@@ -90,4 +90,4 @@ class KubeClient {
   std::unique_ptr<http::Client> http_;
 };
 
-}  // namespace cohort::kube
+}  // namespace cohort::k8s

@@ -10,7 +10,7 @@
 #include "common/error.h"
 #include "launcher/yaml_json.h"
 
-namespace cohort::kube {
+namespace cohort::k8s {
 namespace {
 
 using Json = nlohmann::ordered_json;
@@ -175,4 +175,4 @@ KubeConfig ResolveConfig(const std::string& kubeconfig, const std::string& conte
   return InClusterConfig();
 }
 
-}  // namespace cohort::kube
+}  // namespace cohort::k8s

@@ -7,7 +7,7 @@
 
 #include "common/http.h"
 
-namespace cohort::kube {
+namespace cohort::k8s {
 
 struct KubeConfig {
   std::string server;  // https://host:port, or http:// (a test double)
@@ -42,4 +42,4 @@ KubeConfig LoadKubeconfig(const std::string& path, const std::string& context = 
 // The operator's choice: --kubeconfig when given, else $KUBECONFIG, else in-cluster.
 KubeConfig ResolveConfig(const std::string& kubeconfig, const std::string& context);
 
-}  // namespace cohort::kube
+}  // namespace cohort::k8s

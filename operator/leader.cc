@@ -7,7 +7,7 @@
 #include "common/error.h"
 #include "common/log.h"
 
-namespace cohort::kube {
+namespace cohort::k8s {
 
 LeaseStep DecideLease(const Json& lease, const std::string& me, double unchanged_s) {
   if (lease.is_null()) return LeaseStep::kCreate;
@@ -120,4 +120,4 @@ void LeaderElector::Release() {
   holding_ = false;
 }
 
-}  // namespace cohort::kube
+}  // namespace cohort::k8s

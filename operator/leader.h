@@ -13,7 +13,7 @@
 
 #include "operator/kube_client.h"
 
-namespace cohort::kube {
+namespace cohort::k8s {
 
 enum class LeaseStep { kCreate, kRenew, kTakeOver, kWait };
 
@@ -57,4 +57,4 @@ class LeaderElector {
   bool holding_ = false;
 };
 
-}  // namespace cohort::kube
+}  // namespace cohort::k8s

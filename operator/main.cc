@@ -24,7 +24,7 @@ int main(int argc, char** argv) {
   CLI::App app{"cohort-operator: runs TrainingJob resources (cohort.dev/v1alpha1) as cohort jobs"};
   app.name("cohort-operator");
   std::string kubeconfig, context;
-  cohort::kube::ControllerOptions o;
+  cohort::k8s::ControllerOptions o;
   app.add_option("--kubeconfig", kubeconfig,
                  "kubeconfig file (default: $KUBECONFIG, else the pod's service account)");
   app.add_option("--context", context, "kubeconfig context (default: its current-context)");
@@ -56,14 +56,14 @@ int main(int argc, char** argv) {
   std::signal(SIGTERM, OnSignal);
   std::signal(SIGINT, OnSignal);
   try {
-    const cohort::kube::KubeConfig config = cohort::kube::ResolveConfig(kubeconfig, context);
+    const cohort::k8s::KubeConfig config = cohort::k8s::ResolveConfig(kubeconfig, context);
     cohort::http::Options http;
     http.max_attempts = 4;
     http.connect_timeout_s = 5;
     http.stall_timeout_s = 30;
     http.cancelled = [] { return g_stop.load(); };
-    cohort::kube::KubeClient client(config, http);
-    cohort::kube::Controller controller(client, o);
+    cohort::k8s::KubeClient client(config, http);
+    cohort::k8s::Controller controller(client, o);
     controller.Run(g_stop);
   } catch (const cohort::Error& e) {
     std::fprintf(stderr, "cohort-operator: %s\n", e.what());

@@ -3,7 +3,7 @@
 #include "launcher/render.h"
 #include "operator/job_status.h"
 
-namespace cohort::kube {
+namespace cohort::k8s {
 namespace {
 
 // Sets name=value in a container's env, replacing an entry of that name.
@@ -81,4 +81,4 @@ OwnedObjects DesiredObjects(const Json& training_job, const std::string& fresh_t
   return out;
 }
 
-}  // namespace cohort::kube
+}  // namespace cohort::k8s

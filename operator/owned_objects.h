@@ -10,7 +10,7 @@
 
 #include "operator/kube_client.h"
 
-namespace cohort::kube {
+namespace cohort::k8s {
 
 struct OwnedObjects {
   Json secret;                   // <name>-token with a fresh COHORT_TOKEN: created only if absent
@@ -29,4 +29,4 @@ OwnedObjects DesiredObjects(const Json& training_job, const std::string& fresh_t
 // {apiVersion, kind, name, uid, controller: true, blockOwnerDeletion: true}.
 Json OwnerReference(const Json& training_job);
 
-}  // namespace cohort::kube
+}  // namespace cohort::k8s

@@ -8,7 +8,7 @@
 #include "operator/job_status.h"
 #include "operator/owned_objects.h"
 
-namespace cohort::kube {
+namespace cohort::k8s {
 namespace {
 
 std::string PathOf(const Json& object) {
@@ -136,7 +136,7 @@ Reconciler::Outcome Reconciler::Pass(const std::string& ns, const std::string& n
       EnsureExists(desired.worker);
       break;
     case Action::kRecreate:
-      Recreate(worker, DesiredObjects(tj, "", d.restart_count).worker);
+      Recreate(worker, DesiredObjects(tj, launcher::RandomToken(), d.restart_count).worker);
       break;
     case Action::kSuspend:
     case Action::kResume: {
@@ -151,4 +151,4 @@ Reconciler::Outcome Reconciler::Pass(const std::string& ns, const std::string& n
   return d.phase == "Succeeded" || d.phase == "Failed" ? Outcome::kFinal : Outcome::kDone;
 }
 
-}  // namespace cohort::kube
+}  // namespace cohort::k8s

@@ -9,7 +9,7 @@
 
 #include "operator/kube_client.h"
 
-namespace cohort::kube {
+namespace cohort::k8s {
 
 class Reconciler {
  public:
@@ -35,4 +35,4 @@ class Reconciler {
   KubeClient& client_;
 };
 
-}  // namespace cohort::kube
+}  // namespace cohort::k8s

@@ -14,7 +14,7 @@
 #include "operator/leader.h"
 #include "operator/owned_objects.h"
 
-namespace cohort::kube {
+namespace cohort::k8s {
 namespace {
 
 namespace fs = std::filesystem;
@@ -386,4 +386,4 @@ TEST(Base64Test, RoundTripAndErrors) {
 }
 
 }  // namespace
-}  // namespace cohort::kube
+}  // namespace cohort::k8s

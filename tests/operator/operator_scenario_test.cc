@@ -1,0 +1,367 @@
+// cohort-operator as a process against the Kubernetes API-server double (tests/util/kube/),
+// whose Job controller runs each pod as a local process: the rendered pods really run
+// `cohort launch -- /bin/sh -c SCRIPT` on 2 nodes, with the token from the Secret the operator
+// made. kubectl (the machine's) applies, reads and deletes TrainingJobs. Scenarios: create ->
+// Running -> Succeeded; a failing rank -> Restarting -> recreated with COHORT_RESTART=1 and
+// COHORT_RESUME=latest -> Succeeded; maxRestarts exceeded -> Failed naming the rank; delete
+// cascades; the operator killed mid-job and started again makes no duplicates; a dropped watch
+// and a 410 relist; two replicas, one leader, and the other takes over; an invalid spec;
+// suspend and resume.
+#include <gtest/gtest.h>
+#include <signal.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <memory>
+#include <thread>
+
+#include "operator/job_status.h"
+#include "operator/kube_client.h"
+#include "tests/util/kube/kube_double.h"
+#include "tests/util/subprocess.h"
+#include "tests/util/test_dir.h"
+
+namespace cohort::k8s {
+namespace {
+
+using cohort::testing::BinPath;
+using cohort::testing::ProcessResult;
+using cohort::testing::Subprocess;
+using cohort::testing::TestDir;
+using std::chrono::milliseconds;
+using std::chrono::seconds;
+
+const char kKubectl[] = "/usr/bin/kubectl";
+const std::string kCrd = std::string(COHORT_SOURCE_DIR) + "/operator/deploy/crd.yaml";
+
+kube::KubeDoubleOptions DoubleOptions(const TestDir& dir) {
+  kube::KubeDoubleOptions o;
+  o.work_dir = dir.File("pods");
+  std::filesystem::create_directories(o.work_dir);
+  o.kill_grace = milliseconds(500);
+  const std::string bin = std::filesystem::path(BinPath("cohort")).parent_path().string();
+  o.pod_env["PATH"] = bin + ":/usr/bin:/bin";
+  o.pod_env["COHORT_STORE_TIMEOUT"] = "10";
+  return o;
+}
+
+KubeConfig DoubleConfig(int port) {
+  KubeConfig c;
+  c.server = "http://127.0.0.1:" + std::to_string(port);
+  c.source = "the test's API-server double";
+  return c;
+}
+
+class OperatorScenario : public ::testing::Test {
+ protected:
+  OperatorScenario()
+      : dir_("operator"), api_(DoubleOptions(dir_)), client_(DoubleConfig(api_.port())) {
+    std::ofstream(dir_.File("kubeconfig"))
+        << "apiVersion: v1\nkind: Config\ncurrent-context: double\nclusters:\n- name: double\n"
+        << "  cluster: {server: '" << api_.url() << "'}\ncontexts:\n- name: double\n"
+        << "  context: {cluster: double}\n";
+  }
+
+  void SetUp() override {
+    if (!std::filesystem::exists(kKubectl)) GTEST_SKIP() << "no kubectl at " << kKubectl;
+    const ProcessResult r = Kubectl({"apply", "-f", kCrd});
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+  }
+
+  ProcessResult Kubectl(const std::vector<std::string>& args) {
+    std::vector<std::string> argv = {kKubectl, "--server", api_.url(), "--cache-dir",
+                                     dir_.File("kubectl-cache")};
+    argv.insert(argv.end(), args.begin(), args.end());
+    Subprocess p(argv, {{"KUBECONFIG", "/dev/null"}, {"HOME", dir_.File("")}});
+    return p.Wait(seconds(30));
+  }
+
+  std::unique_ptr<Subprocess> StartOperator(const std::string& identity) {
+    return std::make_unique<Subprocess>(
+        std::vector<std::string>{BinPath("cohort-operator"), "--kubeconfig",
+                                 dir_.File("kubeconfig"), "--lease-namespace", "default",
+                                 "--identity", identity, "--lease-duration", "2", "--renew-period",
+                                 "0.4", "--resync", "0.3", "--watch-timeout", "20"},
+        std::map<std::string, std::string>{{"COHORT_LOG_LEVEL", "info"}});
+  }
+
+  // A TrainingJob of 2 nodes x 1 worker whose workers run `sh -c script`.
+  Json TrainingJob(const std::string& name, const std::string& script, Json spec = Json::object()) {
+    Json doc = {{"apiVersion", "cohort.dev/v1alpha1"},
+                {"kind", "TrainingJob"},
+                {"metadata", {{"name", name}, {"namespace", "default"}}},
+                {"spec",
+                 {{"image", "cohort-train:0.1.0"},
+                  {"command", {"/bin/sh", "-c", script}},
+                  {"nnodes", 2},
+                  {"nprocPerNode", 1},
+                  {"backend", "gloo"}}}};
+    for (const auto& [k, v] : spec.items()) doc["spec"][k] = v;
+    return doc;
+  }
+
+  void Apply(const Json& doc) {
+    const std::string file = dir_.File(doc["metadata"]["name"].get<std::string>() + ".json");
+    std::ofstream(file) << doc.dump(2);
+    const ProcessResult r = Kubectl({"apply", "-f", file});
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+  }
+
+  ApiResult Read(const Resource& r, const std::string& name) {
+    return client_.Get(ResourcePath(r, "default", name));
+  }
+
+  // Polls the TrainingJob until its phase is `phase`; the object then (null on timeout). Every
+  // phase seen on the way goes to *seen.
+  Json AwaitPhase(const std::string& name, const std::string& phase, double timeout_s,
+                  std::vector<std::string>* seen = nullptr) {
+    const auto deadline =
+        std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout_s);
+    while (std::chrono::steady_clock::now() < deadline) {
+      const ApiResult r = Read(kTrainingJobs, name);
+      const std::string now =
+          r.ok() && r.body.contains("status") ? r.body["status"].value("phase", "") : "";
+      if (seen != nullptr && !now.empty() && (seen->empty() || seen->back() != now))
+        seen->push_back(now);
+      if (now == phase) return r.body;
+      std::this_thread::sleep_for(milliseconds(50));
+    }
+    return Json();
+  }
+
+  // Polls the Job until test(job) holds (the operator writes the status before it acts).
+  bool AwaitJob(const std::string& name, const std::function<bool(const Json&)>& test,
+                double timeout_s = 10) {
+    const auto deadline =
+        std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout_s);
+    while (std::chrono::steady_clock::now() < deadline) {
+      const ApiResult r = Read(kJobs, name);
+      if (r.ok() && test(r.body)) return true;
+      std::this_thread::sleep_for(milliseconds(50));
+    }
+    return false;
+  }
+
+  static const Json* Condition(const Json& tj, const std::string& type) {
+    for (const Json& c : tj["status"]["conditions"])
+      if (c["type"] == type) return &c;
+    return nullptr;
+  }
+
+  static std::string EnvOf(const Json& job, const std::string& name) {
+    for (const Json& e : job["spec"]["template"]["spec"]["containers"][0]["env"])
+      if (e["name"] == name) return e.value("value", "");
+    return "";
+  }
+
+  int Count(const Resource& r, const std::string& name) {
+    const ApiResult list = client_.List(ResourcePath(r, "default"),
+                                        std::string("labelSelector=") + kOwnerLabel + "%3D" + name);
+    EXPECT_TRUE(list.ok()) << list.Message();
+    return static_cast<int>(list.body["items"].size());
+  }
+
+  TestDir dir_;
+  kube::KubeDouble api_;
+  KubeClient client_;
+};
+
+TEST_F(OperatorScenario, CreateRunsToSucceededWithOwnedObjectsAndASecretToken) {
+  auto op = StartOperator("op-a");
+  Apply(TrainingJob("fm", "sleep 1.5"));
+  std::vector<std::string> phases;
+  const Json done = AwaitPhase("fm", "Succeeded", 30, &phases);
+  ASSERT_FALSE(done.is_null()) << op->Output();
+  EXPECT_NE(std::find(phases.begin(), phases.end(), "Running"), phases.end())
+      << "phases seen: " << ::testing::PrintToString(phases);
+  EXPECT_EQ(done["status"]["restartCount"], 0);
+  EXPECT_EQ(done["status"]["observedGeneration"], done["metadata"]["generation"]);
+  EXPECT_EQ((*Condition(done, "Created"))["status"], "True");
+  EXPECT_EQ((*Condition(done, "Running"))["status"], "False");
+  EXPECT_EQ((*Condition(done, "Succeeded"))["status"], "True");
+  const std::string uid = done["metadata"]["uid"];
+  for (const auto& [r, name] :
+       {std::pair{kSecrets, "fm-token"}, {kServices, "fm"}, {kJobs, "fm"}}) {
+    const ApiResult got = Read(r, name);
+    ASSERT_TRUE(got.ok()) << name << ": " << got.Message();
+    const Json& ref = got.body["metadata"]["ownerReferences"][0];
+    EXPECT_EQ(ref["uid"], uid);
+    EXPECT_EQ(ref["controller"], true);
+    EXPECT_EQ(ref["blockOwnerDeletion"], true);
+  }
+  // The token: 32 hex digits in the Secret, never in the status or the operator's log.
+  const ApiResult secret = Read(kSecrets, "fm-token");
+  ASSERT_TRUE(secret.body["data"].contains("token"));
+  const std::string token = secret.body["data"]["token"];
+  EXPECT_EQ(token.size(), 44u);  // base64 of 32 characters
+  EXPECT_EQ(done["status"].dump().find(token), std::string::npos);
+  const ProcessResult get = Kubectl({"get", "trainingjobs"});
+  EXPECT_NE(get.output.find("Succeeded"), std::string::npos) << get.output;
+  EXPECT_NE(get.output.find("PHASE"), std::string::npos) << get.output;
+  op->Kill(SIGTERM);
+  EXPECT_EQ(op->Wait(seconds(10)).exit_code, 0) << op->Output();
+}
+
+TEST_F(OperatorScenario, AFailingRankRestartsFromLatestThenSucceeds) {
+  auto op = StartOperator("op-a");
+  // Rank 1 fails until the pods are told to resume (the operator's restart); the launcher's own
+  // group restart (maxRestarts also reaches it) does not say so without a checkpointURI.
+  Apply(TrainingJob("fm",
+                    "[ \"$COHORT_RESUME\" = latest ] && exit 0; "
+                    "[ \"$COHORT_RANK\" = 1 ] && exit 7; sleep 0.5",
+                    {{"maxRestarts", 1}}));
+  std::vector<std::string> phases;
+  const Json done = AwaitPhase("fm", "Succeeded", 45, &phases);
+  ASSERT_FALSE(done.is_null()) << ::testing::PrintToString(phases) << op->Output();
+  EXPECT_NE(std::find(phases.begin(), phases.end(), "Restarting"), phases.end())
+      << ::testing::PrintToString(phases);
+  EXPECT_EQ(done["status"]["restartCount"], 1);
+  const Json* restarting = Condition(done, "Restarting");
+  ASSERT_NE(restarting, nullptr);
+  EXPECT_NE((*restarting)["message"].get<std::string>().find("rank 1"), std::string::npos)
+      << (*restarting)["message"];
+  const Json job = Read(kJobs, "fm").body;
+  EXPECT_EQ(job["metadata"]["annotations"][kAttemptAnnotation], "1");
+  EXPECT_EQ(EnvOf(job, "COHORT_RESTART"), "1");
+  EXPECT_EQ(EnvOf(job, "COHORT_RESUME"), "latest");
+}
+
+TEST_F(OperatorScenario, MaxRestartsExceededFailsNamingTheRank) {
+  auto op = StartOperator("op-a");
+  Apply(TrainingJob("fm", "[ \"$COHORT_RANK\" = 1 ] && exit 7; sleep 0.5", {{"maxRestarts", 1}}));
+  const Json failed = AwaitPhase("fm", "Failed", 45);
+  ASSERT_FALSE(failed.is_null()) << op->Output();
+  EXPECT_EQ(failed["status"]["restartCount"], 1);
+  const Json* c = Condition(failed, "Failed");
+  ASSERT_NE(c, nullptr);
+  EXPECT_EQ((*c)["reason"], "RestartsExhausted");
+  const std::string message = (*c)["message"];
+  EXPECT_NE(message.find("rank 1"), std::string::npos) << message;
+  EXPECT_NE(message.find("code 7"), std::string::npos) << message;
+  EXPECT_NE(message.find("after 1 restart"), std::string::npos) << message;
+  EXPECT_EQ(Count(kJobs, "fm"), 1);  // no third attempt
+}
+
+TEST_F(OperatorScenario, DeletingTheTrainingJobDeletesEverythingItOwns) {
+  auto op = StartOperator("op-a");
+  Apply(TrainingJob("fm", "sleep 30"));
+  ASSERT_FALSE(AwaitPhase("fm", "Running", 20).is_null()) << op->Output();
+  EXPECT_EQ(Count(kJobs, "fm"), 1);
+  const ProcessResult r = Kubectl({"delete", "trainingjob", "fm", "--wait=false"});
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const auto deadline = std::chrono::steady_clock::now() + seconds(10);
+  while (std::chrono::steady_clock::now() < deadline &&
+         (Read(kJobs, "fm").ok() || Read(kSecrets, "fm-token").ok() || Read(kServices, "fm").ok()))
+    std::this_thread::sleep_for(milliseconds(50));
+  EXPECT_EQ(Read(kJobs, "fm").status, 404);
+  EXPECT_EQ(Read(kSecrets, "fm-token").status, 404);
+  EXPECT_EQ(Read(kServices, "fm").status, 404);
+  std::this_thread::sleep_for(milliseconds(1000));  // and the operator does not bring them back
+  EXPECT_EQ(Read(kJobs, "fm").status, 404);
+  EXPECT_EQ(Read(kTrainingJobs, "fm").status, 404);
+}
+
+TEST_F(OperatorScenario, AnOperatorKilledMidJobAndStartedAgainMakesNoDuplicates) {
+  auto op = StartOperator("op-a");
+  Apply(TrainingJob("fm", "sleep 4"));
+  ASSERT_FALSE(AwaitPhase("fm", "Running", 20).is_null()) << op->Output();
+  const std::string job_uid = Read(kJobs, "fm").body["metadata"]["uid"];
+  const std::string secret_rv = Read(kSecrets, "fm-token").body["metadata"]["resourceVersion"];
+  op->Kill(SIGKILL);
+  op->Wait(seconds(5));
+  auto again = StartOperator("op-b");  // a new pod: waits out op-a's Lease, then leads
+  const Json done = AwaitPhase("fm", "Succeeded", 30);
+  ASSERT_FALSE(done.is_null()) << again->Output();
+  EXPECT_EQ(Read(kJobs, "fm").body["metadata"]["uid"], job_uid);  // the same Job, not a new one
+  EXPECT_EQ(Read(kSecrets, "fm-token").body["metadata"]["resourceVersion"], secret_rv);
+  EXPECT_EQ(Count(kJobs, "fm"), 1);
+  EXPECT_EQ(Count(kServices, "fm"), 1);
+  EXPECT_EQ(Count(kSecrets, "fm"), 1);
+  EXPECT_EQ(done["status"]["restartCount"], 0);
+  EXPECT_NE(again->Output().find("op-b is the leader"), std::string::npos) << again->Output();
+}
+
+TEST_F(OperatorScenario, ADroppedWatchReconnectsAndA410Relists) {
+  auto op = StartOperator("op-a");
+  Apply(TrainingJob("one", "true"));
+  ASSERT_FALSE(AwaitPhase("one", "Succeeded", 30).is_null()) << op->Output();
+  api_.store().DropWatches();  // the stream ends: the operator watches again from where it was
+  Apply(TrainingJob("two", "true"));
+  ASSERT_FALSE(AwaitPhase("two", "Succeeded", 30).is_null()) << op->Output();
+  // Something else changes (the operator's TrainingJob watch does not see it), then the history
+  // is forgotten: the operator's resourceVersion is now too old, 410, then a fresh list.
+  const Json other = {{"apiVersion", "v1"},
+                      {"kind", "ConfigMap"},
+                      {"metadata", {{"name", "unrelated"}}},
+                      {"data", {{"a", "b"}}}};
+  ASSERT_EQ(client_.Create("/api/v1/namespaces/default/configmaps", other).status, 201);
+  api_.store().Compact();
+  api_.store().DropWatches();
+  Apply(TrainingJob("three", "true"));
+  ASSERT_FALSE(AwaitPhase("three", "Succeeded", 30).is_null()) << op->Output();
+  EXPECT_NE(op->Output().find("is gone (410); listing again"), std::string::npos) << op->Output();
+}
+
+TEST_F(OperatorScenario, TwoReplicasOneLeaderAndTheOtherTakesOver) {
+  auto a = StartOperator("op-a");
+  ASSERT_TRUE(a->AwaitLine("op-a is the leader", seconds(10))) << a->Output();
+  auto b = StartOperator("op-b");
+  Apply(TrainingJob("fm", "true"));
+  ASSERT_FALSE(AwaitPhase("fm", "Succeeded", 30).is_null()) << a->Output();
+  EXPECT_EQ(b->Output().find("is the leader"), std::string::npos) << b->Output();
+  EXPECT_EQ(b->Output().find("created"), std::string::npos) << b->Output();
+  const Json lease = Read(kLeases, "cohort-operator").body;
+  EXPECT_EQ(lease["spec"]["holderIdentity"], "op-a");
+  a->Kill(SIGKILL);  // no release: op-b waits out the Lease (2 s), then leads
+  ASSERT_TRUE(b->AwaitLine("op-b is the leader", seconds(10))) << b->Output();
+  Apply(TrainingJob("next", "true"));
+  ASSERT_FALSE(AwaitPhase("next", "Succeeded", 30).is_null()) << b->Output();
+  EXPECT_EQ(Read(kLeases, "cohort-operator").body["spec"]["leaseTransitions"], 1);
+}
+
+TEST_F(OperatorScenario, AnInvalidSpecFailsWithRendersMessageAndCreatesNothing) {
+  auto op = StartOperator("op-a");
+  Apply(TrainingJob("bad", "true", {{"nnodes", 0}}));
+  const Json failed = AwaitPhase("bad", "Failed", 10);
+  ASSERT_FALSE(failed.is_null()) << op->Output();
+  const Json* c = Condition(failed, "Failed");
+  ASSERT_NE(c, nullptr);
+  EXPECT_EQ((*c)["reason"], "Invalid");
+  EXPECT_NE((*c)["message"].get<std::string>().find("spec.nnodes"), std::string::npos)
+      << (*c)["message"];
+  EXPECT_EQ(Condition(failed, "Created"), nullptr);
+  EXPECT_EQ(Count(kJobs, "bad"), 0);
+  EXPECT_EQ(Count(kServices, "bad"), 0);
+  EXPECT_EQ(Count(kSecrets, "bad"), 0);
+  // Fixed, it runs.
+  Apply(TrainingJob("bad", "true", {{"nnodes", 1}}));
+  ASSERT_FALSE(AwaitPhase("bad", "Succeeded", 30).is_null()) << op->Output();
+}
+
+TEST_F(OperatorScenario, SuspendStopsThePodsAndResumeStartsThemAgain) {
+  auto op = StartOperator("op-a");
+  Apply(TrainingJob("fm", "sleep 30"));
+  ASSERT_FALSE(AwaitPhase("fm", "Running", 20).is_null()) << op->Output();
+  ProcessResult r = Kubectl(
+      {"patch", "trainingjob", "fm", "--type", "merge", "-p", R"({"spec":{"suspend":true}})"});
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  ASSERT_FALSE(AwaitPhase("fm", "Suspended", 10).is_null()) << op->Output();
+  // The Job is suspended and its pods go (they would checkpoint on SIGTERM).
+  EXPECT_TRUE(AwaitJob("fm", [](const Json& job) {
+    return job["spec"].value("suspend", false) && job["status"].value("active", 0) == 0;
+  })) << Read(kJobs, "fm").body.dump();
+  r = Kubectl(
+      {"patch", "trainingjob", "fm", "--type", "merge", "-p", R"({"spec":{"suspend":false}})"});
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const Json running = AwaitPhase("fm", "Running", 20);
+  ASSERT_FALSE(running.is_null()) << op->Output();
+  EXPECT_TRUE(AwaitJob("fm", [](const Json& job) {
+    return !job["spec"].value("suspend", true) && job["status"].value("active", 0) == 2;
+  })) << Read(kJobs, "fm").body.dump();
+  EXPECT_EQ(running["status"]["restartCount"], 0);
+}
+
+}  // namespace
+}  // namespace cohort::k8s
