@@ -13,8 +13,8 @@ int Sextet(char c) {
   if (c >= 'A' && c <= 'Z') return c - 'A';
   if (c >= 'a' && c <= 'z') return c - 'a' + 26;
   if (c >= '0' && c <= '9') return c - '0' + 52;
-  if (c == '+') return 62;
-  if (c == '/') return 63;
+  if (c == '+' || c == '-') return 62;  // '-' and '_': the URL-safe alphabet (RFC 4648 5)
+  if (c == '/' || c == '_') return 63;
   return -1;
 }
 
@@ -43,7 +43,7 @@ std::string Base64Decode(const std::string& text, const std::string& what) {
     if (c == '=') break;
     if (c == '\n' || c == '\r' || c == ' ' || c == '\t') continue;
     const int v = Sextet(c);
-    if (v < 0) throw InvalidArgument(what + " is not base64 (a character outside A-Z a-z 0-9 + /)");
+    if (v < 0) throw InvalidArgument(what + " is not base64 (a character outside A-Z a-z 0-9 + / - _)");
     acc = (acc << 6) | static_cast<uint32_t>(v);
     bits += 6;
     if (bits >= 8) {

@@ -1,5 +1,6 @@
 // Standard base64 (RFC 4648, with '=' padding), for the places cohort meets it: kubeconfig's
-// *-data fields and Kubernetes Secrets' data.
+// *-data fields, Kubernetes Secrets' data, and etcd's JSON gateway. Decoding also takes the
+// URL-safe alphabet's - and _.
 #pragma once
 
 #include <string>

@@ -2,23 +2,13 @@
 
 #include <nlohmann/json.hpp>
 
+#include "common/base64.h"
 #include "common/error.h"
 
 namespace cohort::collectives::etcd {
 namespace {
 
 using nlohmann::json;
-
-constexpr char kAlphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-int Sextet(char c) {
-  if (c >= 'A' && c <= 'Z') return c - 'A';
-  if (c >= 'a' && c <= 'z') return c - 'a' + 26;
-  if (c >= '0' && c <= '9') return c - '0' + 52;
-  if (c == '+' || c == '-') return 62;
-  if (c == '/' || c == '_') return 63;
-  return -1;
-}
 
 json Parse(const std::string& body) {
   json j = json::parse(body, nullptr, /*allow_exceptions=*/false);
@@ -52,37 +42,12 @@ std::vector<KeyValue> KeyValues(const json& range) {
 
 }  // namespace
 
-std::string Base64Encode(const std::string& bytes) {
-  std::string out;
-  out.reserve((bytes.size() + 2) / 3 * 4);
-  for (size_t i = 0; i < bytes.size(); i += 3) {
-    uint32_t n = static_cast<uint8_t>(bytes[i]) << 16;
-    if (i + 1 < bytes.size()) n |= static_cast<uint8_t>(bytes[i + 1]) << 8;
-    if (i + 2 < bytes.size()) n |= static_cast<uint8_t>(bytes[i + 2]);
-    out += kAlphabet[(n >> 18) & 63];
-    out += kAlphabet[(n >> 12) & 63];
-    out += i + 1 < bytes.size() ? kAlphabet[(n >> 6) & 63] : '=';
-    out += i + 2 < bytes.size() ? kAlphabet[n & 63] : '=';
-  }
-  return out;
-}
-
 std::string Base64Decode(const std::string& text) {
-  std::string out;
-  uint32_t acc = 0;
-  int bits = 0;
-  for (char c : text) {
-    if (c == '=') break;
-    const int v = Sextet(c);
-    if (v < 0) throw DataLoss("etcd sent a key or value that is not base64: " + text);
-    acc = (acc << 6) | static_cast<uint32_t>(v);
-    bits += 6;
-    if (bits >= 8) {
-      bits -= 8;
-      out += static_cast<char>((acc >> bits) & 0xff);
-    }
+  try {
+    return cohort::Base64Decode(text, "a key or value etcd sent");
+  } catch (const InvalidArgument& e) {
+    throw DataLoss(std::string(e.what()) + ": " + text);
   }
-  return out;
 }
 
 std::string PrefixEnd(const std::string& prefix) {
@@ -98,13 +63,16 @@ std::string PrefixEnd(const std::string& prefix) {
 }
 
 std::string PutBody(const std::string& key, const std::string& value) {
-  return json{{"key", Base64Encode(key)}, {"value", Base64Encode(value)}}.dump();
+  return json{{"key", cohort::Base64Encode(key)}, {"value", cohort::Base64Encode(value)}}.dump();
 }
 
-std::string RangeBody(const std::string& key) { return json{{"key", Base64Encode(key)}}.dump(); }
+std::string RangeBody(const std::string& key) {
+  return json{{"key", cohort::Base64Encode(key)}}.dump();
+}
 
 std::string PrefixRangeBody(const std::string& prefix) {
-  return json{{"key", Base64Encode(prefix)}, {"range_end", Base64Encode(PrefixEnd(prefix))}}
+  return json{{"key", cohort::Base64Encode(prefix)},
+              {"range_end", cohort::Base64Encode(PrefixEnd(prefix))}}
       .dump();
 }
 
@@ -112,7 +80,7 @@ std::string DeleteBody(const std::string& key) { return RangeBody(key); }
 
 std::string PutIfBody(const std::string& key, const Condition& when, const std::string& value,
                       const std::string& tally) {
-  json compare = {{"key", Base64Encode(key)}, {"result", "EQUAL"}};
+  json compare = {{"key", cohort::Base64Encode(key)}, {"result", "EQUAL"}};
   switch (when.kind) {
     case Condition::kAbsent:
       compare["target"] = "CREATE";
@@ -120,20 +88,21 @@ std::string PutIfBody(const std::string& key, const Condition& when, const std::
       break;
     case Condition::kValue:
       compare["target"] = "VALUE";
-      compare["value"] = Base64Encode(when.value);
+      compare["value"] = cohort::Base64Encode(when.value);
       break;
     case Condition::kModRevision:
       compare["target"] = "MOD";
       compare["mod_revision"] = std::to_string(when.mod_revision);
       break;
   }
-  json put = {{"request_put", {{"key", Base64Encode(key)}, {"value", Base64Encode(value)}}}};
+  json put = {{"request_put",
+               {{"key", cohort::Base64Encode(key)}, {"value", cohort::Base64Encode(value)}}}};
   json success = json::array({put});
   if (!tally.empty()) {
-    success.push_back(
-        {{"request_put", {{"key", Base64Encode(tally)}, {"value", ""}, {"prev_kv", true}}}});
+    success.push_back({{"request_put",
+                        {{"key", cohort::Base64Encode(tally)}, {"value", ""}, {"prev_kv", true}}}});
   }
-  json range = {{"request_range", {{"key", Base64Encode(key)}}}};
+  json range = {{"request_range", {{"key", cohort::Base64Encode(key)}}}};
   return json{{"compare", json::array({compare})},
               {"success", std::move(success)},
               {"failure", json::array({range})}}
@@ -171,8 +140,9 @@ TxnResult ParsePutIf(const std::string& body) {
 }
 
 std::string WatchBody(const std::string& key, int64_t start_revision) {
-  return json{{"create_request",
-               {{"key", Base64Encode(key)}, {"start_revision", std::to_string(start_revision)}}}}
+  return json{
+      {"create_request",
+       {{"key", cohort::Base64Encode(key)}, {"start_revision", std::to_string(start_revision)}}}}
       .dump();
 }
 

@@ -13,8 +13,8 @@
 
 namespace cohort::collectives::etcd {
 
-std::string Base64Encode(const std::string& bytes);
-// Throws DataLoss on text that is not base64.
+// common/base64's decoding of what etcd sent; throws DataLoss on text that is not base64.
+// (Encoding is cohort::Base64Encode.)
 std::string Base64Decode(const std::string& text);
 
 // The range_end that makes a range cover every key starting with prefix (etcd's prefix end: the

@@ -20,6 +20,7 @@
 #include "collectives/store/prefix_store.h"
 #include "collectives/store/store_backends.h"
 #include "collectives/store/store_from_env.h"
+#include "common/base64.h"
 #include "common/error.h"
 #include "common/net.h"
 #include "tests/collectives/store/etcd_fixture.h"
@@ -370,19 +371,19 @@ TEST(EtcdApiTest, Base64RoundTripsEveryByte) {
   std::string all;
   for (int i = 0; i < 256; ++i) all += static_cast<char>(i);
   for (size_t n : {0, 1, 2, 3, 4, 255, 256}) {
-    EXPECT_EQ(etcd::Base64Decode(etcd::Base64Encode(all.substr(0, n))), all.substr(0, n));
+    EXPECT_EQ(etcd::Base64Decode(Base64Encode(all.substr(0, n))), all.substr(0, n));
   }
-  EXPECT_EQ(etcd::Base64Encode("a/k"), "YS9r");
-  EXPECT_EQ(etcd::Base64Encode("5"), "NQ==");
+  EXPECT_EQ(Base64Encode("a/k"), "YS9r");
+  EXPECT_EQ(Base64Encode("5"), "NQ==");
   EXPECT_THROW(etcd::Base64Decode("no!"), DataLoss);
 }
 
 TEST(EtcdApiTest, PutIfTalliesItsSuccessOnATallyKey) {
   const auto body = nlohmann::json::parse(etcd::PutIfBody("g/3", {}, "n", "g/tally"));
   ASSERT_EQ(body["success"].size(), 2u);
-  EXPECT_EQ(body["success"][0]["request_put"]["key"], etcd::Base64Encode("g/3"));
+  EXPECT_EQ(body["success"][0]["request_put"]["key"], Base64Encode("g/3"));
   const auto& tally = body["success"][1]["request_put"];
-  EXPECT_EQ(tally["key"], etcd::Base64Encode("g/tally"));
+  EXPECT_EQ(tally["key"], Base64Encode("g/tally"));
   EXPECT_EQ(tally["prev_kv"], true);
   EXPECT_EQ(nlohmann::json::parse(etcd::PutIfBody("g/3", {}, "n"))["success"].size(), 1u);
   // The gateway writes int64 as strings; the first put of the tally has no prev_kv.
@@ -399,7 +400,7 @@ TEST(EtcdApiTest, PutIfTalliesItsSuccessOnATallyKey) {
 
 TEST(EtcdApiTest, WatchRequestAndMessages) {
   const auto body = nlohmann::json::parse(etcd::WatchBody("p/k", 42));
-  EXPECT_EQ(body["create_request"]["key"], etcd::Base64Encode("p/k"));
+  EXPECT_EQ(body["create_request"]["key"], Base64Encode("p/k"));
   EXPECT_EQ(body["create_request"]["start_revision"], "42");
   // As etcd 3.4's gateway streams them: created, then events (a PUT's type is left out).
   EXPECT_TRUE(
