@@ -126,5 +126,37 @@ TEST(Kubectl, DeletingAnOwnerDeletesWhatItOwns) {
   EXPECT_NE(r.output.find("NotFound"), std::string::npos) << r.output;
 }
 
+// operator/deploy/ (the operator's CRD, ServiceAccount, RBAC and Deployment) applies as a
+// directory, and the example TrainingJob against that CRD.
+TEST(Kubectl, AppliesTheOperatorsDeployDirectoryAndTheExampleTrainingJob) {
+  if (!std::filesystem::exists(kKubectl)) GTEST_SKIP() << "no kubectl at " << kKubectl;
+  const std::string deploy = std::string(KUBE_SOURCE_DIR) + "/operator/deploy";
+  if (!std::filesystem::exists(deploy + "/crd.yaml")) GTEST_SKIP() << "no " << deploy;
+  KubeDouble api;
+  TestDir dir("kubectl");
+  Kubectl kubectl(api, dir);
+  auto r = kubectl.Run({"apply", "-f", deploy + "/crd.yaml"});
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  // The manifests go to cohort-system, which must exist first (as on a real cluster).
+  r = kubectl.Run({"apply", "-f", deploy});
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.output.find("namespaces \"cohort-system\" not found"), std::string::npos) << r.output;
+  std::ofstream(dir.File("ns.yaml")) << "apiVersion: v1\nkind: Namespace\nmetadata:\n"
+                                     << "  name: cohort-system\n";
+  r = kubectl.Run({"apply", "-f", dir.File("ns.yaml")});
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  r = kubectl.Run({"apply", "-f", deploy});
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("deployment.apps/"), std::string::npos) << r.output;
+  r = kubectl.Run(
+      {"apply", "-f", std::string(KUBE_SOURCE_DIR) + "/examples/k8s/src/indexed-job.yaml"});
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("trainingjob.cohort.dev/fmnist-indexed created"), std::string::npos)
+      << r.output;
+  r = kubectl.Run({"get", "trainingjobs", "-o", "name"});
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("trainingjob.cohort.dev/fmnist-indexed"), std::string::npos) << r.output;
+}
+
 }  // namespace
 }  // namespace cohort::kube

@@ -32,6 +32,12 @@ void Reply(httplib::Response& res, int code, const Json& body) {
 void ReplyError(httplib::Response& res, const ApiError& e) { Reply(res, e.code(), e.ToStatus()); }
 
 Json Body(const httplib::Request& req) {
+  if (req.get_header_value("Content-Type").find("protobuf") != std::string::npos) {
+    // kubectl's typed clients (create namespace, create secret ...) send protobuf.
+    throw ApiError(415, "UnsupportedMediaType",
+                   "the body of the request was in an unknown format - accepted media types "
+                   "include: application/json (this double reads no protobuf: use kubectl apply)");
+  }
   Json body = Json::parse(req.body, nullptr, false);
   if (body.is_discarded()) {
     throw BadRequest(

@@ -30,10 +30,11 @@
 //   fieldValidation=Strict and needs no --validate=false), an empty /openapi/v2.
 // Does not implement: TLS and authentication (any client is admin), schemas of built-in types
 // (their unknown fields are kept, not rejected), server-side apply and dryRun (answer 415 /
-// 400), protobuf (JSON only), list paging (`limit` ignored: one page), watch bookmarks, Table
-// watches (`kubectl get -w`), admission webhooks, CEL validation rules, graceful pod deletion
-// (a deleted pod is gone at once; its process gets SIGTERM, then SIGKILL), a scheduler or
-// nodes, in-place container restarts (restartPolicy acts as Never), and controllers other than
+// 400), protobuf (JSON only: kubectl's typed commands such as `kubectl create namespace`
+// send protobuf and get 415; use kubectl apply), list paging (`limit` ignored: one page), watch
+// bookmarks, Table watches (`kubectl get -w`), admission webhooks, CEL validation rules, graceful
+// pod deletion (a deleted pod is gone at once; its process gets SIGTERM, then SIGKILL), a scheduler
+// or nodes, in-place container restarts (restartPolicy acts as Never), and controllers other than
 // the Job controller and the kubelet (no ReplicaSets for Deployments; owned objects are deleted
 // in the same request, not later by a garbage collector). All pods share 127.0.0.1: two pods
 // that listen on the same fixed port collide (Service host:port pairs in env values and
