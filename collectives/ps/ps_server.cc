@@ -22,16 +22,6 @@ namespace {
 
 namespace pb = ::cohort::ps;
 
-// Compares in time that depends only on expected's length, not on where the two differ.
-bool ConstantTimeEquals(std::string_view given, std::string_view expected) {
-  unsigned char diff = given.size() == expected.size() ? 0 : 1;
-  for (size_t i = 0; i < expected.size(); ++i) {
-    const unsigned char g = i < given.size() ? static_cast<unsigned char>(given[i]) : 0;
-    diff |= static_cast<unsigned char>(g ^ static_cast<unsigned char>(expected[i]));
-  }
-  return diff == 0;
-}
-
 // One PushPull call: waits in the table (holding no thread) until its round is answered. It
 // takes the raw messages: every rank's answer shares the one combined result (an encoded
 // PullReply whose data is that result), instead of a copy per rank.
@@ -177,20 +167,7 @@ class PsServer::Impl final : public Service {
 
  private:
   grpc::Status Authenticate(const grpc::CallbackServerContext& ctx) {
-    if (token_.empty()) return grpc::Status::OK;
-    constexpr std::string_view kBearer = "Bearer ";
-    const auto& metadata = ctx.client_metadata();
-    auto it = metadata.find("authorization");
-    const char* reason = nullptr;
-    if (it == metadata.end()) {
-      reason = "the call carries no token";
-    } else {
-      std::string_view value(it->second.data(), it->second.size());
-      if (value.substr(0, kBearer.size()) != kBearer ||
-          !ConstantTimeEquals(value.substr(kBearer.size()), token_)) {
-        reason = "the call's token is wrong";
-      }
-    }
+    const char* reason = BearerTokenRefusal(ctx, token_);
     if (reason == nullptr) return grpc::Status::OK;
     if (refusals_.fetch_add(1) == 0) {
       COHORT_WARN(kColl,

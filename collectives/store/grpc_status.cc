@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 
 #include <mutex>
+#include <string_view>
 
 namespace cohort::collectives {
 
@@ -113,6 +114,23 @@ void UseReleaseAbslMutexes() {
   static std::once_flag once;
   std::call_once(once,
                  [] { absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore); });
+}
+
+const char* BearerTokenRefusal(const grpc::ServerContextBase& ctx, const std::string& token) {
+  if (token.empty()) return nullptr;
+  constexpr std::string_view kBearer = "Bearer ";
+  const auto& metadata = ctx.client_metadata();
+  auto it = metadata.find("authorization");
+  if (it == metadata.end()) return "the call carries no token";
+  const std::string_view value(it->second.data(), it->second.size());
+  if (value.substr(0, kBearer.size()) != kBearer) return "the call's token is wrong";
+  const std::string_view given = value.substr(kBearer.size());
+  unsigned char diff = given.size() == token.size() ? 0 : 1;
+  for (size_t i = 0; i < token.size(); ++i) {
+    const unsigned char g = i < given.size() ? static_cast<unsigned char>(given[i]) : 0;
+    diff |= static_cast<unsigned char>(g ^ static_cast<unsigned char>(token[i]));
+  }
+  return diff == 0 ? nullptr : "the call's token is wrong";
 }
 
 }  // namespace cohort::collectives

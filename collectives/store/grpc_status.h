@@ -3,6 +3,7 @@
 // the "check" for gRPC calls. Also the one process-wide setting every gRPC user needs.
 #pragma once
 
+#include <grpcpp/server_context.h>
 #include <grpcpp/support/status.h>
 
 #include <string>
@@ -35,5 +36,12 @@ void CheckGrpc(const grpc::Status& status, const std::string& context);
 // of cohort calls this in its constructor, before it creates a channel or server: turning
 // tracking on again later is not safe (a lock taken untracked is then released "not held").
 void UseReleaseAbslMutexes();
+
+// The servers' check of a call's "authorization: Bearer <token>" metadata against `token`, in
+// time that does not depend on where they differ. nullptr when the call may go on (also when
+// `token` is empty: the server runs without one); otherwise the reason to refuse it, "the call
+// carries no token" or "the call's token is wrong". The store and the parameter servers both
+// answer with it.
+const char* BearerTokenRefusal(const grpc::ServerContextBase& ctx, const std::string& token);
 
 }  // namespace cohort::collectives

@@ -21,16 +21,6 @@ namespace {
 namespace pb = ::cohort::store;
 using Clock = std::chrono::steady_clock;
 
-// Compares in time that depends only on expected's length, not on where the two differ.
-bool ConstantTimeEquals(std::string_view given, std::string_view expected) {
-  unsigned char diff = given.size() == expected.size() ? 0 : 1;
-  for (size_t i = 0; i < expected.size(); ++i) {
-    const unsigned char g = i < given.size() ? static_cast<unsigned char>(given[i]) : 0;
-    diff |= static_cast<unsigned char>(g ^ static_cast<unsigned char>(expected[i]));
-  }
-  return diff == 0;
-}
-
 // Runs a handler body, turning a thrown error into the status the client will map back.
 template <typename Fn>
 grpc::Status Run(Fn&& fn) {
@@ -263,20 +253,7 @@ class GrpcStoreServer::Impl final : public pb::StoreService::CallbackService {
   }
 
   grpc::Status Authenticate(const grpc::CallbackServerContext& ctx, const char* method) {
-    if (token_.empty()) return grpc::Status::OK;
-    constexpr std::string_view kBearer = "Bearer ";
-    const auto& metadata = ctx.client_metadata();
-    auto it = metadata.find("authorization");
-    const char* reason = nullptr;
-    if (it == metadata.end()) {
-      reason = "the call carries no token";
-    } else {
-      std::string_view value(it->second.data(), it->second.size());
-      if (value.substr(0, kBearer.size()) != kBearer ||
-          !ConstantTimeEquals(value.substr(kBearer.size()), token_)) {
-        reason = "the call's token is wrong";
-      }
-    }
+    const char* reason = BearerTokenRefusal(ctx, token_);
     if (reason == nullptr) return grpc::Status::OK;
     // The first refusal is worth a warning; a misconfigured job would repeat it per call.
     if (refusals_.fetch_add(1) == 0) {
