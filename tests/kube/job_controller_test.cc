@@ -132,7 +132,8 @@ TEST_F(JobControllerTest, IndexedJobRunsEachPodWithItsEnvToComplete) {
 
 TEST_F(JobControllerTest, FailingPodFailsTheJobWithItsTerminationMessage) {
   const std::string script =
-      "if [ \"$JOB_COMPLETION_INDEX\" = 1 ]; then echo 'rank 3 on node 1 exited with code 7' "
+      "if [ \"$JOB_COMPLETION_INDEX\" = 1 ]; then echo boom; echo 'rank 3 on node 1 exited with "
+      "code 7' "
       "> \"$COHORT_TERMINATION_LOG\"; exit 7; fi; sleep 30";
   ASSERT_EQ(rest_.Post(kJobs, IndexedJob("bad", 2, script)).status, 201);
   const Json job = AwaitCondition(rest_, "bad", "Failed", std::chrono::seconds(10));
@@ -150,6 +151,11 @@ TEST_F(JobControllerTest, FailingPodFailsTheJobWithItsTerminationMessage) {
     EXPECT_EQ(term["exitCode"], 7);
     EXPECT_EQ(term["reason"], "Error");
     EXPECT_EQ(term["message"], "rank 3 on node 1 exited with code 7\n");
+    // What it printed, as `kubectl logs` reads it.
+    const auto log =
+        rest_.Get(std::string(kPods) + "/" + pod["metadata"]["name"].get<std::string>() + "/log");
+    EXPECT_EQ(log.status, 200);
+    EXPECT_EQ(log.text, "boom\n");
     found = true;
   }
   EXPECT_TRUE(found);
