@@ -42,10 +42,21 @@ bool Reconciler::Reconcile(const std::string& ns, const std::string& name) {
   return true;  // still contended: the next resync tries again
 }
 
-void Reconciler::EnsureExists(const Json& object) {
+bool Reconciler::OwnerAlive(const Json& object) {
+  const Json& ref = object["metadata"]["ownerReferences"][0];
+  const ApiResult got = client_.Get(ResourcePath(
+      kTrainingJobs, object["metadata"].value("namespace", ""), ref.value("name", "")));
+  if (got.status == 404) return false;
+  if (!got.ok()) Refused("read the owner of " + Named(object), got);
+  return got.body["metadata"].value("uid", "") == ref.value("uid", "") &&
+         !got.body["metadata"].contains("deletionTimestamp");
+}
+
+bool Reconciler::EnsureExists(const Json& object) {
   const ApiResult got = client_.Get(PathOf(object));
-  if (got.ok()) return;
+  if (got.ok()) return true;
   if (got.status != 404) Refused("read " + Named(object), got);
+  if (!OwnerAlive(object)) return false;
   const ApiResult made = client_.Create(CollectionOf(object), object);
   if (made.ok()) {
     // Never the Secret's content: its data is the job's token.
@@ -53,6 +64,7 @@ void Reconciler::EnsureExists(const Json& object) {
   } else if (made.status != 409) {
     Refused("create " + Named(object), made);
   }
+  return true;
 }
 
 Json Reconciler::ReadWorker(const Json& desired) {
@@ -89,11 +101,12 @@ bool Reconciler::WriteStatus(const Json& training_job, const Json& status) {
   return true;
 }
 
-void Reconciler::Recreate(const Json& worker_now, const Json& desired) {
+bool Reconciler::Recreate(const Json& worker_now, const Json& desired) {
   if (!worker_now.is_null()) {
     const ApiResult r = client_.Delete(PathOf(worker_now), "Background");
     if (!r.ok() && r.status != 404) Refused("delete " + Named(worker_now), r);
   }
+  if (!OwnerAlive(desired)) return false;
   const ApiResult made = client_.Create(CollectionOf(desired), desired);
   if (made.ok()) {
     COHORT_INFO(kOperator, "created {} (attempt {})", Named(desired),
@@ -101,6 +114,27 @@ void Reconciler::Recreate(const Json& worker_now, const Json& desired) {
   } else if (made.status != 409) {  // 409: the old one is still going; the next pass creates it
     Refused("create " + Named(desired), made);
   }
+  return true;
+}
+
+bool Reconciler::Act(const Decision& d, const Json& tj, const Json& worker,
+                     const Json& desired_worker) {
+  switch (d.action) {
+    case Action::kCreate:
+      return EnsureExists(desired_worker);
+    case Action::kRecreate:
+      return Recreate(worker, DesiredObjects(tj, launcher::RandomToken(), d.restart_count).worker);
+    case Action::kSuspend:
+    case Action::kResume: {
+      const ApiResult r = client_.MergePatch(
+          PathOf(desired_worker), {{"spec", {{"suspend", d.action == Action::kSuspend}}}});
+      if (!r.ok()) Refused("suspend or resume " + Named(desired_worker), r);
+      return true;
+    }
+    case Action::kNone:
+      break;
+  }
+  return true;
 }
 
 Reconciler::Outcome Reconciler::Pass(const std::string& ns, const std::string& name) {
@@ -120,8 +154,9 @@ Reconciler::Outcome Reconciler::Pass(const std::string& ns, const std::string& n
     const Json next = NextStatus(status, InvalidSpec(e.what()), generation, Rfc3339Now());
     return WriteStatus(tj, next) ? Outcome::kFinal : Outcome::kConflict;
   }
-  if (!desired.secret.is_null()) EnsureExists(desired.secret);
-  for (const Json& object : desired.supporting) EnsureExists(object);
+  if (!desired.secret.is_null() && !EnsureExists(desired.secret)) return Outcome::kFinal;
+  for (const Json& object : desired.supporting)
+    if (!EnsureExists(object)) return Outcome::kFinal;
   const Json worker = ReadWorker(desired.worker);
   const JobObservation seen =
       desired.worker.value("kind", "") == "Job" ? ObserveJob(worker) : ObserveMpiJob(worker);
@@ -131,23 +166,7 @@ Reconciler::Outcome Reconciler::Pass(const std::string& ns, const std::string& n
   // The status first: a restart is recorded before it is made, so that an operator that dies
   // in between makes it on its next pass (the Job it finds has the older attempt).
   if (!WriteStatus(tj, NextStatus(status, d, generation, Rfc3339Now()))) return Outcome::kConflict;
-  switch (d.action) {
-    case Action::kCreate:
-      EnsureExists(desired.worker);
-      break;
-    case Action::kRecreate:
-      Recreate(worker, DesiredObjects(tj, launcher::RandomToken(), d.restart_count).worker);
-      break;
-    case Action::kSuspend:
-    case Action::kResume: {
-      const ApiResult r = client_.MergePatch(
-          PathOf(desired.worker), {{"spec", {{"suspend", d.action == Action::kSuspend}}}});
-      if (!r.ok()) Refused("suspend or resume " + Named(desired.worker), r);
-      break;
-    }
-    case Action::kNone:
-      break;
-  }
+  if (!Act(d, tj, worker, desired.worker)) return Outcome::kFinal;  // deleted meanwhile
   return d.phase == "Succeeded" || d.phase == "Failed" ? Outcome::kFinal : Outcome::kDone;
 }
 

@@ -7,6 +7,7 @@
 
 #include <string>
 
+#include "operator/job_status.h"
 #include "operator/kube_client.h"
 
 namespace cohort::k8s {
@@ -24,13 +25,21 @@ class Reconciler {
   enum class Outcome { kDone, kFinal, kConflict };
   Outcome Pass(const std::string& ns, const std::string& name);
   // Creates `object` unless an object of its name exists; 409 AlreadyExists counts as there.
-  void EnsureExists(const Json& object);
+  // Returns false, creating nothing, when its owner has gone meanwhile (deleted while this pass
+  // ran: the cascade took the object, which must not come back).
+  bool EnsureExists(const Json& object);
+  // Whether the TrainingJob in object's ownerReferences still exists with that uid and is not
+  // being deleted.
+  bool OwnerAlive(const Json& object);
   // The worker object (null when absent), and the failure verdict of its pods when it failed.
   Json ReadWorker(const Json& desired);
   std::string Verdict(const Json& job);
   // PUT /status with the TrainingJob's resourceVersion; false on 409.
   bool WriteStatus(const Json& training_job, const Json& status);
-  void Recreate(const Json& worker_now, const Json& desired);
+  // Deletes the worker and creates `desired` (the next attempt); false when the owner went.
+  bool Recreate(const Json& worker_now, const Json& desired);
+  // Carries out the decision on the worker object; false when the owner went.
+  bool Act(const Decision& d, const Json& tj, const Json& worker, const Json& desired_worker);
 
   KubeClient& client_;
 };
