@@ -7,6 +7,7 @@
 #include <thread>
 
 #include "collectives/store/etcd_api.h"
+#include "common/base64.h"
 #include "tests/collectives/store/etcd_fixture.h"
 #include "tests/netns/netns_launch.h"
 
@@ -144,8 +145,8 @@ TEST_F(NetnsLaunch, TwoNodesMeetThroughEtcd) {
   namespace etcd_api = collectives::etcd;
   const std::string body = fmt::format(
       R"({{"key":"{}","range_end":"{}","count_only":true}})",
-      etcd_api::Base64Encode("cohort/netns-job/"),
-      etcd_api::Base64Encode(etcd_api::PrefixEnd("cohort/netns-job/")));
+      Base64Encode("cohort/netns-job/"),
+      Base64Encode(etcd_api::PrefixEnd("cohort/netns-job/")));
   auto count = c.Start(1, {"/usr/bin/curl", "-s", "http://" + etcd.endpoint() + "/v3/kv/range",
                            "-d", body})
                    ->Wait(10s);
