@@ -11,6 +11,7 @@
 #include "common/env.h"
 #include "common/error.h"
 #include "common/log.h"
+#include "common/utc_time.h"
 
 namespace cohort::checkpoint {
 namespace {
@@ -156,7 +157,7 @@ void Checkpointer::FinishSnapshot(const Shard& shard, const std::string& name,
   m.epoch = shard.epoch;
   m.world_size = options_.world_size;
   m.layout = options_.layout;
-  m.created = UtcNow();
+  m.created = UtcNowRfc3339();
   m.shards = std::move(entries);
   if (IsShardedLayout(m.layout)) FinalizeShardedManifest(m);
   // The manifest is what makes the snapshot exist: written only now, after every shard.

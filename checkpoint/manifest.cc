@@ -112,13 +112,4 @@ std::optional<int64_t> ParseSnapshotName(const std::string& name) {
 
 std::string ShardObjectName(int rank) { return fmt::format("rank-{}.h5", rank); }
 
-std::string UtcNow() {
-  const std::time_t now = std::time(nullptr);
-  std::tm tm{};
-  gmtime_r(&now, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buf;
-}
-
 }  // namespace cohort::checkpoint

@@ -58,7 +58,5 @@ std::string SnapshotName(int64_t step);
 std::optional<int64_t> ParseSnapshotName(const std::string& name);
 // "rank-3.h5".
 std::string ShardObjectName(int rank);
-// The current time as "2024-05-01T12:00:00Z".
-std::string UtcNow();
 
 }  // namespace cohort::checkpoint

@@ -231,13 +231,4 @@ Json NextStatus(const Json& old_status, const Decision& d, int64_t generation,
   return status;
 }
 
-std::string Rfc3339Now() {
-  const std::time_t now = std::time(nullptr);
-  std::tm tm{};
-  gmtime_r(&now, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buf;
-}
-
 }  // namespace cohort::k8s

@@ -74,7 +74,4 @@ Json NextStatus(const Json& old_status, const Decision& decision, int64_t genera
 // The status of a spec that cannot be rendered: Failed, reason Invalid, with the message.
 Decision InvalidSpec(const std::string& message);
 
-// Now as RFC 3339 in UTC, seconds resolution ("2026-12-03T10:01:05Z"), as Kubernetes writes it.
-std::string Rfc3339Now();
-
 }  // namespace cohort::k8s

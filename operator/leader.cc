@@ -6,6 +6,7 @@
 
 #include "common/error.h"
 #include "common/log.h"
+#include "common/utc_time.h"
 
 namespace cohort::k8s {
 
@@ -36,19 +37,6 @@ Json LeaseFor(LeaseStep step, const Json& lease, const std::string& ns, const st
   spec["leaseDurationSeconds"] = duration_s;
   spec["renewTime"] = now_micro;
   return out;
-}
-
-std::string MicroTimeNow() {
-  const auto now = std::chrono::system_clock::now();
-  const std::time_t secs = std::chrono::system_clock::to_time_t(now);
-  const auto micros =
-      std::chrono::duration_cast<std::chrono::microseconds>(now.time_since_epoch()).count() %
-      1000000;
-  std::tm tm{};
-  gmtime_r(&secs, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%S", &tm);
-  return fmt::format("{}.{:06d}Z", buf, micros);
 }
 
 LeaderElector::LeaderElector(KubeClient& client, std::string ns, std::string name,
@@ -84,7 +72,8 @@ bool LeaderElector::TryOnce() {
     holding_ = false;
     return false;
   }
-  const Json body = LeaseFor(step, lease, ns_, name_, identity_, duration_s_, MicroTimeNow());
+  const Json body =
+      LeaseFor(step, lease, ns_, name_, identity_, duration_s_, UtcNowRfc3339Micros());
   const ApiResult wrote = step == LeaseStep::kCreate
                               ? client_.Create(ResourcePath(kLeases, ns_), body)
                               : client_.Update(path, body);

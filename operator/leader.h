@@ -27,9 +27,6 @@ LeaseStep DecideLease(const Json& lease, const std::string& me, double unchanged
 Json LeaseFor(LeaseStep step, const Json& lease, const std::string& ns, const std::string& name,
               const std::string& me, int duration_s, const std::string& now_micro);
 
-// Now as a Kubernetes MicroTime: "2026-12-03T10:01:05.123456Z".
-std::string MicroTimeNow();
-
 class LeaderElector {
  public:
   LeaderElector(KubeClient& client, std::string ns, std::string name, std::string identity,

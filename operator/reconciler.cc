@@ -4,6 +4,7 @@
 
 #include "common/error.h"
 #include "common/log.h"
+#include "common/utc_time.h"
 #include "launcher/render.h"
 #include "operator/job_status.h"
 #include "operator/owned_objects.h"
@@ -151,7 +152,7 @@ Reconciler::Outcome Reconciler::Pass(const std::string& ns, const std::string& n
   try {
     desired = DesiredObjects(tj, launcher::RandomToken(), restarts);
   } catch (const InvalidArgument& e) {
-    const Json next = NextStatus(status, InvalidSpec(e.what()), generation, Rfc3339Now());
+    const Json next = NextStatus(status, InvalidSpec(e.what()), generation, UtcNowRfc3339());
     return WriteStatus(tj, next) ? Outcome::kFinal : Outcome::kConflict;
   }
   if (!desired.secret.is_null() && !EnsureExists(desired.secret)) return Outcome::kFinal;
@@ -165,7 +166,8 @@ Reconciler::Outcome Reconciler::Pass(const std::string& ns, const std::string& n
   const Decision d = Decide(status, seen, tj["spec"].value("maxRestarts", 0), suspend, verdict);
   // The status first: a restart is recorded before it is made, so that an operator that dies
   // in between makes it on its next pass (the Job it finds has the older attempt).
-  if (!WriteStatus(tj, NextStatus(status, d, generation, Rfc3339Now()))) return Outcome::kConflict;
+  if (!WriteStatus(tj, NextStatus(status, d, generation, UtcNowRfc3339())))
+    return Outcome::kConflict;
   if (!Act(d, tj, worker, desired.worker)) return Outcome::kFinal;  // deleted meanwhile
   return d.phase == "Succeeded" || d.phase == "Failed" ? Outcome::kFinal : Outcome::kDone;
 }

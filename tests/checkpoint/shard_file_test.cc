@@ -13,6 +13,7 @@
 #include "checkpoint/digest.h"
 #include "checkpoint/host_buffer_pool.h"
 #include "checkpoint/manifest.h"
+#include "common/utc_time.h"
 #include "tests/checkpoint/checkpoint_test_util.h"
 
 namespace cohort::checkpoint::testing {
@@ -199,7 +200,7 @@ TEST(Manifest, RoundTripAndNames) {
   m.step = 1200;
   m.epoch = 3;
   m.world_size = 3;
-  m.created = UtcNow();
+  m.created = UtcNowRfc3339();
   for (int r = 0; r < 3; ++r) {
     m.shards.push_back(
         {r, ShardObjectName(r), 100u + r, Digest(DigestAlgorithm::kXxh3_128, "x", 1), 4});

@@ -1,13 +1,13 @@
-#include <gtest/gtest.h>
-
 #include <arpa/inet.h>
+#include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include <fstream>
-
 #include <cstdlib>
+#include <ctime>
+#include <fstream>
+#include <regex>
 
 #include "common/check.h"
 #include "common/env.h"
@@ -15,6 +15,7 @@
 #include "common/hex.h"
 #include "common/log.h"
 #include "common/net.h"
+#include "common/utc_time.h"
 #include "common/world.h"
 #include "tests/util/scoped_env.h"
 
@@ -210,6 +211,19 @@ TEST(Log, SubsystemAndLevelFilters) {
   }
   ScopedEnv e({{"COHORT_LOG_LEVEL", std::nullopt}, {"COHORT_LOG_SUBSYS", std::nullopt}});
   log::Reload();
+}
+
+TEST(UtcTime, Rfc3339InUtcAtSecondsAndMicroseconds) {
+  const std::time_t before = std::time(nullptr);
+  const std::string s = UtcNowRfc3339();
+  const std::string us = UtcNowRfc3339Micros();
+  EXPECT_TRUE(std::regex_match(s, std::regex(R"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ)"))) << s;
+  EXPECT_TRUE(std::regex_match(us, std::regex(R"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z)"))) << us;
+  std::tm tm{};
+  ASSERT_NE(strptime(s.c_str(), "%Y-%m-%dT%H:%M:%SZ", &tm), nullptr);
+  const std::time_t parsed = timegm(&tm);  // UTC, not local time
+  EXPECT_GE(parsed, before);
+  EXPECT_LE(parsed, before + 2);
 }
 
 }  // namespace

@@ -9,6 +9,7 @@
 
 #include "common/base64.h"
 #include "common/error.h"
+#include "common/utc_time.h"
 #include "operator/job_status.h"
 #include "operator/kube_config.h"
 #include "operator/leader.h"
@@ -371,7 +372,7 @@ TEST(LeaseTest, TheRecordWritten) {
   EXPECT_EQ(taken["spec"]["holderIdentity"], "b");
   EXPECT_EQ(taken["spec"]["leaseTransitions"], 1);
   EXPECT_EQ(taken["spec"]["acquireTime"], "T2");
-  const std::string now = MicroTimeNow();
+  const std::string now = UtcNowRfc3339Micros();
   EXPECT_EQ(now.size(), 27u) << now;  // 2026-12-03T10:01:05.123456Z
   EXPECT_EQ(now.back(), 'Z');
 }

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "common/utc_time.h"
 #include "tests/util/kube/api_error.h"
 #include "tests/util/kube/object_rules.h"
 
@@ -20,7 +21,7 @@ void SetCondition(Json& status, const std::string& type, bool value, const std::
                   const std::string& message) {
   Json& conditions = status["conditions"];
   if (!conditions.is_array()) conditions = Json::array();
-  const std::string now = NowRfc3339(), s = value ? "True" : "False";
+  const std::string now = UtcNowRfc3339(), s = value ? "True" : "False";
   for (auto& c : conditions) {
     if (c.value("type", "") != type) continue;
     if (c.value("status", "") != s) c["lastTransitionTime"] = now;
@@ -186,7 +187,7 @@ void JobController::Reconcile(const Json& job, const std::vector<Json>& pods) {
     SetCondition(status, "SuccessCriteriaMet", true, reason,
                  "Reached expected number of succeeded pods");
     SetCondition(status, "Complete", true, reason, "Reached expected number of succeeded pods");
-    status["completionTime"] = NowRfc3339();
+    status["completionTime"] = UtcNowRfc3339();
   }
   const bool done = HasCondition({{"status", status}}, "Complete") ||
                     HasCondition({{"status", status}}, "Failed");
@@ -201,7 +202,7 @@ void JobController::Reconcile(const Json& job, const std::vector<Json>& pods) {
   } else {
     if (HasCondition(job, "Suspended"))
       SetCondition(status, "Suspended", false, "JobResumed", "Job resumed");
-    if (!status.contains("startTime")) status["startTime"] = NowRfc3339();
+    if (!status.contains("startTime")) status["startTime"] = UtcNowRfc3339();
     Scale(job, tally, active);
   }
   int ready = 0;

@@ -8,6 +8,7 @@
 #include <sstream>
 #include <thread>
 
+#include "common/utc_time.h"
 #include "tests/util/kube/api_error.h"
 #include "tests/util/kube/object_rules.h"
 
@@ -31,7 +32,7 @@ Json Condition(const std::string& type, bool status) {
   return {{"type", type},
           {"status", status ? "True" : "False"},
           {"lastProbeTime", nullptr},
-          {"lastTransitionTime", NowRfc3339()}};
+          {"lastTransitionTime", UtcNowRfc3339()}};
 }
 
 Json ContainerStatus(const Json& container, const Json& state) {
@@ -134,7 +135,7 @@ void Kubelet::Start(const Json& pod) {
       error = e.what();
     }
   }
-  const std::string now = NowRfc3339();
+  const std::string now = UtcNowRfc3339();
   if (!process) {
     WriteStatus(ns, name, [&](Json& p) {
       p["status"]["phase"] = "Failed";
@@ -167,7 +168,7 @@ void Kubelet::Report(const Running& r, const PodExit& exit) {
     Json terminated = {{"exitCode", exit.exit_code},
                        {"reason", exit.exit_code == 0 ? "Completed" : "Error"},
                        {"startedAt", r.started_at},
-                       {"finishedAt", NowRfc3339()},
+                       {"finishedAt", UtcNowRfc3339()},
                        {"containerID", s["containerStatuses"][0].value("containerID", "")}};
     if (exit.signal) terminated["signal"] = exit.signal;
     if (!message.empty()) terminated["message"] = message;

@@ -5,6 +5,7 @@
 
 #include "common/base64.h"
 #include "common/hex.h"
+#include "common/utc_time.h"
 #include "tests/util/kube/api_error.h"
 
 namespace cohort::kube {
@@ -80,7 +81,7 @@ void CrdStatus(Json& object) {
   for (const auto& v : object["spec"].value("versions", Json::array())) {
     if (v.value("storage", false)) stored = v.value("name", "");
   }
-  const std::string now = NowRfc3339();
+  const std::string now = UtcNowRfc3339();
   object["status"] = {{"acceptedNames", object["spec"].value("names", Json::object())},
                       {"conditions",
                        {{{"type", "NamesAccepted"},
@@ -112,15 +113,6 @@ void Default(const ResourceType& t, Json& object) {
 }
 
 }  // namespace
-
-std::string NowRfc3339() {
-  std::time_t now = std::time(nullptr);
-  std::tm tm{};
-  gmtime_r(&now, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buf;
-}
 
 std::string NewUid() {
   std::string h = RandomHex(16);

@@ -12,8 +12,7 @@ namespace cohort::kube {
 
 using Json = nlohmann::json;
 
-std::string NowRfc3339();  // "2026-12-03T09:50:00Z", as metadata timestamps are written
-std::string NewUid();      // a random UUID, as metadata.uid
+std::string NewUid();  // a random UUID, as metadata.uid
 
 // Checks apiVersion/kind/name/namespace of a body sent to `t` in `ns` (400 / 422 as the real
 // server), fills apiVersion and kind when missing.

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <vector>
 
+#include "common/utc_time.h"
 #include "tests/util/kube/api_error.h"
 #include "tests/util/kube/object_rules.h"
 #include "tests/util/kube/patch.h"
@@ -146,7 +147,7 @@ Json ObjectStore::Create(const ResourceType& t, const std::string& ns, Json obje
   if (t.IsCrd()) ApplySchema(t, object, field_validation);  // rebuilds object: meta is stale
   if (t.plural == "customresourcedefinitions") registry_.AddCrd(object);
   Json& m = object["metadata"];
-  m["creationTimestamp"] = NowRfc3339();
+  m["creationTimestamp"] = UtcNowRfc3339();
   m["resourceVersion"] = NextVersion();
   m.erase("deletionTimestamp");
   object["apiVersion"] = t.ApiVersion();
@@ -235,7 +236,7 @@ Json ObjectStore::Delete(const ResourceType& t, const std::string& ns, const std
   if (!meta.value("finalizers", Json::array()).empty()) {
     if (!meta.contains("deletionTimestamp")) {
       const Json old = stored;
-      stored["metadata"]["deletionTimestamp"] = NowRfc3339();
+      stored["metadata"]["deletionTimestamp"] = UtcNowRfc3339();
       stored["metadata"]["deletionGracePeriodSeconds"] = 0;
       stored["metadata"]["resourceVersion"] = NextVersion();
       Emit(TypeKey(t), "MODIFIED", stored, &old);
@@ -255,7 +256,7 @@ void ObjectStore::Remove(const std::string& key, const std::string& policy) {
   if (policy == "Foreground") {
     // The owner stays, marked, until its dependents are gone (their watchers see this first).
     const Json old = s.object;
-    it->second.object["metadata"]["deletionTimestamp"] = NowRfc3339();
+    it->second.object["metadata"]["deletionTimestamp"] = UtcNowRfc3339();
     it->second.object["metadata"]["finalizers"] = Json::array({"foregroundDeletion"});
     it->second.object["metadata"]["resourceVersion"] = NextVersion();
     Emit(s.type_key, "MODIFIED", it->second.object, &old);
