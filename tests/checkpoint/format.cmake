@@ -26,8 +26,7 @@ add_dependencies(checkpoint_process_test checkpoint_crash_saver cohort)
 gtest_discover_tests(checkpoint_process_test TEST_PREFIX "checkpoint." NO_PRETTY_VALUES
                      PROPERTIES LABELS multiproc TIMEOUT 300 RUN_SERIAL ON DISCOVERY_TIMEOUT 60)
 # The crash trials wait on a saver they SIGKILL at random moments (about 15% of a core).
-cohort_waiting_tests(checkpoint_process_test_TESTS checkpoint_process_test
-                     "^checkpoint[.]CrashSafety[.]")
+cohort_waiting_tests(checkpoint_process_test_TESTS "^checkpoint[.]CrashSafety[.]")
 
 # s3:// snapshots against moto (signatures checked), checked with awscli. One CTest entry: its
 # tests share one moto server (see moto_fixture.h).
