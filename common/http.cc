@@ -289,8 +289,7 @@ void Client::Perform(void* handle, const Request& request, Attempt* attempt) con
     curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME,
                      std::max(1L, static_cast<long>(options_.stall_timeout_s)));
     if (options_.request_timeout_s > 0)
-      curl_easy_setopt(h, CURLOPT_TIMEOUT_MS,
-                       static_cast<long>(options_.request_timeout_s * 1000));
+      curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, static_cast<long>(options_.request_timeout_s * 1000));
   }
   curl_easy_setopt(h, CURLOPT_TCP_KEEPALIVE, 1L);
   if (options_.cancelled) {
@@ -372,6 +371,21 @@ std::string Client::GaveUp(const std::string& what, bool reached, const std::str
                      problem, attempts, plural, seconds);
 }
 
+void Client::Transfer(const Request& request, Attempt* attempt) {
+  void* handle = AcquireHandle();
+  try {
+    Perform(handle, request, attempt);
+  } catch (...) {
+    curl_easy_cleanup(static_cast<CURL*>(handle));
+    throw;
+  }
+  if (attempt->code == CURLE_OK) {
+    ReleaseHandle(handle);
+  } else {
+    curl_easy_cleanup(static_cast<CURL*>(handle));
+  }
+}
+
 Response Client::Send(const Request& request) {
   const std::string what =
       request.what.empty() ? request.method + " " + PathOf(request.target) : request.what;
@@ -379,19 +393,7 @@ Response Client::Send(const Request& request) {
   for (int attempt_no = 1;; ++attempt_no) {
     Attempt attempt;
     attempt.request = &request;
-    void* handle = AcquireHandle();
-    try {
-      Perform(handle, request, &attempt);
-    } catch (...) {
-      curl_easy_cleanup(static_cast<CURL*>(handle));
-      throw;
-    }
-    // A failed transfer may leave the connection in any state: do not reuse it.
-    if (attempt.code == CURLE_OK) {
-      ReleaseHandle(handle);
-    } else {
-      curl_easy_cleanup(static_cast<CURL*>(handle));
-    }
+    Transfer(request, &attempt);
     std::string problem;
     if (attempt.code != CURLE_OK && !RetryableCurl(attempt.code)) {
       Retryable(attempt, &problem);
@@ -425,18 +427,7 @@ StreamResult Client::Stream(const Request& request, double timeout_s,
   attempt.request = &request;
   attempt.on_data = &on_data;
   attempt.stream_timeout_ms = static_cast<long>(timeout_s * 1000);
-  void* handle = AcquireHandle();
-  try {
-    Perform(handle, request, &attempt);
-  } catch (...) {
-    curl_easy_cleanup(static_cast<CURL*>(handle));
-    throw;
-  }
-  if (attempt.code == CURLE_OK) {
-    ReleaseHandle(handle);
-  } else {
-    curl_easy_cleanup(static_cast<CURL*>(handle));  // a cut transfer leaves no usable connection
-  }
+  Transfer(request, &attempt);  // a cut stream leaves no usable connection: dropped
   if (attempt.data_error) std::rethrow_exception(attempt.data_error);
   StreamResult result;
   result.response = std::move(attempt.response);

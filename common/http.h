@@ -134,6 +134,9 @@ class Client {
   void* AcquireHandle();
   void ReleaseHandle(void* handle);
   void Perform(void* handle, const Request& request, Attempt* attempt) const;
+  // One transfer on a pooled handle: the handle goes back to the pool after a clean transfer and
+  // is dropped after a failed one (it may leave the connection in any state).
+  void Transfer(const Request& request, Attempt* attempt);
   void SetAuth(void* handle) const;
   bool Retryable(const Attempt& attempt, std::string* problem) const;
   [[noreturn]] void ThrowRefused(const std::string& what, const Response& response) const;
