@@ -4,6 +4,7 @@
 
 #include <regex>
 
+#include "common/env.h"
 #include "common/error.h"
 #include "common/hex.h"
 #include "launcher/render_parts.h"
@@ -75,23 +76,23 @@ std::string PsAddresses(const TrainingJob& job) {
 
 Json WorkerEnv(const TrainingJob& job, const RenderOptions& o) {
   Json env = Json::array();
-  env.push_back(render::EnvValue("COHORT_NNODES", job.nnodes));
-  env.push_back(render::EnvValue("COHORT_NPROC_PER_NODE", job.nproc_per_node));
-  env.push_back(render::EnvValue("COHORT_RDZV_ENDPOINT",
+  env.push_back(render::EnvValue(env::kNNodes.name(), job.nnodes));
+  env.push_back(render::EnvValue(env::kNprocPerNode.name(), job.nproc_per_node));
+  env.push_back(render::EnvValue(env::kRdzvEndpoint.name(),
                                  fmt::format("{}-0.{}:{}", job.name, job.name, render::kRdzvPort)));
   env.push_back(
-      render::EnvField("COHORT_RUN_ID", "metadata.labels['batch.kubernetes.io/job-name']"));
+      render::EnvField(env::kRunId.name(), "metadata.labels['batch.kubernetes.io/job-name']"));
   if (Json token = render::TokenEnv(job, o); !token.is_null()) env.push_back(token);
-  if (job.backend != "auto") env.push_back(render::EnvValue("COHORT_BACKEND", job.backend));
-  if (job.ps_servers > 0) env.push_back(render::EnvValue("COHORT_PS_SERVERS", PsAddresses(job)));
+  if (job.backend != "auto") env.push_back(render::EnvValue(env::kBackend.name(), job.backend));
+  if (job.ps_servers > 0) env.push_back(render::EnvValue(env::kPsServers.name(), PsAddresses(job)));
   if (job.max_restarts >= 0) {
-    env.push_back(render::EnvValue("COHORT_MAX_RESTARTS", std::to_string(job.max_restarts)));
+    env.push_back(render::EnvValue(env::kMaxRestarts.name(), std::to_string(job.max_restarts)));
   }
   if (!job.checkpoint_uri.empty()) {
-    env.push_back(render::EnvValue("COHORT_CHECKPOINT_URI", job.checkpoint_uri));
+    env.push_back(render::EnvValue(env::kCheckpointUri.name(), job.checkpoint_uri));
   }
   if (!job.register_name.empty())
-    env.push_back(render::EnvValue("COHORT_REGISTER", job.register_name));
+    env.push_back(render::EnvValue(env::kRegister.name(), job.register_name));
   for (const Json& e : job.env) env.push_back(e);
   return env;
 }
@@ -153,10 +154,11 @@ Json PsJob(const TrainingJob& job, const RenderOptions& o) {
 void CheckTokenOptions(const RenderOptions& o) {
   const int kinds = !o.token.empty() + !o.token_secret.empty() + o.insecure_no_token;
   if (kinds == 0) {
-    throw InvalidArgument(
-        "no token: every job needs a COHORT_TOKEN (its rendezvous store is reachable from the "
-        "whole cluster network); give a fresh one, reference a Secret with --token-secret NAME, "
-        "or pass --insecure-no-token to render without");
+    throw InvalidArgument(fmt::format(
+        "no token: every job needs a {} (its rendezvous store is reachable from the whole cluster "
+        "network); give a fresh one, reference a Secret with --token-secret NAME, or pass "
+        "--insecure-no-token to render without",
+        env::kToken.name()));
   }
   if (kinds > 1) {
     throw InvalidArgument("give only one of a token, --token-secret and --insecure-no-token");

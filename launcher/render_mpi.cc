@@ -5,6 +5,7 @@
 // set on the launcher and forwarded with mpirun -x.
 #include <fmt/format.h>
 
+#include "common/env.h"
 #include "launcher/render_parts.h"
 
 namespace cohort::launcher::render {
@@ -16,15 +17,15 @@ Json LauncherEnv(const TrainingJob& job, const RenderOptions& o) {
   env.push_back(EnvValue("OMPI_ALLOW_RUN_AS_ROOT", "1"));
   env.push_back(EnvValue("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1"));
   if (Json token = TokenEnv(job, o); !token.is_null()) env.push_back(token);
-  env.push_back(EnvField("COHORT_RUN_ID", "metadata.labels['training.kubeflow.org/job-name']"));
-  env.push_back(EnvValue("COHORT_BACKEND", "mpi"));
+  env.push_back(EnvField(env::kRunId.name(), "metadata.labels['training.kubeflow.org/job-name']"));
+  env.push_back(EnvValue(env::kBackend.name(), "mpi"));
   // The ranks span the worker pods: every launcher must reach rank 0's (the hostfile's order
   // puts ranks 0..slots-1 on worker 0) through the operator's headless Service <job>-worker.
-  env.push_back(EnvValue("COHORT_RDZV_ENDPOINT",
+  env.push_back(EnvValue(env::kRdzvEndpoint.name(),
                          fmt::format("{}-worker-0.{}-worker:{}", job.name, job.name, kRdzvPort)));
   if (!job.checkpoint_uri.empty())
-    env.push_back(EnvValue("COHORT_CHECKPOINT_URI", job.checkpoint_uri));
-  if (!job.register_name.empty()) env.push_back(EnvValue("COHORT_REGISTER", job.register_name));
+    env.push_back(EnvValue(env::kCheckpointUri.name(), job.checkpoint_uri));
+  if (!job.register_name.empty()) env.push_back(EnvValue(env::kRegister.name(), job.register_name));
   for (const Json& e : job.env) env.push_back(e);
   return env;
 }

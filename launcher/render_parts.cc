@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include "common/env.h"
 #include "common/error.h"
 
 namespace cohort::launcher::render {
@@ -52,7 +53,7 @@ Json TokenEnv(const TrainingJob& job, const RenderOptions& options) {
   if (options.insecure_no_token) return nullptr;
   const std::string secret =
       options.token_secret.empty() ? job.name + "-token" : options.token_secret;
-  return {{"name", "COHORT_TOKEN"},
+  return {{"name", env::kToken.name()},
           {"valueFrom", {{"secretKeyRef", {{"name", secret}, {"key", "token"}}}}}};
 }
 

@@ -25,6 +25,8 @@
 #include <string>
 #include <vector>
 
+#include "common/env.h"
+
 namespace cohort::launcher {
 
 struct TrainingJob {
@@ -53,9 +55,10 @@ inline const std::vector<std::string> kTrainingJobBackends = {"auto", "gloo", "n
 
 // The env variables render sets from the spec, which spec.env may not set itself.
 inline const std::vector<std::string> kRenderedEnv = {
-    "COHORT_NNODES",         "COHORT_NPROC_PER_NODE", "COHORT_NODE_RANK", "COHORT_RDZV_ENDPOINT",
-    "COHORT_RUN_ID",         "COHORT_TOKEN",          "COHORT_BACKEND",   "COHORT_MAX_RESTARTS",
-    "COHORT_CHECKPOINT_URI", "COHORT_PS_SERVERS",     "COHORT_REGISTER"};
+    env::kNNodes.name(),       env::kNprocPerNode.name(), env::kNodeRank.name(),
+    env::kRdzvEndpoint.name(), env::kRunId.name(),        env::kToken.name(),
+    env::kBackend.name(),      env::kMaxRestarts.name(),  env::kCheckpointUri.name(),
+    env::kPsServers.name(),    env::kRegister.name()};
 
 // Checks and reads a TrainingJob document. Throws InvalidArgument with one line that names the
 // field (e.g. "spec.nnodes") and says how to fix it; unknown fields are errors too.
