@@ -86,6 +86,15 @@ JobObservation ObserveMpiJob(const Json& mpijob) {
   const Json& meta = mpijob["metadata"];
   if (meta.contains("annotations") && meta["annotations"].contains(kAttemptAnnotation))
     out.attempt = std::atoi(meta["annotations"][kAttemptAnnotation].get<std::string>().c_str());
+  // Pods: every replica (launcher and workers); active: what the mpi-operator counts running.
+  if (mpijob.contains("spec") && mpijob["spec"].contains("mpiReplicaSpecs")) {
+    for (const auto& [role, replica] : mpijob["spec"]["mpiReplicaSpecs"].items())
+      out.pods += replica.value("replicas", 1);
+  }
+  if (mpijob.contains("status") && mpijob["status"].contains("replicaStatuses")) {
+    for (const auto& [role, replica] : mpijob["status"]["replicaStatuses"].items())
+      out.active += replica.value("active", 0);
+  }
   if (meta.contains("deletionTimestamp")) {
     out.state = JobState::kDeleting;
   } else if (const Json* c = TrueCondition(mpijob, "Failed")) {
@@ -208,6 +217,10 @@ Json NextStatus(const Json& old_status, const Decision& d, int64_t generation,
   Json status = old_status.is_object() ? old_status : Json::object();
   Json conditions = Json::array();
   const bool created = d.reason != "Invalid";
+  // A decision that only waits keeps the reason and message of the condition that is already
+  // True: a Restarting condition goes on naming the failure that caused it while the next
+  // attempt's pods start (an MPIJob's until the mpi-operator says Running).
+  const bool waits = d.reason == "PodsPending" || d.reason == "JobDeleting";
   for (const char* type :
        {"Created", "Running", "Restarting", "Suspended", "Succeeded", "Failed"}) {
     const Json* old = Condition(old_status, type);
@@ -216,9 +229,10 @@ Json NextStatus(const Json& old_status, const Decision& d, int64_t generation,
     if (old == nullptr && !on) continue;
     Json c = old != nullptr ? *old : Json{{"type", type}};
     const std::string value = on ? "True" : "False";
+    const bool kept = waits && c.value("status", "") == "True";
     if (c.value("status", "") != value) c["lastTransitionTime"] = now;
     c["status"] = value;
-    if (is_phase || old == nullptr) {
+    if ((is_phase && !kept) || old == nullptr) {
       c["reason"] = d.reason;
       c["message"] = d.message;
     }

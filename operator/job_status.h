@@ -31,7 +31,8 @@ struct JobObservation {
 // kDeleting, active pods -> kRunning, else kPending.
 JobObservation ObserveJob(const Json& job);
 
-// A kubeflow.org MPIJob: its conditions Succeeded, Failed, Suspended, Running.
+// A kubeflow.org MPIJob: its conditions Succeeded, Failed, Suspended, Running; pods: the
+// replicas of spec.mpiReplicaSpecs, active: status.replicaStatuses' active pods.
 JobObservation ObserveMpiJob(const Json& mpijob);
 
 // The one-line verdict of a failed Job from its pods (a PodList): the termination message of
@@ -67,7 +68,8 @@ bool IsFinal(const Json& status, int64_t generation);
 // The status to write: phase, the decision's condition True (Created stays True once the
 // objects exist; Running, Restarting, Suspended, Succeeded and Failed are True only while they
 // are the phase), restartCount, observedGeneration. lastTransitionTime changes only with a
-// condition's status. `now`: RFC 3339.
+// condition's status; a decision that only waits (PodsPending, JobDeleting) leaves the reason and
+// message of a condition already True. `now`: RFC 3339.
 Json NextStatus(const Json& old_status, const Decision& decision, int64_t generation,
                 const std::string& now);
 

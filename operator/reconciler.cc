@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include <map>
+
 #include "common/error.h"
 #include "common/log.h"
 #include "common/utc_time.h"
@@ -75,19 +77,55 @@ Json Reconciler::ReadWorker(const Json& desired) {
   return got.body;
 }
 
-std::string Reconciler::Verdict(const Json& job) {
-  if (job.value("kind", "") != "Job") return "";
+std::string Reconciler::Verdict(const Json& worker) {
+  const std::string kind = worker.value("kind", "");
+  const std::string ns = worker["metadata"].value("namespace", "");
+  const std::string name = worker["metadata"].value("name", "");
   std::string selector;
-  if (job["spec"].contains("selector") && job["spec"]["selector"].contains("matchLabels")) {
-    for (const auto& [k, v] : job["spec"]["selector"]["matchLabels"].items())
+  if (kind == "MPIJob") {
+    // The mpi-operator's labels on the launcher pod (its Job <name>-launcher runs mpirun): the
+    // launcher's exit, not the workers' (sshd, stopped when mpirun ends), judges the attempt.
+    selector =
+        "training.kubeflow.org/job-name=" + name + ",training.kubeflow.org/job-role=launcher";
+  } else if (worker["spec"].contains("selector") &&
+             worker["spec"]["selector"].contains("matchLabels")) {
+    for (const auto& [k, v] : worker["spec"]["selector"]["matchLabels"].items())
       selector += (selector.empty() ? "" : ",") + k + "=" + v.get<std::string>();
   } else {
-    selector = "job-name=" + job["metadata"].value("name", "");
+    selector = "job-name=" + name;
   }
-  const ApiResult pods = client_.List(ResourcePath(kPods, job["metadata"].value("namespace", "")),
-                                      "labelSelector=" + http::UriEncode(selector, false));
-  if (!pods.ok()) Refused("list the pods of " + Named(job), pods);
-  return FailureVerdict(pods.body);
+  const ApiResult pods =
+      client_.List(ResourcePath(kPods, ns), "labelSelector=" + http::UriEncode(selector, false));
+  if (!pods.ok()) Refused("list the pods of " + Named(worker), pods);
+  return FailureVerdict(kind == "MPIJob" ? OwnedPods(pods.body, worker) : pods.body);
+}
+
+Json Reconciler::OwnedPods(const Json& pods, const Json& owner) {
+  const std::string uid = owner["metadata"].value("uid", "");
+  const std::string ns = owner["metadata"].value("namespace", "");
+  std::map<std::string, bool> jobs;  // a controlling Job's uid -> whether `owner` controls it
+  const auto controls = [&](const Json& ref) {
+    if (ref.value("uid", "") == uid) return true;
+    if (ref.value("kind", "") != "Job") return false;
+    const std::string job = ref.value("name", ""), job_uid = ref.value("uid", "");
+    if (jobs.count(job_uid)) return jobs[job_uid];
+    const ApiResult got = client_.Get(ResourcePath(kJobs, ns, job));
+    if (!got.ok() && got.status != 404) Refused("read Job " + ns + "/" + job, got);
+    // The Job of that name may be a later one (same name, new uid): not the pod's.
+    bool mine = false;
+    if (got.ok() && got.body["metadata"].value("uid", "") == job_uid) {
+      for (const Json& r : got.body["metadata"].value("ownerReferences", Json::array()))
+        mine = mine || (r.value("controller", false) && r.value("uid", "") == uid);
+    }
+    return jobs[job_uid] = mine;
+  };
+  Json kept = {{"items", Json::array()}};
+  for (const Json& pod : pods.value("items", Json::array())) {
+    for (const Json& ref : pod["metadata"].value("ownerReferences", Json::array())) {
+      if (ref.value("controller", false) && controls(ref)) kept["items"].push_back(pod);
+    }
+  }
+  return kept;
 }
 
 bool Reconciler::WriteStatus(const Json& training_job, const Json& status) {
@@ -127,8 +165,13 @@ bool Reconciler::Act(const Decision& d, const Json& tj, const Json& worker,
       return Recreate(worker, DesiredObjects(tj, launcher::RandomToken(), d.restart_count).worker);
     case Action::kSuspend:
     case Action::kResume: {
-      const ApiResult r = client_.MergePatch(
-          PathOf(desired_worker), {{"spec", {{"suspend", d.action == Action::kSuspend}}}});
+      // An MPIJob's is spec.runPolicy.suspend: its schema has no spec.suspend, which the API
+      // server would prune from the patch, leaving the pods running.
+      const bool on = d.action == Action::kSuspend;
+      const Json patch = desired_worker.value("kind", "") == "MPIJob"
+                             ? Json{{"spec", {{"runPolicy", {{"suspend", on}}}}}}
+                             : Json{{"spec", {{"suspend", on}}}};
+      const ApiResult r = client_.MergePatch(PathOf(desired_worker), patch);
       if (!r.ok()) Refused("suspend or resume " + Named(desired_worker), r);
       return true;
     }

@@ -31,9 +31,14 @@ class Reconciler {
   // Whether the TrainingJob in object's ownerReferences still exists with that uid and is not
   // being deleted.
   bool OwnerAlive(const Json& object);
-  // The worker object (null when absent), and the failure verdict of its pods when it failed.
+  // The worker object (null when absent), and the failure verdict of its pods when it failed:
+  // a Job's pods (its selector), an MPIJob's launcher pod (the mpi-operator's labels).
   Json ReadWorker(const Json& desired);
-  std::string Verdict(const Json& job);
+  std::string Verdict(const Json& worker);
+  // The pods (a PodList) that `owner` controls, itself or through a Job it controls (the
+  // mpi-operator's launcher Job): not the pods of an earlier object of the same name that the
+  // garbage collector has not removed yet, whose verdict is an older attempt's.
+  Json OwnedPods(const Json& pods, const Json& owner);
   // PUT /status with the TrainingJob's resourceVersion; false on 409.
   bool WriteStatus(const Json& training_job, const Json& status);
   // Deletes the worker and creates `desired` (the next attempt); false when the owner went.
