@@ -261,6 +261,11 @@ void DeriveJob(const LaunchOptions& o, const env::Map& env, bool alone, LaunchPl
   } else {
     p.max_restarts = {0, "default"};
   }
+  if (auto v = env::kRestart.Get(&env)) {
+    p.first_restart = {ParseCount(*v, env::kRestart.name(), 0), env::kRestart.name()};
+  } else {
+    p.first_restart = {0, "default"};
+  }
   if (o.heartbeat_timeout >= 0) {
     p.heartbeat_timeout = {o.heartbeat_timeout, "--heartbeat-timeout"};
   } else {
@@ -323,6 +328,7 @@ std::string DescribePlan(const LaunchPlan& p) {
   line("backend", p.backend.value.empty() ? "auto" : p.backend.value, p.backend.source);
   line("ps-servers", std::to_string(p.ps_servers.value), p.ps_servers.source);
   line("max-restarts", std::to_string(p.max_restarts.value), p.max_restarts.source);
+  line("first restart", std::to_string(p.first_restart.value), p.first_restart.source);
   line("heartbeat-timeout",
        p.heartbeat_timeout.value > 0 ? fmt::format("{:g} s", p.heartbeat_timeout.value) : "off",
        p.heartbeat_timeout.source);

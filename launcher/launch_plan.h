@@ -55,6 +55,11 @@ struct LaunchPlan {
   Sourced<std::string> backend;  // empty: the workers' default (auto)
   Sourced<int> ps_servers;       // `cohort ps-server` shards node 0 starts; 0: none
   Sourced<int> max_restarts;
+  // The number of this launcher's first attempt, which its workers get as COHORT_RESTART: 0, or
+  // the COHORT_RESTART this launcher was given (the operator recreates a failed Job with
+  // COHORT_RESTART + 1, and its workers must see that count, not the launcher's own from 0).
+  // Each group restart adds 1.
+  Sourced<int> first_restart;
   Sourced<double> heartbeat_timeout;  // 0: off
   std::string token;                  // COHORT_TOKEN, or a fresh one for a single node
   bool token_from_env = false;        // whether COHORT_TOKEN gave it

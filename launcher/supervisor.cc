@@ -6,6 +6,7 @@
 #include <sys/signalfd.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 #include <ctime>
@@ -17,6 +18,7 @@
 #include "collectives/heartbeat.h"
 #include "collectives/store/store_backends.h"
 #include "collectives/store/store_from_env.h"
+#include "common/env.h"
 #include "common/error.h"
 #include "common/net.h"
 #include "launcher/launcher_metrics.h"
@@ -451,7 +453,11 @@ int Supervisor::Run() {
   // Elastic: the node keeps one id for the whole job and starts at the newest round (a node
   // that comes while the job runs waits there to be admitted).
   elastic_ = plan_.min_nodes.value != plan_.max_nodes.value;
-  int round = 0;
+  // Rounds number the job's attempts, from the COHORT_RESTART this launcher was given (a Job
+  // the operator recreated): the workers' COHORT_RESTART, and the store keys of each attempt, so
+  // that a pod of the new attempt that reaches a store of the old one (still shutting down)
+  // does not take part in the old attempt's rendezvous.
+  int round = plan_.first_restart.value;
   try {
     if (elastic_) {
       node_ = plan_.node_rank.value >= 0
@@ -460,7 +466,7 @@ int Supervisor::Run() {
                         store_->Add(fmt::format("cohort/{}/launch/ids", plan_.run_id.value), 1)) -
                         1;
       nnodes_ = plan_.max_nodes.value;
-      round = CurrentRound(*store_, plan_.run_id.value);
+      round = std::max(round, CurrentRound(*store_, plan_.run_id.value));
     }
   } catch (const Error& e) {
     Say("cannot reach the rendezvous store: {}", e.what());
@@ -499,11 +505,14 @@ std::string Supervisor::Verdict(const Outcome& last) const {
     return last.kind == Outcome::kInterrupted ? last.what : "succeeded";
   }
   if (last.code == kExitRendezvous || last.code == kExitUsage) return "failed: " + last.what;
-  return fmt::format(
-      "failed: {}; {}", last.what,
-      plan_.max_restarts.value == 0
-          ? "no restarts allowed (--max-restarts 0)"
-          : fmt::format("no restarts left (--max-restarts {})", plan_.max_restarts.value));
+  // The hint names the setting; none when the environment set 0 (the operator does that: it
+  // restarts the Job itself and says so in its own message).
+  const Sourced<int>& limit = plan_.max_restarts;
+  if (limit.value == 0 && limit.source == env::kMaxRestarts.name()) return "failed: " + last.what;
+  return fmt::format("failed: {}; {}", last.what,
+                     limit.value == 0
+                         ? "no restarts allowed (--max-restarts 0)"
+                         : fmt::format("no restarts left (--max-restarts {})", limit.value));
 }
 
 }  // namespace

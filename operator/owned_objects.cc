@@ -1,5 +1,6 @@
 #include "operator/owned_objects.h"
 
+#include "common/env.h"
 #include "launcher/render.h"
 #include "operator/job_status.h"
 
@@ -16,11 +17,47 @@ void SetEnv(Json& container, const std::string& name, const std::string& value) 
   env.push_back({{"name", name}, {"value", value}});
 }
 
-void MarkAttempt(Json& pod_template, int attempt) {
-  if (attempt == 0) return;
+bool HasEnv(const Json& container, const std::string& name) {
+  if (!container.contains("env")) return false;
+  for (const Json& e : container["env"])
+    if (e.value("name", "") == name) return true;
+  return false;
+}
+
+// An MPIJob's launcher runs `mpirun ... -x NAME ... cohort launch`: the ranks, started over
+// SSH, see only the variables forwarded with -x, so every one set here is forwarded too.
+void ForwardThroughMpirun(Json& container) {
+  Json& command = container["command"];
+  if (!command.is_array() || command.empty() || command[0] != "mpirun") return;
+  for (const char* name : {env::kMaxRestarts.name(), env::kRestart.name(), env::kResume.name()}) {
+    if (!HasEnv(container, name)) continue;
+    bool forwarded = false;
+    for (size_t i = 0; i + 1 < command.size(); ++i)
+      forwarded = forwarded || (command[i] == "-x" && command[i + 1] == name);
+    if (forwarded) continue;
+    command.insert(command.begin() + 1, name);
+    command.insert(command.begin() + 1, "-x");
+  }
+}
+
+// The operator is the one place a TrainingJob restarts, so that spec.maxRestarts counts every
+// restart once and status.restartCount counts them all: the launchers in its pods restart
+// nothing themselves (COHORT_MAX_RESTARTS=0; a launcher that gave up fails its pod, the Job
+// fails, and the operator recreates it). Attempt N's workers see COHORT_RESTART=N (the
+// launcher starts counting from it) and resume from the newest snapshot. With snapshots
+// (spec.checkpointURI) attempt 0 resumes from the newest one too, unless spec.env says
+// otherwise: its pods come back after a suspension (the Job's template cannot change then) and
+// must go on from the snapshot their SIGTERM saved; with none yet they start afresh.
+void MarkAttempt(Json& pod_template, int attempt, bool snapshots) {
   for (Json& c : pod_template["spec"]["containers"]) {
-    SetEnv(c, "COHORT_RESTART", std::to_string(attempt));
-    SetEnv(c, "COHORT_RESUME", "latest");
+    SetEnv(c, env::kMaxRestarts.name(), "0");
+    if (attempt > 0) {
+      SetEnv(c, env::kRestart.name(), std::to_string(attempt));
+      SetEnv(c, env::kResume.name(), "latest");
+    } else if (snapshots && !HasEnv(c, env::kResume.name())) {
+      SetEnv(c, env::kResume.name(), "latest");
+    }
+    ForwardThroughMpirun(c);
   }
 }
 
@@ -67,11 +104,14 @@ OwnedObjects DesiredObjects(const Json& training_job, const std::string& fresh_t
       out.secret = std::move(item);
     } else if (worker) {
       item["metadata"]["annotations"][kAttemptAnnotation] = std::to_string(attempt);
+      const bool snapshots = !training_job["spec"].value("checkpointURI", "").empty();
       if (kind == "Job") {
-        MarkAttempt(item["spec"]["template"], attempt);
+        MarkAttempt(item["spec"]["template"], attempt, snapshots);
       } else {
+        // mpirun cannot restart in place; the mpi-operator's own retries would count twice.
+        item["spec"]["runPolicy"]["backoffLimit"] = 0;
         for (auto& [role, replica] : item["spec"]["mpiReplicaSpecs"].items())
-          MarkAttempt(replica["template"], attempt);
+          MarkAttempt(replica["template"], attempt, snapshots);
       }
       out.worker = std::move(item);
     } else {

@@ -22,7 +22,11 @@ struct OwnedObjects {
 // labels) and spec, without what the API server added (uid, status, managedFields, ...).
 Json SpecDocument(const Json& training_job);
 
-// The objects for attempt `attempt` (0 first). Throws InvalidArgument (render's one line naming
+// The objects for attempt `attempt` (0 first): render's, owned by the TrainingJob, with the
+// worker pods told the attempt (COHORT_RESTART; COHORT_RESUME=latest after the first, and on
+// the first too when there are snapshots, for a resume after spec.suspend) and told
+// not to restart themselves (COHORT_MAX_RESTARTS=0; an MPIJob's runPolicy.backoffLimit 0): the
+// operator restarts, up to spec.maxRestarts. Throws InvalidArgument (render's one line naming
 // the field) for a spec that cannot run.
 OwnedObjects DesiredObjects(const Json& training_job, const std::string& fresh_token, int attempt);
 

@@ -140,12 +140,31 @@ bool Reconciler::WriteStatus(const Json& training_job, const Json& status) {
   return true;
 }
 
+bool Reconciler::EarlierPodsGone(const Json& desired_worker) {
+  const std::string name = desired_worker["metadata"].value("name", "");
+  const std::string ns = desired_worker["metadata"].value("namespace", "");
+  const std::string selector =
+      (desired_worker.value("kind", "") == "MPIJob" ? "training.kubeflow.org/job-name="
+                                                    : "batch.kubernetes.io/job-name=") +
+      name;
+  const ApiResult pods =
+      client_.List(ResourcePath(kPods, ns), "labelSelector=" + http::UriEncode(selector, false));
+  if (!pods.ok()) Refused("list the pods of " + Named(desired_worker), pods);
+  const size_t left = pods.body.value("items", Json::array()).size();
+  if (left > 0) {
+    COHORT_DEBUG(kOperator, "{}: waiting for {} pod(s) of the last attempt to stop",
+                 Named(desired_worker), left);
+  }
+  return left == 0;
+}
+
 bool Reconciler::Recreate(const Json& worker_now, const Json& desired) {
   if (!worker_now.is_null()) {
     const ApiResult r = client_.Delete(PathOf(worker_now), "Background");
     if (!r.ok() && r.status != 404) Refused("delete " + Named(worker_now), r);
   }
   if (!OwnerAlive(desired)) return false;
+  if (!EarlierPodsGone(desired)) return true;  // a later pass creates it
   const ApiResult made = client_.Create(CollectionOf(desired), desired);
   if (made.ok()) {
     COHORT_INFO(kOperator, "created {} (attempt {})", Named(desired),
@@ -160,6 +179,7 @@ bool Reconciler::Act(const Decision& d, const Json& tj, const Json& worker,
                      const Json& desired_worker) {
   switch (d.action) {
     case Action::kCreate:
+      if (!EarlierPodsGone(desired_worker)) return true;  // a later pass creates it
       return EnsureExists(desired_worker);
     case Action::kRecreate:
       return Recreate(worker, DesiredObjects(tj, launcher::RandomToken(), d.restart_count).worker);

@@ -41,7 +41,12 @@ class Reconciler {
   Json OwnedPods(const Json& pods, const Json& owner);
   // PUT /status with the TrainingJob's resourceVersion; false on 409.
   bool WriteStatus(const Json& training_job, const Json& status);
-  // Deletes the worker and creates `desired` (the next attempt); false when the owner went.
+  // Whether no pod of an earlier worker of this name is left (Terminating ones included): the
+  // next attempt's pods must not start beside the last one's, which still hold node 0's
+  // hostname, its store and its snapshots' files until they have stopped.
+  bool EarlierPodsGone(const Json& desired_worker);
+  // Deletes the worker and creates `desired` (the next attempt) once its pods are gone (else
+  // a later pass creates it); false when the owner went.
   bool Recreate(const Json& worker_now, const Json& desired);
   // Carries out the decision on the worker object; false when the owner went.
   bool Act(const Decision& d, const Json& tj, const Json& worker, const Json& desired_worker);

@@ -195,21 +195,33 @@ TEST_F(JobControllerTest, SuspendStopsThePodsAndResumeStartsThemAgain) {
   const Json job = AwaitCondition(rest_, "nap", "Suspended", std::chrono::seconds(5));
   ASSERT_FALSE(job.is_null());
   EXPECT_EQ(job["status"]["active"], 0);
-  EXPECT_TRUE(Pods(rest_, "nap").empty());
+  // Its pods are Terminating (deletionTimestamp set) until their processes have ended, as a
+  // real kubelet's are; then they go.
+  const Json terminating = Pods(rest_, "nap");
+  for (const Json& pod : terminating) {
+    if (!Alive(*pid)) break;  // already gone: nothing to see
+    EXPECT_TRUE(pod["metadata"].contains("deletionTimestamp")) << pod.dump();
+  }
   const auto gone = std::chrono::steady_clock::now() + std::chrono::seconds(3);
-  while (Alive(*pid) && std::chrono::steady_clock::now() < gone) {
+  while ((Alive(*pid) || !Pods(rest_, "nap").empty()) && std::chrono::steady_clock::now() < gone) {
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
   EXPECT_FALSE(Alive(*pid)) << "the suspended pod's process still runs";
+  EXPECT_TRUE(Pods(rest_, "nap").empty()) << Pods(rest_, "nap").dump();
   ASSERT_EQ(rest_.Patch(std::string(kJobs) + "/nap", {{"spec", {{"suspend", false}}}}).status, 200);
   const auto back = std::chrono::steady_clock::now() + std::chrono::seconds(5);
   while (Pods(rest_, "nap").size() < 2 && std::chrono::steady_clock::now() < back) {
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
   EXPECT_EQ(Pods(rest_, "nap").size(), 2u);
-  // Deleting the Job (Background) deletes its pods and stops their processes.
+  // Deleting the Job (Background) deletes its pods and stops their processes (the pods go
+  // once those have ended).
   ASSERT_EQ(rest_.Delete(std::string(kJobs) + "/nap", {{"propagationPolicy", "Background"}}).status,
             200);
+  const auto deleted = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  while (!Pods(rest_, "nap").empty() && std::chrono::steady_clock::now() < deleted) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
   EXPECT_TRUE(Pods(rest_, "nap").empty());
 }
 

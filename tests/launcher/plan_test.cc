@@ -355,6 +355,25 @@ TEST(Plan, WorkersOfNodeOneGetTheirRanksAndTheContract) {
   }
 }
 
+TEST(Plan, AJobRecreatedWithARestartCountKeepsCountingFromIt) {
+  // The operator recreates a failed Job with COHORT_RESTART=2 and COHORT_RESUME=latest: the
+  // launcher's first attempt is number 2 (its workers' COHORT_RESTART, supervisor.cc).
+  LaunchOptions o = Program();
+  env::Map env = {{"COHORT_RESTART", "2"}};
+  const LaunchPlan p = MakePlan(o, env);
+  EXPECT_EQ(p.first_restart.value, 2);
+  EXPECT_EQ(p.first_restart.source, "COHORT_RESTART");
+  EXPECT_HAS(DescribePlan(p), "first restart");
+  Assignment a;
+  a.nnodes = 1, a.nproc = 1, a.world_size = 1;
+  const auto vars = LauncherVariables(p, a, 2, "127.0.0.1:1", 0);
+  for (const char* want : {"COHORT_RESTART=2", "TORCHELASTIC_RESTART_COUNT=2"})
+    EXPECT_NE(std::find(vars.begin(), vars.end(), want), vars.end()) << want;
+  EXPECT_EQ(MakePlan(o, {}).first_restart.value, 0);
+  env["COHORT_RESTART"] = "-1";
+  EXPECT_THROW(MakePlan(o, env), InvalidArgument);
+}
+
 // ---- the termination message ----
 
 std::string ReadFile(const std::string& path) {

@@ -6,7 +6,7 @@
 // COHORT_RESUME=latest -> Succeeded; maxRestarts exceeded -> Failed naming the rank; delete
 // cascades; the operator killed mid-job and started again makes no duplicates; a dropped watch
 // and a 410 relist; two replicas, one leader, and the other takes over; an invalid spec;
-// suspend and resume.
+// suspend and resume; and Fashion-MNIST (2 nodes x 2 workers) trained through a killed pod.
 #include <gtest/gtest.h>
 #include <signal.h>
 
@@ -19,6 +19,7 @@
 
 #include "operator/job_status.h"
 #include "operator/kube_client.h"
+#include "tests/launcher/elastic_job.h"
 #include "tests/util/kube/kube_double.h"
 #include "tests/util/subprocess.h"
 #include "tests/util/test_dir.h"
@@ -163,6 +164,19 @@ class OperatorScenario : public ::testing::Test {
     return static_cast<int>(list.body["items"].size());
   }
 
+  // Every pod's log so far (the double keeps them under work_dir/NAMESPACE/POD/log).
+  std::string PodLogs() const {
+    std::string all;
+    const std::filesystem::path root = std::filesystem::path(api_.work_dir()) / "default";
+    if (!std::filesystem::exists(root)) return all;
+    for (const auto& pod : std::filesystem::directory_iterator(root)) {
+      std::ifstream in(pod.path() / "log");
+      all += "--- " + pod.path().filename().string() + "\n";
+      all.append(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+    }
+    return all;
+  }
+
   TestDir dir_;
   kube::KubeDouble api_;
   KubeClient client_;
@@ -206,10 +220,10 @@ TEST_F(OperatorScenario, CreateRunsToSucceededWithOwnedObjectsAndASecretToken) {
 
 TEST_F(OperatorScenario, AFailingRankRestartsFromLatestThenSucceeds) {
   auto op = StartOperator("op-a");
-  // Rank 1 fails until the pods are told to resume (the operator's restart); the launcher's own
-  // group restart (maxRestarts also reaches it) does not say so without a checkpointURI.
+  // Rank 1 fails until its workers are told they run attempt 1 and resume (the operator's
+  // restart: the launcher passes the pod's COHORT_RESTART on, and restarts nothing itself).
   Apply(TrainingJob("fm",
-                    "[ \"$COHORT_RESUME\" = latest ] && exit 0; "
+                    "[ \"$COHORT_RESTART\" = 1 ] && [ \"$COHORT_RESUME\" = latest ] && exit 0; "
                     "[ \"$COHORT_RANK\" = 1 ] && exit 7; sleep 0.5",
                     {{"maxRestarts", 1}}));
   std::vector<std::string> phases;
@@ -241,7 +255,10 @@ TEST_F(OperatorScenario, MaxRestartsExceededFailsNamingTheRank) {
   EXPECT_NE(message.find("rank 1"), std::string::npos) << message;
   EXPECT_NE(message.find("code 7"), std::string::npos) << message;
   EXPECT_NE(message.find("after 1 restart"), std::string::npos) << message;
+  // The operator restarted once; the launchers in its pods did not restart on their own.
+  EXPECT_EQ(message.find("no restarts"), std::string::npos) << message;
   EXPECT_EQ(Count(kJobs, "fm"), 1);  // no third attempt
+  EXPECT_EQ(PodLogs().find("restarting the group"), std::string::npos) << PodLogs();
 }
 
 TEST_F(OperatorScenario, DeletingTheTrainingJobDeletesEverythingItOwns) {
@@ -361,6 +378,52 @@ TEST_F(OperatorScenario, SuspendStopsThePodsAndResumeStartsThemAgain) {
     return !job["spec"].value("suspend", true) && job["status"].value("active", 0) == 2;
   })) << Read(kJobs, "fm").body.dump();
   EXPECT_EQ(running["status"]["restartCount"], 0);
+}
+
+// The real thing: Fashion-MNIST on 2 nodes x 2 workers (gloo), snapshots every 10 steps. Node
+// 1's pod is SIGKILLed after the first snapshot; its Job fails, the operator recreates it as
+// attempt 1, whose workers resume from the newest snapshot and train to the last step; the
+// TrainingJob ends Succeeded, every step ran (none lost beyond the snapshot), and the snapshots
+// verify (`cohort checkpoint verify`).
+TEST_F(OperatorScenario, FashionMnistTrainsThroughAKilledPodAndSucceedsWithVerifiedSnapshots) {
+  if (const std::string why = cohort::testing::FashionMnistUnavailable(); !why.empty()) {
+    GTEST_SKIP() << why;
+  }
+  auto op = StartOperator("op-a");
+  const std::string metrics = dir_.File("metrics.jsonl");
+  std::vector<std::string> program = cohort::testing::FashionMnistJob(30, 10, metrics);
+  const std::string checkpoints = dir_.Uri("ck");
+  Apply(TrainingJob("fm", "",
+                    {{"command", {program[0]}},
+                     {"args", std::vector<std::string>(program.begin() + 1, program.end())},
+                     {"nprocPerNode", 2},
+                     {"checkpointURI", checkpoints},
+                     {"maxRestarts", 1}}));
+  ASSERT_TRUE(cohort::testing::AwaitStep(metrics, 12, std::chrono::seconds(90)))
+      << op->Output() << PodLogs();
+  const ApiResult pods = client_.List(ResourcePath(kPods, "default"),
+                                      "labelSelector=batch.kubernetes.io%2Fjob-completion-index%3D1");
+  ASSERT_TRUE(pods.ok() && pods.body["items"].size() == 1) << pods.body.dump(1);
+  const auto pid = api_.PodPid("default", pods.body["items"][0]["metadata"]["name"]);
+  ASSERT_TRUE(pid.has_value());
+  ASSERT_EQ(::kill(-*pid, SIGKILL), 0);
+
+  std::vector<std::string> phases;
+  const Json done = AwaitPhase("fm", "Succeeded", 120, &phases);
+  const std::string logs = PodLogs();
+  ASSERT_FALSE(done.is_null()) << ::testing::PrintToString(phases) << op->Output() << logs;
+  EXPECT_NE(std::find(phases.begin(), phases.end(), "Restarting"), phases.end())
+      << ::testing::PrintToString(phases);
+  EXPECT_EQ(done["status"]["restartCount"], 1);
+  const std::vector<int64_t> resumed = cohort::testing::ResumedFrom(logs);
+  EXPECT_FALSE(resumed.empty()) << logs;
+  for (int64_t r : resumed) EXPECT_GE(r, 10) << logs;  // from a snapshot, not from scratch
+  EXPECT_EQ(cohort::testing::CheckSteps(cohort::testing::ReadSteps(metrics), resumed, 30, 10), "")
+      << logs;
+  Subprocess verify({BinPath("cohort"), "checkpoint", "verify", checkpoints + "/fm"}, {});
+  const ProcessResult v = verify.Wait(seconds(60));
+  EXPECT_EQ(v.exit_code, 0) << v.output;
+  EXPECT_NE(v.output.find("step-000000000030"), std::string::npos) << v.output;
 }
 
 }  // namespace

@@ -331,6 +331,61 @@ TEST(OwnedObjectsTest, ARestartResumesFromLatest) {
   EXPECT_EQ(resumes, 1);
 }
 
+// The value of env `name` in the worker Job's training container ("" when absent).
+std::string WorkerEnv(const OwnedObjects& o, const std::string& name) {
+  for (const Json& e : o.worker["spec"]["template"]["spec"]["containers"][0]["env"])
+    if (e["name"] == name) return e.value("value", "");
+  return "";
+}
+
+TEST(OwnedObjectsTest, WithSnapshotsTheFirstAttemptResumesTooForASuspension) {
+  // A suspended Job's pods come back with the template they had: to go on from the snapshot
+  // their SIGTERM saved, attempt 0 resumes from latest too (nothing there yet: a fresh start).
+  Json tj = TrainingJob();
+  EXPECT_EQ(WorkerEnv(DesiredObjects(tj, "tok", 0), "COHORT_RESUME"), "");
+  tj["spec"]["checkpointURI"] = "s3://b/ck";
+  EXPECT_EQ(WorkerEnv(DesiredObjects(tj, "tok", 0), "COHORT_RESUME"), "latest");
+  tj["spec"]["env"] = {{{"name", "COHORT_RESUME"}, {"value", "s3://b/ck/fm/step-000000000100"}}};
+  EXPECT_EQ(WorkerEnv(DesiredObjects(tj, "tok", 0), "COHORT_RESUME"),
+            "s3://b/ck/fm/step-000000000100");
+  EXPECT_EQ(WorkerEnv(DesiredObjects(tj, "tok", 1), "COHORT_RESUME"), "latest");
+}
+
+TEST(OwnedObjectsTest, OnlyTheOperatorRestartsSoMaxRestartsCountsOnce) {
+  // spec.maxRestarts 2 renders COHORT_MAX_RESTARTS=2 for launchers on their own; under the
+  // operator the launchers restart nothing (the operator recreates the Job instead) and an
+  // MPIJob's own retries are off, or a job would get up to (2+1)x(2+1) attempts.
+  for (int attempt : {0, 1}) {
+    const OwnedObjects o = DesiredObjects(TrainingJob(), "tok", attempt);
+    int found = 0;
+    for (const Json& e : o.worker["spec"]["template"]["spec"]["containers"][0]["env"]) {
+      if (e["name"] != "COHORT_MAX_RESTARTS") continue;
+      ++found;
+      EXPECT_EQ(e["value"], "0");
+    }
+    EXPECT_EQ(found, 1) << attempt;
+  }
+  const OwnedObjects mpi = DesiredObjects(TrainingJob("mpi"), "tok", 1);
+  ASSERT_EQ(mpi.worker["kind"], "MPIJob");
+  EXPECT_EQ(mpi.worker["spec"]["runPolicy"]["backoffLimit"], 0);
+  for (const auto& [role, replica] : mpi.worker["spec"]["mpiReplicaSpecs"].items()) {
+    bool restart = false;
+    for (const Json& e : replica["template"]["spec"]["containers"][0]["env"])
+      restart |= e["name"] == "COHORT_RESTART" && e["value"] == "1";
+    EXPECT_TRUE(restart) << role;
+  }
+  // mpirun forwards them to the ranks it starts over SSH.
+  const Json& command =
+      mpi.worker["spec"]["mpiReplicaSpecs"]["Launcher"]["template"]["spec"]["containers"][0]
+                ["command"];
+  for (const char* name : {"COHORT_RESTART", "COHORT_RESUME", "COHORT_MAX_RESTARTS"}) {
+    int forwarded = 0;
+    for (size_t i = 0; i + 1 < command.size(); ++i)
+      forwarded += command[i] == "-x" && command[i + 1] == name;
+    EXPECT_EQ(forwarded, 1) << name << " in " << command.dump();
+  }
+}
+
 TEST(OwnedObjectsTest, BadSpecsGiveRendersOneLine) {
   Json tj = TrainingJob();
   tj["spec"]["nnodes"] = 0;

@@ -26,14 +26,16 @@
 // - the Job controller (job_controller.h) and a kubelet (kubelet.h): pods (of Jobs or not)
 //   run their first container's command as a local process, with the env Kubernetes gives
 //   it, Service names mapped to 127.0.0.1, COHORT_TERMINATION_LOG for the termination message;
+//   a deleted pod whose process runs stays Terminating (deletionTimestamp, and the double's
+//   finalizer kube-double.cohort.dev/process) until the process has ended (SIGTERM, then
+//   SIGKILL after kill_grace), then goes, as a real kubelet's pods do;
 // - OpenAPI: /openapi/v3 documents that tell kubectl the server validates (kubectl then sends
 //   fieldValidation=Strict and needs no --validate=false), an empty /openapi/v2.
 // Does not implement: TLS and authentication (any client is admin), schemas of built-in types
 // (their unknown fields are kept, not rejected), server-side apply and dryRun (answer 415 /
 // 400), protobuf (JSON only: kubectl's typed commands such as `kubectl create namespace`
 // send protobuf and get 415; use kubectl apply), list paging (`limit` ignored: one page), watch
-// bookmarks, Table watches (`kubectl get -w`), admission webhooks, CEL validation rules, graceful
-// pod deletion (a deleted pod is gone at once; its process gets SIGTERM, then SIGKILL), a scheduler
+// bookmarks, Table watches (`kubectl get -w`), admission webhooks, CEL validation rules, a scheduler
 // or nodes, in-place container restarts (restartPolicy acts as Never), and controllers other than
 // the Job controller and the kubelet (no ReplicaSets for Deployments; owned objects are deleted
 // in the same request, not later by a garbage collector). All pods share 127.0.0.1: two pods

@@ -82,13 +82,13 @@ std::vector<std::string> Kubelet::Services(const std::string& ns) const {
 }
 
 bool Kubelet::WriteStatus(const std::string& ns, const std::string& name,
-                          const std::function<void(Json& pod)>& change) {
+                          const std::function<void(Json& pod)>& change, bool status) {
   const ResourceType pods = *registry_.Find("", "v1", "pods");
   for (int attempt = 0; attempt < 20; ++attempt) {
     try {
       Json pod = store_.Get(pods, ns, name);
       change(pod);
-      store_.Update(pods, ns, name, pod, true);
+      store_.Update(pods, ns, name, pod, status);
       return true;
     } catch (const ApiError& e) {
       if (e.code() == 404) return false;
@@ -150,7 +150,25 @@ void Kubelet::Start(const Json& pod) {
   }
   const pid_t pid = process->pid();
   running_[uid] = {ns, name, dir, std::move(process), now, false};
+  HoldWhileRunning(ns, name, true);
   WriteStatus(ns, name, [&](Json& p) { SetRunning(p["status"], container, pid, now); });
+}
+
+void Kubelet::HoldWhileRunning(const std::string& ns, const std::string& name, bool hold) {
+  WriteStatus(
+      ns, name,
+      [hold](Json& p) {
+        Json kept = Json::array();
+        for (const Json& f : p["metadata"].value("finalizers", Json::array()))
+          if (f != kProcessFinalizer) kept.push_back(f);
+        if (hold) kept.push_back(kProcessFinalizer);
+        if (kept.empty()) {
+          p["metadata"].erase("finalizers");
+        } else {
+          p["metadata"]["finalizers"] = kept;
+        }
+      },
+      false);
 }
 
 void Kubelet::Report(const Running& r, const PodExit& exit) {
@@ -201,7 +219,10 @@ void Kubelet::Sync() {
       r.process->Stop(options_.kill_grace);
     }
     if (auto exit = r.process->Poll()) {
-      if (!r.deleted) Report(r, *exit);
+      if (!r.deleted) {
+        Report(r, *exit);
+        HoldWhileRunning(r.ns, r.name, false);  // a deleted pod goes now
+      }
       it = running_.erase(it);
     } else {
       ++it;

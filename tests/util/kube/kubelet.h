@@ -6,7 +6,8 @@
 // FallbackToLogsOnError, the log's tail when that file is empty and the container failed). A
 // missing Secret or ConfigMap keeps the pod Pending (CreateContainerConfigError), a command that
 // cannot start fails it (StartError, exit code 128). A deleted pod's process is stopped
-// (SIGTERM, SIGKILL after the grace period). restartPolicy is treated as Never: containers are
+// (SIGTERM, SIGKILL after the grace period) and the pod stays, Terminating, until it has ended
+// (it carries the finalizer kProcessFinalizer meanwhile). restartPolicy is treated as Never: containers are
 // never restarted in place.
 #pragma once
 
@@ -25,6 +26,9 @@
 #include "tests/util/kube/pod_process.h"
 
 namespace cohort::kube {
+
+// The finalizer on a pod whose process runs (graceful deletion, Kubelet::HoldWhileRunning).
+inline constexpr const char* kProcessFinalizer = "kube-double.cohort.dev/process";
 
 struct KubeletOptions {
   std::string work_dir;                        // <work_dir>/<namespace>/<pod>/{log,termination-log}
@@ -62,8 +66,14 @@ class Kubelet {
   void Start(const Json& pod);
   void Report(const Running& r, const PodExit& exit);
   // Applies change to the pod's status (retrying on conflicts); false when the pod is gone.
+  // Changes the pod (its status with status = true, else the rest) and writes it back,
+  // retrying conflicts; false when the pod is gone.
   bool WriteStatus(const std::string& ns, const std::string& name,
-                   const std::function<void(Json& pod)>& change);
+                   const std::function<void(Json& pod)>& change, bool status = true);
+  // Graceful deletion: a pod whose process runs carries kProcessFinalizer, so that deleting it
+  // leaves it Terminating (deletionTimestamp set) until the process has ended, as a real
+  // kubelet's pods stay until their containers stopped; then the finalizer goes, and the pod.
+  void HoldWhileRunning(const std::string& ns, const std::string& name, bool hold);
   std::vector<std::string> Services(const std::string& ns) const;
 };
 
