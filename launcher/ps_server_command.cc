@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <cstring>
 #include <memory>
+#include <mutex>
 #include <string>
 
 #include "collectives/ps/ps_server.h"
@@ -46,6 +47,7 @@ int RunPsServer(const PsServerOptions& o) {
   sigemptyset(&stop);
   sigaddset(&stop, SIGINT);
   sigaddset(&stop, SIGTERM);
+  sigaddset(&stop, SIGUSR1);  // from OnFinish: the job is over
   pthread_sigmask(SIG_BLOCK, &stop, nullptr);
 
   // Every push and answer is a partition-sized message: keep freed memory for the next one
@@ -54,6 +56,14 @@ int RunPsServer(const PsServerOptions& o) {
     COHORT_WARN(kColl, "mallopt failed; ps-server may page-fault on every push");
   }
   collectives::ps::PsServer server(o.host, o.port, token, o.shard, o.shards);
+  const pthread_t main_thread = pthread_self();
+  std::mutex mu;
+  std::string finished_run;  // set before the signal that wakes the main thread
+  server.OnFinish([&mu, &finished_run, main_thread](const std::string& run_id) {
+    std::lock_guard<std::mutex> lock(mu);
+    finished_run = run_id;
+    pthread_kill(main_thread, SIGUSR1);
+  });
   server.Start();
   if (token.empty() && !net::IsLoopback(o.host)) {
     COHORT_WARN(kColl,
@@ -67,7 +77,15 @@ int RunPsServer(const PsServerOptions& o) {
 
   int sig = 0;
   sigwait(&stop, &sig);
-  COHORT_DEBUG(kColl, "ps-server shard {}: {} received, shutting down", o.shard, ::strsignal(sig));
+  if (sig == SIGUSR1) {
+    std::lock_guard<std::mutex> lock(mu);
+    std::printf("cohort ps-server shard %d of %d: job %s finished; exiting\n", o.shard, o.shards,
+                finished_run.c_str());
+    std::fflush(stdout);
+  } else {
+    COHORT_DEBUG(kColl, "ps-server shard {}: {} received, shutting down", o.shard,
+                 ::strsignal(sig));
+  }
   server.Shutdown();
   return 0;
 }
@@ -77,7 +95,9 @@ int RunPsServer(const PsServerOptions& o) {
 Command AddPsServerCommand(CLI::App& parent) {
   auto o = std::make_shared<PsServerOptions>();
   CLI::App* app = parent.add_subcommand(
-      "ps-server", "Run one shard of the parameter server (backend ps) until SIGINT or SIGTERM");
+      "ps-server",
+      "Run one shard of the parameter server (backend ps) until the launcher of the job's rank 0 "
+      "says the job finished, or SIGINT or SIGTERM");
   app->add_option("-p,--port", o->port, "TCP port to listen on; 0 picks a free one")
       ->capture_default_str()
       ->check(CLI::Range(0, 65535));

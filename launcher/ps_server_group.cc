@@ -12,8 +12,11 @@
 #include <cstring>
 #include <thread>
 
+#include "collectives/ps/ps_client.h"
+#include "common/env.h"
 #include "common/error.h"
 #include "common/net.h"
+#include "launcher/launch_plan.h"
 
 extern char** environ;
 
@@ -152,6 +155,20 @@ void PsServerGroup::StopAll() {
       }
     }
   }
+}
+
+std::vector<std::string> FinishStandaloneServers(const LaunchPlan& plan) {
+  const std::string list = env::kPsServers.Str("");
+  if (plan.ps_servers.value > 0 || list.empty()) return {};
+  std::vector<std::string> lines = collectives::ps::FinishServers(
+      list, plan.token, plan.run_id.value, std::chrono::seconds(10));
+  const size_t all = collectives::ps::SplitServerList(list).size();
+  for (std::string& line : lines) line = "could not tell a ps-server the job finished: " + line;
+  if (lines.size() < all) {
+    lines.insert(lines.begin(), fmt::format("told {} ps-server{} that the job finished",
+                                            all - lines.size(), all - lines.size() == 1 ? "" : "s"));
+  }
+  return lines;
 }
 
 }  // namespace cohort::launcher

@@ -44,4 +44,14 @@ class PsServerGroup {
   std::string addresses_;
 };
 
+struct LaunchPlan;
+
+// After the job succeeded, on the node of global rank 0: tells the parameter servers of this
+// launcher's COHORT_PS_SERVERS that the job is over, so that servers running on their own exit 0
+// (a Kubernetes parameter-server pod's Job then completes instead of running forever). Nothing
+// when this launcher ran its own (--ps-servers: it stops them) or none are configured. Returns
+// what to say: "told 2 ps-servers that the job finished", one line per server that did not take
+// it, or nothing.
+std::vector<std::string> FinishStandaloneServers(const LaunchPlan& plan);
+
 }  // namespace cohort::launcher

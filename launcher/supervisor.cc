@@ -489,6 +489,9 @@ int Supervisor::Run() {
     ++failures;
     Say("restarting the group: attempt {} of {} (after: {})", failures + 1, attempts, last.what);
   }
+  if (last.kind == Outcome::kSuccess && first_rank_ == 0) {
+    for (const std::string& line : FinishStandaloneServers(plan_)) Say("{}", line);
+  }
   const std::string verdict = Verdict(last);
   if (last.kind == Outcome::kFailed && last.code != kExitRendezvous && last.code != kExitUsage) {
     Say("{}", verdict);

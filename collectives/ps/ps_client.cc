@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include <future>
+
 #include "collectives/store/grpc_status.h"
 #include "common/error.h"
 #include "common/net.h"
@@ -95,10 +97,62 @@ void PsServerClient::PushPullRaw(grpc::ClientContext* ctx, const grpc::ByteBuffe
                       std::move(done));
 }
 
+bool PsServerClient::Finish(const std::string& run_id, Deadline deadline) {
+  grpc::ClientContext ctx;
+  Authorize(&ctx);
+  ctx.set_deadline(deadline);
+  pb::FinishRequest req;
+  req.set_run_id(run_id);
+  pb::FinishReply reply;
+  const grpc::Status s = stub_->Finish(&ctx, req, &reply);
+  if (s.error_code() == grpc::StatusCode::PERMISSION_DENIED) {
+    throw Unauthenticated(fmt::format("ps {} refused Finish: {}", name_, s.error_message()));
+  }
+  CheckGrpc(s, fmt::format("ps {}: Finish", name_));
+  return reply.exits();
+}
+
 void PsServerClient::Attend(grpc::ClientContext* ctx, const pb::AttendRequest* req,
                             pb::AttendReply* reply, std::function<void(grpc::Status)> done) {
   if (!token_.empty()) ctx->AddMetadata("authorization", "Bearer " + token_);
   stub_->async()->Attend(ctx, req, reply, std::move(done));
+}
+
+std::vector<std::string> SplitServerList(const std::string& list) {
+  std::vector<std::string> out;
+  size_t start = 0;
+  while (start <= list.size()) {
+    size_t comma = list.find(',', start);
+    if (comma == std::string::npos) comma = list.size();
+    std::string item = list.substr(start, comma - start);
+    if (!item.empty()) out.push_back(std::move(item));
+    start = comma + 1;
+  }
+  return out;
+}
+
+std::vector<std::string> FinishServers(const std::string& list, const std::string& token,
+                                       const std::string& run_id,
+                                       std::chrono::milliseconds timeout) {
+  const std::vector<std::string> addresses = SplitServerList(list);
+  const auto deadline = std::chrono::system_clock::now() + timeout;
+  std::vector<std::future<std::string>> calls;
+  for (size_t i = 0; i < addresses.size(); ++i) {
+    calls.push_back(std::async(std::launch::async, [&, i]() -> std::string {
+      const int shards = static_cast<int>(addresses.size());
+      try {
+        PsServerClient(addresses[i], static_cast<int>(i), shards, token).Finish(run_id, deadline);
+        return "";
+      } catch (const Error& e) {
+        return e.what();
+      }
+    }));
+  }
+  std::vector<std::string> failed;
+  for (auto& call : calls) {
+    if (std::string why = call.get(); !why.empty()) failed.push_back(std::move(why));
+  }
+  return failed;
 }
 
 }  // namespace cohort::collectives::ps

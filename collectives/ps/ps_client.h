@@ -9,6 +9,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "collectives/ps/ps.grpc.pb.h"
 
@@ -39,6 +40,10 @@ class PsServerClient {
   void Attend(grpc::ClientContext* ctx, const ::cohort::ps::AttendRequest* req,
               ::cohort::ps::AttendReply* reply, std::function<void(grpc::Status)> done);
 
+  // Tells the server the job is over (PsService.Finish); whether it now exits. Throws
+  // Unauthenticated when it refuses the token, Unavailable when it does not answer by deadline.
+  bool Finish(const std::string& run_id, Deadline deadline);
+
   // For asynchronous mode's calls (async_client.h): the channel, and the token put on a call.
   const std::shared_ptr<grpc::Channel>& Channel() const { return channel_; }
   void Authorize(grpc::ClientContext* ctx) const {
@@ -60,5 +65,16 @@ class PsServerClient {
   std::unique_ptr<::cohort::ps::PsService::Stub> stub_;
   std::unique_ptr<grpc::GenericStub> generic_;
 };
+
+// COHORT_PS_SERVERS ("host:port,host:port,...") as its addresses, in shard order; empty items
+// are skipped.
+std::vector<std::string> SplitServerList(const std::string& list);
+
+// Tells every server of `list` that job `run_id` is over (PsServerClient::Finish), all at once,
+// each within `timeout`. Returns one line per server that did not take it ("ps server
+// 10.0.0.7:29600 (shard 1 of 2): ..."); empty when all did.
+std::vector<std::string> FinishServers(const std::string& list, const std::string& token,
+                                       const std::string& run_id,
+                                       std::chrono::milliseconds timeout);
 
 }  // namespace cohort::collectives::ps

@@ -17,19 +17,6 @@ namespace {
 
 namespace pb = ::cohort::ps;
 
-std::vector<std::string> SplitList(const std::string& text) {
-  std::vector<std::string> out;
-  size_t start = 0;
-  while (start <= text.size()) {
-    size_t comma = text.find(',', start);
-    if (comma == std::string::npos) comma = text.size();
-    std::string item = text.substr(start, comma - start);
-    if (!item.empty()) out.push_back(item);
-    start = comma + 1;
-  }
-  return out;
-}
-
 PsServerClient::Deadline DeadlineAfter(std::chrono::milliseconds d) {
   return std::chrono::system_clock::now() + d;
 }
@@ -68,7 +55,7 @@ struct PsCommunicator::Attendance {
 
 PsOptions PsOptions::FromEnv() {
   PsOptions o;
-  o.servers = SplitList(env::kPsServers.Str(""));
+  o.servers = SplitServerList(env::kPsServers.Str(""));
   const int64_t bytes = env::kPsPartitionBytes.Int(static_cast<int64_t>(o.partition_bytes));
   if (bytes < 8) {
     throw InvalidArgument(fmt::format(
@@ -80,7 +67,7 @@ PsOptions PsOptions::FromEnv() {
 }
 
 std::string PsCommunicator::UnavailableReason(const CommConfig& config) {
-  if (SplitList(env::kPsServers.Str("")).empty()) {
+  if (SplitServerList(env::kPsServers.Str("")).empty()) {
     return "ps needs its servers: set COHORT_PS_SERVERS=host:port,... (`cohort ps-server` on "
            "each), or run under `cohort launch --ps-servers N`";
   }

@@ -50,9 +50,9 @@ class PushReactor final : public grpc::ServerUnaryReactor, public PushTable::Wai
   grpc::ByteBuffer* reply_;
 };
 
-using Service =
-    pb::PsService::WithCallbackMethod_Hello<pb::PsService::WithRawCallbackMethod_PushPull<
-        pb::PsService::WithCallbackMethod_Attend<pb::PsService::Service>>>;
+using Service = pb::PsService::WithCallbackMethod_Hello<
+    pb::PsService::WithRawCallbackMethod_PushPull<pb::PsService::WithCallbackMethod_Attend<
+        pb::PsService::WithCallbackMethod_Finish<pb::PsService::Service>>>>;
 
 // One Attend call: open until the rank's communicator ends; then its scope is failed.
 class AttendReactor final : public grpc::ServerUnaryReactor {
@@ -149,6 +149,22 @@ class PsServer::Impl final : public Service {
     return new AttendReactor(&table_, req);  // finishes when the call is cancelled
   }
 
+  grpc::ServerUnaryReactor* Finish(grpc::CallbackServerContext* ctx, const pb::FinishRequest* req,
+                                   pb::FinishReply* reply) override {
+    auto* reactor = ctx->DefaultReactor();
+    grpc::Status auth = Authenticate(*ctx);
+    const bool exits = auth.ok() && on_finish_ && !finishing_.exchange(true);
+    if (auth.ok()) reply->set_exits(on_finish_ != nullptr);
+    const std::string run_id = req->run_id();  // req goes with the call once answered
+    reactor->Finish(auth);
+    if (exits) on_finish_(run_id);
+    return reactor;
+  }
+
+  void SetOnFinish(std::function<void(const std::string&)> handler) {
+    on_finish_ = std::move(handler);
+  }
+
   grpc::ServerUnaryReactor* PushPull(grpc::CallbackServerContext* ctx,
                                      const grpc::ByteBuffer* request,
                                      grpc::ByteBuffer* reply) override {
@@ -190,6 +206,8 @@ class PsServer::Impl final : public Service {
   std::unique_ptr<grpc::Server> server_;
   bool stopped_ = false;
   std::atomic<uint64_t> refusals_{0};
+  std::function<void(const std::string&)> on_finish_;  // set before Start, then only read
+  std::atomic<bool> finishing_{false};
 };
 
 PsServer::PsServer(std::string host, int port, std::string token, int shard, int shards) {
@@ -207,6 +225,9 @@ PsServer::PsServer(std::string host, int port, std::string token, int shard, int
 }
 
 PsServer::~PsServer() { impl_->Shutdown(); }
+void PsServer::OnFinish(std::function<void(const std::string&)> handler) {
+  impl_->SetOnFinish(std::move(handler));
+}
 void PsServer::Start() { impl_->Start(); }
 void PsServer::Shutdown() { impl_->Shutdown(); }
 int PsServer::Port() const { return impl_->Port(); }

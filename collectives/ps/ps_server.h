@@ -7,6 +7,7 @@
 // only.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -22,6 +23,12 @@ class PsServer {
   PsServer(const PsServer&) = delete;
   PsServer& operator=(const PsServer&) = delete;
 
+  // What to do when a worker's launcher says the job is over (PsService.Finish, with the job's
+  // run id): called on a gRPC thread after the call is answered, at most once; it must not
+  // block (`cohort ps-server` wakes its main thread, which shuts the server down and exits 0).
+  // Without one (a server a launcher runs itself, tests) Finish is answered and ignored. Call
+  // before Start.
+  void OnFinish(std::function<void(const std::string& run_id)> handler);
   // Starts listening. Throws Unavailable when the port cannot be bound.
   void Start();
   // Stops serving; pending pushes fail (their workers get UNAVAILABLE). Idempotent.

@@ -47,6 +47,10 @@ class PsServerProcs {
   }
   const std::string& Address(int i) const { return addresses_[static_cast<size_t>(i)]; }
   void Kill(int i, int sig) { procs_[static_cast<size_t>(i)]->Kill(sig); }
+  // Waits for server i to end by itself (killed past timeout).
+  ProcessResult Wait(int i, std::chrono::milliseconds timeout) {
+    return procs_[static_cast<size_t>(i)]->Wait(timeout);
+  }
 
  private:
   std::vector<std::unique_ptr<Subprocess>> procs_;

@@ -12,6 +12,7 @@
 #include <regex>
 #include <sstream>
 
+#include "tests/collectives/ps_servers.h"
 #include "tests/util/subprocess.h"
 
 namespace cohort::testing {
@@ -216,6 +217,45 @@ TEST(PsLaunch, DeadServerRestartResumesFromLatest) {
   EXPECT_TRUE(ReadFile(dir + "/straight") == ReadFile(dir + "/restarted"));
   EXPECT_FALSE(ReadFile(dir + "/straight").empty());
   std::filesystem::remove_all(dir);
+}
+
+// Parameter servers that run on their own (as Kubernetes parameter-server pods do: the launcher
+// is given COHORT_PS_SERVERS, it does not start them) end once the job has succeeded: the
+// launcher of rank 0 tells them (PsService.Finish) and each exits 0, so that a parameter-server
+// Job completes. A launcher with a wrong token is refused and they keep serving; a failed job
+// does not end them either (a restart still needs them).
+TEST(PsLaunch, StandaloneServersExitOnceTheJobSucceeds) {
+  PsServerProcs servers(2, "t0k");
+  auto run = [&](const std::string& token, const std::vector<std::string>& program) {
+    std::vector<std::string> argv = {BinPath("cohort"), "launch", "--backend", "ps",
+                                     "--nproc-per-node", "2", "--"};
+    argv.insert(argv.end(), program.begin(), program.end());
+    Env env = Clean();
+    env["COHORT_PS_SERVERS"] = servers.List();
+    env["COHORT_TOKEN"] = token;
+    Subprocess p(argv, env);
+    return p.Wait(120s);
+  };
+  const ProcessResult wrong = run("wrong", {"/bin/true"});
+  EXPECT_EQ(wrong.exit_code, 0) << wrong.output;
+  EXPECT_EQ(Count(wrong.output, "could not tell a ps-server the job finished"), 2) << wrong.output;
+  EXPECT_NE(wrong.output.find("refused Finish"), std::string::npos) << wrong.output;
+  const ProcessResult failed = run("t0k", {"/bin/sh", "-c", "exit 5"});
+  EXPECT_NE(failed.exit_code, 0) << failed.output;
+  EXPECT_EQ(failed.output.find("that the job finished"), std::string::npos) << failed.output;
+  // Both servers still serve: this job's collectives run on them.
+  const ProcessResult ok = run("t0k", {BinPath("collective_worker"), "--backend", "ps", "--mode",
+                                       "matrix", "--skip", "reducescatter,sendrecv", "--counts",
+                                       "0,7"});
+  EXPECT_EQ(ok.exit_code, 0) << ok.output;
+  EXPECT_EQ(Count(ok.output, " of 2 (ps): "), 2) << ok.output;
+  EXPECT_NE(ok.output.find("told 2 ps-servers that the job finished"), std::string::npos)
+      << ok.output;
+  for (int i : {0, 1}) {
+    const ProcessResult s = servers.Wait(i, 10s);
+    EXPECT_EQ(s.exit_code, 0) << s.output;
+    EXPECT_NE(s.output.find("finished; exiting"), std::string::npos) << s.output;
+  }
 }
 
 TEST(PsLaunch, BackendsComeFromTheRegistry) {
