@@ -415,6 +415,10 @@ TEST_F(OperatorScenario, FashionMnistTrainsThroughAKilledPodAndSucceedsWithVerif
   EXPECT_NE(std::find(phases.begin(), phases.end(), "Restarting"), phases.end())
       << ::testing::PrintToString(phases);
   EXPECT_EQ(done["status"]["restartCount"], 1);
+  // Attempt 1 started only once attempt 0's pods had stopped: none of its pods met the old
+  // store or found node 0's port still taken.
+  EXPECT_EQ(logs.find("the port is in use"), std::string::npos) << logs;
+  EXPECT_EQ(logs.find("rendezvous failed"), std::string::npos) << logs;
   const std::vector<int64_t> resumed = cohort::testing::ResumedFrom(logs);
   EXPECT_FALSE(resumed.empty()) << logs;
   for (int64_t r : resumed) EXPECT_GE(r, 10) << logs;  // from a snapshot, not from scratch

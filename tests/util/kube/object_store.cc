@@ -233,16 +233,7 @@ Json ObjectStore::Delete(const ResourceType& t, const std::string& ns, const std
     throw BadRequest("DeleteOptions.propagationPolicy: Unsupported value: \"" + policy +
                      "\": supported values: \"Foreground\", \"Background\", \"Orphan\"");
   }
-  if (!meta.value("finalizers", Json::array()).empty()) {
-    if (!meta.contains("deletionTimestamp")) {
-      const Json old = stored;
-      stored["metadata"]["deletionTimestamp"] = UtcNowRfc3339();
-      stored["metadata"]["deletionGracePeriodSeconds"] = 0;
-      stored["metadata"]["resourceVersion"] = NextVersion();
-      Emit(TypeKey(t), "MODIFIED", stored, &old);
-    }
-    return stored;
-  }
+  if (HoldForFinalizers(TypeKey(t), stored)) return stored;
   Json gone = stored;
   Remove(Key(t, ns, name), policy);
   return gone;
@@ -290,6 +281,18 @@ void ObjectStore::Remove(const std::string& key, const std::string& policy) {
   if (policy != "Foreground") DeleteDependents(uid, policy);
 }
 
+bool ObjectStore::HoldForFinalizers(const std::string& type_key, Json& stored) {
+  if (stored["metadata"].value("finalizers", Json::array()).empty()) return false;
+  if (!stored["metadata"].contains("deletionTimestamp")) {
+    const Json old = stored;
+    stored["metadata"]["deletionTimestamp"] = UtcNowRfc3339();
+    stored["metadata"]["deletionGracePeriodSeconds"] = 0;
+    stored["metadata"]["resourceVersion"] = NextVersion();
+    Emit(type_key, "MODIFIED", stored, &old);
+  }
+  return true;
+}
+
 void ObjectStore::DeleteDependents(const std::string& uid, const std::string& policy) {
   std::vector<std::string> dependents;
   for (const auto& [k, v] : objects_) {
@@ -301,7 +304,8 @@ void ObjectStore::DeleteDependents(const std::string& uid, const std::string& po
     auto it = objects_.find(k);
     if (it == objects_.end()) continue;
     if (policy != "Orphan") {
-      Remove(k, policy);
+      // As the garbage collector deletes them: one with finalizers stays until they are done.
+      if (!HoldForFinalizers(it->second.type_key, it->second.object)) Remove(k, policy);
       continue;
     }
     const Json old = it->second.object;

@@ -133,6 +133,9 @@ class ObjectStore {
                     Json object, bool status_subresource, const std::string& field_validation);
   void Remove(const std::string& key, const std::string& policy);
   void DeleteDependents(const std::string& uid, const std::string& policy);
+  // An object with finalizers is not removed: it gets deletionTimestamp (once, with an event)
+  // and stays until the last finalizer goes (UpdateLocked). Returns whether it was held.
+  bool HoldForFinalizers(const std::string& type_key, Json& stored);
   std::string DefaultPolicy(const ResourceType& t) const;
 };
 
