@@ -29,22 +29,17 @@
 #include "operator/job_status.h"
 #include "operator/kube_client.h"
 #include "operator/owned_objects.h"
-#include "tests/util/kube/kube_double.h"
-#include "tests/util/subprocess.h"
-#include "tests/util/test_dir.h"
+#include "tests/operator/operator_fixture.h"
 
 namespace cohort::k8s {
 namespace {
 
-using cohort::testing::BinPath;
-using cohort::testing::ProcessResult;
-using cohort::testing::Subprocess;
-using cohort::testing::TestDir;
 using std::chrono::milliseconds;
 using std::chrono::seconds;
+using testing::BinPath;
+using testing::ProcessResult;
+using testing::Subprocess;
 
-const char kKubectl[] = "/usr/bin/kubectl";
-const std::string kCrd = std::string(COHORT_SOURCE_DIR) + "/operator/deploy/crd.yaml";
 const std::string kMpiCrd =
     std::string(COHORT_SOURCE_DIR) + "/tests/k8s/schemas/kubeflow.org_mpijobs.yaml";
 const char kJobNameLabel[] = "training.kubeflow.org/job-name";
@@ -57,54 +52,21 @@ std::string FailingLauncher(int rank, int node, int code) {
          std::to_string(code);
 }
 
-class OperatorMpiJob : public ::testing::Test {
+class OperatorMpiJob : public testing::OperatorFixture {
  protected:
-  OperatorMpiJob() : dir_("operator-mpi"), api_(Options(dir_)), client_(Config(api_.port())) {
-    std::ofstream(dir_.File("kubeconfig"))
-        << "apiVersion: v1\nkind: Config\ncurrent-context: double\nclusters:\n- name: double\n"
-        << "  cluster: {server: '" << api_.url() << "'}\ncontexts:\n- name: double\n"
-        << "  context: {cluster: double}\n";
-  }
+  OperatorMpiJob() : OperatorFixture("operator-mpi") {}
 
-  static kube::KubeDoubleOptions Options(const TestDir& dir) {
-    kube::KubeDoubleOptions o;
-    o.work_dir = dir.File("pods");
-    std::filesystem::create_directories(o.work_dir);
-    o.kill_grace = milliseconds(500);
-    return o;
-  }
-
-  static KubeConfig Config(int port) {
-    KubeConfig c;
-    c.server = "http://127.0.0.1:" + std::to_string(port);
-    c.source = "the test's API-server double";
-    return c;
-  }
-
+  // The TrainingJob CRD (OperatorFixture), the mpi-operator's, and the operator.
   void SetUp() override {
-    if (!std::filesystem::exists(kKubectl)) GTEST_SKIP() << "no kubectl at " << kKubectl;
-    const ProcessResult r = Kubectl({"apply", "-f", kCrd});
-    ASSERT_EQ(r.exit_code, 0) << r.output;
+    OperatorFixture::SetUp();
+    if (IsSkipped() || HasFatalFailure()) return;
     // The mpi-operator's CRD, 650 KiB: over kubectl apply's annotation limit, so POSTed.
     std::stringstream text;
     text << std::ifstream(kMpiCrd).rdbuf();
     const ApiResult crd = client_.Create("/apis/apiextensions.k8s.io/v1/customresourcedefinitions",
                                          launcher::YamlToJson(text.str(), kMpiCrd));
     ASSERT_EQ(crd.status, 201) << crd.Message();
-    op_ = std::make_unique<Subprocess>(
-        std::vector<std::string>{BinPath("cohort-operator"), "--kubeconfig",
-                                 dir_.File("kubeconfig"), "--lease-namespace", "default",
-                                 "--identity", "op-a", "--lease-duration", "2", "--renew-period",
-                                 "0.4", "--resync", "0.3", "--watch-timeout", "20"},
-        std::map<std::string, std::string>{{"COHORT_LOG_LEVEL", "info"}});
-  }
-
-  ProcessResult Kubectl(const std::vector<std::string>& args) {
-    std::vector<std::string> argv = {kKubectl, "--server", api_.url(), "--cache-dir",
-                                     dir_.File("kubectl-cache")};
-    argv.insert(argv.end(), args.begin(), args.end());
-    Subprocess p(argv, {{"KUBECONFIG", "/dev/null"}, {"HOME", dir_.File("")}});
-    return p.Wait(seconds(30));
+    op_ = StartOperator("op-a");
   }
 
   // A TrainingJob, backend mpi, 2 nodes x 2 processes, maxRestarts 1 (the program never runs:
@@ -120,41 +82,7 @@ class OperatorMpiJob : public ::testing::Test {
                         {"nprocPerNode", 2},
                         {"backend", "mpi"},
                         {"maxRestarts", 1}}}};
-    const std::string file = dir_.File(name + ".json");
-    std::ofstream(file) << doc.dump(2);
-    const ProcessResult r = Kubectl({"apply", "-f", file});
-    ASSERT_EQ(r.exit_code, 0) << r.output;
-  }
-
-  ApiResult Read(const Resource& r, const std::string& name) {
-    return client_.Get(ResourcePath(r, "default", name));
-  }
-
-  // Polls until test(object of r) holds; the object then (null on timeout).
-  Json Await(const Resource& r, const std::string& name,
-             const std::function<bool(const Json&)>& test, double timeout_s = 10) {
-    const auto deadline =
-        std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout_s);
-    while (std::chrono::steady_clock::now() < deadline) {
-      const ApiResult got = Read(r, name);
-      if (got.ok() && test(got.body)) return got.body;
-      std::this_thread::sleep_for(milliseconds(50));
-    }
-    return Json();
-  }
-
-  // The TrainingJob once its phase is `phase` (null on timeout); phases seen go to *seen.
-  Json AwaitPhase(const std::string& name, const std::string& phase, double timeout_s = 10,
-                  std::vector<std::string>* seen = nullptr) {
-    return Await(
-        kTrainingJobs, name,
-        [&](const Json& tj) {
-          const std::string now = tj.contains("status") ? tj["status"].value("phase", "") : "";
-          if (seen != nullptr && !now.empty() && (seen->empty() || seen->back() != now))
-            seen->push_back(now);
-          return now == phase;
-        },
-        timeout_s);
+    Apply(doc);
   }
 
   // The MPIJob of attempt `attempt` (null on timeout).
@@ -249,12 +177,6 @@ class OperatorMpiJob : public ::testing::Test {
               200);
   }
 
-  static const Json* Condition(const Json& tj, const std::string& type) {
-    for (const Json& c : tj["status"]["conditions"])
-      if (c["type"] == type) return &c;
-    return nullptr;
-  }
-
   // name=value of a container's env ("" when absent; "<from NAME>" for a secretKeyRef).
   static std::string EnvOf(const Json& container, const std::string& name) {
     for (const Json& e : container.value("env", Json::array())) {
@@ -273,16 +195,6 @@ class OperatorMpiJob : public ::testing::Test {
     return out;
   }
 
-  int Count(const Resource& r, const std::string& name) {
-    const ApiResult list = client_.List(ResourcePath(r, "default"),
-                                        std::string("labelSelector=") + kOwnerLabel + "%3D" + name);
-    EXPECT_TRUE(list.ok()) << list.Message();
-    return static_cast<int>(list.body["items"].size());
-  }
-
-  TestDir dir_;
-  kube::KubeDouble api_;
-  KubeClient client_;
   std::unique_ptr<Subprocess> op_;
 };
 

@@ -20,73 +20,20 @@
 #include "operator/job_status.h"
 #include "operator/kube_client.h"
 #include "tests/launcher/elastic_job.h"
-#include "tests/util/kube/kube_double.h"
-#include "tests/util/subprocess.h"
-#include "tests/util/test_dir.h"
+#include "tests/operator/operator_fixture.h"
 
 namespace cohort::k8s {
 namespace {
 
-using cohort::testing::BinPath;
-using cohort::testing::ProcessResult;
-using cohort::testing::Subprocess;
-using cohort::testing::TestDir;
 using std::chrono::milliseconds;
 using std::chrono::seconds;
+using testing::BinPath;
+using testing::ProcessResult;
+using testing::Subprocess;
 
-const char kKubectl[] = "/usr/bin/kubectl";
-const std::string kCrd = std::string(COHORT_SOURCE_DIR) + "/operator/deploy/crd.yaml";
-
-kube::KubeDoubleOptions DoubleOptions(const TestDir& dir) {
-  kube::KubeDoubleOptions o;
-  o.work_dir = dir.File("pods");
-  std::filesystem::create_directories(o.work_dir);
-  o.kill_grace = milliseconds(500);
-  const std::string bin = std::filesystem::path(BinPath("cohort")).parent_path().string();
-  o.pod_env["PATH"] = bin + ":/usr/bin:/bin";
-  o.pod_env["COHORT_STORE_TIMEOUT"] = "10";
-  return o;
-}
-
-KubeConfig DoubleConfig(int port) {
-  KubeConfig c;
-  c.server = "http://127.0.0.1:" + std::to_string(port);
-  c.source = "the test's API-server double";
-  return c;
-}
-
-class OperatorScenario : public ::testing::Test {
+class OperatorScenario : public testing::OperatorFixture {
  protected:
-  OperatorScenario()
-      : dir_("operator"), api_(DoubleOptions(dir_)), client_(DoubleConfig(api_.port())) {
-    std::ofstream(dir_.File("kubeconfig"))
-        << "apiVersion: v1\nkind: Config\ncurrent-context: double\nclusters:\n- name: double\n"
-        << "  cluster: {server: '" << api_.url() << "'}\ncontexts:\n- name: double\n"
-        << "  context: {cluster: double}\n";
-  }
-
-  void SetUp() override {
-    if (!std::filesystem::exists(kKubectl)) GTEST_SKIP() << "no kubectl at " << kKubectl;
-    const ProcessResult r = Kubectl({"apply", "-f", kCrd});
-    ASSERT_EQ(r.exit_code, 0) << r.output;
-  }
-
-  ProcessResult Kubectl(const std::vector<std::string>& args) {
-    std::vector<std::string> argv = {kKubectl, "--server", api_.url(), "--cache-dir",
-                                     dir_.File("kubectl-cache")};
-    argv.insert(argv.end(), args.begin(), args.end());
-    Subprocess p(argv, {{"KUBECONFIG", "/dev/null"}, {"HOME", dir_.File("")}});
-    return p.Wait(seconds(30));
-  }
-
-  std::unique_ptr<Subprocess> StartOperator(const std::string& identity) {
-    return std::make_unique<Subprocess>(
-        std::vector<std::string>{BinPath("cohort-operator"), "--kubeconfig",
-                                 dir_.File("kubeconfig"), "--lease-namespace", "default",
-                                 "--identity", identity, "--lease-duration", "2", "--renew-period",
-                                 "0.4", "--resync", "0.3", "--watch-timeout", "20"},
-        std::map<std::string, std::string>{{"COHORT_LOG_LEVEL", "info"}});
-  }
+  OperatorScenario() : OperatorFixture("operator") {}
 
   // A TrainingJob of 2 nodes x 1 worker whose workers run `sh -c script`.
   Json TrainingJob(const std::string& name, const std::string& script, Json spec = Json::object()) {
@@ -103,52 +50,10 @@ class OperatorScenario : public ::testing::Test {
     return doc;
   }
 
-  void Apply(const Json& doc) {
-    const std::string file = dir_.File(doc["metadata"]["name"].get<std::string>() + ".json");
-    std::ofstream(file) << doc.dump(2);
-    const ProcessResult r = Kubectl({"apply", "-f", file});
-    ASSERT_EQ(r.exit_code, 0) << r.output;
-  }
-
-  ApiResult Read(const Resource& r, const std::string& name) {
-    return client_.Get(ResourcePath(r, "default", name));
-  }
-
-  // Polls the TrainingJob until its phase is `phase`; the object then (null on timeout). Every
-  // phase seen on the way goes to *seen.
-  Json AwaitPhase(const std::string& name, const std::string& phase, double timeout_s,
-                  std::vector<std::string>* seen = nullptr) {
-    const auto deadline =
-        std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout_s);
-    while (std::chrono::steady_clock::now() < deadline) {
-      const ApiResult r = Read(kTrainingJobs, name);
-      const std::string now =
-          r.ok() && r.body.contains("status") ? r.body["status"].value("phase", "") : "";
-      if (seen != nullptr && !now.empty() && (seen->empty() || seen->back() != now))
-        seen->push_back(now);
-      if (now == phase) return r.body;
-      std::this_thread::sleep_for(milliseconds(50));
-    }
-    return Json();
-  }
-
   // Polls the Job until test(job) holds (the operator writes the status before it acts).
   bool AwaitJob(const std::string& name, const std::function<bool(const Json&)>& test,
                 double timeout_s = 10) {
-    const auto deadline =
-        std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout_s);
-    while (std::chrono::steady_clock::now() < deadline) {
-      const ApiResult r = Read(kJobs, name);
-      if (r.ok() && test(r.body)) return true;
-      std::this_thread::sleep_for(milliseconds(50));
-    }
-    return false;
-  }
-
-  static const Json* Condition(const Json& tj, const std::string& type) {
-    for (const Json& c : tj["status"]["conditions"])
-      if (c["type"] == type) return &c;
-    return nullptr;
+    return !Await(kJobs, name, test, timeout_s).is_null();
   }
 
   static std::string EnvOf(const Json& job, const std::string& name) {
@@ -156,30 +61,6 @@ class OperatorScenario : public ::testing::Test {
       if (e["name"] == name) return e.value("value", "");
     return "";
   }
-
-  int Count(const Resource& r, const std::string& name) {
-    const ApiResult list = client_.List(ResourcePath(r, "default"),
-                                        std::string("labelSelector=") + kOwnerLabel + "%3D" + name);
-    EXPECT_TRUE(list.ok()) << list.Message();
-    return static_cast<int>(list.body["items"].size());
-  }
-
-  // Every pod's log so far (the double keeps them under work_dir/NAMESPACE/POD/log).
-  std::string PodLogs() const {
-    std::string all;
-    const std::filesystem::path root = std::filesystem::path(api_.work_dir()) / "default";
-    if (!std::filesystem::exists(root)) return all;
-    for (const auto& pod : std::filesystem::directory_iterator(root)) {
-      std::ifstream in(pod.path() / "log");
-      all += "--- " + pod.path().filename().string() + "\n";
-      all.append(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-    }
-    return all;
-  }
-
-  TestDir dir_;
-  kube::KubeDouble api_;
-  KubeClient client_;
 };
 
 TEST_F(OperatorScenario, CreateRunsToSucceededWithOwnedObjectsAndASecretToken) {
