@@ -6,6 +6,8 @@
 #include <algorithm>
 #include <regex>
 
+#include "tests/util/kube/pod_env.h"
+
 namespace cohort::launcher::pods {
 namespace {
 
@@ -97,30 +99,6 @@ std::vector<Pod> PodsOf(const Json& job) {
   return pods;
 }
 
-std::string Expand(const std::string& text, const env::Map& defined) {
-  std::string out;
-  for (size_t i = 0; i < text.size(); ++i) {
-    if (text[i] == '$' && i + 1 < text.size() && text[i + 1] == '$') {
-      out += '$';
-      ++i;
-      continue;
-    }
-    if (text[i] == '$' && i + 1 < text.size() && text[i + 1] == '(') {
-      const size_t close = text.find(')', i + 2);
-      if (close != std::string::npos) {
-        auto it = defined.find(text.substr(i + 2, close - i - 2));
-        if (it != defined.end()) {
-          out += it->second;
-          i = close;
-          continue;
-        }
-      }
-    }
-    out += text[i];
-  }
-  return out;
-}
-
 env::Map PodEnv(const Cluster& c, const Pod& pod) {
   env::Map defined = kServiceLinks;
   Json entries = pod.container.value("env", Json::array());
@@ -135,7 +113,7 @@ env::Map PodEnv(const Cluster& c, const Pod& pod) {
   for (const Json& e : entries) {
     const std::string name = e.at("name").get<std::string>();
     if (e.contains("value")) {
-      defined[name] = Expand(e["value"].get<std::string>(), defined);
+      defined[name] = kube::ExpandVarRefs(e["value"].get<std::string>(), defined);
     } else if (e.contains("valueFrom") && e["valueFrom"].contains("fieldRef")) {
       defined[name] = FieldRef(pod, e["valueFrom"]["fieldRef"].at("fieldPath").get<std::string>());
     } else if (e.contains("valueFrom") && e["valueFrom"].contains("secretKeyRef")) {
@@ -159,7 +137,7 @@ std::vector<std::string> PodArgv(const Pod& pod, const env::Map& env) {
   std::vector<std::string> argv;
   for (const char* part : {"command", "args"}) {
     for (const Json& a : pod.container.value(part, Json::array())) {
-      argv.push_back(Expand(a.get<std::string>(), defined));
+      argv.push_back(kube::ExpandVarRefs(a.get<std::string>(), defined));
     }
   }
   return argv;

@@ -48,30 +48,6 @@ std::optional<std::string> KeyRef(const Json& ref, const std::string& kind, cons
   return secret ? Base64Decode(v, "data." + key + " of secret " + name) : v;
 }
 
-// $(VAR) from vars; $$ escapes; unknown references stay as written (as Kubernetes does).
-std::string Expand(const std::string& text, const std::map<std::string, std::string>& vars) {
-  std::string out;
-  for (size_t i = 0; i < text.size(); ++i) {
-    if (text[i] == '$' && i + 1 < text.size() && text[i + 1] == '$') {
-      out += '$';
-      ++i;
-      continue;
-    }
-    if (text[i] == '$' && i + 1 < text.size() && text[i + 1] == '(') {
-      const size_t close = text.find(')', i);
-      if (close != std::string::npos) {
-        auto it = vars.find(text.substr(i + 2, close - i - 2));
-        if (it != vars.end()) {
-          out += it->second;
-          i = close;
-          continue;
-        }
-      }
-    }
-    out += text[i];
-  }
-  return out;
-}
 
 void AddEnvFrom(const Json& container, const std::string& ns, const ObjectLookup& lookup,
                 PodCommand& cmd) {
@@ -100,6 +76,30 @@ void AddEnvFrom(const Json& container, const std::string& ns, const ObjectLookup
 }
 
 }  // namespace
+
+std::string ExpandVarRefs(const std::string& text, const std::map<std::string, std::string>& vars) {
+  std::string out;
+  for (size_t i = 0; i < text.size(); ++i) {
+    if (text[i] == '$' && i + 1 < text.size() && text[i + 1] == '$') {
+      out += '$';
+      ++i;
+      continue;
+    }
+    if (text[i] == '$' && i + 1 < text.size() && text[i + 1] == '(') {
+      const size_t close = text.find(')', i);
+      if (close != std::string::npos) {
+        auto it = vars.find(text.substr(i + 2, close - i - 2));
+        if (it != vars.end()) {
+          out += it->second;
+          i = close;
+          continue;
+        }
+      }
+    }
+    out += text[i];
+  }
+  return out;
+}
 
 int ServicePorts::PortFor(const std::string& ns, const std::string& host, int port) {
   std::lock_guard<std::mutex> lock(mu_);
@@ -151,7 +151,7 @@ PodCommand ResolvePodCommand(const Json& pod, const std::vector<std::string>& se
     std::optional<std::string> value;
     if (e.contains("value")) {
       value =
-          RewriteServiceHosts(Expand(e["value"].get<std::string>(), cmd.env), ns, services, ports);
+          RewriteServiceHosts(ExpandVarRefs(e["value"].get<std::string>(), cmd.env), ns, services, ports);
     }
     const Json from = e.value("valueFrom", Json::object());
     if (from.contains("fieldRef")) {
@@ -170,7 +170,7 @@ PodCommand ResolvePodCommand(const Json& pod, const std::vector<std::string>& se
   for (const char* part : {"command", "args"}) {
     for (const auto& a : c.value(part, Json::array())) {
       cmd.argv.push_back(
-          RewriteServiceHosts(Expand(a.get<std::string>(), cmd.env), ns, services, ports));
+          RewriteServiceHosts(ExpandVarRefs(a.get<std::string>(), cmd.env), ns, services, ports));
     }
   }
   if (!c.contains("command") || cmd.argv.empty()) {

@@ -48,6 +48,10 @@ struct PodCommand {
 PodCommand ResolvePodCommand(const Json& pod, const std::vector<std::string>& services,
                              const ObjectLookup& lookup, ServicePorts& ports);
 
+// Kubernetes' $(VAR) references in env values, command and args: each $(NAME) that vars
+// defines becomes its value, $$ is a $, and unknown references stay as written.
+std::string ExpandVarRefs(const std::string& text, const std::map<std::string, std::string>& vars);
+
 // Replaces Service host names in `text` as described above (exposed for unit tests).
 std::string RewriteServiceHosts(const std::string& text, const std::string& ns,
                                 const std::vector<std::string>& services, ServicePorts& ports);
