@@ -11,8 +11,7 @@ namespace cohort::launcher {
 std::vector<std::string> LauncherVariables(const LaunchPlan& plan, const Assignment& a, int attempt,
                                            const std::string& store_address, int local_rank) {
   const int rank = a.first_rank + local_rank;
-  // The job's attempt: the launcher's rounds start at plan.first_restart (supervisor.cc).
-  const int restart = attempt;
+  // `attempt` is the job's attempt: the launcher's rounds start at plan.first_restart.
   std::map<std::string, std::string> v = {
       {"COHORT_RANK", std::to_string(rank)},
       {"COHORT_WORLD_SIZE", std::to_string(a.world_size)},
@@ -22,7 +21,7 @@ std::vector<std::string> LauncherVariables(const LaunchPlan& plan, const Assignm
       {"COHORT_NNODES", std::to_string(a.nnodes)},
       {"COHORT_STORE", store_address},
       {"COHORT_RUN_ID", plan.run_id.value},
-      {"COHORT_RESTART", std::to_string(restart)},
+      {"COHORT_RESTART", std::to_string(attempt)},
       // torchrun's names, so that torch programs run unchanged (MASTER_* is a free port for
       // their own store, not cohort's).
       {"RANK", std::to_string(rank)},
@@ -32,7 +31,7 @@ std::vector<std::string> LauncherVariables(const LaunchPlan& plan, const Assignm
       {"GROUP_RANK", std::to_string(a.node_rank)},
       {"MASTER_ADDR", a.master_addr},
       {"MASTER_PORT", std::to_string(a.master_port)},
-      {"TORCHELASTIC_RESTART_COUNT", std::to_string(restart)},
+      {"TORCHELASTIC_RESTART_COUNT", std::to_string(attempt)},
   };
   if (!plan.token.empty()) v["COHORT_TOKEN"] = plan.token;
   if (!plan.backend.value.empty()) v["COHORT_BACKEND"] = plan.backend.value;
@@ -40,7 +39,7 @@ std::vector<std::string> LauncherVariables(const LaunchPlan& plan, const Assignm
   // A restarted group resumes from the newest complete snapshot unless told otherwise.
   if (!plan.resume.value.empty()) {
     v["COHORT_RESUME"] = plan.resume.value;
-  } else if (restart > 0 && !plan.checkpoint_uri.value.empty()) {
+  } else if (attempt > 0 && !plan.checkpoint_uri.value.empty()) {
     v["COHORT_RESUME"] = "latest";
   }
   // Several workers sharing the cores each get one thread, as torchrun does, unless set.

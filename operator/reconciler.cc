@@ -79,7 +79,6 @@ Json Reconciler::ReadWorker(const Json& desired) {
 
 std::string Reconciler::Verdict(const Json& worker) {
   const std::string kind = worker.value("kind", "");
-  const std::string ns = worker["metadata"].value("namespace", "");
   const std::string name = worker["metadata"].value("name", "");
   std::string selector;
   if (kind == "MPIJob") {
@@ -94,10 +93,16 @@ std::string Reconciler::Verdict(const Json& worker) {
   } else {
     selector = "job-name=" + name;
   }
+  const Json pods = ListPods(worker, selector);
+  return FailureVerdict(kind == "MPIJob" ? OwnedPods(pods, worker) : pods);
+}
+
+Json Reconciler::ListPods(const Json& worker, const std::string& selector) {
   const ApiResult pods =
-      client_.List(ResourcePath(kPods, ns), "labelSelector=" + http::UriEncode(selector, false));
+      client_.List(ResourcePath(kPods, worker["metadata"].value("namespace", "")),
+                   "labelSelector=" + http::UriEncode(selector, false));
   if (!pods.ok()) Refused("list the pods of " + Named(worker), pods);
-  return FailureVerdict(kind == "MPIJob" ? OwnedPods(pods.body, worker) : pods.body);
+  return pods.body;
 }
 
 Json Reconciler::OwnedPods(const Json& pods, const Json& owner) {
@@ -141,16 +146,11 @@ bool Reconciler::WriteStatus(const Json& training_job, const Json& status) {
 }
 
 bool Reconciler::EarlierPodsGone(const Json& desired_worker) {
-  const std::string name = desired_worker["metadata"].value("name", "");
-  const std::string ns = desired_worker["metadata"].value("namespace", "");
   const std::string selector =
       (desired_worker.value("kind", "") == "MPIJob" ? "training.kubeflow.org/job-name="
                                                     : "batch.kubernetes.io/job-name=") +
-      name;
-  const ApiResult pods =
-      client_.List(ResourcePath(kPods, ns), "labelSelector=" + http::UriEncode(selector, false));
-  if (!pods.ok()) Refused("list the pods of " + Named(desired_worker), pods);
-  const size_t left = pods.body.value("items", Json::array()).size();
+      desired_worker["metadata"].value("name", "");
+  const size_t left = ListPods(desired_worker, selector).value("items", Json::array()).size();
   if (left > 0) {
     COHORT_DEBUG(kOperator, "{}: waiting for {} pod(s) of the last attempt to stop",
                  Named(desired_worker), left);

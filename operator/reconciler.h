@@ -35,6 +35,8 @@ class Reconciler {
   // a Job's pods (its selector), an MPIJob's launcher pod (the mpi-operator's labels).
   Json ReadWorker(const Json& desired);
   std::string Verdict(const Json& worker);
+  // The pods (a PodList) in worker's namespace that match the label selector.
+  Json ListPods(const Json& worker, const std::string& selector);
   // The pods (a PodList) that `owner` controls, itself or through a Job it controls (the
   // mpi-operator's launcher Job): not the pods of an earlier object of the same name that the
   // garbage collector has not removed yet, whose verdict is an older attempt's.

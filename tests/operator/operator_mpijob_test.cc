@@ -45,6 +45,21 @@ const std::string kMpiCrd =
 const char kJobNameLabel[] = "training.kubeflow.org/job-name";
 const char kJobRoleLabel[] = "training.kubeflow.org/job-role";
 
+// A TrainingJob, backend mpi, 2 nodes x 2 processes, maxRestarts 1 (the program never runs:
+// there is no mpi-operator to start it).
+Json MpiTrainingJob(const std::string& name) {
+  return {{"apiVersion", "cohort.dev/v1alpha1"},
+          {"kind", "TrainingJob"},
+          {"metadata", {{"name", name}, {"namespace", "default"}}},
+          {"spec",
+           {{"image", "cohort-train:0.1.0"},
+            {"command", {"/bin/sh", "-c", "true"}},
+            {"nnodes", 2},
+            {"nprocPerNode", 2},
+            {"backend", "mpi"},
+            {"maxRestarts", 1}}}};
+}
+
 // A launcher that fails as `cohort launch` does under mpirun: the verdict, then the exit code.
 std::string FailingLauncher(int rank, int node, int code) {
   return "echo \"failed: rank " + std::to_string(rank) + " on node " + std::to_string(node) +
@@ -69,21 +84,7 @@ class OperatorMpiJob : public testing::OperatorFixture {
     op_ = StartOperator("op-a");
   }
 
-  // A TrainingJob, backend mpi, 2 nodes x 2 processes, maxRestarts 1 (the program never runs:
-  // there is no mpi-operator to start it).
-  void ApplyTrainingJob(const std::string& name) {
-    const Json doc = {{"apiVersion", "cohort.dev/v1alpha1"},
-                      {"kind", "TrainingJob"},
-                      {"metadata", {{"name", name}, {"namespace", "default"}}},
-                      {"spec",
-                       {{"image", "cohort-train:0.1.0"},
-                        {"command", {"/bin/sh", "-c", "true"}},
-                        {"nnodes", 2},
-                        {"nprocPerNode", 2},
-                        {"backend", "mpi"},
-                        {"maxRestarts", 1}}}};
-    Apply(doc);
-  }
+  void ApplyTrainingJob(const std::string& name) { Apply(MpiTrainingJob(name)); }
 
   // The MPIJob of attempt `attempt` (null on timeout).
   Json AwaitAttempt(const std::string& name, int attempt) {
@@ -382,16 +383,8 @@ TEST_F(OperatorMpiJob, SuspendAndResumeGoThroughRunPolicySuspend) {
 // launcher's env (render_mpi.cc): an attempt's COHORT_RESTART, COHORT_RESUME and
 // COHORT_MAX_RESTARTS reach them only if the launcher's command forwards them too.
 TEST(OperatorMpiJobObjects, TheRestartedLauncherForwardsTheAttemptToTheRanks) {
-  const Json tj = {{"apiVersion", "cohort.dev/v1alpha1"},
-                   {"kind", "TrainingJob"},
-                   {"metadata", {{"name", "fm"}, {"namespace", "default"}, {"uid", "u-1"}}},
-                   {"spec",
-                    {{"image", "cohort-train:0.1.0"},
-                     {"command", {"/bin/sh", "-c", "true"}},
-                     {"nnodes", 2},
-                     {"nprocPerNode", 2},
-                     {"backend", "mpi"},
-                     {"maxRestarts", 1}}}};
+  Json tj = MpiTrainingJob("fm");
+  tj["metadata"]["uid"] = "u-1";
   const Json worker = DesiredObjects(tj, std::string(32, 'a'), 1).worker;
   const Json& container =
       worker["spec"]["mpiReplicaSpecs"]["Launcher"]["template"]["spec"]["containers"][0];
