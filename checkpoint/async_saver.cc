@@ -8,12 +8,16 @@
 namespace cohort::checkpoint {
 
 AsyncSaver::AsyncSaver(std::shared_ptr<Checkpointer> checkpointer)
-    : checkpointer_(std::move(checkpointer)) {
+    : checkpointer_(std::move(checkpointer)), uncaught_at_start_(std::uncaught_exceptions()) {
   if (!checkpointer_) throw InvalidArgument("AsyncSaver: no checkpointer");
   thread_ = std::thread([this] { Run(); });
 }
 
 AsyncSaver::~AsyncSaver() {
+  if (std::uncaught_exceptions() > uncaught_at_start_) {
+    Abandon();
+    return;
+  }
   try {
     Finish();
   } catch (const std::exception& e) {
@@ -46,6 +50,15 @@ void AsyncSaver::Finish() {
   if (thread_.joinable()) thread_.join();
   lock.lock();
   WaitLocked(lock);
+}
+
+void AsyncSaver::Abandon() {
+  checkpointer_->Cancel();
+  try {
+    Finish();
+  } catch (const std::exception& e) {
+    COHORT_WARN(kCheckpoint, "the snapshot in flight was left incomplete: {}", e.what());
+  }
 }
 
 bool AsyncSaver::InFlight() const {

@@ -21,7 +21,8 @@ class AsyncSaver {
  public:
   explicit AsyncSaver(std::shared_ptr<Checkpointer> checkpointer);
   // Waits for the save in flight. An error nobody collected is logged (destructors cannot
-  // throw): call Finish() to have it thrown.
+  // throw): call Finish() to have it thrown. Destroyed by an exception (training failed, most
+  // often because a peer died), it Abandon()s the save instead of waiting for it.
   ~AsyncSaver();
   AsyncSaver(const AsyncSaver&) = delete;
   AsyncSaver& operator=(const AsyncSaver&) = delete;
@@ -35,6 +36,10 @@ class AsyncSaver {
   // Wait(), then stops the background thread; later Save() calls throw. Call at the end of
   // training (and on SIGTERM, after the last Save()).
   void Finish();
+  // Finish() without waiting for other ranks: a save in flight that waits for a peer gives up
+  // (Checkpointer::Cancel), and its error is logged, not thrown. For a rank whose training
+  // failed; the snapshot stays incomplete, and `latest` names the one before it.
+  void Abandon();
 
   bool InFlight() const;
   // The last snapshot this saver completed.
@@ -54,6 +59,7 @@ class AsyncSaver {
   std::exception_ptr error_;
   std::optional<SavedSnapshot> last_saved_;
   std::thread thread_;
+  int uncaught_at_start_ = 0;  // std::uncaught_exceptions() when constructed
 };
 
 }  // namespace cohort::checkpoint

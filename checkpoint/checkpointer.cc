@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
+#include <algorithm>
 #include <chrono>
 #include <future>
 
@@ -106,7 +107,7 @@ std::vector<ShardEntry> Checkpointer::GatherEntries(const std::string& scope, in
   std::vector<std::string> keys;
   for (int r = 1; r < options_.world_size; ++r) keys.push_back(fmt::format("{}/rank-{}", scope, r));
   try {
-    rdzv.Wait(keys, options_.timeout);
+    AwaitKeys(keys, options_.timeout, step);
   } catch (const Timeout&) {
     std::vector<int> missing;
     for (int r = 1; r < options_.world_size; ++r) {
@@ -176,7 +177,35 @@ void Checkpointer::FinishSnapshot(const Shard& shard, const std::string& name,
   }
 }
 
+void Checkpointer::AwaitKeys(const std::vector<std::string>& keys,
+                             std::chrono::milliseconds timeout, int64_t step) {
+  // 5 store calls a second per waiting rank while a save is in flight: little next to a
+  // snapshot's uploads, and a failed rank lets go of a dead peer's shard within 0.2 s.
+  constexpr std::chrono::milliseconds kSlice(200);
+  const auto deadline = Clock::now() + timeout;
+  for (;;) {
+    if (cancelled_) {
+      throw PeerFailure(fmt::format(
+          "snapshot step {} abandoned: training on rank {} stopped while it waited for the "
+          "other ranks",
+          step, options_.rank));
+    }
+    const auto left =
+        std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+    try {
+      options_.rendezvous->Wait(keys, std::clamp(left, std::chrono::milliseconds(0), kSlice));
+      return;
+    } catch (const Timeout&) {
+      if (Clock::now() >= deadline) throw;
+    }
+  }
+}
+
 SavedSnapshot Checkpointer::Save(const Shard& shard) {
+  if (cancelled_) {
+    throw PeerFailure(fmt::format("snapshot step {} not saved: this rank's saves were cancelled",
+                                  shard.step));
+  }
   const auto start = Clock::now();
   SavedSnapshot saved;
   saved.step = shard.step;
@@ -198,7 +227,14 @@ SavedSnapshot Checkpointer::Save(const Shard& shard) {
       throw;
     }
     rdzv.Set(own_key, EntryJson(saved.shard, shard.step).dump());
-    const std::string done = rdzv.Get(done_key, options_.timeout + std::chrono::minutes(1));
+    const auto wait = options_.timeout + std::chrono::minutes(1);
+    try {
+      AwaitKeys({done_key}, wait, shard.step);
+    } catch (const Timeout&) {
+      throw Timeout(fmt::format("snapshot step {}: rank 0 did not complete {} within {} s",
+                                shard.step, saved.uri, wait.count() / 1000.0));
+    }
+    const std::string done = rdzv.Get(done_key, std::chrono::milliseconds(0));
     if (done != "ok")
       throw PeerFailure(fmt::format("rank 0 did not complete {}: {}", saved.uri, done));
     saved.total_seconds = SecondsSince(start);

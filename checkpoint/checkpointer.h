@@ -3,6 +3,7 @@
 // applies retention. Torch-free: the caller hands in host copies (checkpoint/shard.h).
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <memory>
@@ -57,6 +58,12 @@ class Checkpointer {
   // every rank. Throws what the store throws, PeerFailure when another rank failed (naming it),
   // Timeout when a rank never reported. Not thread-safe: one save at a time.
   SavedSnapshot Save(const Shard& shard);
+  // Makes a Save() that waits for other ranks (rank 0 for their shards, the others for rank 0's
+  // manifest) give up within ~0.2 s, throwing PeerFailure, and every later Save() throw at once.
+  // For a rank whose training failed: its save in flight may wait for a peer that died, and
+  // would hold the process for up to `timeout` (the launcher's restart waited out its grace
+  // period for it). Thread-safe; the only call that may come from another thread.
+  void Cancel() { cancelled_ = true; }
 
   const CheckpointOptions& options() const { return options_; }
   ObjectStore& store() { return *store_; }
@@ -68,10 +75,15 @@ class Checkpointer {
   // Rank 0: collects every rank's entry, or throws naming the ranks that failed or are missing.
   std::vector<ShardEntry> GatherEntries(const std::string& scope, int64_t step, ShardEntry own);
   void FinishSnapshot(const Shard& shard, const std::string& name, std::vector<ShardEntry> entries);
+  // Store::Wait for keys, in slices short enough that Cancel() ends it. Throws Timeout after
+  // `timeout`, PeerFailure once cancelled.
+  void AwaitKeys(const std::vector<std::string>& keys, std::chrono::milliseconds timeout,
+                 int64_t step);
 
   std::shared_ptr<ObjectStore> store_;
   CheckpointOptions options_;
   int64_t seq_ = 0;  // saves so far in this process: the rendezvous scope of the next one
+  std::atomic<bool> cancelled_{false};
 };
 
 }  // namespace cohort::checkpoint

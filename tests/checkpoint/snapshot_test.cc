@@ -9,6 +9,7 @@
 #include <mutex>
 #include <thread>
 
+#include "checkpoint/async_saver.h"
 #include "checkpoint/checkpointer.h"
 #include "checkpoint/loader.h"
 #include "checkpoint/store/faulty_store.h"
@@ -254,6 +255,63 @@ TEST(Snapshot, ARankThatNeverReportsIsNamedAfterTheTimeout) {
         << e.what();
   }
   EXPECT_FALSE(store->Head("run7/" + SnapshotName(3) + "/manifest.json"));
+}
+
+// A rank whose training failed cancels its saves: a wait for a peer that died (up to the
+// 30-minute default) ends within the 0.2 s slice, on rank 0 (waiting for shards) and on the
+// others (waiting for rank 0's manifest), and later saves refuse at once.
+TEST(Snapshot, CancelEndsAWaitForADeadPeerAtOnce) {
+  auto store = FreshMemory("snap-cancel");
+  for (int rank : {0, 1}) {
+    SCOPED_TRACE(fmt::format("rank {} of 2 waits for the other", rank));
+    Checkpointer c(store, Options(rank, 2, std::make_shared<collectives::MemoryStore>()));
+    std::thread canceller([&] {
+      std::this_thread::sleep_for(300ms);
+      c.Cancel();
+    });
+    const auto start = std::chrono::steady_clock::now();
+    try {
+      c.Save(MakeShard(4, rank));
+      ADD_FAILURE() << "saved without the other rank";
+    } catch (const PeerFailure& e) {
+      EXPECT_NE(std::string(e.what()).find("snapshot step 4 abandoned"), std::string::npos)
+          << e.what();
+    }
+    const auto waited = std::chrono::steady_clock::now() - start;
+    canceller.join();
+    EXPECT_GE(waited, 300ms);
+    EXPECT_LT(waited, 1500ms);
+    EXPECT_THROW(c.Save(MakeShard(5, rank)), PeerFailure);
+  }
+  EXPECT_FALSE(store->Head("run7/" + SnapshotName(4) + "/manifest.json"));
+}
+
+// An AsyncSaver destroyed by an exception (the training loop threw: a peer died) gives up the
+// save in flight instead of waiting for the dead peer's shard; destroyed normally, it waits.
+TEST(Snapshot, AsyncSaverDestroyedByAnExceptionAbandonsTheSaveInFlight) {
+  auto store = FreshMemory("snap-abandon");
+  auto rdzv = std::make_shared<collectives::MemoryStore>();
+  const auto start = std::chrono::steady_clock::now();
+  try {
+    AsyncSaver saver(std::make_shared<Checkpointer>(store, Options(0, 2, rdzv)));
+    saver.Save(6, MakeShard(6, 0));
+    std::this_thread::sleep_for(100ms);
+    EXPECT_TRUE(saver.InFlight());  // waiting for rank 1's shard
+    throw PeerFailure("rank 1 died");
+  } catch (const PeerFailure& e) {
+    EXPECT_STREQ(e.what(), "rank 1 died");
+  }
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 1500ms);
+  EXPECT_FALSE(store->Head("run7/" + SnapshotName(6) + "/manifest.json"));
+  // Without an exception the destructor waits: rank 1 reports, and the snapshot completes.
+  auto rdzv2 = std::make_shared<collectives::MemoryStore>();
+  std::thread rank1([&] { Checkpointer(store, Options(1, 2, rdzv2)).Save(MakeShard(7, 1)); });
+  {
+    AsyncSaver saver(std::make_shared<Checkpointer>(store, Options(0, 2, rdzv2)));
+    saver.Save(7, MakeShard(7, 0));
+  }
+  rank1.join();
+  EXPECT_TRUE(store->Head("run7/" + SnapshotName(7) + "/manifest.json"));
 }
 
 TEST(Snapshot, RefusesBadOptions) {
