@@ -19,3 +19,5 @@ target_link_libraries(prometheus_scrape_test PRIVATE cohort_common cohort_test_u
 add_dependencies(prometheus_scrape_test fashion_mnist cohort)
 gtest_discover_tests(prometheus_scrape_test TEST_PREFIX "runtime." NO_PRETTY_VALUES
                      PROPERTIES LABELS multiproc TIMEOUT 120 RUN_SERIAL ON DISCOVERY_TIMEOUT 60)
+# The restart count's job is two shell sleeps (0.4 CPU-seconds in 11 s): it can run beside another.
+cohort_waiting_tests(prometheus_scrape_test_TESTS "CountsTheLaunchersRestarts")
