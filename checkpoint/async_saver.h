@@ -36,9 +36,9 @@ class AsyncSaver {
   // Wait(), then stops the background thread; later Save() calls throw. Call at the end of
   // training (and on SIGTERM, after the last Save()).
   void Finish();
-  // Finish() without waiting for other ranks: a save in flight that waits for a peer gives up
-  // (Checkpointer::Cancel), and its error is logged, not thrown. For a rank whose training
-  // failed; the snapshot stays incomplete, and `latest` names the one before it.
+  // Finish() without waiting for other ranks: a save in flight completes if every peer has
+  // reported already, else gives up (Checkpointer::Cancel) and its error is logged, not thrown.
+  // For a rank whose training failed; an incomplete snapshot leaves `latest` at the one before.
   void Abandon();
 
   bool InFlight() const;

@@ -181,21 +181,26 @@ void Checkpointer::AwaitKeys(const std::vector<std::string>& keys,
                              std::chrono::milliseconds timeout, int64_t step) {
   // 5 store calls a second per waiting rank while a save is in flight: little next to a
   // snapshot's uploads, and a failed rank lets go of a dead peer's shard within 0.2 s.
+  // Once cancelled, one look without waiting: keys already there (every peer reported) still
+  // let the save complete.
   constexpr std::chrono::milliseconds kSlice(200);
   const auto deadline = Clock::now() + timeout;
   for (;;) {
-    if (cancelled_) {
-      throw PeerFailure(fmt::format(
-          "snapshot step {} abandoned: training on rank {} stopped while it waited for the "
-          "other ranks",
-          step, options_.rank));
-    }
+    const bool cancelled = cancelled_;
     const auto left =
         std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
     try {
-      options_.rendezvous->Wait(keys, std::clamp(left, std::chrono::milliseconds(0), kSlice));
+      options_.rendezvous->Wait(
+          keys, cancelled ? std::chrono::milliseconds(0)
+                          : std::clamp(left, std::chrono::milliseconds(0), kSlice));
       return;
     } catch (const Timeout&) {
+      if (cancelled) {
+        throw PeerFailure(fmt::format(
+            "snapshot step {} abandoned: training on rank {} stopped while it waited for the "
+            "other ranks",
+            step, options_.rank));
+      }
       if (Clock::now() >= deadline) throw;
     }
   }

@@ -59,10 +59,11 @@ class Checkpointer {
   // Timeout when a rank never reported. Not thread-safe: one save at a time.
   SavedSnapshot Save(const Shard& shard);
   // Makes a Save() that waits for other ranks (rank 0 for their shards, the others for rank 0's
-  // manifest) give up within ~0.2 s, throwing PeerFailure, and every later Save() throw at once.
-  // For a rank whose training failed: its save in flight may wait for a peer that died, and
-  // would hold the process for up to `timeout` (the launcher's restart waited out its grace
-  // period for it). Thread-safe; the only call that may come from another thread.
+  // manifest) stop waiting within ~0.2 s: what is there already still completes the snapshot,
+  // what is missing makes it throw PeerFailure. Every later Save() throws at once. For a rank
+  // whose training failed: its save in flight may wait for a peer that died, and would hold the
+  // process for up to `timeout` (the launcher's restart waited out its grace period for it).
+  // Thread-safe; the only call that may come from another thread.
   void Cancel() { cancelled_ = true; }
 
   const CheckpointOptions& options() const { return options_; }

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <exception>
 #include <functional>
+#include <future>
 #include <mutex>
 #include <thread>
 
@@ -284,6 +285,66 @@ TEST(Snapshot, CancelEndsAWaitForADeadPeerAtOnce) {
     EXPECT_THROW(c.Save(MakeShard(5, rank)), PeerFailure);
   }
   EXPECT_FALSE(store->Head("run7/" + SnapshotName(4) + "/manifest.json"));
+}
+
+// Holds every commit until Open() (a slow upload).
+class GatedStore : public RecordingStore {
+ public:
+  using RecordingStore::RecordingStore;
+  std::unique_ptr<ObjectWriter> NewWriter(const std::string& key) override {
+    struct Writer : ObjectWriter {
+      std::unique_ptr<ObjectWriter> inner;
+      std::shared_future<void> gate;
+      void Write(const void* d, size_t n) override { inner->Write(d, n); }
+      void Commit() override {
+        gate.wait();
+        inner->Commit();
+      }
+    };
+    auto w = std::make_unique<Writer>();
+    w->inner = RecordingStore::NewWriter(key);
+    w->gate = gate_;
+    return w;
+  }
+  void Open() { open_.set_value(); }
+
+ private:
+  std::promise<void> open_;
+  std::shared_future<void> gate_ = open_.get_future().share();
+};
+
+// Cancelled while its own shard uploads, rank 0 still completes a snapshot whose other shards
+// have all been reported: Cancel stops the waiting, not what is already there.
+TEST(Snapshot, CancelStillCompletesASnapshotWhoseShardsAreAllIn) {
+  auto memory = FreshMemory("snap-cancel-late");
+  auto gated = std::make_shared<GatedStore>(memory);
+  auto rdzv = std::make_shared<collectives::MemoryStore>();
+  std::exception_ptr error1;
+  std::thread rank1([&] {
+    try {
+      Checkpointer(memory, Options(1, 2, rdzv)).Save(MakeShard(8, 1));
+    } catch (...) {
+      error1 = std::current_exception();
+    }
+  });
+  while (rdzv->List("checkpoint/").empty()) std::this_thread::sleep_for(5ms);  // rank 1 is in
+  Checkpointer c(gated, Options(0, 2, rdzv));
+  std::exception_ptr error0;
+  std::thread rank0([&] {
+    try {
+      c.Save(MakeShard(8, 0));
+    } catch (...) {
+      error0 = std::current_exception();
+    }
+  });
+  std::this_thread::sleep_for(100ms);  // rank 0 is uploading (held by the gate)
+  c.Cancel();
+  gated->Open();
+  rank0.join();
+  rank1.join();
+  EXPECT_FALSE(error0) << What(error0);
+  EXPECT_FALSE(error1) << What(error1);
+  EXPECT_TRUE(memory->Head("run7/" + SnapshotName(8) + "/manifest.json"));
 }
 
 // An AsyncSaver destroyed by an exception (the training loop threw: a peer died) gives up the
