@@ -350,6 +350,10 @@ void GlooCommunicator::RunReduceScatter(const Op& op) {
     shm_->ReduceScatter(in, out, n, op.in.dtype, op.reduce, op.timeout);
     return;
   }
+  if (hier_) {  // zero-length calls too, as shm_
+    hier_->ReduceScatter(in, out, n, op.in.dtype, op.reduce, op.timeout);
+    return;
+  }
   if (n == 0) return;
   if (size == 1) {
     if (out != in) std::memcpy(out, in, chunk);

@@ -66,6 +66,7 @@ std::unique_ptr<HierCollectives> HierCollectives::Create(const CommConfig& confi
   const int local_size = static_cast<int>(h->local_ranks_.size());
   const int local_rank = static_cast<int>(
       std::find(h->local_ranks_.begin(), h->local_ranks_.end(), rank) - h->local_ranks_.begin());
+  h->local_rank_ = static_cast<size_t>(local_rank);
   std::string shm_why;
   if (local_size > 1) {
     h->shm_ = ShmCollectives::Create(store, prefix + "host-" + std::to_string(host), local_rank,
@@ -199,14 +200,19 @@ void HierCollectives::Broadcast(void* data, size_t count, DType dtype, int root,
   }
 }
 
+size_t HierCollectives::MaxLocal() const {
+  size_t max_local = 0;
+  for (const auto& ranks : ranks_of_) max_local = std::max(max_local, ranks.size());
+  return max_local;
+}
+
 // Host blocks of max_local pieces (the largest host's rank count), so the leaders' all-gather has
 // equal parts; each leader then moves every piece to its rank's place in out.
 void HierCollectives::AllGather(const void* in, void* out, size_t count, DType dtype,
                                 Millis timeout) {
   const auto deadline = Clock::now() + timeout;
   const size_t piece = count * ElementSize(dtype);
-  size_t max_local = 0;
-  for (const auto& ranks : ranks_of_) max_local = std::max(max_local, ranks.size());
+  const size_t max_local = MaxLocal();
   // This host's pieces in local rank order, padded to max_local (in and out may overlap: in is
   // read here, before out is written).
   std::vector<char> block(max_local * piece);
@@ -236,6 +242,46 @@ void HierCollectives::AllGather(const void* in, void* out, size_t count, DType d
     Local("all-gather", "receiving its leader's result",
           [&] { shm_->Broadcast(out, size_ * count, dtype, 0, Left(deadline)); });
   }
+}
+
+// The input rearranged into host blocks (the padding is zeros and never read back), one
+// shared-memory all-reduce of it per host, the leaders' reduce-scatter of the blocks, then each
+// host's block from its leader. kAvg sums until its leader divides by the world's size.
+void HierCollectives::ReduceScatter(const void* in, void* out, size_t count, DType dtype,
+                                    ReduceOp op, Millis timeout) {
+  const auto deadline = Clock::now() + timeout;
+  const ReduceOp step = op == ReduceOp::kAvg ? ReduceOp::kSum : op;
+  const size_t piece = count * ElementSize(dtype), max_local = MaxLocal();
+  const size_t block_count = max_local * count;
+  // in is read here, before out (which may be a slice of it) is written.
+  std::vector<char> blocks(static_cast<size_t>(hosts_) * max_local * piece);
+  for (int h = 0; h < hosts_; ++h) {
+    for (size_t j = 0; j < ranks_of_[h].size() && piece > 0; ++j) {
+      std::memcpy(blocks.data() + (h * max_local + j) * piece,
+                  static_cast<const char*>(in) + ranks_of_[h][j] * piece, piece);
+    }
+  }
+  if (shm_) {
+    Local("reduce-scatter", "reducing", [&] {
+      shm_->AllReduce(blocks.data(), blocks.data(), hosts_ * block_count, dtype, step,
+                      Left(deadline));
+    });
+  }
+  std::vector<char> block(max_local * piece);
+  if (leaders_) {
+    OpOptions opts;
+    opts.timeout = Left(deadline);
+    leaders_
+        ->ReduceScatter(TensorView(blocks.data(), hosts_ * block_count, dtype),
+                        TensorView(block.data(), block_count, dtype), step, opts)
+        ->Wait();
+    if (op == ReduceOp::kAvg) FinishAverage(dtype, block.data(), block_count, size_);
+  }
+  if (shm_) {
+    Local("reduce-scatter", "receiving its leader's result",
+          [&] { shm_->Broadcast(block.data(), block_count, dtype, 0, Left(deadline)); });
+  }
+  if (piece > 0) std::memcpy(out, block.data() + local_rank_ * piece, piece);
 }
 
 }  // namespace cohort::collectives

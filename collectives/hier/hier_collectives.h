@@ -1,4 +1,4 @@
-// HierCollectives: all-reduce, broadcast and all-gather of a world whose ranks sit on several
+// HierCollectives: all-reduce, broadcast, all-gather and reduce-scatter of a world whose ranks sit on several
 // hosts, several on at least one (host_groups.h says which share a host): shared memory inside
 // each host, one leader per host (its lowest rank) over a communicator of the leaders only.
 //
@@ -26,6 +26,15 @@
 // rank order and its host copies the whole result. Both only copy: every rank ends with the
 // same bits. Traffic between hosts: the buffer once per leader (broadcast), the world's result
 // once per leader (all-gather), instead of every rank's share of the world's TCP ring.
+//
+// Reduce-scatter: each rank lays its input out as the leaders need it (host blocks: the slices
+// of host h's ranks in local rank order, padded to the largest host's), its host all-reduces
+// that through shared memory, the leaders reduce-scatter the host blocks (each leader ends with
+// its host's block reduced over every host), and each leader broadcasts its block to its host,
+// whose ranks take their slices. Traffic between hosts: (H-1)/H of the padded input per leader
+// each way, instead of (N-1)/N of it on each of the world ring's links. Results are exact for
+// exact inputs; each slice is reduced once, by one leader, so it has one value everywhere it
+// goes (but its bits may differ from the all-reduce's, whose order is not the same).
 #pragma once
 
 #include <chrono>
@@ -70,6 +79,10 @@ class HierCollectives {
   // out (size * count elements) = every rank's in, in rank order; in may be this rank's piece
   // of out. Zero-length calls meet too.
   void AllGather(const void* in, void* out, size_t count, DType dtype, Millis timeout);
+  // out (count elements) = op over every rank's slice `rank` of in (size * count elements); out
+  // may be this rank's slice of in. Zero-length calls meet too.
+  void ReduceScatter(const void* in, void* out, size_t count, DType dtype, ReduceOp op,
+                     Millis timeout);
 
   int hosts() const { return hosts_; }
   bool leader() const { return leaders_ != nullptr; }
@@ -83,12 +96,16 @@ class HierCollectives {
   template <typename F>
   void Local(const char* op, const char* what, F&& step);
 
+  // The largest host's rank count: host blocks of all-gather and reduce-scatter are this long.
+  size_t MaxLocal() const;
+
   int size_ = 1;
   int hosts_ = 1;
   int host_ = 0;                            // this rank's host
   std::vector<int> host_of_;                // host of every world rank
   std::vector<std::vector<int>> ranks_of_;  // world ranks of every host, local rank order
   std::vector<int> local_ranks_;            // world ranks of this host's ranks, local rank order
+  size_t local_rank_ = 0;                   // this rank's place in local_ranks_
   std::unique_ptr<ShmCollectives> shm_;     // null when this host has one rank
   std::unique_ptr<Communicator> leaders_;   // on leaders only
   std::string describe_;

@@ -1,10 +1,11 @@
 // The hierarchical collectives (collectives/hier/) with ranks as real processes on this machine
 // (fork; a real store server hosted by rank 0), grouped into "hosts" by COHORT_HIER_HOST: 2 hosts
 // x 2 ranks and 2 + 1. Shared memory inside each host, Gloo TCP over 127.0.0.1 between the
-// leaders. All-reduce (every op), broadcast (every root) and all-gather (in and out of place),
-// for every dtype and counts 0, 1, 7, 1031 and a prime past one 8 MiB piece in 8-byte dtypes:
-// every rank's values (exact small integers, expected_values.h) and a hash of its
-// result's bytes, which must be the same on every rank (bitwise equal).
+// leaders. All-reduce and reduce-scatter (every op), broadcast (every root) and all-gather (in
+// and out of place), for every dtype and counts 0, 1, 7, 1031 and a prime past one 8 MiB piece
+// in 8-byte dtypes: every rank's values (exact small integers, expected_values.h) and, except
+// for reduce-scatter (each rank holds its own slice), a hash of its result's bytes, which must
+// be the same on every rank (bitwise equal).
 // (The parent never starts threads or gRPC, so forking it stays safe; the children end with
 // _exit and never return into the test framework.)
 #include <fmt/format.h>
@@ -107,6 +108,21 @@ class Cases {
     Say("all-gather", n, dtype, wrong, out.data(), size_ * n);
   }
 
+  // In place (out is this rank's slice of in) and out of place, alternating. Each rank's result
+  // is its own slice: only the values are compared (CheckLayout skips the bits).
+  void ReduceScatter(size_t n, DType dtype, ReduceOp op) {
+    const size_t es = ElementSize(dtype);
+    std::vector<char> in = Inputs(size_ * n, dtype, rank_), out(n * es + 1);
+    char* dst = k_ % 2 ? out.data() : in.data() + rank_ * n * es;
+    hier_.ReduceScatter(in.data(), dst, n, dtype, op, 20s);
+    size_t wrong = 0;
+    for (size_t i = 0; i < n; ++i) {
+      const double want = Expected(dtype, op, size_, (rank_ * n + i) % kPeriod, k_);
+      wrong += !Close(dtype, op, Load(dtype, dst, i), want);
+    }
+    Say(fmt::format("reduce-scatter/{}", ReduceOpName(op)), n, dtype, wrong, dst, n);
+  }
+
  private:
   // Rank's inputs: kPeriod values, repeated (copies of copies: the period divides every length).
   std::vector<char> Inputs(size_t n, DType dtype, int rank) const {
@@ -160,6 +176,7 @@ class Cases {
         for (ReduceOp op : kOps) cases.AllReduce(n, dtype, op);
         for (int root = 0; root < size; ++root) cases.Broadcast(n, dtype, root);
         cases.AllGather(n, dtype);
+        for (ReduceOp op : kOps) cases.ReduceScatter(n, dtype, op);
       }
     }
     say("done");
@@ -234,7 +251,7 @@ std::vector<Report> RunLayout(const std::vector<std::string>& hosts) {
 // Every rank finished every case with no wrong value, and every rank's result has the same bits.
 void CheckLayout(const std::vector<std::string>& hosts, const std::string& describe) {
   const auto reports = RunLayout(hosts);
-  const size_t cases = kCounts.size() * kDTypes.size() * (kOps.size() + hosts.size() + 1);
+  const size_t cases = kCounts.size() * kDTypes.size() * (2 * kOps.size() + hosts.size() + 1);
   for (size_t r = 0; r < reports.size(); ++r) {
     ASSERT_TRUE(reports[r].done) << "rank " << r << " did not finish; its last lines: "
                                  << (reports[r].lines.empty() ? "" : reports[r].lines.back());
@@ -245,6 +262,7 @@ void CheckLayout(const std::vector<std::string>& hosts, const std::string& descr
       const size_t sp = line.find(' '), sp2 = line.rfind(' ');
       EXPECT_EQ(line.substr(sp + 1, sp2 - sp - 1), "0")
           << "rank " << r << " wrong values: " << line;
+      if (line.rfind("reduce-scatter/", 0) == 0) continue;  // each rank has its own slice
       EXPECT_EQ(line, reports[0].lines[c].substr(0, sp) + " 0" + reports[0].lines[c].substr(sp2))
           << "rank " << r << " differs from rank 0 in its bits";
     }
