@@ -2,8 +2,10 @@
 // collectives_bench (cohort's gloo backend against the raw Gloo library, alternating, with the
 // ratio per size) under one `cohort launch` per node, first with COHORT_HIER=1 (cohort's
 // all-reduce is hierarchical, the raw library's is Gloo's flat ring over TCP), then with
-// COHORT_HIER=0 as the control (both flat). Prints node 0's table of each run.
-//   build/bin/hier_netns_bench [--min-bytes N] [--max-bytes N] [--rounds N] [--budget-ms N]
+// COHORT_HIER=0 as the control (both flat). Prints node 0's table of each run. --ops picks other
+// collectives (the hierarchical ones: broadcast, allgather, reducescatter).
+//   build/bin/hier_netns_bench [--ops allreduce,...] [--min-bytes N] [--max-bytes N]
+//   [--rounds N] [--budget-ms N]
 //   [--step-factor N]
 // Needs root (network namespaces); says why and exits 2 where they cannot be made.
 #include <fmt/format.h>
@@ -20,6 +22,9 @@ namespace {
 int Main(int argc, char** argv) {
   std::string min_bytes = "8", max_bytes = "268435456", rounds = "3", budget = "200", step = "4";
   CLI::App app{"hierarchical vs flat Gloo all-reduce on 2 namespace nodes x 2 ranks"};
+  std::string ops = "allreduce";
+  app.add_option("--ops", ops, "collectives_bench --ops (allreduce, broadcast, allgather, "
+                               "reducescatter; comma-separated)");
   app.add_option("--min-bytes", min_bytes);
   app.add_option("--max-bytes", max_bytes);
   app.add_option("--rounds", rounds);
@@ -34,7 +39,7 @@ int Main(int argc, char** argv) {
   for (const char* hier : {"1", "0"}) {
     NetnsCluster c(2);
     NodeLaunch job(c, {"--nproc-per-node", "2"}, {{"COHORT_HIER", hier}});
-    auto r = job.RunAll({BinPath("collectives_bench"), "--backends", "gloo", "--ops", "allreduce",
+    auto r = job.RunAll({BinPath("collectives_bench"), "--backends", "gloo", "--ops", ops,
                          "--min-bytes", min_bytes, "--max-bytes", max_bytes, "--step-factor", step,
                          "--rounds", rounds, "--budget-ms", budget},
                         std::chrono::minutes(20));

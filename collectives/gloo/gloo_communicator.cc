@@ -350,7 +350,8 @@ void GlooCommunicator::RunReduceScatter(const Op& op) {
     shm_->ReduceScatter(in, out, n, op.in.dtype, op.reduce, op.timeout);
     return;
   }
-  if (hier_) {  // zero-length calls too, as shm_
+  // Zero-length calls too, as shm_; the size is every rank's (checked before numbering).
+  if (hier_ && op.in.bytes() <= HierCollectives::kReduceScatterMaxBytes) {
     hier_->ReduceScatter(in, out, n, op.in.dtype, op.reduce, op.timeout);
     return;
   }

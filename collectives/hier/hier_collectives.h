@@ -55,6 +55,12 @@ class HierCollectives {
   // Buffers of all-reduce are cut into pieces of this many bytes, whose steps overlap (see
   // AllReduce).
   static constexpr size_t kPieceBytes = size_t{8} << 20;
+  // Reduce-scatters of inputs up to this many bytes go hierarchical; larger ones stay on the
+  // flat ring. Measured on 2 netns nodes x 2 ranks (hier_netns_bench --ops reducescatter, 2
+  // cores): hierarchical is 5-7x faster from 64 B to 256 KiB, 1.15x at 1 MiB, and 0.55x at
+  // 4 MiB and beyond, where the shared-memory all-reduce of the whole input on every host
+  // (every local rank reduces all of it) costs more CPU than the flat ring's TCP it saves.
+  static constexpr size_t kReduceScatterMaxBytes = size_t{1} << 20;
   // The group name of the leaders' communicator: its ranks are on different hosts by
   // construction, so it never looks for shared memory among them (GlooCommunicator).
   static constexpr const char* kLeadersGroup = "hier-leaders";
@@ -80,7 +86,8 @@ class HierCollectives {
   // of out. Zero-length calls meet too.
   void AllGather(const void* in, void* out, size_t count, DType dtype, Millis timeout);
   // out (count elements) = op over every rank's slice `rank` of in (size * count elements); out
-  // may be this rank's slice of in. Zero-length calls meet too.
+  // may be this rank's slice of in. Zero-length calls meet too. Callers use it for inputs up to
+  // kReduceScatterMaxBytes (it is correct for any size).
   void ReduceScatter(const void* in, void* out, size_t count, DType dtype, ReduceOp op,
                      Millis timeout);
 
