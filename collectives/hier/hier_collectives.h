@@ -1,6 +1,7 @@
-// HierCollectives: all-reduce, broadcast, all-gather and reduce-scatter of a world whose ranks sit on several
-// hosts, several on at least one (host_groups.h says which share a host): shared memory inside
-// each host, one leader per host (its lowest rank) over a communicator of the leaders only.
+// HierCollectives: all-reduce, broadcast, all-gather and reduce-scatter of a world whose ranks
+// sit on several hosts, several on at least one (host_groups.h says which share a host): shared
+// memory inside each host, one leader per host (its lowest rank) over a communicator of the
+// leaders only.
 //
 // All-reduce: (1) the ranks of each host all-reduce through shared memory (ShmCollectives, in
 // local rank order); (2) each host's leader (its lowest rank) all-reduces that partial result
