@@ -14,6 +14,7 @@
 #include "launcher/supervisor.h"
 #include "launcher/termination_log.h"
 #include "launcher/worker_env.h"
+#include "launcher/worker_store.h"
 
 namespace cohort::launcher {
 namespace {
@@ -85,7 +86,9 @@ int RunLaunch(const LaunchOptions& options) {
   fmt::print("\nworkers on this node (COHORT_STORE and MASTER_PORT are fixed at launch):\n");
   for (int l = 0; l < a.nproc; ++l) {
     fmt::print("  local rank {}:", l);
-    for (const auto& kv : LauncherVariables(plan, a, 0, plan.endpoint.value, l)) {
+    // With etcd the workers' store is the one node 0 hosts for the round (worker_store.h).
+    const std::string store = HasRoundWorkerStore(plan) ? "<node 0>:<port>" : plan.endpoint.value;
+    for (const auto& kv : LauncherVariables(plan, a, 0, store, l)) {
       fmt::print(" {}", kv.rfind("COHORT_TOKEN=", 0) == 0 ? "COHORT_TOKEN=***" : kv);
     }
     fmt::print("\n");

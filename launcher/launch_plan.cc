@@ -348,6 +348,13 @@ std::string DescribePlan(const LaunchPlan& p) {
   return s;
 }
 
+std::string ServiceHost(const LaunchPlan& plan, bool hosts_store) {
+  if (plan.max_nodes.value == 1) return "127.0.0.1";
+  if (hosts_store) return net::ParseHostPort(plan.endpoint.value, plan.endpoint.source, true).host;
+  if (plan.bind_host.empty() || plan.bind_host == "0.0.0.0") return net::Hostname();
+  return plan.bind_host;
+}
+
 std::string TokenAdvice() {
   return "set the same secret on every node (export COHORT_TOKEN=$(openssl rand -hex 16), or from "
          "a Kubernetes Secret as examples/k8s does)";

@@ -93,6 +93,12 @@ LaunchPlan MakePlan(const LaunchOptions& options, const env::Map& env);
 // "export COHORT_TOKEN=$(openssl rand -hex 16) on every node, or ...".
 std::string TokenAdvice();
 
+// The host other nodes reach this launcher's services at (the store it hosts, the workers'
+// store of a round, parameter servers, MASTER_PORT): 127.0.0.1 for a job of one node; the
+// rendezvous endpoint's host when hosts_store (this launcher hosts the store there); else the
+// one address it binds (bind_host), or its hostname when it binds every interface.
+std::string ServiceHost(const LaunchPlan& plan, bool hosts_store);
+
 // The plan as --dry-run prints it: one line per value with its source.
 std::string DescribePlan(const LaunchPlan& plan);
 

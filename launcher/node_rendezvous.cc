@@ -10,6 +10,7 @@
 #include <sstream>
 #include <thread>
 
+#include "collectives/store/store_backends.h"
 #include "common/error.h"
 #include "common/log.h"
 #include "common/net.h"
@@ -42,11 +43,18 @@ NodeRecord Decode(const std::string& s) {
   return r;
 }
 
+// The keys a node waits on while a round forms, which a posted error sets to wake it: the
+// members' arrival (Store::Join's "all") and node 0's table of them.
+std::string Arrived(const std::string& prefix) { return prefix + "joined/all"; }
+std::string Table(const std::string& prefix) { return prefix + "members"; }
+
 // Fails this node, and every node still waiting, with the same error.
 [[noreturn]] void FailAll(collectives::Store& store, const std::string& prefix,
                           const Error& error) {
   try {
     store.CompareSet(prefix + "error", "", error.what());
+    store.Set(Arrived(prefix), "!");
+    store.CompareSet(Table(prefix), "", "!");  // unless node 0 published the table first
   } catch (...) {
   }
   ThrowError(error.kind(), error.what());
@@ -67,79 +75,117 @@ std::vector<int> Missing(collectives::Store& store, const std::string& prefix, i
   return missing;
 }
 
-// Waits until nodes 0..n-1 have joined, watching for an error posted by another node.
-void AwaitNodes(collectives::Store& store, const std::string& prefix, int n,
-                Clock::time_point deadline, const LaunchPlan& plan) {
-  std::vector<std::string> keys;
-  for (int r = 0; r < n; ++r) keys.push_back(prefix + "node/" + std::to_string(r));
-  for (;;) {
-    CheckPostedError(store, prefix);
-    try {
-      store.Wait(keys, milliseconds(250));
-      return;
-    } catch (const cohort::Timeout&) {
-    }
-    if (Clock::now() >= deadline) {
-      auto missing = Missing(store, prefix, n);
-      throw cohort::Timeout(fmt::format(
-          "node rank{} {} of {} never joined the rendezvous at {} within {:g} s; check that "
-          "every node's launcher started and uses the same --rdzv-endpoint and --run-id",
-          missing.size() == 1 ? "" : "s", fmt::join(missing, ","), n, plan.endpoint.value,
-          plan.rdzv_timeout));
-    }
-  }
-}
-
 std::string Shape(const NodeRecord& x) {
   return x.min_nodes == x.max_nodes ? std::to_string(x.max_nodes)
                                     : fmt::format("{}:{}", x.min_nodes, x.max_nodes);
 }
 
-// The assignment of node `id` (rank `rank`) among `ids` (the round's members in node-rank
-// order): checks that they agree on the job's shape and derives the global ranks; the round's
-// node 0 publishes MASTER_ADDR:MASTER_PORT for torch programs' own store.
+// Fails every node when `other` (node other_id) expects another size of job than `mine`.
+void CheckSameShape(collectives::Store& store, const std::string& prefix, int id,
+                    const NodeRecord& mine, int other_id, const NodeRecord& other) {
+  if (other.min_nodes == mine.min_nodes && other.max_nodes == mine.max_nodes) return;
+  FailAll(store, prefix,
+          InvalidArgument(fmt::format(
+              "the nodes disagree on the size of the job: node {} ({}) expects {} nodes but "
+              "node {} ({}) expects {}; give every launcher the same --nnodes",
+              id, mine.host, Shape(mine), other_id, other.host, Shape(other))));
+}
+
+// Waits until nodes 0..n-1 have joined (Store::Join: O(1) store work per node, where waiting for
+// every node's key was O(n) per node), or another node posted an error (which it throws).
+// Every node but 0 first compares its shape with node 0's record, so that nodes disagreeing on
+// the size of the job (who would wait for groups of different sizes) fail at once.
+void AwaitNodes(collectives::Store& store, const std::string& prefix, int rank, int n,
+                const NodeRecord& mine, Clock::time_point deadline, const LaunchPlan& plan) {
+  // First a look for an error posted already: an etcd Join watches "all" only from its own
+  // arrival on, so it would not see a wake-up set before it came.
+  CheckPostedError(store, prefix);
+  auto left = [&] {
+    return std::max(milliseconds(1),
+                    std::chrono::duration_cast<milliseconds>(deadline - Clock::now()));
+  };
+  try {
+    if (rank != 0) {
+      CheckSameShape(store, prefix, rank, mine, 0, Decode(store.Get(prefix + "node/0", left())));
+    }
+    // Woken by an error instead: node 0 sees it before publishing the members' table, and the
+    // others read "!" in the table's place (Assign).
+    store.Join(prefix + "joined/", rank, n, Encode(mine), left());
+  } catch (const cohort::Timeout&) {
+    CheckPostedError(store, prefix);
+    auto missing = Missing(store, prefix, n);
+    throw cohort::Timeout(fmt::format(
+        "node rank{} {} of {} never joined the rendezvous at {} within {:g} s; check that "
+        "every node's launcher started and uses the same --rdzv-endpoint and --run-id",
+        missing.size() == 1 ? "" : "s", fmt::join(missing, ","), n, plan.endpoint.value,
+        plan.rdzv_timeout));
+  }
+}
+
+// Node 0 of a round (`mine`, id `id`, among `ids`: the members in node-rank order) reads every
+// member's record, checks that they agree on the job's shape, picks MASTER_ADDR:MASTER_PORT and
+// publishes the table the others read: that line, then "<id> <record>" per member.
+void PublishTable(collectives::Store& store, const std::string& prefix, const LaunchPlan& plan,
+                  const NodeRecord& mine, int id, const std::vector<int>& ids) {
+  CheckPostedError(store, prefix);  // woken by an error rather than by the last arrival
+  auto records = store.List(prefix + "node/");
+  // torch programs create their own store at MASTER_ADDR:MASTER_PORT: node 0 picks a free port,
+  // on the endpoint's host when it hosts cohort's store, else on the address it listens on (its
+  // hostname when that is every interface). MASTER_ADDR is also where the round's services on
+  // node 0 are reached: the workers' store (worker_store.h) and the parameter servers.
+  const NodeRecord first = Decode(records[prefix + "node/" + std::to_string(ids[0])]);
+  const bool hosts_store = collectives::FindStoreBackend(plan.rdzv_backend).hosted_by_launcher &&
+                           (plan.min_nodes.value == plan.max_nodes.value || first.hosting);
+  const std::string host = ids.size() == 1 ? "127.0.0.1" : ServiceHost(plan, hosts_store);
+  std::string table = fmt::format("{}:{}", host, net::FreePort());
+  for (int member : ids) {
+    const std::string& value = records[prefix + "node/" + std::to_string(member)];
+    CheckSameShape(store, prefix, id, mine, member, Decode(value));
+    table += fmt::format("\n{} {}", member, value);
+  }
+  // The first of the table and an error's "!" wins, so every node reads the same outcome.
+  if (store.CompareSet(Table(prefix), "", table) != table) CheckPostedError(store, prefix);
+}
+
+// The assignment of node `id`, rank `rank` of the round's members `ids` (in node-rank order):
+// node 0 publishes the members' table (PublishTable) and everyone derives the global ranks of
+// its workers from it. O(1) store calls per node.
 Assignment Assign(collectives::Store& store, const std::string& prefix, const LaunchPlan& plan,
                   const NodeRecord& mine, int id, int rank, const std::vector<int>& ids) {
+  if (rank == 0) PublishTable(store, prefix, plan, mine, id, ids);
+  const std::string table =
+      store.Get(Table(prefix), milliseconds(static_cast<int64_t>(plan.rdzv_timeout * 1000)));
+  if (table == "!") {
+    CheckPostedError(store, prefix);
+    throw Internal("the rendezvous was failed without an error");
+  }
+  std::istringstream in(table);
+  std::string line;
+  std::getline(in, line);
+  const net::HostPort master = net::ParseHostPort(line, "MASTER_ADDR:MASTER_PORT");
   Assignment a;
   a.node_id = id;
   a.node_rank = rank;
-  a.nnodes = static_cast<int>(ids.size());
+  a.master_addr = master.host;
+  a.master_port = master.port;
   a.world_size = 0;
-  auto records = store.List(prefix + "node/");
-  NodeRecord first;
-  for (int r = 0; r < a.nnodes; ++r) {
-    NodeRecord rec = Decode(records[prefix + "node/" + std::to_string(ids[r])]);
-    if (r == 0) first = rec;
-    if (rec.min_nodes != mine.min_nodes || rec.max_nodes != mine.max_nodes) {
-      FailAll(store, prefix,
-              InvalidArgument(fmt::format(
-                  "the nodes disagree on the size of the job: node {} ({}) expects {} nodes but "
-                  "node {} ({}) expects {}; give every launcher the same --nnodes",
-                  id, mine.host, Shape(mine), ids[r], rec.host, Shape(rec))));
-    }
+  for (int r = 0; std::getline(in, line); ++r) {
+    const auto space = line.find(' ');
+    const NodeRecord rec = Decode(line.substr(space + 1));
     a.nprocs.push_back(rec.nproc);
     if (r < rank) a.first_rank += rec.nproc;
     a.world_size += rec.nproc;
-    a.member_ids.push_back(ids[r]);
+    a.member_ids.push_back(std::stoi(line.substr(0, space)));
     a.member_hosts.push_back(rec.host);
   }
-  a.nproc = a.nprocs[rank];
-
-  // torch programs create their own store at MASTER_ADDR:MASTER_PORT: node 0 picks a free port,
-  // on the endpoint's host when it hosts cohort's store (else on its own hostname).
-  if (rank == 0) {
-    const net::HostPort ep = net::ParseHostPort(plan.endpoint.value, plan.endpoint.source, true);
-    const std::string host = a.nnodes == 1 ? "127.0.0.1"
-                             : plan.min_nodes.value == plan.max_nodes.value || first.hosting
-                                 ? ep.host
-                                 : net::Hostname();
-    store.Set(prefix + "master", fmt::format("{}:{}", host, net::FreePort()));
+  a.nnodes = static_cast<int>(a.nprocs.size());
+  if (a.nnodes != static_cast<int>(ids.size()) || a.member_ids[rank] != id) {
+    throw Internal(
+        fmt::format("node {}'s table of the round's members does not list node {} "
+                    "as node rank {}: {}",
+                    ids[0], id, rank, table));
   }
-  const net::HostPort master = net::ParseHostPort(
-      store.Get(prefix + "master", milliseconds(static_cast<int64_t>(plan.rdzv_timeout * 1000))),
-      "MASTER_ADDR:MASTER_PORT");
-  a.master_addr = master.host;
-  a.master_port = master.port;
+  a.nproc = a.nprocs[rank];
   return a;
 }
 
@@ -252,8 +298,7 @@ Assignment JoinNodes(collectives::Store& store, const LaunchPlan& plan, int atte
                   net::Hostname()};
 
   int rank = plan.node_rank.value;
-  const int arrival = static_cast<int>(store.Add(prefix + "arrivals", 1)) - 1;
-  if (rank < 0) rank = arrival;
+  if (rank < 0) rank = static_cast<int>(store.Add(prefix + "arrivals", 1)) - 1;
   if (rank >= plan.max_nodes.value) {
     throw InvalidArgument(
         fmt::format("this node arrived as number {} but the job has at most {} "
@@ -272,7 +317,7 @@ Assignment JoinNodes(collectives::Store& store, const LaunchPlan& plan, int atte
   }
 
   const int nnodes = plan.max_nodes.value;
-  AwaitNodes(store, prefix, nnodes, deadline, plan);
+  AwaitNodes(store, prefix, rank, nnodes, mine, deadline, plan);
 
   std::vector<int> ids;
   for (int r = 0; r < nnodes; ++r) ids.push_back(r);

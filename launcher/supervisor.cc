@@ -23,7 +23,7 @@
 #include "common/net.h"
 #include "launcher/launcher_metrics.h"
 #include "launcher/node_rendezvous.h"
-#include "launcher/ps_server_group.h"
+#include "launcher/round_services.h"
 #include "launcher/termination_log.h"
 #include "launcher/worker_env.h"
 #include "launcher/worker_group.h"
@@ -69,9 +69,6 @@ class Supervisor {
     (void)!::write(2, line.data(), line.size());
   }
   void OpenStore();
-  // With --ps-servers: the store's host starts them (again, for an attempt after one of them
-  // died) and publishes their addresses for this attempt; every node reads them (ps_addresses_).
-  void StartPsServers(int attempt);
   // Runs one round; an elastic node that is not admitted to `round` waits for a later one and
   // moves `round` on to it.
   Outcome RunAttempt(int& round);
@@ -96,6 +93,9 @@ class Supervisor {
   // Records a failure for every node to see (the first one recorded wins) and returns it.
   Outcome Fail(const std::string& prefix, int code, const std::string& what);
   std::string CheckHeartbeats(int attempt);
+  // CheckHeartbeats; a workers' store of the round that is gone fails the round (not the job).
+  std::optional<Outcome> WatchHeartbeats(WorkerGroup& group, int attempt,
+                                         const std::string& prefix);
   void LeaveLast(std::chrono::seconds patience);
   // The job's one-line verdict ("succeeded", "failed: rank 2 on node 0 exited with code 7; ..."),
   // for the termination message (termination_log.h).
@@ -105,7 +105,8 @@ class Supervisor {
   int signal_fd_ = -1;
   std::shared_ptr<collectives::Store> store_;
   std::string store_address_;  // as workers reach it
-  bool hosting_ = false;
+  bool hosting_ = false;                     // hosts the launchers' store
+  std::unique_ptr<RoundServices> services_;  // after OpenStore
   int node_ = -1;
   int nnodes_ = 1;
   int first_rank_ = 0;
@@ -115,28 +116,8 @@ class Supervisor {
   std::vector<int> member_ids_;  // this round's nodes (elastic), in node-rank order
   std::vector<std::string> member_hosts_;
   std::optional<MemberKeepalives> keepalives_;  // elastic: this round's
-  std::unique_ptr<PsServerGroup> ps_;
-  std::string ps_addresses_;
   std::unique_ptr<LauncherMetrics> metrics_;  // COHORT_METRICS_PORT - 1; null when unset
 };
-
-void Supervisor::StartPsServers(int attempt) {
-  if (plan_.ps_servers.value == 0) return;
-  const std::string key = RoundPrefix(plan_.run_id.value, attempt) + "ps-servers";
-  if (hosting_ && (!ps_ || !ps_->AllRunning())) {
-    ps_.reset();  // the survivors go too: workers of the new attempt get a fresh set
-    const bool single = plan_.max_nodes.value == 1;
-    const std::string host =
-        net::ParseHostPort(plan_.endpoint.value, plan_.endpoint.source, true).host;
-    ps_ = std::make_unique<PsServerGroup>(plan_.ps_servers.value, plan_.bind_host,
-                                          single ? "127.0.0.1" : host, plan_.token,
-                                          std::chrono::seconds(30));
-    Say("started {} ps-server{} on {}", plan_.ps_servers.value,
-        plan_.ps_servers.value == 1 ? "" : "s", ps_->Addresses());
-  }
-  if (hosting_) store_->Set(key, ps_->Addresses());
-  ps_addresses_ = store_->Get(key, Ms(plan_.rdzv_timeout));
-}
 
 void Supervisor::OpenStore() {
   const net::HostPort ep = net::ParseHostPort(plan_.endpoint.value, plan_.endpoint.source, true);
@@ -169,7 +150,7 @@ std::string Supervisor::CheckHeartbeats(int attempt) {
   if (plan_.heartbeat_timeout.value <= 0) return "";
   const std::string prefix = collectives::Heartbeat::Prefix(plan_.run_id.value, attempt);
   const auto now = Clock::now();
-  auto values = store_->List(prefix);
+  auto values = services_->workers().store->List(prefix);
   for (int r = first_rank_; r < first_rank_ + nproc_; ++r) {
     auto it = values.find(prefix + std::to_string(r));
     if (it == values.end()) continue;  // never beat: not watched
@@ -259,13 +240,11 @@ Outcome Supervisor::Watch(WorkerGroup& group, int attempt, const std::string& pr
       StopForNextRound(group, prefix);
       return failed;
     }
-    if (ps_) {
-      if (std::string dead = ps_->Dead(); !dead.empty()) {
-        Say("{}: stopping the workers", dead);
-        const Outcome failed = Fail(prefix, 1, dead);  // first: the others stop now too
-        StopForNextRound(group, prefix);
-        return failed;
-      }
+    if (std::string dead = services_->DeadServer(); !dead.empty()) {
+      Say("{}: stopping the workers", dead);
+      const Outcome failed = Fail(prefix, 1, dead);  // first: the others stop now too
+      StopForNextRound(group, prefix);
+      return failed;
     }
     if (!local_done && group.Running() == 0) {
       local_done = true;
@@ -287,14 +266,29 @@ Outcome Supervisor::Watch(WorkerGroup& group, int attempt, const std::string& pr
     if (elastic_) {
       if (auto end = WatchMembers(group, prefix)) return *end;
     }
-    const std::string hung = CheckHeartbeats(attempt);
-    if (!hung.empty()) {
-      Say("{}: treating it as failed", hung);
-      const Outcome failed = Fail(prefix, kExitHung, hung);  // first: the others stop now too
-      StopForNextRound(group, prefix);
-      return failed;
-    }
+    if (auto hung = WatchHeartbeats(group, attempt, prefix)) return *hung;
   }
+}
+
+std::optional<Outcome> Supervisor::WatchHeartbeats(WorkerGroup& group, int attempt,
+                                                   const std::string& prefix) {
+  std::string hung;
+  try {
+    hung = CheckHeartbeats(attempt);
+  } catch (const Error& e) {
+    if (!services_->OwnWorkersStore()) throw;  // the launchers' store: LostStore
+    const std::string what = fmt::format("lost the workers' store that {} hosted: {}",
+                                         services_->workers().host, e.what());
+    Say("{}: stopping this node's workers", what);
+    const Outcome failed = Fail(prefix, 1, what);  // first: the others stop now too
+    StopForNextRound(group, prefix);
+    return failed;
+  }
+  if (hung.empty()) return std::nullopt;
+  Say("{}: treating it as failed", hung);
+  const Outcome failed = Fail(prefix, kExitHung, hung);  // first: the others stop now too
+  StopForNextRound(group, prefix);
+  return failed;
 }
 
 Outcome Supervisor::LostStore(const Error& e) {
@@ -379,16 +373,18 @@ Outcome Supervisor::RunAttempt(int& round) {
   }
   const std::string prefix = RoundPrefix(plan_.run_id.value, attempt);
   try {
-    StartPsServers(attempt);
+    services_->Open(a, attempt);
   } catch (const Error& e) {
-    Say("cannot start the parameter servers: {}", e.what());
-    Fail(prefix, kExitRendezvous, "the parameter servers did not start");
+    const bool ps = !services_->WorkersStoreFailed();
+    Say("cannot start the {}: {}", ps ? "parameter servers" : "workers' store", e.what());
+    Fail(prefix, kExitRendezvous,
+         ps ? "the parameter servers did not start" : "the workers' store did not open");
     return {Outcome::kFailed, kExitRendezvous, e.what()};
   }
   std::unique_ptr<WorkerGroup> group;
   try {
-    group = std::make_unique<WorkerGroup>(
-        MakeWorkerSpecs(plan_, a, attempt, store_address_, ps_addresses_));
+    group =
+        std::make_unique<WorkerGroup>(MakeWorkerSpecs(plan_, a, attempt, services_->ForWorkers()));
   } catch (const InvalidArgument& e) {
     Say("{}", e.what());
     Fail(prefix, kExitUsage, fmt::format("node {} could not start its workers", node_));
@@ -425,7 +421,9 @@ void Supervisor::LeaveLast(std::chrono::seconds patience) {
     const std::string me =
         node_ >= 0 ? std::to_string(node_) : fmt::format("pid-{}", static_cast<int>(::getpid()));
     store_->Set(prefix + me, "1");
-    if (!hosting_ || nnodes_ <= 1) return;
+    // The host of the launchers' store, or of the last round's workers' store, which the other
+    // launchers may still read heartbeats from until they have seen the end.
+    if (!(hosting_ || (services_ && services_->hosts())) || nnodes_ <= 1) return;
     const auto deadline = Clock::now() + patience;
     while (static_cast<int>(store_->List(prefix).size()) < nnodes_ && Clock::now() < deadline) {
       std::this_thread::sleep_for(milliseconds(50));
@@ -445,6 +443,9 @@ int Supervisor::Run() {
   ::signal(SIGPIPE, SIG_IGN);
   try {
     OpenStore();
+    services_ =
+        std::make_unique<RoundServices>(plan_, store_, store_address_, hosting_,
+                                        [this](const std::string& line) { Say("{}", line); });
   } catch (const Error& e) {
     Say("cannot reach the rendezvous store: {}", e.what());
     WriteTerminationMessage(fmt::format("failed: cannot reach the rendezvous store: {}", e.what()));

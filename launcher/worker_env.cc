@@ -54,8 +54,7 @@ std::vector<std::string> LauncherVariables(const LaunchPlan& plan, const Assignm
 }
 
 std::vector<WorkerSpec> MakeWorkerSpecs(const LaunchPlan& plan, const Assignment& a, int attempt,
-                                        const std::string& store_address,
-                                        const std::string& ps_servers) {
+                                        const WorkerServices& services) {
   std::vector<WorkerSpec> specs;
   for (int l = 0; l < a.nproc; ++l) {
     WorkerSpec spec;
@@ -63,11 +62,12 @@ std::vector<WorkerSpec> MakeWorkerSpecs(const LaunchPlan& plan, const Assignment
     spec.local_rank = l;
     spec.argv = plan.program;
     env::Map env = env::Snapshot();
-    for (const std::string& kv : LauncherVariables(plan, a, attempt, store_address, l)) {
+    for (const std::string& kv : LauncherVariables(plan, a, attempt, services.store_address, l)) {
       auto eq = kv.find('=');
       env[kv.substr(0, eq)] = kv.substr(eq + 1);
     }
-    if (!ps_servers.empty()) env["COHORT_PS_SERVERS"] = ps_servers;
+    if (!services.store_token.empty()) env["COHORT_TOKEN"] = services.store_token;
+    if (!services.ps_servers.empty()) env["COHORT_PS_SERVERS"] = services.ps_servers;
     for (const auto& [k, val] : env) spec.env.push_back(k + "=" + val);
     specs.push_back(std::move(spec));
   }

@@ -11,12 +11,16 @@
 
 namespace cohort::launcher {
 
-// One spec per local worker of this node for this attempt. store_address is host:port of the
-// rendezvous store as the workers reach it; ps_servers, when not empty, goes into
-// COHORT_PS_SERVERS.
+// Where this attempt's workers find the job's services.
+struct WorkerServices {
+  std::string store_address;  // COHORT_STORE: the workers' store as they reach it
+  std::string store_token;    // COHORT_TOKEN, when not the plan's (a round's own workers' store)
+  std::string ps_servers;     // COHORT_PS_SERVERS, when not empty
+};
+
+// One spec per local worker of this node for this attempt.
 std::vector<WorkerSpec> MakeWorkerSpecs(const LaunchPlan& plan, const Assignment& assignment,
-                                        int attempt, const std::string& store_address,
-                                        const std::string& ps_servers = "");
+                                        int attempt, const WorkerServices& services);
 
 // Only the variables the launcher sets for one worker, "NAME=value", sorted: what --dry-run shows.
 std::vector<std::string> LauncherVariables(const LaunchPlan& plan, const Assignment& assignment,

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 
+#include <algorithm>
 #include <thread>
 
 #include "collectives/store/etcd_api.h"
@@ -15,6 +16,10 @@ namespace cohort::testing {
 namespace {
 
 using namespace std::chrono_literals;
+
+bool Has(const ProcessResult& r, const std::string& text) {
+  return r.output.find(text) != std::string::npos;
+}
 
 class NetnsLaunch : public ::testing::Test {
  protected:
@@ -131,7 +136,8 @@ TEST_F(NetnsLaunch, CutLinkMidCollectiveMakesTheOthersFailNamingIt) {
 }
 
 // --rdzv-backend etcd: the launchers meet on an etcd inside node 0 (10.77.0.1:2379) instead of
-// a store hosted by node 0's launcher; the workers get COHORT_STORE=etcd://... and use it too.
+// a store hosted by node 0's launcher; the workers use a store that node 0's launcher hosts for
+// the round (worker_store.h), so etcd holds the launchers' keys only.
 TEST_F(NetnsLaunch, TwoNodesMeetThroughEtcd) {
   if (auto why = EtcdServer::UnavailableReason(); !why.empty()) GTEST_SKIP() << why;
   NetnsCluster c(2);
@@ -141,19 +147,54 @@ TEST_F(NetnsLaunch, TwoNodesMeetThroughEtcd) {
   job.set_endpoint(etcd.endpoint());
   auto r = job.RunAll(kMatrix, 60s);
   ExpectMatrixPassed(r, 4);
-  // The job's keys are in etcd, under its run id.
+  EXPECT_TRUE(Has(r[0], "the workers' store of this round listens at node0:")) << r[0].output;
+  EXPECT_FALSE(Has(r[1], "the workers' store of this round listens")) << r[1].output;
+  // The job's keys are in etcd, under its run id, and all of them are the launchers'.
   namespace etcd_api = collectives::etcd;
-  const std::string body = fmt::format(
-      R"({{"key":"{}","range_end":"{}","count_only":true}})",
-      Base64Encode("cohort/netns-job/"),
-      Base64Encode(etcd_api::PrefixEnd("cohort/netns-job/")));
-  auto count = c.Start(1, {"/usr/bin/curl", "-s", "http://" + etcd.endpoint() + "/v3/kv/range",
-                           "-d", body})
+  auto range = c.Start(1, {"/usr/bin/curl", "-s", "http://" + etcd.endpoint() + "/v3/kv/range",
+                           "-d", etcd_api::PrefixRangeBody("cohort/netns-job/")})
                    ->Wait(10s);
-  const size_t at = count.output.find(R"("count":")");
-  ASSERT_NE(at, std::string::npos) << count.output;
-  // At least both nodes' claims and both done marks, plus the workers' own keys.
-  EXPECT_GE(std::stoi(count.output.substr(at + 9)), 8) << count.output;
+  ASSERT_EQ(range.exit_code, 0) << range.output;
+  std::vector<std::string> keys;
+  for (const auto& kv : etcd_api::ParseRange(range.output)) keys.push_back(kv.key);
+  // Both nodes' claims and done and exit marks, the round's MASTER_PORT and workers' store.
+  EXPECT_GE(keys.size(), 8u) << range.output;
+  // (EtcdStore puts the job's keys under cohort/<run>/, and the launchers' own are cohort/<run>/
+  // launch/... inside that.)
+  const std::string launchers = "cohort/netns-job/cohort/netns-job/launch/";
+  for (const auto& key : keys) EXPECT_EQ(key.rfind(launchers, 0), 0u) << key;
+  EXPECT_NE(std::find(keys.begin(), keys.end(), launchers + "0/workers-store"), keys.end())
+      << range.output;
+}
+
+// --ps-servers with etcd: node 0, which hosts the round's services, starts the parameter
+// servers and advertises them at its own name (node0), not at the rendezvous endpoint's host
+// (here the same machine, 10.77.0.1), and the ps backend's matrix passes on both nodes.
+TEST_F(NetnsLaunch, ParameterServersOfAnEtcdJobRunOnNodeZero) {
+  if (auto why = EtcdServer::UnavailableReason(); !why.empty()) GTEST_SKIP() << why;
+  NetnsCluster c(2);
+  EtcdServer etcd(c.node(0).address, 2379, c.InNode(0, {}));
+  NodeLaunch job(c, {"--nproc-per-node", "2", "--rdzv-backend", "etcd", "--insecure-store",
+                     "--backend", "ps", "--ps-servers", "2"});
+  job.set_endpoint(etcd.endpoint());
+  std::vector<std::unique_ptr<Subprocess>> nodes;
+  const std::vector<std::string> matrix = {
+      BinPath("collective_worker"), "--backend", "ps", "--mode", "matrix", "--skip",
+      "reducescatter,sendrecv", "--counts", "0,7,1031", "--dtypes", "f32,i64"};
+  for (int i = 0; i < 2; ++i) nodes.push_back(job.Start(i, matrix));
+  for (int n = 0; n < 2; ++n) {
+    const auto r = nodes[n]->Wait(90s);
+    EXPECT_EQ(r.exit_code, 0) << r.output;
+    EXPECT_EQ(Has(r, "started 2 ps-servers on node0:"), n == 0) << r.output;
+    for (int l = 0; l < 2; ++l) {
+      const int rank = 2 * n + l;
+      const std::string line = fmt::format("[rank {}] rank {} of 4 (ps): ", rank, rank);
+      const size_t at = r.output.find(line);
+      ASSERT_NE(at, std::string::npos) << r.output;
+      EXPECT_NE(r.output.substr(at, 80).find(" checks, 0 failed"), std::string::npos)
+          << r.output.substr(at, 80);
+    }
+  }
 }
 
 }  // namespace
