@@ -14,6 +14,11 @@
 //   etcd:    N threads, each with its own EtcdStore, through the etcd at --etcd host:port
 //            (start one: etcd --data-dir D --listen-client-urls http://127.0.0.1:2379
 //            --advertise-client-urls http://127.0.0.1:2379).
+//   nodes:   what `cohort launch` does for N workers on N / --local nodes: that many simulated
+//            launchers (threads, each its own client) run the launcher's JoinNodes, through the
+//            gRPC store (variant "nodes") and, with --etcd, through etcd ("nodes-etcd"); the
+//            workers then join through a gRPC store (the launcher-hosted one, or the round's
+//            workers' store that node 0 hosts with etcd): the "threads" rows at N.
 //   warm: each client is connected, and has made one call, before the signal.
 //   cold: each creates and connects its client after the signal (a freshly started worker).
 // `cpu ms` is the CPU spent by all involved during the join; `store cpu` the store's share.
@@ -43,6 +48,8 @@
 #include "collectives/store/kv_table.h"
 #include "common/error.h"
 #include "common/net.h"
+#include "launcher/launch_plan.h"
+#include "launcher/node_rendezvous.h"
 
 namespace cohort::bench {
 namespace {
@@ -57,6 +64,7 @@ struct Options {
   std::string etcd;  // host:port of an etcd for the etcd rows
   std::vector<std::string> modes = {"warm", "cold"};
   std::vector<int> calls = {1, 3};
+  int local = 8;  // nodes: workers per simulated node
   int reps = 5;
   double timeout_s = 60;
   bool spread = false;
@@ -110,10 +118,12 @@ MakeClient EtcdClients(const std::string& endpoint) {
   };
 }
 
-// n threads, each with its own client from make, join one group after one start signal; port:
-// the server's, to count its connections.
-Sample RunThreads(const MakeClient& make, int port, const std::string& scope, int n, bool cold,
-                  bool three_calls, Millis timeout) {
+// What simulated member r does with its client once the signal came.
+using JoinFn = std::function<void(Store& store, int r)>;
+
+// n threads, each with its own client from make, run join after one start signal; port: the
+// server's, to count its connections.
+Sample RunThreads(const MakeClient& make, int port, int n, bool cold, const JoinFn& join) {
   std::vector<std::unique_ptr<Store>> clients(n);
   if (!cold) {
     for (int r = 0; r < n; ++r) clients[r] = make(r, true);
@@ -135,9 +145,7 @@ Sample RunThreads(const MakeClient& make, int port, const std::string& scope, in
       }
       try {
         if (cold) clients[r] = make(r, false);
-        ThreeCallJoin baseline(*clients[r]);
-        Store& store = three_calls ? static_cast<Store&>(baseline) : *clients[r];
-        JoinGroup(store, scope, r, n, timeout, "bench");
+        join(*clients[r], r);
         done[r] = NowNs();
       } catch (const std::exception& e) {
         errors[r] = e.what();
@@ -160,6 +168,35 @@ Sample RunThreads(const MakeClient& make, int port, const std::string& scope, in
   }
   const int conns = CountConnections(port);
   return {(*std::max_element(done.begin(), done.end()) - t0) / 1e6, conns, cpu};
+}
+
+// Workers: JoinGroup of n ranks under scope (three_calls: through Store::Join's default).
+JoinFn WorkersJoin(const std::string& scope, int n, bool three_calls, Millis timeout) {
+  return [=](Store& client, int r) {
+    ThreeCallJoin baseline(client);
+    Store& store = three_calls ? static_cast<Store&>(baseline) : client;
+    JoinGroup(store, scope, r, n, timeout, "bench");
+  };
+}
+
+// Launchers: node r of m runs the launcher's JoinNodes for run `run`, `local` workers each.
+JoinFn NodesJoin(const std::string& run, const std::string& endpoint, const std::string& backend,
+                 int m, int local, double timeout_s) {
+  return [=](Store& store, int r) {
+    launcher::LaunchPlan plan;
+    plan.nproc_per_node = {local, "bench"};
+    plan.min_nodes = plan.max_nodes = {m, "bench"};
+    plan.node_rank = {r, "bench"};
+    plan.endpoint = {endpoint, "bench"};
+    plan.run_id = {run, "bench"};
+    plan.rdzv_backend = backend;
+    plan.bind_host = "127.0.0.1";
+    plan.rdzv_timeout = timeout_s;
+    const launcher::Assignment a = launcher::JoinNodes(store, plan, 0);
+    if (a.world_size != m * local || a.first_rank != r * local) {
+      throw Internal(fmt::format("node {}: world {} first rank {}", r, a.world_size, a.first_rank));
+    }
+  };
 }
 
 // JoinGroup's sequence for n ranks straight on a table (what the server runs for each Join):
@@ -194,7 +231,9 @@ int Main(int argc, char** argv) {
   CLI::App app{"Rendezvous benchmark: N workers joining one group through one gRPC store"};
   app.add_option("--sizes", o.sizes, "world sizes of table and threads")->delimiter(',');
   app.add_option("--proc-sizes", o.proc_sizes, "world sizes of procs")->delimiter(',');
-  app.add_option("--variants", o.variants, "table, threads, procs, etcd")->delimiter(',');
+  app.add_option("--variants", o.variants, "table, threads, procs, etcd, nodes")->delimiter(',');
+  app.add_option("--local", o.local, "nodes: workers per simulated node")
+      ->check(CLI::PositiveNumber);
   app.add_option("--etcd", o.etcd, "etcd rows: host:port of an etcd (etcd --listen-client-urls)");
   app.add_option("--modes", o.modes, "warm, cold")->delimiter(',');
   app.add_option("--calls", o.calls, "threads: 1 (one-call Join), 3 (the three-call baseline)")
@@ -257,6 +296,12 @@ int Main(int argc, char** argv) {
         for (int c : o.calls) rows.push_back({"etcd", mode, n, c, {}});
       }
     }
+    if (Has(o.variants, "nodes")) {
+      for (int n : o.sizes) {
+        rows.push_back({"nodes", mode, n, 1, {}});
+        if (!o.etcd.empty()) rows.push_back({"nodes-etcd", mode, n, 1, {}});
+      }
+    }
   }
   int serial = 0;
   for (int rep = 0; rep < o.reps; ++rep) {
@@ -274,11 +319,20 @@ int Main(int argc, char** argv) {
         row.samples.push_back(RunProcs(run));
       } else if (row.variant == "etcd") {
         const int etcd_port = net::ParseHostPort(o.etcd, "--etcd").port;
-        row.samples.push_back(RunThreads(EtcdClients(o.etcd), etcd_port, scope, row.n, cold,
-                                         row.calls == 3, timeout));
+        row.samples.push_back(RunThreads(EtcdClients(o.etcd), etcd_port, row.n, cold,
+                                         WorkersJoin(scope, row.n, row.calls == 3, timeout)));
+      } else if (row.variant == "nodes" || row.variant == "nodes-etcd") {
+        const bool etcd = row.variant == "nodes-etcd";
+        const int m = std::max(1, row.n / o.local);
+        const std::string endpoint = etcd ? o.etcd : "127.0.0.1:" + std::to_string(port);
+        const std::string run = fmt::format("rdzv-bench-{}-{}", token.substr(0, 8), serial);
+        row.samples.push_back(
+            RunThreads(etcd ? EtcdClients(o.etcd) : GrpcClients(token, port, o.spread),
+                       net::ParseHostPort(endpoint, "--etcd").port, m, cold,
+                       NodesJoin(run, endpoint, etcd ? "etcd" : "grpc", m, o.local, o.timeout_s)));
       } else {
-        row.samples.push_back(RunThreads(GrpcClients(token, port, o.spread), port, scope, row.n,
-                                         cold, row.calls == 3, timeout));
+        row.samples.push_back(RunThreads(GrpcClients(token, port, o.spread), port, row.n, cold,
+                                         WorkersJoin(scope, row.n, row.calls == 3, timeout)));
       }
     }
   }
@@ -288,7 +342,13 @@ int Main(int argc, char** argv) {
       "signal;\ntime = start signal -> last joined; {} rounds over all rows (median, min, max)\n"
       "{}\n",
       o.reps, o.spread ? "threads*: one connection per thread (--spread)" : "");
-  fmt::print("{:>8} {:>5} {:>4} {:>5} {:>10} {:>8} {:>8} {:>6} {:>8} {:>9} {:>7}\n", "variant",
+  if (Has(o.variants, "nodes")) {
+    fmt::print(
+        "nodes rows: N workers on N/{} simulated launchers; time = the launchers' JoinNodes "
+        "(the workers' join after it: the threads rows)\n",
+        o.local);
+  }
+  fmt::print("{:>10} {:>5} {:>4} {:>5} {:>10} {:>8} {:>8} {:>6} {:>8} {:>9} {:>7}\n", "variant",
              "mode", "N", "calls", "median ms", "min ms", "max ms", "conns", "cpu ms", "store cpu",
              "3c/1c");
   auto median_of = [&](const Row& r) {
@@ -318,7 +378,7 @@ int Main(int argc, char** argv) {
     const double med = Percentile(ms, 0.5), lo = Percentile(ms, 0), hi = Percentile(ms, 1);
     const double store = Percentile(store_cpu, 0.5), cpu_med = Percentile(cpu, 0.5);
     const int conns = row.samples.back().conns;
-    fmt::print("{:>8} {:>5} {:>4} {:>5} {:>10.1f} {:>8.1f} {:>8.1f} {:>6} {:>8.1f} {:>9} {:>7}\n",
+    fmt::print("{:>10} {:>5} {:>4} {:>5} {:>10.1f} {:>8.1f} {:>8.1f} {:>6} {:>8.1f} {:>9} {:>7}\n",
                row.variant, row.mode, row.n, row.calls == 0 ? "-" : std::to_string(row.calls), med,
                lo, hi, row.variant == "table" ? "-" : std::to_string(conns), cpu_med,
                store < 0 ? "-" : fmt::format("{:.1f}", store), ratio(row));
