@@ -118,13 +118,15 @@ def run_one(args, side, model, world, tag):
     plain = side.endswith("-plain")
     if plain:
         wargs.append("--plain")
+    if side == "cohort-ps-async":
+        wargs.append("--ps-async")
     deadline = time.monotonic() + args.timeout
     if side.startswith("cohort") and args.launch == "launch":
         cmd = [args.cohort, "launch", "--nproc-per-node", str(world),
                *LAUNCH_FLAGS.get(side, ["--backend", "gloo"]),
                "--run-id", f"ddp-bench-{tag}", "--", args.worker] + wargs
         env = dict(base_env(), **SIDE_ENV.get(side, {}))
-        if side == "cohort-ps":
+        if side.startswith("cohort-ps"):
             env["COHORT_BACKEND"] = "ps"
         p = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE,
                              stderr=subprocess.STDOUT, process_group=0)
@@ -212,9 +214,17 @@ def summarize(runs, args):
 COHORT_SIDES = ("cohort", "cohort-mpi")  # cohort over Gloo (as PyTorch), and over Open MPI
 # The parameter servers (sync ps, 2 servers) against what they stand in for: cohort's gloo over
 # TCP only (no shared memory), both under `cohort launch`.
-LAUNCH_FLAGS = {"cohort-ps": ["--backend", "ps", "--ps-servers", "2"]}
+# cohort-ps-async: no DDP, the servers run SGD (ASP: each step pushes the gradients and pulls the
+# parameters), against sync ps.
+LAUNCH_FLAGS = {"cohort-ps": ["--backend", "ps", "--ps-servers", "2"],
+                "cohort-ps-async": ["--backend", "ps", "--ps-servers", "2"]}
 SIDE_ENV = {"cohort-tcp": {"COHORT_SHM": "0"}}
-PS_PAIR = ("cohort-ps", "cohort-tcp")
+# (side, baseline, what the table says), each printed when both ran.
+PAIRS = (("cohort-ps", "cohort-tcp",
+          "DDP on the parameter servers (sync ps, 2 servers) vs cohort gloo over TCP "
+          "(COHORT_SHM=0)"),
+         ("cohort-ps-async", "cohort-ps",
+          "asynchronous training on the parameter servers (ASP, 2 servers) vs sync ps"))
 # What cohort's ProcessGroup::FromEnv does with mallopt (common/heap.cc), as glibc's env tunables.
 HEAP_ENV = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(1 << 30)}
 
@@ -252,30 +262,30 @@ def derived(summary, runs, args):
     return rows
 
 
-def print_ps_vs_tcp(summary, runs, args):
-    """samples/s of sync ps (2 servers) against cohort's gloo over TCP, when both sides ran."""
-    if not all(side in args.sides for side in PS_PAIR):
-        return
-    print("\nDDP on the parameter servers (sync ps, 2 servers) vs cohort gloo over TCP "
-          "(COHORT_SHM=0): samples/s medians (min-max); ps/tcp: ratio of the medians; paired: "
-          "median over rounds of the same round's ratio")
-    print(f"{'model':>5} {'world':>5} {'ps samples/s':>20} {'tcp samples/s':>20} {'ps/tcp':>7} "
-          f"{'paired':>6}")
-    for model in args.models:
-        for world in args.worlds:
-            ps = summary.get(f"cohort-ps/{model}/{world}")
-            tcp = summary.get(f"cohort-tcp/{model}/{world}")
-            if not ps or not tcp:
-                continue
-            paired = []
-            for rnd in range(args.rounds):
-                pick = {r["side"]: r["samples_per_s"] for r in runs if r["ok"] and
-                        r["round"] == rnd and (r["model"], r["world"]) == (model, world)}
-                if all(side in pick for side in PS_PAIR):
-                    paired.append(pick["cohort-ps"] / pick["cohort-tcp"])
-            print(f"{model:>5} {world:>5} {cell(ps['samples_per_s']):>20} "
-                  f"{cell(tcp['samples_per_s']):>20} {num(ps['median'] / tcp['median']):>7} "
-                  f"{num(med(paired)):>6}")
+def print_pairs(summary, runs, args):
+    """samples/s of each side of PAIRS against its baseline, when both ran."""
+    for side, base, what in PAIRS:
+        if side not in args.sides or base not in args.sides:
+            continue
+        print(f"\n{what}: samples/s medians (min-max); ratio: of the medians; paired: median over "
+              "rounds of the same round's ratio")
+        print(f"{'model':>5} {'world':>5} {side + ' samples/s':>26} {base + ' samples/s':>26} "
+              f"{'ratio':>7} {'paired':>6}")
+        for model in args.models:
+            for world in args.worlds:
+                a = summary.get(f"{side}/{model}/{world}")
+                b = summary.get(f"{base}/{model}/{world}")
+                if not a or not b:
+                    continue
+                paired = []
+                for rnd in range(args.rounds):
+                    pick = {r["side"]: r["samples_per_s"] for r in runs if r["ok"] and
+                            r["round"] == rnd and (r["model"], r["world"]) == (model, world)}
+                    if side in pick and base in pick:
+                        paired.append(pick[side] / pick[base])
+                print(f"{model:>5} {world:>5} {cell(a['samples_per_s']):>26} "
+                      f"{cell(b['samples_per_s']):>26} {num(a['median'] / b['median']):>7} "
+                      f"{num(med(paired)):>6}")
 
 
 def print_tables(summary, rows, args):
@@ -347,8 +357,9 @@ def main():
     ap.add_argument("--sides", default="cohort,pytorch,cohort-mpi,cohort-plain,pytorch-plain",
                     help="which to run: cohort (Gloo, under --launch), pytorch, pytorch-heap "
                          "(PyTorch with glibc keeping freed memory), cohort-mpi "
-                         "(cohort's MPI backend under mpirun), and at world 1 only the -plain "
-                         "ones (no DDP)")
+                         "(cohort's MPI backend under mpirun), cohort-ps (sync, 2 servers), "
+                         "cohort-ps-async (ASP, 2 servers), cohort-tcp (gloo, COHORT_SHM=0), "
+                         "and at world 1 only the -plain ones (no DDP)")
     ap.add_argument("--launch", choices=["launch", "direct"], default="launch",
                     help="cohort workers under `cohort launch`, or plain processes as PyTorch's")
     ap.add_argument("--build-dir", default=os.path.join(ROOT, "build"))
@@ -364,11 +375,11 @@ def main():
     args.cohort = os.path.join(args.build_dir, "bin", "cohort")
     args.worker = os.path.join(args.build_dir, "bin", "ddp_bench_worker")
     args.sides = [s for s in args.sides.split(",") if s]
-    unknown = set(args.sides) - {"cohort", "pytorch", "pytorch-heap", "cohort-mpi",
-                                 "cohort-plain", "pytorch-plain", *PS_PAIR}
+    known = ["cohort", "pytorch", "pytorch-heap", "cohort-mpi", "cohort-plain", "pytorch-plain",
+             "cohort-ps", "cohort-ps-async", "cohort-tcp"]
+    unknown = set(args.sides) - set(known)
     if unknown:
-        sys.exit(f"ddp_bench.py: unknown --sides {sorted(unknown)}; use cohort, pytorch, "
-                 f"pytorch-heap, cohort-mpi, cohort-plain, pytorch-plain, cohort-ps, cohort-tcp")
+        sys.exit(f"ddp_bench.py: unknown --sides {sorted(unknown)}; use {', '.join(known)}")
     if "cohort-mpi" in args.sides and not shutil.which("mpirun"):
         args.sides.remove("cohort-mpi")
         print("note: no mpirun here: the cohort-mpi side was skipped", file=sys.stderr)
@@ -406,7 +417,7 @@ def main():
     summary = summarize(runs, args)
     rows = derived(summary, runs, args)
     print_tables(summary, rows, args)
-    print_ps_vs_tcp(summary, runs, args)
+    print_pairs(summary, runs, args)
 
     target = {}
     for key, row in rows.items():
