@@ -159,7 +159,9 @@ TEST_F(NetnsHier, KilledRankMidAllReduceIsNamed) {
 
 // Rank 3 stops calling collectives at op 5 (hangs, alive): its leader, rank 2, waits for it in
 // shared memory and names it, as a rank of the world, at the collective timeout (4 s); node 0's
-// ranks fail too, and nothing hangs.
+// ranks fail too, and nothing hangs. Node 0's ranks reach their own timeout at about the same
+// moment and name rank 3 through the health verdict, unless node 1's failure reaches node 0's
+// launcher first (it polls every 100 ms) and it stops them: then node 0 relays that failure.
 TEST_F(NetnsHier, HungLocalRankIsNamedAtTheTimeout) {
   std::string all;
   double took = 0;
@@ -167,7 +169,9 @@ TEST_F(NetnsHier, HungLocalRankIsNamedAtTheTimeout) {
   EXPECT_NE(r[1].output.find("rank 3 (local rank 1 of this host) did not arrive in time"),
             std::string::npos)
       << all;
-  EXPECT_NE(r[0].output.find("rank 3"), std::string::npos) << all;
+  const bool named = r[0].output.find("rank 3") != std::string::npos ||
+                     r[0].output.find("on node 1 exited with code") != std::string::npos;
+  EXPECT_TRUE(named) << all;
   fmt::print("both nodes failed {:.1f} s after the start\n", took);
   for (int n = 0; n < 2; ++n) {  // what each node said first
     const size_t at = r[n].output.find("ERROR");
