@@ -21,6 +21,7 @@
 #include "common/env.h"
 #include "common/error.h"
 #include "common/net.h"
+#include "launcher/elastic_members.h"
 #include "launcher/launcher_metrics.h"
 #include "launcher/node_rendezvous.h"
 #include "launcher/round_services.h"
@@ -35,11 +36,6 @@ using Clock = std::chrono::steady_clock;
 using std::chrono::milliseconds;
 
 milliseconds Ms(double seconds) { return milliseconds(static_cast<int64_t>(seconds * 1000)); }
-
-// With --nnodes MIN:MAX: how long a node's launcher may miss its keepalives (one every 500 ms)
-// before the others count the node as lost. Long enough for a launcher starved of CPU by its own
-// workers; a node whose processes die is usually noticed sooner, by its peers' collectives.
-constexpr std::chrono::seconds kNodeSilenceLimit{10};
 
 struct Outcome {
   // kReform: the group stops to re-form with a node that is waiting to join (--nnodes MIN:MAX);
@@ -72,11 +68,6 @@ class Supervisor {
   // Runs one round; an elastic node that is not admitted to `round` waits for a later one and
   // moves `round` on to it.
   Outcome RunAttempt(int& round);
-  // Elastic rounds: joins `round` or, when it closed without this node, waits for the next one
-  // (the running nodes re-form for it). nullopt: the job finished before a round admitted it.
-  std::optional<Assignment> JoinElastic(int& round);
-  // Says which nodes left and joined since the last round.
-  void ReportChange(const Assignment& a);
   Outcome LostStore(const Error& e);
   Outcome Watch(WorkerGroup& group, int attempt, const std::string& prefix);
   // Ends the round on this node: says that it will rejoin (elastic: so that the next round's
@@ -113,9 +104,7 @@ class Supervisor {
   int nproc_ = 0;
   std::map<int, Beat> beats_;
   bool elastic_ = false;         // --nnodes MIN:MAX
-  std::vector<int> member_ids_;  // this round's nodes (elastic), in node-rank order
-  std::vector<std::string> member_hosts_;
-  std::optional<MemberKeepalives> keepalives_;  // elastic: this round's
+  std::unique_ptr<ElasticMembers> members_;  // elastic
   std::unique_ptr<LauncherMetrics> metrics_;  // COHORT_METRICS_PORT - 1; null when unset
 };
 
@@ -176,30 +165,19 @@ void Supervisor::StopForNextRound(WorkerGroup& group, const std::string& prefix)
 }
 
 std::optional<Outcome> Supervisor::WatchMembers(WorkerGroup& group, const std::string& prefix) {
-  if (const std::string lost = keepalives_->Check(*store_, kNodeSilenceLimit); !lost.empty()) {
-    Say("{}: stopping this node's workers", lost);
-    const Outcome failed = Fail(prefix, 1, lost);  // first: the others stop now too
+  const auto end = members_->Check(prefix, nnodes_);
+  if (!end) return std::nullopt;
+  if (end->lost) {
+    Say("{}: stopping this node's workers", end->what);
+    const Outcome failed = Fail(prefix, 1, end->what);  // first: the others stop now too
     StopForNextRound(group, prefix);
     return failed;
   }
-  if (auto reform = store_->List(prefix + "reform"); !reform.empty()) {
-    Say("{}: re-forming the group (the workers get SIGTERM and --grace-period {:g} s to save a "
-        "snapshot)",
-        reform.begin()->second, plan_.grace_period);
-    StopForNextRound(group, prefix);
-    return Outcome{Outcome::kReform, 0, reform.begin()->second};
-  }
-  // A node waiting to join, while there is room and no node has finished: every node re-forms.
-  if (nnodes_ < plan_.max_nodes.value && store_->List(prefix + "done/").empty()) {
-    auto waiting = store_->List(prefix + "waiting/");
-    if (!waiting.empty()) {
-      const std::string& key = waiting.begin()->first;
-      store_->CompareSet(prefix + "reform", "",
-                         fmt::format("node {} ({}) is waiting to join",
-                                     key.substr(key.rfind('/') + 1), waiting.begin()->second));
-    }
-  }
-  return std::nullopt;
+  Say("{}: re-forming the group (the workers get SIGTERM and --grace-period {:g} s to save a "
+      "snapshot)",
+      end->what, plan_.grace_period);
+  StopForNextRound(group, prefix);
+  return Outcome{Outcome::kReform, 0, end->what};
 }
 
 std::optional<Outcome> Supervisor::CheckSignal(WorkerGroup& group, const std::string& prefix) {
@@ -303,51 +281,12 @@ Outcome Supervisor::LostStore(const Error& e) {
       in_node0 ? "lost node 0, which hosted the rendezvous store" : "lost the rendezvous store"};
 }
 
-std::optional<Assignment> Supervisor::JoinElastic(int& round) {
-  const std::string exited = fmt::format("cohort/{}/launch/exited/", plan_.run_id.value);
-  const auto deadline = Clock::now() + Ms(plan_.rdzv_timeout);
-  for (;;) {
-    Assignment a =
-        JoinElasticRound(*store_, plan_, round, node_, hosting_, member_ids_, member_hosts_);
-    if (a.admitted) return a;
-    // torchelastic admits a new node by restarting the group: the running nodes see this key
-    // and re-form at once (see Watch), rather than at a snapshot boundary that only the
-    // workers know of; the workers' SIGTERM makes them save one where they stand.
-    Say("rendezvous round {} is running without this node: waiting to join at the next "
-        "re-forming",
-        round);
-    store_->Set(RoundPrefix(plan_.run_id.value, round) + "waiting/" + std::to_string(node_),
-                net::Hostname());
-    while (CurrentRound(*store_, plan_.run_id.value) <= round) {
-      if (!store_->List(exited).empty()) return std::nullopt;
-      if (Clock::now() >= deadline) {
-        throw cohort::Timeout(fmt::format(
-            "waited {:g} s (--rdzv-timeout) to join a job that keeps running without this node; "
-            "it has {} of at most {} nodes (--nnodes {}:{})",
-            plan_.rdzv_timeout, a.nnodes, plan_.max_nodes.value, plan_.min_nodes.value,
-            plan_.max_nodes.value));
-      }
-      std::this_thread::sleep_for(milliseconds(100));
-    }
-    round = CurrentRound(*store_, plan_.run_id.value);
-  }
-}
-
-void Supervisor::ReportChange(const Assignment& a) {
-  if (const std::string change = DescribeChange(member_ids_, member_hosts_, a);
-      !member_ids_.empty() && !change.empty()) {
-    Say("re-formed at {} nodes, a world of {}{}", a.nnodes, a.world_size, change);
-  }
-  member_ids_ = a.member_ids;
-  member_hosts_ = a.member_hosts;
-}
-
 Outcome Supervisor::RunAttempt(int& round) {
   Assignment a;
   try {
     if (!elastic_) {
       a = JoinNodes(*store_, plan_, round);
-    } else if (auto joined = JoinElastic(round)) {
+    } else if (auto joined = members_->Join(node_, round)) {
       a = *joined;
     } else {
       Say("the job finished before a rendezvous round admitted this node");
@@ -367,10 +306,6 @@ Outcome Supervisor::RunAttempt(int& round) {
   first_rank_ = a.first_rank;
   nproc_ = a.nproc;
   beats_.clear();
-  if (elastic_) {
-    ReportChange(a);
-    keepalives_.emplace(RoundPrefix(plan_.run_id.value, attempt), a);
-  }
   const std::string prefix = RoundPrefix(plan_.run_id.value, attempt);
   try {
     services_->Open(a, attempt);
@@ -454,6 +389,10 @@ int Supervisor::Run() {
   // Elastic: the node keeps one id for the whole job and starts at the newest round (a node
   // that comes while the job runs waits there to be admitted).
   elastic_ = plan_.min_nodes.value != plan_.max_nodes.value;
+  if (elastic_) {
+    members_ = std::make_unique<ElasticMembers>(
+        plan_, store_, hosting_, [this](const std::string& line) { Say("{}", line); });
+  }
   // Rounds number the job's attempts, from the COHORT_RESTART this launcher was given (a Job
   // the operator recreated): the workers' COHORT_RESTART, and the store keys of each attempt, so
   // that a pod of the new attempt that reaches a store of the old one (still shutting down)
