@@ -27,8 +27,7 @@ ElasticMembers::ElasticMembers(const LaunchPlan& plan, std::shared_ptr<collectiv
 
 std::optional<Assignment> ElasticMembers::Join(int node_id, int& round) {
   const std::string exited = fmt::format("cohort/{}/launch/exited/", plan_.run_id.value);
-  const auto deadline =
-      Clock::now() + milliseconds(static_cast<int64_t>(plan_.rdzv_timeout * 1000));
+  const auto deadline = Clock::now() + RdzvTimeout(plan_);
   for (;;) {
     Assignment a = JoinElasticRound(*store_, plan_, round, node_id, hosting_, ids_, hosts_);
     if (a.admitted) {

@@ -348,6 +348,14 @@ std::string DescribePlan(const LaunchPlan& p) {
   return s;
 }
 
+std::chrono::milliseconds RdzvTimeout(const LaunchPlan& plan) {
+  return std::chrono::milliseconds(static_cast<int64_t>(plan.rdzv_timeout * 1000));
+}
+
+bool HasRoundWorkerStore(const LaunchPlan& plan) {
+  return !collectives::FindStoreBackend(plan.rdzv_backend).hosted_by_launcher;
+}
+
 std::string ServiceHost(const LaunchPlan& plan, bool hosts_store) {
   if (plan.max_nodes.value == 1) return "127.0.0.1";
   if (hosts_store) return net::ParseHostPort(plan.endpoint.value, plan.endpoint.source, true).host;

@@ -4,6 +4,7 @@
 // from.
 #pragma once
 
+#include <chrono>
 #include <string>
 #include <vector>
 
@@ -92,6 +93,13 @@ LaunchPlan MakePlan(const LaunchOptions& options, const env::Map& env);
 // How to give a job a token, for the one-line refusals of open stores and servers:
 // "export COHORT_TOKEN=$(openssl rand -hex 16) on every node, or ...".
 std::string TokenAdvice();
+
+// --rdzv-timeout as a duration: how long any step of a rendezvous may wait.
+std::chrono::milliseconds RdzvTimeout(const LaunchPlan& plan);
+
+// Whether the launchers meet on a store that no launcher hosts (etcd), so that each round's node
+// rank 0 hosts a store for the workers (worker_store.h).
+bool HasRoundWorkerStore(const LaunchPlan& plan);
 
 // The host other nodes reach this launcher's services at (the store it hosts, the workers'
 // store of a round, parameter servers, MASTER_PORT): 127.0.0.1 for a job of one node; the

@@ -10,7 +10,6 @@
 #include <sstream>
 #include <thread>
 
-#include "collectives/store/store_backends.h"
 #include "common/error.h"
 #include "common/log.h"
 #include "common/net.h"
@@ -134,8 +133,8 @@ void PublishTable(collectives::Store& store, const std::string& prefix, const La
   // hostname when that is every interface). MASTER_ADDR is also where the round's services on
   // node 0 are reached: the workers' store (worker_store.h) and the parameter servers.
   const NodeRecord first = Decode(records[prefix + "node/" + std::to_string(ids[0])]);
-  const bool hosts_store = collectives::FindStoreBackend(plan.rdzv_backend).hosted_by_launcher &&
-                           (plan.min_nodes.value == plan.max_nodes.value || first.hosting);
+  const bool hosts_store =
+      !HasRoundWorkerStore(plan) && (plan.min_nodes.value == plan.max_nodes.value || first.hosting);
   const std::string host = ids.size() == 1 ? "127.0.0.1" : ServiceHost(plan, hosts_store);
   std::string table = fmt::format("{}:{}", host, net::FreePort());
   for (int member : ids) {
@@ -153,8 +152,7 @@ void PublishTable(collectives::Store& store, const std::string& prefix, const La
 Assignment Assign(collectives::Store& store, const std::string& prefix, const LaunchPlan& plan,
                   const NodeRecord& mine, int id, int rank, const std::vector<int>& ids) {
   if (rank == 0) PublishTable(store, prefix, plan, mine, id, ids);
-  const std::string table =
-      store.Get(Table(prefix), milliseconds(static_cast<int64_t>(plan.rdzv_timeout * 1000)));
+  const std::string table = store.Get(Table(prefix), RdzvTimeout(plan));
   if (table == "!") {
     CheckPostedError(store, prefix);
     throw Internal("the rendezvous was failed without an error");
@@ -293,7 +291,7 @@ std::string RoundPrefix(const std::string& run_id, int attempt) {
 
 Assignment JoinNodes(collectives::Store& store, const LaunchPlan& plan, int attempt) {
   const std::string prefix = RoundPrefix(plan.run_id.value, attempt);
-  const auto deadline = Clock::now() + milliseconds(static_cast<int64_t>(plan.rdzv_timeout * 1000));
+  const auto deadline = Clock::now() + RdzvTimeout(plan);
   NodeRecord mine{plan.nproc_per_node.value, plan.min_nodes.value, plan.max_nodes.value, 0,
                   net::Hostname()};
 
@@ -381,7 +379,7 @@ Assignment JoinElasticRound(collectives::Store& store, const LaunchPlan& plan, i
                             int node_id, bool hosting, const std::vector<int>& previous_ids,
                             const std::vector<std::string>& previous_hosts) {
   const std::string prefix = RoundPrefix(plan.run_id.value, round);
-  const auto deadline = Clock::now() + milliseconds(static_cast<int64_t>(plan.rdzv_timeout * 1000));
+  const auto deadline = Clock::now() + RdzvTimeout(plan);
   const NodeRecord mine{plan.nproc_per_node.value, plan.min_nodes.value, plan.max_nodes.value,
                         hosting ? 1 : 0, net::Hostname()};
   if (CurrentRound(store, plan.run_id.value) < round) {

@@ -41,8 +41,7 @@ void RoundServices::StartPsServers(int attempt, const std::string& advertise_hos
                      plan_.ps_servers.value == 1 ? "" : "s", ps_->Addresses()));
   }
   if (hosts_) launch_->Set(key, ps_->Addresses());
-  ps_addresses_ =
-      launch_->Get(key, std::chrono::milliseconds(static_cast<int64_t>(plan_.rdzv_timeout * 1000)));
+  ps_addresses_ = launch_->Get(key, RdzvTimeout(plan_));
 }
 
 WorkerServices RoundServices::ForWorkers() const {

@@ -83,6 +83,10 @@ class Supervisor {
   std::optional<Outcome> WatchMembers(WorkerGroup& group, const std::string& prefix);
   // Records a failure for every node to see (the first one recorded wins) and returns it.
   Outcome Fail(const std::string& prefix, int code, const std::string& what);
+  // What this node does on a failure it found: says "<what>: <doing>", records it (first: the
+  // others stop now too), stops this node's workers for the next round, and returns it.
+  Outcome FailRound(WorkerGroup& group, const std::string& prefix, int code,
+                    const std::string& what, const char* doing);
   std::string CheckHeartbeats(int attempt);
   // CheckHeartbeats; a workers' store of the round that is gone fails the round (not the job).
   std::optional<Outcome> WatchHeartbeats(WorkerGroup& group, int attempt,
@@ -95,7 +99,7 @@ class Supervisor {
   const LaunchPlan& plan_;
   int signal_fd_ = -1;
   std::shared_ptr<collectives::Store> store_;
-  std::string store_address_;  // as workers reach it
+  std::string store_address_;                // as workers reach it
   bool hosting_ = false;                     // hosts the launchers' store
   std::unique_ptr<RoundServices> services_;  // after OpenStore
   int node_ = -1;
@@ -103,8 +107,8 @@ class Supervisor {
   int first_rank_ = 0;
   int nproc_ = 0;
   std::map<int, Beat> beats_;
-  bool elastic_ = false;         // --nnodes MIN:MAX
-  std::unique_ptr<ElasticMembers> members_;  // elastic
+  bool elastic_ = false;                      // --nnodes MIN:MAX
+  std::unique_ptr<ElasticMembers> members_;   // elastic
   std::unique_ptr<LauncherMetrics> metrics_;  // COHORT_METRICS_PORT - 1; null when unset
 };
 
@@ -115,8 +119,8 @@ void Supervisor::OpenStore() {
   if (plan_.host_store.value && backend.hosted_by_launcher) {
     try {
       int port = 0;
-      store_ = collectives::HostStore(plan_.bind_host, ep.port, plan_.token, Ms(plan_.rdzv_timeout),
-                                      &port);
+      store_ =
+          collectives::HostStore(plan_.bind_host, ep.port, plan_.token, RdzvTimeout(plan_), &port);
       hosting_ = true;
       store_address_ = net::HostPort{single ? "127.0.0.1" : ep.host, port}.ToString();
       return;
@@ -125,14 +129,22 @@ void Supervisor::OpenStore() {
       if (plan_.node_rank.value >= 0) throw;
     }
   }
-  store_ = backend.connect(
-      {plan_.endpoint.value, plan_.token, plan_.run_id.value, Ms(plan_.rdzv_timeout)});
+  store_ =
+      backend.connect({plan_.endpoint.value, plan_.token, plan_.run_id.value, RdzvTimeout(plan_)});
   store_address_ = backend.scheme + plan_.endpoint.value;  // what COHORT_STORE tells workers
 }
 
 Outcome Supervisor::Fail(const std::string& prefix, int code, const std::string& what) {
   store_->CompareSet(prefix + "failed", "", fmt::format("{} {}", code, what));
   return {Outcome::kFailed, code, what};
+}
+
+Outcome Supervisor::FailRound(WorkerGroup& group, const std::string& prefix, int code,
+                              const std::string& what, const char* doing) {
+  Say("{}: {}", what, doing);
+  const Outcome failed = Fail(prefix, code, what);
+  StopForNextRound(group, prefix);
+  return failed;
 }
 
 std::string Supervisor::CheckHeartbeats(int attempt) {
@@ -167,12 +179,7 @@ void Supervisor::StopForNextRound(WorkerGroup& group, const std::string& prefix)
 std::optional<Outcome> Supervisor::WatchMembers(WorkerGroup& group, const std::string& prefix) {
   const auto end = members_->Check(prefix, nnodes_);
   if (!end) return std::nullopt;
-  if (end->lost) {
-    Say("{}: stopping this node's workers", end->what);
-    const Outcome failed = Fail(prefix, 1, end->what);  // first: the others stop now too
-    StopForNextRound(group, prefix);
-    return failed;
-  }
+  if (end->lost) return FailRound(group, prefix, 1, end->what, "stopping this node's workers");
   Say("{}: re-forming the group (the workers get SIGTERM and --grace-period {:g} s to save a "
       "snapshot)",
       end->what, plan_.grace_period);
@@ -213,16 +220,10 @@ Outcome Supervisor::Watch(WorkerGroup& group, int attempt, const std::string& pr
         if (auto reform = WatchMembers(group, prefix)) return *reform;
       }
       const std::string what = fmt::format("rank {} on node {} {}", e.rank, node_, e.Describe());
-      Say("{}: stopping the other workers", what);
-      const Outcome failed = Fail(prefix, e.ShellCode(), what);  // first: the others stop now too
-      StopForNextRound(group, prefix);
-      return failed;
+      return FailRound(group, prefix, e.ShellCode(), what, "stopping the other workers");
     }
     if (std::string dead = services_->DeadServer(); !dead.empty()) {
-      Say("{}: stopping the workers", dead);
-      const Outcome failed = Fail(prefix, 1, dead);  // first: the others stop now too
-      StopForNextRound(group, prefix);
-      return failed;
+      return FailRound(group, prefix, 1, dead, "stopping the workers");
     }
     if (!local_done && group.Running() == 0) {
       local_done = true;
@@ -257,16 +258,10 @@ std::optional<Outcome> Supervisor::WatchHeartbeats(WorkerGroup& group, int attem
     if (!services_->OwnWorkersStore()) throw;  // the launchers' store: LostStore
     const std::string what = fmt::format("lost the workers' store that {} hosted: {}",
                                          services_->workers().host, e.what());
-    Say("{}: stopping this node's workers", what);
-    const Outcome failed = Fail(prefix, 1, what);  // first: the others stop now too
-    StopForNextRound(group, prefix);
-    return failed;
+    return FailRound(group, prefix, 1, what, "stopping this node's workers");
   }
   if (hung.empty()) return std::nullopt;
-  Say("{}: treating it as failed", hung);
-  const Outcome failed = Fail(prefix, kExitHung, hung);  // first: the others stop now too
-  StopForNextRound(group, prefix);
-  return failed;
+  return FailRound(group, prefix, kExitHung, hung, "treating it as failed");
 }
 
 Outcome Supervisor::LostStore(const Error& e) {

@@ -13,20 +13,10 @@
 namespace cohort::launcher {
 namespace {
 
-using std::chrono::milliseconds;
-
 // What node 0 publishes: "host:port token", or "!why" when it could not start the store.
 constexpr const char* kKey = "workers-store";
 
-milliseconds Timeout(const LaunchPlan& plan) {
-  return milliseconds(static_cast<int64_t>(plan.rdzv_timeout * 1000));
-}
-
 }  // namespace
-
-bool HasRoundWorkerStore(const LaunchPlan& plan) {
-  return !collectives::FindStoreBackend(plan.rdzv_backend).hosted_by_launcher;
-}
 
 WorkerStore OpenWorkerStore(collectives::Store& launch, const LaunchPlan& plan, const Assignment& a,
                             const std::string& prefix) {
@@ -39,7 +29,7 @@ WorkerStore OpenWorkerStore(collectives::Store& launch, const LaunchPlan& plan, 
     w.token = plan.token.empty() ? RandomHex(16) : plan.token;
     try {
       int port = 0;
-      w.store = collectives::HostStore(plan.bind_host, 0, w.token, Timeout(plan), &port);
+      w.store = collectives::HostStore(plan.bind_host, 0, w.token, RdzvTimeout(plan), &port);
       w.address = net::HostPort{a.master_addr, port}.ToString();
     } catch (const Error& e) {
       launch.Set(prefix + kKey, "!" + std::string(e.what()));
@@ -48,7 +38,7 @@ WorkerStore OpenWorkerStore(collectives::Store& launch, const LaunchPlan& plan, 
     launch.Set(prefix + kKey, w.address + " " + w.token);
     return w;
   }
-  const std::string value = launch.Get(prefix + kKey, Timeout(plan));
+  const std::string value = launch.Get(prefix + kKey, RdzvTimeout(plan));
   if (!value.empty() && value[0] == '!') {
     throw Unavailable(
         fmt::format("{} could not start the workers' store: {}", w.host, value.substr(1)));
@@ -57,7 +47,7 @@ WorkerStore OpenWorkerStore(collectives::Store& launch, const LaunchPlan& plan, 
   w.address = value.substr(0, space);
   w.token = space == std::string::npos ? "" : value.substr(space + 1);
   w.store = collectives::FindStoreBackend("grpc").connect(
-      {w.address, w.token, plan.run_id.value, Timeout(plan)});
+      {w.address, w.token, plan.run_id.value, RdzvTimeout(plan)});
   return w;
 }
 

@@ -29,10 +29,6 @@ struct WorkerStore {
   std::string host;   // "node 0 (node0)", for errors
 };
 
-// Whether the launchers' rendezvous backend is one no launcher hosts, so each round gets a
-// workers' store (OpenWorkerStore).
-bool HasRoundWorkerStore(const LaunchPlan& plan);
-
 // The round's workers' store: node rank 0 of `a` starts it (listening on plan.bind_host, a free
 // port, reached at a.master_addr) and publishes it under prefix + "workers-store" in `launch`;
 // the other nodes read that (up to plan.rdzv_timeout) and connect. Throws Unavailable when node
