@@ -83,6 +83,11 @@ std::map<std::string, std::string> AbortableStore::List(const std::string& prefi
   return inner_->List(prefix);
 }
 
+bool AbortableStore::Arrive(const std::string& prefix, int rank, int size,
+                            const std::string& nonce) {
+  return inner_->Arrive(prefix, rank, size, nonce);
+}
+
 bool AbortableStore::Join(const std::string& prefix, int rank, int size, const std::string& nonce,
                           Millis timeout) {
   if (!armed_.load()) return inner_->Join(prefix, rank, size, nonce, timeout);

@@ -35,9 +35,11 @@ class AbortableStore : public Store {
   bool Delete(const std::string& key) override;
   void Wait(const std::vector<std::string>& keys, Millis timeout) override;
   std::map<std::string, std::string> List(const std::string& prefix) override;
-  // While armed, Store's own four-call Join, so that its wait is sliced too; then inner's.
+  // While armed, Store's own Join (inner's Arrive, then a Get), so that its wait is sliced too;
+  // then inner's.
   bool Join(const std::string& prefix, int rank, int size, const std::string& nonce,
             Millis timeout) override;
+  bool Arrive(const std::string& prefix, int rank, int size, const std::string& nonce) override;
 
  private:
   // Throws StartAborted when armed and the abort key is set.

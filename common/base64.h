@@ -1,6 +1,6 @@
 // Standard base64 (RFC 4648, with '=' padding), for the places cohort meets it: kubeconfig's
-// *-data fields, Kubernetes Secrets' data, and etcd's JSON gateway. Decoding also takes the
-// URL-safe alphabet's - and _.
+// *-data fields, Kubernetes Secrets' data, and etcd's JSON gateway (which the tests read with
+// curl). Decoding also takes the URL-safe alphabet's - and _.
 #pragma once
 
 #include <string>

@@ -43,9 +43,24 @@ NodeRecord Decode(const std::string& s) {
 }
 
 // The keys a node waits on while a round forms, which a posted error sets to wake it: the
-// members' arrival (Store::Join's "all") and node 0's table of them.
-std::string Arrived(const std::string& prefix) { return prefix + "joined/all"; }
+// members' arrival (Store::Arrive's "all" beside their records, which node 0 waits for) and
+// node 0's table of them (which the others wait for).
+std::string Arrived(const std::string& prefix) { return prefix + "node/all"; }
 std::string Table(const std::string& prefix) { return prefix + "members"; }
+
+// The nodes' records of a round by key (prefix + "node/<id>"), without the store's own keys
+// beside them (Arrive's "all" and its count).
+std::map<std::string, std::string> NodeRecords(collectives::Store& store,
+                                               const std::string& prefix) {
+  auto records = store.List(prefix + "node/");
+  const size_t at = prefix.size() + 5;
+  for (auto it = records.begin(); it != records.end();) {
+    const std::string id = it->first.substr(at);
+    const bool digits = !id.empty() && std::all_of(id.begin(), id.end(), ::isdigit);
+    it = digits ? std::next(it) : records.erase(it);
+  }
+  return records;
+}
 
 // Fails this node, and every node still waiting, with the same error.
 [[noreturn]] void FailAll(collectives::Store& store, const std::string& prefix,
@@ -66,7 +81,7 @@ void CheckPostedError(collectives::Store& store, const std::string& prefix) {
 }
 
 std::vector<int> Missing(collectives::Store& store, const std::string& prefix, int n) {
-  auto present = store.List(prefix + "node/");
+  auto present = NodeRecords(store, prefix);
   std::vector<int> missing;
   for (int r = 0; r < n; ++r) {
     if (!present.count(prefix + "node/" + std::to_string(r))) missing.push_back(r);
@@ -90,44 +105,15 @@ void CheckSameShape(collectives::Store& store, const std::string& prefix, int id
               id, mine.host, Shape(mine), other_id, other.host, Shape(other))));
 }
 
-// Waits until nodes 0..n-1 have joined (Store::Join: O(1) store work per node, where waiting for
-// every node's key was O(n) per node), or another node posted an error (which it throws).
-// Every node but 0 first compares its shape with node 0's record, so that nodes disagreeing on
-// the size of the job (who would wait for groups of different sizes) fail at once.
-void AwaitNodes(collectives::Store& store, const std::string& prefix, int rank, int n,
-                const NodeRecord& mine, Clock::time_point deadline, const LaunchPlan& plan) {
-  // First a look for an error posted already: an etcd Join watches "all" only from its own
-  // arrival on, so it would not see a wake-up set before it came.
-  CheckPostedError(store, prefix);
-  auto left = [&] {
-    return std::max(milliseconds(1),
-                    std::chrono::duration_cast<milliseconds>(deadline - Clock::now()));
-  };
-  try {
-    if (rank != 0) {
-      CheckSameShape(store, prefix, rank, mine, 0, Decode(store.Get(prefix + "node/0", left())));
-    }
-    // Woken by an error instead: node 0 sees it before publishing the members' table, and the
-    // others read "!" in the table's place (Assign).
-    store.Join(prefix + "joined/", rank, n, Encode(mine), left());
-  } catch (const cohort::Timeout&) {
-    CheckPostedError(store, prefix);
-    auto missing = Missing(store, prefix, n);
-    throw cohort::Timeout(fmt::format(
-        "node rank{} {} of {} never joined the rendezvous at {} within {:g} s; check that "
-        "every node's launcher started and uses the same --rdzv-endpoint and --run-id",
-        missing.size() == 1 ? "" : "s", fmt::join(missing, ","), n, plan.endpoint.value,
-        plan.rdzv_timeout));
-  }
-}
-
 // Node 0 of a round (`mine`, id `id`, among `ids`: the members in node-rank order) reads every
 // member's record, checks that they agree on the job's shape, picks MASTER_ADDR:MASTER_PORT and
-// publishes the table the others read: that line, then "<id> <record>" per member.
-void PublishTable(collectives::Store& store, const std::string& prefix, const LaunchPlan& plan,
-                  const NodeRecord& mine, int id, const std::vector<int>& ids) {
+// publishes the table the others read: that line, then "<id> <record>" per member. Returns the
+// table as published (or an error's "!", which came first).
+std::string PublishTable(collectives::Store& store, const std::string& prefix,
+                         const LaunchPlan& plan, const NodeRecord& mine, int id,
+                         const std::vector<int>& ids) {
   CheckPostedError(store, prefix);  // woken by an error rather than by the last arrival
-  auto records = store.List(prefix + "node/");
+  auto records = NodeRecords(store, prefix);
   // torch programs create their own store at MASTER_ADDR:MASTER_PORT: node 0 picks a free port,
   // on the endpoint's host when it hosts cohort's store, else on the address it listens on (its
   // hostname when that is every interface). MASTER_ADDR is also where the round's services on
@@ -143,16 +129,46 @@ void PublishTable(collectives::Store& store, const std::string& prefix, const La
     table += fmt::format("\n{} {}", member, value);
   }
   // The first of the table and an error's "!" wins, so every node reads the same outcome.
-  if (store.CompareSet(Table(prefix), "", table) != table) CheckPostedError(store, prefix);
+  return store.CompareSet(Table(prefix), "", table);
 }
 
-// The assignment of node `id`, rank `rank` of the round's members `ids` (in node-rank order):
-// node 0 publishes the members' table (PublishTable) and everyone derives the global ranks of
-// its workers from it. O(1) store calls per node.
-Assignment Assign(collectives::Store& store, const std::string& prefix, const LaunchPlan& plan,
-                  const NodeRecord& mine, int id, int rank, const std::vector<int>& ids) {
-  if (rank == 0) PublishTable(store, prefix, plan, mine, id, ids);
-  const std::string table = store.Get(Table(prefix), RdzvTimeout(plan));
+// The members' table of a round of n nodes 0..n-1, once every node has arrived (Store::Arrive,
+// beside the nodes' records) or another node posted an error ("!" in the table's place: Assign
+// throws it). Node 0 waits for the arrivals and publishes the table; every other node compares
+// its shape with node 0's record (so that nodes disagreeing on the size of the job fail at once
+// rather than wait for groups of different sizes) and waits for the table. O(1) store calls
+// per node, where waiting for every node's key was O(n) per node: on etcd, 3 to 5 requests.
+std::string AwaitNodes(collectives::Store& store, const std::string& prefix, int rank, int n,
+                       const NodeRecord& mine, Clock::time_point deadline, const LaunchPlan& plan) {
+  auto left = [&] {
+    return std::max(milliseconds(1),
+                    std::chrono::duration_cast<milliseconds>(deadline - Clock::now()));
+  };
+  try {
+    if (rank == 0) {
+      store.Get(Arrived(prefix), left());  // "1" from the last arrival, or an error's "!"
+      std::vector<int> ids;
+      for (int r = 0; r < n; ++r) ids.push_back(r);
+      return PublishTable(store, prefix, plan, mine, 0, ids);
+    }
+    CheckSameShape(store, prefix, rank, mine, 0, Decode(store.Get(prefix + "node/0", left())));
+    return store.Get(Table(prefix), left());
+  } catch (const cohort::Timeout&) {
+    CheckPostedError(store, prefix);
+    auto missing = Missing(store, prefix, n);
+    throw cohort::Timeout(fmt::format(
+        "node rank{} {} of {} never joined the rendezvous at {} within {:g} s; check that "
+        "every node's launcher started and uses the same --rdzv-endpoint and --run-id",
+        missing.size() == 1 ? "" : "s", fmt::join(missing, ","), n, plan.endpoint.value,
+        plan.rdzv_timeout));
+  }
+}
+
+// The assignment of node `id`, rank `rank` of the round's members `ids` (in node-rank order),
+// from the members' table that node 0 published (PublishTable): the global ranks of its
+// workers. Throws the error another node posted when the table is its "!".
+Assignment Assign(collectives::Store& store, const std::string& prefix, const std::string& table,
+                  int id, int rank, const std::vector<int>& ids) {
   if (table == "!") {
     CheckPostedError(store, prefix);
     throw Internal("the rendezvous was failed without an error");
@@ -234,7 +250,7 @@ std::vector<int> CloseRound(collectives::Store& store, const std::string& prefix
   auto last_change = Clock::now();
   size_t seen = 0;
   for (;;) {
-    auto records = store.List(prefix + "node/");
+    auto records = NodeRecords(store, prefix);
     const size_t n = records.size();
     if (n != seen) seen = n, last_change = Clock::now();
     const bool last_call_over =
@@ -304,22 +320,21 @@ Assignment JoinNodes(collectives::Store& store, const LaunchPlan& plan, int atte
                     "same --rdzv-endpoint and --run-id?",
                     rank + 1, plan.max_nodes.value));
   }
-  const std::string key = prefix + "node/" + std::to_string(rank);
-  const std::string claim = store.CompareSet(key, "", Encode(mine));
-  if (claim != Encode(mine)) {
+  // The claim of the node rank is the arrival: one call.
+  const int nnodes = plan.max_nodes.value;
+  if (!store.Arrive(prefix + "node/", rank, nnodes, Encode(mine))) {
+    const std::string claim = store.Get(prefix + "node/" + std::to_string(rank), RdzvTimeout(plan));
     FailAll(store, prefix,
             InvalidArgument(fmt::format(
                 "node rank {} is claimed twice: by {} and by {} ({}); give every node its own "
                 "--node-rank (or JOB_COMPLETION_INDEX)",
                 rank, Decode(claim).host, mine.host, plan.node_rank.source)));
   }
-
-  const int nnodes = plan.max_nodes.value;
-  AwaitNodes(store, prefix, rank, nnodes, mine, deadline, plan);
+  const std::string table = AwaitNodes(store, prefix, rank, nnodes, mine, deadline, plan);
 
   std::vector<int> ids;
   for (int r = 0; r < nnodes; ++r) ids.push_back(r);
-  Assignment a = Assign(store, prefix, plan, mine, rank, rank, ids);
+  Assignment a = Assign(store, prefix, table, rank, rank, ids);
   COHORT_DEBUG(kLaunch, "attempt {}: node {} of {}, ranks {}..{} of {}", attempt, rank, nnodes,
                a.first_rank, a.first_rank + a.nproc - 1, a.world_size);
   return a;
@@ -413,8 +428,10 @@ Assignment JoinElasticRound(collectives::Store& store, const LaunchPlan& plan, i
     late.nnodes = static_cast<int>(ids.size());
     return late;
   }
-  Assignment a =
-      Assign(store, prefix, plan, mine, node_id, static_cast<int>(at - ids.begin()), ids);
+  const int rank = static_cast<int>(at - ids.begin());
+  const std::string table = rank == 0 ? PublishTable(store, prefix, plan, mine, node_id, ids)
+                                      : store.Get(Table(prefix), RdzvTimeout(plan));
+  Assignment a = Assign(store, prefix, table, node_id, rank, ids);
   COHORT_DEBUG(kLaunch, "round {}: node {} is node rank {} of {}, ranks {}..{} of {}", round,
                node_id, a.node_rank, a.nnodes, a.first_rank, a.first_rank + a.nproc - 1,
                a.world_size);

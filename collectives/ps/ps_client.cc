@@ -32,19 +32,9 @@ PsServerClient::PsServerClient(const std::string& address, int shard, int shards
       shards_(shards),
       token_(CheckToken(std::move(token))),
       name_(fmt::format("server {} (shard {} of {})", address_, shard, shards)) {
-  grpc::ChannelArguments args;
-  // Workers often start with or before the servers: retry a refused connection soon.
-  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
-  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
-  args.SetInt(GRPC_ARG_DNS_MIN_TIME_BETWEEN_RESOLUTIONS_MS, 1000);
-  args.SetMaxReceiveMessageSize(-1);
-  args.SetMaxSendMessageSize(-1);
+  grpc::ChannelArguments args = ClientChannelArguments();
   args.SetInt(GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES, 16 << 20);
   args.SetInt(GRPC_ARG_HTTP2_MAX_FRAME_SIZE, 16 << 20);
-  // Notice a server host that vanished without closing the connection.
-  args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 10000);
-  args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 10000);
-  args.SetInt(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
   // One channel per server and process; a distinct arg keeps gRPC from sharing the TCP
   // connection of another communicator's channel to the same server (a split group).
   args.SetInt("cohort.ps.shard", shard);

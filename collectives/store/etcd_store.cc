@@ -5,9 +5,10 @@
 #include <thread>
 
 #include "collectives/store/etcd_api.h"
+#include "collectives/store/etcd_stubs.h"
+#include "collectives/store/grpc_status.h"
 #include "collectives/store/store_errors.h"
 #include "common/error.h"
-#include "common/http.h"
 #include "common/net.h"
 
 namespace cohort::collectives {
@@ -16,20 +17,12 @@ namespace {
 using Clock = std::chrono::steady_clock;
 using std::chrono::milliseconds;
 
-http::Options EtcdHttpOptions() {
-  http::Options o;
-  o.service = "etcd";
-  // A rendezvous call is small: fail over within seconds rather than the default minutes, so a
-  // lost etcd is named well inside the launcher's rendezvous timeout.
-  o.max_attempts = 3;
-  o.backoff_initial_s = 0.05;
-  o.backoff_max_s = 0.5;
-  o.connect_timeout_s = 3;
-  o.stall_timeout_s = 10;
-  o.request_timeout_s = 10;
-  o.refusal_throws = false;  // Call names the fix: credentials missing, or a role missing
-  return o;
-}
+// A call's tries while etcd is unreachable, and the pauses between them (50 ms, doubling).
+constexpr int kMaxAttempts = 3;
+constexpr auto kFirstPause = std::chrono::milliseconds(50);
+// How long etcd has to answer one unary call: fail over within seconds rather than gRPC's
+// "never", so a hung etcd is named well inside the launcher's rendezvous timeout.
+constexpr auto kCallTimeout = std::chrono::seconds(10);
 
 // Sleeps the next step of a poll (5 ms doubling to 100 ms), never past the deadline.
 void PollPause(milliseconds* step, Clock::time_point deadline) {
@@ -41,13 +34,20 @@ void PollPause(milliseconds* step, Clock::time_point deadline) {
 // Renew the auth token at this age: below etcd's default --auth-token-ttl (300 s).
 constexpr auto kTokenRenewal = std::chrono::seconds(100);
 
-// Whether an error answer means "who are you?": auth is on and the call's user is missing or
-// not allowed (etcd answers 400 / 403 with these messages).
-bool IsAuthRefusal(long status, const std::string& message) {
-  return status == 401 || status == 403 ||
-         message.find("user name is empty") != std::string::npos ||
-         message.find("permission denied") != std::string::npos ||
-         message.find("invalid auth token") != std::string::npos;
+// Whether a failed call means "who are you?": auth is on and the call's user is missing or not
+// allowed, or its token lapsed (etcd answers INVALID_ARGUMENT "user name is empty",
+// PERMISSION_DENIED, UNAUTHENTICATED "invalid auth token").
+bool IsAuthRefusal(const grpc::Status& s) {
+  const std::string& m = s.error_message();
+  return s.error_code() == grpc::StatusCode::UNAUTHENTICATED ||
+         s.error_code() == grpc::StatusCode::PERMISSION_DENIED ||
+         m.find("user name is empty") != std::string::npos ||
+         m.find("permission denied") != std::string::npos ||
+         m.find("invalid auth token") != std::string::npos;
+}
+
+bool IsUnreachable(const grpc::Status& s) {
+  return s.error_code() == grpc::StatusCode::UNAVAILABLE;
 }
 
 int64_t ParseCounter(const std::string& key, const std::string& value) {
@@ -69,65 +69,80 @@ EtcdStore::EtcdStore(const std::string& endpoint, std::string key_prefix,
     : endpoint_(net::ParseHostPort(endpoint, "the etcd endpoint").ToString()),
       prefix_(std::move(key_prefix)),
       credentials_(std::move(credentials)),
-      http_(std::make_unique<http::Client>("http://" + endpoint_, http::Auth::None(),
-                                           EtcdHttpOptions())) {}
+      stubs_(std::make_unique<Stubs>()) {
+  UseReleaseAbslMutexes();
+  stubs_->channel = grpc::CreateCustomChannel(endpoint_, grpc::InsecureChannelCredentials(),
+                                              ClientChannelArguments());
+  stubs_->kv = etcd::pb::KV::NewStub(stubs_->channel);
+  stubs_->watch = etcd::pb::Watch::NewStub(stubs_->channel);
+  stubs_->auth = etcd::pb::Auth::NewStub(stubs_->channel);
+}
 
 EtcdStore::~EtcdStore() = default;
 
 std::string EtcdStore::KeyPrefix(const std::string& run_id) { return "cohort/" + run_id + "/"; }
 
-std::string EtcdStore::AuthHeader() {
+std::string EtcdStore::AuthToken(bool renew) {
   if (credentials_.user.empty()) return "";
   std::lock_guard<std::mutex> lock(auth_mu_);
   const auto now = Clock::now();
-  if (auth_token_.empty() || now - auth_time_ > kTokenRenewal) {
-    http::Request req;
-    req.method = "POST";
-    req.target = "/v3/auth/authenticate";
-    req.headers = {"Content-Type: application/json"};
-    const std::string body = etcd::AuthenticateBody(credentials_.user, credentials_.password);
-    req.SetBody(body);
-    req.what = "authenticate";
-    const http::Response res = http_->Send(req);
-    if (res.status != 200) {
-      throw Unauthenticated(
-          fmt::format("etcd at {} refused user '{}' (HTTP {}: {}); check COHORT_RDZV_USER and "
-                      "COHORT_RDZV_PASSWORD",
-                      endpoint_, credentials_.user, res.status, etcd::ErrorMessage(res.body)));
+  if (renew || auth_token_.empty() || now - auth_time_ > kTokenRenewal) {
+    etcd::pb::AuthenticateRequest req;
+    req.set_name(credentials_.user);
+    req.set_password(credentials_.password);
+    etcd::pb::AuthenticateResponse res;
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + kCallTimeout);
+    const grpc::Status s = stubs_->auth->Authenticate(&ctx, req, &res);
+    if (IsUnreachable(s) || s.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) {
+      ThrowRefused(s, "authenticate");
     }
-    auth_token_ = etcd::ParseAuthToken(res.body);
+    if (!s.ok() || res.token().empty()) {
+      throw Unauthenticated(
+          fmt::format("etcd at {} refused user '{}' ({}: {}); check COHORT_RDZV_USER and "
+                      "COHORT_RDZV_PASSWORD",
+                      endpoint_, credentials_.user, GrpcCodeName(s.error_code()),
+                      s.ok() ? "its answer carries no token" : s.error_message()));
+    }
+    auth_token_ = res.token();
     auth_time_ = now;
   }
-  return "Authorization: " + auth_token_;
+  return auth_token_;
 }
 
-std::string EtcdStore::Call(const std::string& call, const std::string& body,
-                            const std::string& what) {
-  http::Request req;
-  req.method = "POST";
-  req.target = "/v3/kv/" + call;
-  req.headers = {"Content-Type: application/json"};
-  if (std::string auth = AuthHeader(); !auth.empty()) req.headers.push_back(std::move(auth));
-  req.SetBody(body);
-  req.what = what;
-  const http::Response res = http_->Send(req);
-  if (res.status != 200) ThrowRefused(res.status, etcd::ErrorMessage(res.body), what);
-  return res.body;
+void EtcdStore::Call(const std::string& what, const Rpc& rpc) {
+  milliseconds pause = kFirstPause;
+  bool renewed = false;
+  for (int attempt = 1;; ++attempt) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + kCallTimeout);
+    const std::string token = AuthToken();
+    if (!token.empty()) ctx.AddMetadata("token", token);
+    const grpc::Status s = rpc(&ctx);
+    if (s.ok()) return;
+    if (!renewed && !token.empty() &&
+        s.error_message().find("invalid auth token") != std::string::npos) {
+      renewed = true;  // lapsed (unused for --auth-token-ttl, or etcd restarted): log in again
+      AuthToken(/*renew=*/true);
+      continue;
+    }
+    if (!IsUnreachable(s) || attempt >= kMaxAttempts) ThrowRefused(s, what);
+    std::this_thread::sleep_for(pause);
+    pause *= 2;
+  }
 }
 
-void EtcdStore::ThrowRefused(long status, const std::string& message,
-                             const std::string& what) const {
-  if (IsAuthRefusal(status, message)) {
+void EtcdStore::ThrowRefused(const grpc::Status& s, const std::string& what) const {
+  if (IsAuthRefusal(s)) {
     throw Unauthenticated(fmt::format(
-        "etcd at {} refused {} ({}): {}", endpoint_, what, message,
+        "etcd at {} refused {} ({}): {}", endpoint_, what, s.error_message(),
         credentials_.user.empty()
             ? "it has auth enabled; set COHORT_RDZV_USER and COHORT_RDZV_PASSWORD to an etcd user"
             : fmt::format("give user '{}' a role that may read and write the cohort/ keys",
                           credentials_.user)));
   }
-  throw Unavailable(fmt::format("etcd at {} refused {} ({}): {}", endpoint_, what,
-                                status ? fmt::format("HTTP {}", status) : "in its watch stream",
-                                message));
+  throw Unavailable(fmt::format("etcd at {} refused {} (gRPC {}): {}", endpoint_, what,
+                                GrpcCodeName(s.error_code()), s.error_message()));
 }
 
 void EtcdStore::Connect(Millis timeout) {
@@ -151,16 +166,24 @@ void EtcdStore::Connect(Millis timeout) {
 }
 
 bool EtcdStore::TryGet(const std::string& key, std::string* value, int64_t* revision) {
-  auto kvs = etcd::ParseRange(
-      Call("range", etcd::RangeBody(prefix_ + key), fmt::format("Get({})", QuoteKey(key))),
-      revision);
-  if (kvs.empty()) return false;
-  *value = std::move(kvs.front().value);
+  etcd::pb::RangeRequest req;
+  req.set_key(prefix_ + key);
+  etcd::pb::RangeResponse res;
+  Call(fmt::format("Get({})", QuoteKey(key)),
+       [&](grpc::ClientContext* ctx) { return stubs_->kv->Range(ctx, req, &res); });
+  if (revision) *revision = res.header().revision();
+  if (res.kvs().empty()) return false;
+  *value = res.kvs(0).value();
   return true;
 }
 
 void EtcdStore::Set(const std::string& key, const std::string& value) {
-  Call("put", etcd::PutBody(prefix_ + key, value), fmt::format("Set({})", QuoteKey(key)));
+  etcd::pb::PutRequest req;
+  req.set_key(prefix_ + key);
+  req.set_value(value);
+  etcd::pb::PutResponse res;
+  Call(fmt::format("Set({})", QuoteKey(key)),
+       [&](grpc::ClientContext* ctx) { return stubs_->kv->Put(ctx, req, &res); });
 }
 
 std::string EtcdStore::Get(const std::string& key, Millis timeout) {
@@ -171,14 +194,19 @@ std::string EtcdStore::Get(const std::string& key, Millis timeout) {
                   std::chrono::duration_cast<milliseconds>(Clock::now() - start));
 }
 
+etcd::TxnResult EtcdStore::Txn(const etcd::pb::TxnRequest& req, const std::string& what) {
+  etcd::pb::TxnResponse res;
+  Call(what, [&](grpc::ClientContext* ctx) { return stubs_->kv->Txn(ctx, req, &res); });
+  return etcd::ParsePutIf(res);
+}
+
 int64_t EtcdStore::Add(const std::string& key, int64_t delta) {
   const std::string what = fmt::format("Add({})", QuoteKey(key));
   etcd::Condition when;  // first try: the key is absent
   int64_t current = 0;
   for (;;) {
     const int64_t next = current + delta;
-    const auto r = etcd::ParsePutIf(
-        Call("txn", etcd::PutIfBody(prefix_ + key, when, std::to_string(next)), what));
+    const auto r = Txn(etcd::PutIf(prefix_ + key, when, std::to_string(next)), what);
     if (r.succeeded) return next;
     // Someone else wrote first (or the key existed): retry on what it holds now.
     if (r.current) {
@@ -195,15 +223,19 @@ std::string EtcdStore::CompareSet(const std::string& key, const std::string& exp
                                   const std::string& desired) {
   etcd::Condition when;
   if (!expected.empty()) when = {etcd::Condition::kValue, expected, 0};
-  const auto r = etcd::ParsePutIf(Call("txn", etcd::PutIfBody(prefix_ + key, when, desired),
-                                       fmt::format("CompareSet({})", QuoteKey(key))));
+  const auto r =
+      Txn(etcd::PutIf(prefix_ + key, when, desired), fmt::format("CompareSet({})", QuoteKey(key)));
   if (r.succeeded) return desired;
   return r.current ? r.current->value : std::string();
 }
 
 bool EtcdStore::Delete(const std::string& key) {
-  return etcd::ParseDeleted(Call("deleterange", etcd::DeleteBody(prefix_ + key),
-                                 fmt::format("Delete({})", QuoteKey(key))));
+  etcd::pb::DeleteRangeRequest req;
+  req.set_key(prefix_ + key);
+  etcd::pb::DeleteRangeResponse res;
+  Call(fmt::format("Delete({})", QuoteKey(key)),
+       [&](grpc::ClientContext* ctx) { return stubs_->kv->DeleteRange(ctx, req, &res); });
+  return res.deleted() > 0;
 }
 
 // One key after the other: the wait ends when the last one exists, and each is read (and if
@@ -223,11 +255,12 @@ void EtcdStore::Wait(const std::vector<std::string>& keys, Millis timeout) {
 }
 
 std::map<std::string, std::string> EtcdStore::List(const std::string& prefix) {
+  const etcd::pb::RangeRequest req = etcd::PrefixRange(prefix_ + prefix);
+  etcd::pb::RangeResponse res;
+  Call(fmt::format("List({})", QuoteKey(prefix)),
+       [&](grpc::ClientContext* ctx) { return stubs_->kv->Range(ctx, req, &res); });
   std::map<std::string, std::string> out;
-  for (auto& kv : etcd::ParseRange(Call("range", etcd::PrefixRangeBody(prefix_ + prefix),
-                                        fmt::format("List({})", QuoteKey(prefix))))) {
-    out.emplace(kv.key.substr(prefix_.size()), std::move(kv.value));
-  }
+  for (const auto& kv : res.kvs()) out.emplace(kv.key().substr(prefix_.size()), kv.value());
   return out;
 }
 

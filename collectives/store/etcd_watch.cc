@@ -1,19 +1,17 @@
 // EtcdStore's waits: read the key once; when it is missing, watch it from the revision right
 // after that read (so a put between the read and the watch is still delivered) and return as
-// its put arrives. The watch is the gateway's POST /v3/watch, a stream of JSON objects (one per
-// watch message) that http::Client::Stream hands over as it arrives and cuts once the key is
-// seen. Cost per wait: one range request and one stream, whatever the wait's length, instead of
-// a poll every 5-100 ms (which made thousands of waiting ranks the load of the etcd).
+// its put arrives. The watch is one Watch stream (gRPC, both ways) with one watcher on it, which
+// is cancelled once the key is seen. Cost per wait: one range request and one stream, whatever
+// the wait's length, instead of a poll every 5-100 ms (which made thousands of waiting ranks the
+// load of the etcd).
 #include <fmt/format.h>
 
 #include <thread>
 
 #include "collectives/store/etcd_api.h"
-#include "collectives/store/etcd_store.h"
+#include "collectives/store/etcd_stubs.h"
 #include "collectives/store/store_errors.h"
 #include "common/error.h"
-#include "common/http.h"
-#include "common/json_stream.h"
 
 namespace cohort::collectives {
 namespace {
@@ -30,37 +28,41 @@ constexpr int kMaxBreaks = 3;
 
 EtcdStore::Watched EtcdStore::WatchOnce(const std::string& key, int64_t from, Deadline deadline,
                                         std::string* value) {
-  http::Request req;
-  req.method = "POST";
-  req.target = "/v3/watch";
-  req.headers = {"Content-Type: application/json"};
-  if (std::string auth = AuthHeader(); !auth.empty()) req.headers.push_back(std::move(auth));
-  const std::string body = etcd::WatchBody(prefix_ + key, from);
-  req.SetBody(body);
-  req.what = fmt::format("watch({})", QuoteKey(key));
+  const std::string what = fmt::format("watch({})", QuoteKey(key));
   const std::string full = prefix_ + key;
-  bool found = false;
-  auto on_message = [&](std::string_view object) {
-    const etcd::WatchMessage m = etcd::ParseWatch(object);
-    for (const auto& kv : m.puts) {
-      if (kv.key != full) continue;
-      *value = kv.value;
-      found = true;
-      return false;  // cut the stream: what we waited for is here
+  grpc::ClientContext ctx;
+  const auto left =
+      std::min<Clock::duration>(deadline - Clock::now(), std::chrono::hours(24 * 365));
+  ctx.set_deadline(std::chrono::system_clock::now() + left);
+  if (const std::string token = AuthToken(); !token.empty()) ctx.AddMetadata("token", token);
+  auto stream = stubs_->watch->Watch(&ctx);
+  bool found = false, ended = false;  // ended: etcd canceled the watcher (compacted, refused)
+  std::string refusal;
+  if (stream->Write(etcd::WatchFrom(full, from))) {
+    etcd::pb::WatchResponse message;
+    while (!found && !ended && stream->Read(&message)) {
+      const etcd::WatchMessage m = etcd::ParseWatch(message);
+      for (const auto& kv : m.puts) {
+        if (kv.key != full) continue;
+        *value = kv.value;
+        found = true;
+        break;
+      }
+      ended = m.canceled;
+      refusal = m.error;
     }
-    if (!m.error.empty()) ThrowRefused(0, m.error, req.what);
-    return !m.canceled;  // compacted: read again and watch from the new revision
-  };
-  JsonObjectSplitter splitter;
-  const double left_s = std::chrono::duration<double>(deadline - Clock::now()).count();
-  const http::StreamResult r =
-      http_->Stream(req, std::max(left_s, 0.001),
-                    [&](std::string_view data) { return splitter.Feed(data, on_message); });
-  if (found) return Watched::kFound;
-  if (r.response.status != 200 && r.response.status != 0) {
-    ThrowRefused(r.response.status, etcd::ErrorMessage(r.response.body), req.what);
   }
-  return r.end == http::StreamResult::End::kTimedOut ? Watched::kTimedOut : Watched::kResume;
+  // Ends the stream from our side too (closing the watcher on etcd's), then reads its status.
+  ctx.TryCancel();
+  const grpc::Status status = stream->Finish();
+  if (found) return Watched::kFound;
+  if (!refusal.empty()) ThrowRefused(grpc::Status(grpc::StatusCode::UNKNOWN, refusal), what);
+  if (ended) return Watched::kResume;  // compacted: read again and watch from the new revision
+  if (status.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) return Watched::kTimedOut;
+  if (!status.ok() && status.error_code() != grpc::StatusCode::CANCELLED) {
+    ThrowRefused(status, what);
+  }
+  return Clock::now() >= deadline ? Watched::kTimedOut : Watched::kResume;
 }
 
 bool EtcdStore::Await(const std::string& key, Deadline deadline, std::string* value,

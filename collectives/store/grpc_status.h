@@ -4,6 +4,7 @@
 #pragma once
 
 #include <grpcpp/server_context.h>
+#include <grpcpp/support/channel_arguments.h>
 #include <grpcpp/support/status.h>
 
 #include <string>
@@ -36,6 +37,14 @@ void CheckGrpc(const grpc::Status& status, const std::string& context);
 // of cohort calls this in its constructor, before it creates a channel or server: turning
 // tracking on again later is not safe (a lock taken untracked is then released "not held").
 void UseReleaseAbslMutexes();
+
+// The channel settings every cohort gRPC client starts from (the store's, the parameter
+// servers', etcd's): a refused connection retried within 100 ms to 1 s (peers usually start with
+// or after their clients, and gRPC's default backoff grows to 2 minutes), DNS re-resolved every
+// second (a Kubernetes Service name may not resolve until its pod is up), a keepalive ping every
+// 10 s during calls, to notice a host that vanished without closing the connection in a long
+// wait (etcd refuses pings more often than every 5 s), and no message size limit.
+grpc::ChannelArguments ClientChannelArguments();
 
 // The servers' check of a call's "authorization: Bearer <token>" metadata against `token`, in
 // time that does not depend on where they differ. nullptr when the call may go on (also when

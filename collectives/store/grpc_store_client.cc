@@ -38,6 +38,16 @@ std::string Seconds(std::chrono::steady_clock::duration d) {
   return fmt::format("{:.1f} s", std::chrono::duration<double>(d).count());
 }
 
+pb::JoinRequest JoinRequest(const std::string& prefix, int rank, int size,
+                            const std::string& nonce) {
+  pb::JoinRequest req;
+  req.set_prefix(prefix);
+  req.set_rank(rank);
+  req.set_size(size);
+  req.set_nonce(nonce);
+  return req;
+}
+
 }  // namespace
 
 class GrpcStoreClient::Impl {
@@ -55,18 +65,7 @@ class GrpcStoreClient::Impl {
             "it: use letters, digits and punctuation only (e.g. `openssl rand -hex 16`)");
       }
     }
-    grpc::ChannelArguments args;
-    // Retry a refused connection soon: workers usually start before or with the store.
-    args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
-    args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
-    // A Kubernetes service name may not resolve until its pod is up; re-resolve often.
-    args.SetInt(GRPC_ARG_DNS_MIN_TIME_BETWEEN_RESOLUTIONS_MS, 1000);
-    // Notice a store host that vanished without closing the connection during a long wait.
-    args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 10000);
-    args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 10000);
-    args.SetInt(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
-    args.SetMaxReceiveMessageSize(-1);
-    args.SetMaxSendMessageSize(-1);
+    const grpc::ChannelArguments args = ClientChannelArguments();
     channel_ = grpc::CreateCustomChannel(address_, grpc::InsecureChannelCredentials(), args);
     stub_ = pb::StoreService::NewStub(channel_);
   }
@@ -270,11 +269,7 @@ std::map<std::string, std::string> GrpcStoreClient::List(const std::string& pref
 
 bool GrpcStoreClient::Join(const std::string& prefix, int rank, int size,
                            const std::string& nonce, Millis timeout) {
-  pb::JoinRequest req;
-  req.set_prefix(prefix);
-  req.set_rank(rank);
-  req.set_size(size);
-  req.set_nonce(nonce);
+  pb::JoinRequest req = JoinRequest(prefix, rank, size, nonce);
   req.set_timeout_ms(std::max<int64_t>(timeout.count(), 0));
   pb::JoinResponse resp;
   auto s = impl_->Call(impl_->WaitDeadline(timeout),
@@ -287,6 +282,20 @@ bool GrpcStoreClient::Join(const std::string& prefix, int rank, int size,
     const Impl::Waited waited{keys, timeout, /*is_get=*/true};
     impl_->Fail(s, "Join(" + QuoteKey(prefix) + ")", &waited);
   }
+  return !resp.duplicate();
+}
+
+bool GrpcStoreClient::Arrive(const std::string& prefix, int rank, int size,
+                             const std::string& nonce) {
+  pb::JoinRequest req = JoinRequest(prefix, rank, size, nonce);
+  req.set_arrive_only(true);
+  pb::JoinResponse resp;
+  auto s = impl_->Call(impl_->CallDeadline(),
+                       [&](grpc::ClientContext* c) { return impl_->stub_->Join(c, req, &resp); });
+  if (s.error_code() == grpc::StatusCode::UNIMPLEMENTED) {
+    return Store::Arrive(prefix, rank, size, nonce);
+  }
+  if (!s.ok()) impl_->Fail(s, "Arrive(" + QuoteKey(prefix) + ")", nullptr);
   return !resp.duplicate();
 }
 

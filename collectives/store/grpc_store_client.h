@@ -32,8 +32,9 @@ class GrpcStoreClient : public Store {
   bool Delete(const std::string& key) override;
   void Wait(const std::vector<std::string>& keys, Millis timeout) override;
   std::map<std::string, std::string> List(const std::string& prefix) override;
-  // One round trip (the server counts and waits); a server without the call (an older cohort)
-  // gets the default sequence of Store::Join.
+  // One round trip each (the server counts, and for Join waits); a server without the call (an
+  // older cohort) gets the default sequences of Store::Join and Store::Arrive.
+  bool Arrive(const std::string& prefix, int rank, int size, const std::string& nonce) override;
   bool Join(const std::string& prefix, int rank, int size, const std::string& nonce,
             Millis timeout) override;
 

@@ -234,8 +234,8 @@ class GrpcStoreServer::Impl final : public pb::StoreService::CallbackService {
         arrived = ArriveAt(*table_, req->prefix(), req->rank(), req->size(), req->nonce());
       });
     }
-    if (!status.ok() || !arrived) {
-      resp->set_duplicate(status.ok());
+    if (!status.ok() || !arrived || req->arrive_only()) {
+      resp->set_duplicate(status.ok() && !arrived);
       reactor->Finish(status);
       return reactor;
     }

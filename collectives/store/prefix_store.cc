@@ -43,6 +43,10 @@ std::map<std::string, std::string> PrefixStore::List(const std::string& prefix) 
   return out;
 }
 
+bool PrefixStore::Arrive(const std::string& prefix, int rank, int size, const std::string& nonce) {
+  return inner_->Arrive(Scoped(prefix), rank, size, nonce);
+}
+
 bool PrefixStore::Join(const std::string& prefix, int rank, int size, const std::string& nonce,
                        Millis timeout) {
   return inner_->Join(Scoped(prefix), rank, size, nonce, timeout);

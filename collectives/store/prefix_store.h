@@ -23,6 +23,7 @@ class PrefixStore : public Store {
   // Keys come back without this store's prefix.
   std::map<std::string, std::string> List(const std::string& prefix) override;
   // The inner store's Join, scoped (so a one-call Join stays one call).
+  bool Arrive(const std::string& prefix, int rank, int size, const std::string& nonce) override;
   bool Join(const std::string& prefix, int rank, int size, const std::string& nonce,
             Millis timeout) override;
 

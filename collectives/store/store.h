@@ -43,16 +43,21 @@ class Store {
   // Every key that starts with prefix, with its value.
   virtual std::map<std::string, std::string> List(const std::string& prefix) = 0;
 
-  // One member's arrival at a group of `size` under prefix (JoinGroup, rendezvous.h): claims
-  // prefix + rank with nonce, counts the arrival, the last arrival sets prefix + "all", and it
-  // waits up to timeout for prefix + "all". Returns false, at once, when prefix + rank already
-  // held another value (an earlier group under the same name); throws Timeout when not everyone
-  // arrived in time. Other keys under prefix are the store's own. The default makes four calls
-  // (ArriveAt's counter at prefix + "count", then Get); a store that can do better overrides it
-  // (gRPC: one round trip; etcd: one txn, no counter), because at thousands of ranks the store's
-  // per-call cost is the rendezvous's cost.
+  // One member's arrival at a group of `size` under prefix (JoinGroup, rendezvous.h): Arrive,
+  // then wait up to timeout for prefix + "all". Returns false, at once, when prefix + rank
+  // already held another value (an earlier group under the same name); throws Timeout when not
+  // everyone arrived in time. Other keys under prefix are the store's own. The default makes
+  // four calls (ArriveAt's counter at prefix + "count", then Get); a store that can do better
+  // overrides it (gRPC: one round trip; etcd: one txn, no counter, and a watch), because at
+  // thousands of ranks the store's per-call cost is the rendezvous's cost.
   virtual bool Join(const std::string& prefix, int rank, int size, const std::string& nonce,
                     Millis timeout);
+  // Join's arrival alone, for a member that learns of the others another way (the launchers'
+  // rendezvous: node 0 waits for "all" and publishes a table, which the others wait for): claims
+  // prefix + rank with nonce and counts the arrival; the last arrival sets prefix + "all".
+  // Returns false when prefix + rank already held another value (then nothing was counted).
+  // Default: ArriveAt (three calls); gRPC: one round trip; etcd: one txn.
+  virtual bool Arrive(const std::string& prefix, int rank, int size, const std::string& nonce);
 };
 
 // The arrival half of Store::Join on anything with CompareSet, Add and Set (a Store, or the gRPC

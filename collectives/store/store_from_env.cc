@@ -40,6 +40,9 @@ class HostedStore : public Store {
             Millis timeout) override {
     return client_->Join(prefix, rank, size, nonce, timeout);
   }
+  bool Arrive(const std::string& prefix, int rank, int size, const std::string& nonce) override {
+    return client_->Arrive(prefix, rank, size, nonce);
+  }
 
  private:
   std::unique_ptr<GrpcStoreServer> server_;

@@ -1,16 +1,18 @@
 // `cohort launch` across nodes that are network namespaces (tests/util/netns.h): one launcher per
 // node, reaching node 0 by its address, Gloo between the nodes over veth and a bridge.
+#include "tests/netns/netns_launch.h"
+
 #include <fmt/format.h>
 #include <gtest/gtest.h>
 #include <signal.h>
 
 #include <algorithm>
+#include <nlohmann/json.hpp>
 #include <thread>
 
 #include "collectives/store/etcd_api.h"
 #include "common/base64.h"
 #include "tests/collectives/store/etcd_fixture.h"
-#include "tests/netns/netns_launch.h"
 
 namespace cohort::testing {
 namespace {
@@ -150,13 +152,18 @@ TEST_F(NetnsLaunch, TwoNodesMeetThroughEtcd) {
   EXPECT_TRUE(Has(r[0], "the workers' store of this round listens at node0:")) << r[0].output;
   EXPECT_FALSE(Has(r[1], "the workers' store of this round listens")) << r[1].output;
   // The job's keys are in etcd, under its run id, and all of them are the launchers'.
-  namespace etcd_api = collectives::etcd;
+  // (Read with curl through etcd's JSON gateway: a client other than cohort's own.)
+  const std::string prefix = "cohort/netns-job/";
+  const nlohmann::json body = {{"key", Base64Encode(prefix)},
+                               {"range_end", Base64Encode(collectives::etcd::PrefixEnd(prefix))}};
   auto range = c.Start(1, {"/usr/bin/curl", "-s", "http://" + etcd.endpoint() + "/v3/kv/range",
-                           "-d", etcd_api::PrefixRangeBody("cohort/netns-job/")})
+                           "-d", body.dump()})
                    ->Wait(10s);
   ASSERT_EQ(range.exit_code, 0) << range.output;
   std::vector<std::string> keys;
-  for (const auto& kv : etcd_api::ParseRange(range.output)) keys.push_back(kv.key);
+  for (const auto& kv : nlohmann::json::parse(range.output).value("kvs", nlohmann::json::array())) {
+    keys.push_back(Base64Decode(kv.value("key", ""), "a key etcd sent"));
+  }
   // Both nodes' claims and done and exit marks, the round's MASTER_PORT and workers' store.
   EXPECT_GE(keys.size(), 8u) << range.output;
   // (EtcdStore puts the job's keys under cohort/<run>/, and the launchers' own are cohort/<run>/

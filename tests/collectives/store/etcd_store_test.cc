@@ -1,11 +1,12 @@
 // The Store contract, checked the same way against every implementation (MemoryStore, the gRPC
 // store, EtcdStore over a real etcd started here), then what is particular to etcd: run-id
 // namespacing, an unreachable etcd named within its deadline, the COHORT_STORE=etcd://
-// selection, and the JSON gateway's encoding.
+// selection, and the requests and answers of etcd's gRPC API.
+#include "collectives/store/etcd_store.h"
+
 #include <fmt/format.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
-#include <nlohmann/json.hpp>
 #include <signal.h>
 
 #include <atomic>
@@ -13,14 +14,12 @@
 #include <thread>
 
 #include "collectives/store/etcd_api.h"
-#include "collectives/store/etcd_store.h"
 #include "collectives/store/grpc_store_client.h"
 #include "collectives/store/grpc_store_server.h"
 #include "collectives/store/memory_store.h"
 #include "collectives/store/prefix_store.h"
 #include "collectives/store/store_backends.h"
 #include "collectives/store/store_from_env.h"
-#include "common/base64.h"
 #include "common/error.h"
 #include "common/net.h"
 #include "tests/collectives/store/etcd_fixture.h"
@@ -367,80 +366,101 @@ TEST(StoreBackendsTest, RegistryNamesAndSchemes) {
   EXPECT_EQ(ep, "h:29500");
 }
 
-TEST(EtcdApiTest, Base64RoundTripsEveryByte) {
-  std::string all;
-  for (int i = 0; i < 256; ++i) all += static_cast<char>(i);
-  for (size_t n : {0, 1, 2, 3, 4, 255, 256}) {
-    EXPECT_EQ(etcd::Base64Decode(Base64Encode(all.substr(0, n))), all.substr(0, n));
-  }
-  EXPECT_EQ(Base64Encode("a/k"), "YS9r");
-  EXPECT_EQ(Base64Encode("5"), "NQ==");
-  EXPECT_THROW(etcd::Base64Decode("no!"), DataLoss);
+TEST(EtcdApiTest, PutIfTalliesItsSuccessOnATallyKey) {
+  const etcd::pb::TxnRequest txn = etcd::PutIf("g/3", {}, "n", "g/tally");
+  ASSERT_EQ(txn.compare_size(), 1);
+  EXPECT_EQ(txn.compare(0).target(), etcd::pb::Compare::CREATE);
+  EXPECT_EQ(txn.compare(0).create_revision(), 0);
+  ASSERT_EQ(txn.success_size(), 2);
+  EXPECT_EQ(txn.success(0).request_put().key(), "g/3");
+  EXPECT_EQ(txn.success(0).request_put().value(), "n");
+  EXPECT_EQ(txn.success(1).request_put().key(), "g/tally");
+  EXPECT_TRUE(txn.success(1).request_put().prev_kv());
+  ASSERT_EQ(txn.failure_size(), 1);
+  EXPECT_EQ(txn.failure(0).request_range().key(), "g/3");
+  EXPECT_EQ(etcd::PutIf("g/3", {}, "n").success_size(), 1);
+  const auto by_value = etcd::PutIf("k", {etcd::Condition::kValue, "old", 0}, "new");
+  EXPECT_EQ(by_value.compare(0).target(), etcd::pb::Compare::VALUE);
+  EXPECT_EQ(by_value.compare(0).value(), "old");
+  const auto by_revision = etcd::PutIf("k", {etcd::Condition::kModRevision, "", 17}, "new");
+  EXPECT_EQ(by_revision.compare(0).target(), etcd::pb::Compare::MOD);
+  EXPECT_EQ(by_revision.compare(0).mod_revision(), 17);
+
+  // The tally's previous version counts the successes before this one; its first put has none.
+  etcd::pb::TxnResponse fifth;
+  fifth.set_succeeded(true);
+  fifth.mutable_header()->set_revision(30);
+  fifth.add_responses()->mutable_response_put();
+  fifth.add_responses()->mutable_response_put()->mutable_prev_kv()->set_version(4);
+  const auto r = etcd::ParsePutIf(fifth);
+  EXPECT_TRUE(r.succeeded);
+  EXPECT_EQ(r.count, 5);
+  EXPECT_EQ(r.revision, 30);
+  etcd::pb::TxnResponse first;
+  first.set_succeeded(true);
+  first.add_responses()->mutable_response_put();
+  first.add_responses()->mutable_response_put();
+  EXPECT_EQ(etcd::ParsePutIf(first).count, 1);
 }
 
-TEST(EtcdApiTest, PutIfTalliesItsSuccessOnATallyKey) {
-  const auto body = nlohmann::json::parse(etcd::PutIfBody("g/3", {}, "n", "g/tally"));
-  ASSERT_EQ(body["success"].size(), 2u);
-  EXPECT_EQ(body["success"][0]["request_put"]["key"], Base64Encode("g/3"));
-  const auto& tally = body["success"][1]["request_put"];
-  EXPECT_EQ(tally["key"], Base64Encode("g/tally"));
-  EXPECT_EQ(tally["prev_kv"], true);
-  EXPECT_EQ(nlohmann::json::parse(etcd::PutIfBody("g/3", {}, "n"))["success"].size(), 1u);
-  // The gateway writes int64 as strings; the first put of the tally has no prev_kv.
-  const auto fifth = etcd::ParsePutIf(
-      R"({"header":{"revision":"30"},"succeeded":true,"responses":[{"response_put":{}},)"
-      R"({"response_put":{"prev_kv":{"key":"Zy90YWxseQ==","version":"4"}}}]})");
-  EXPECT_TRUE(fifth.succeeded);
-  EXPECT_EQ(fifth.count, 5);
-  EXPECT_EQ(fifth.revision, 30);
-  const auto first = etcd::ParsePutIf(
-      R"({"succeeded":true,"responses":[{"response_put":{}},{"response_put":{}}]})");
-  EXPECT_EQ(first.count, 1);
+TEST(EtcdApiTest, AFailedTxnReadsTheKeyOrSaysItsAnswerIsBroken) {
+  etcd::pb::TxnResponse taken;
+  auto* kv = taken.add_responses()->mutable_response_range()->add_kvs();
+  kv->set_key("k");
+  kv->set_value("theirs");
+  kv->set_mod_revision(7);
+  const auto r = etcd::ParsePutIf(taken);
+  EXPECT_FALSE(r.succeeded);
+  ASSERT_TRUE(r.current);
+  EXPECT_EQ(r.current->value, "theirs");
+  EXPECT_EQ(r.current->mod_revision, 7);
+  etcd::pb::TxnResponse gone;
+  gone.add_responses()->mutable_response_range();
+  EXPECT_FALSE(etcd::ParsePutIf(gone).current);
+  EXPECT_THAT(ThrownMessage<DataLoss>([] { etcd::ParsePutIf(etcd::pb::TxnResponse()); }),
+              HasSubstr("etcd's txn answer has no read of the key"));
 }
 
 TEST(EtcdApiTest, WatchRequestAndMessages) {
-  const auto body = nlohmann::json::parse(etcd::WatchBody("p/k", 42));
-  EXPECT_EQ(body["create_request"]["key"], Base64Encode("p/k"));
-  EXPECT_EQ(body["create_request"]["start_revision"], "42");
-  // As etcd 3.4's gateway streams them: created, then events (a PUT's type is left out).
-  EXPECT_TRUE(
-      etcd::ParseWatch(R"({"result":{"header":{"revision":"9"},"created":true}})").puts.empty());
-  const auto m = etcd::ParseWatch(
-      R"({"result":{"events":[{"type":"DELETE","kv":{"key":"YS9r"}},)"
-      R"({"kv":{"key":"YS9r","value":"NQ==","mod_revision":"11"}}]}})");
+  const auto w = etcd::WatchFrom("p/k", 42);
+  EXPECT_EQ(w.create_request().key(), "p/k");
+  EXPECT_EQ(w.create_request().start_revision(), 42);
+  etcd::pb::WatchResponse created;
+  created.set_created(true);
+  EXPECT_TRUE(etcd::ParseWatch(created).puts.empty());
+  EXPECT_FALSE(etcd::ParseWatch(created).canceled);
+  etcd::pb::WatchResponse events;  // a delete, then a put: only the put counts
+  auto* deleted = events.add_events();
+  deleted->set_type(etcd::pb::Event::DELETE);
+  deleted->mutable_kv()->set_key("a/k");
+  auto* put = events.add_events();
+  put->mutable_kv()->set_key("a/k");
+  put->mutable_kv()->set_value("5");
+  put->mutable_kv()->set_mod_revision(11);
+  const auto m = etcd::ParseWatch(events);
   ASSERT_EQ(m.puts.size(), 1u);
   EXPECT_EQ(m.puts[0].key, "a/k");
   EXPECT_EQ(m.puts[0].value, "5");
   EXPECT_EQ(m.puts[0].mod_revision, 11);
-  const auto compacted = etcd::ParseWatch(R"({"result":{"canceled":true,"compact_revision":"7"}})");
-  EXPECT_TRUE(compacted.canceled);
-  EXPECT_EQ(compacted.compact_revision, 7);
-  EXPECT_EQ(etcd::ParseWatch(R"({"error":{"message":"etcdserver: permission denied"}})").error,
-            "etcdserver: permission denied");
-  EXPECT_THROW(etcd::ParseWatch(R"({"header":{}})"), DataLoss);
-  int64_t revision = 0;
-  etcd::ParseRange(R"({"header":{"revision":"12"}})", &revision);
-  EXPECT_EQ(revision, 12);
+  etcd::pb::WatchResponse compacted;
+  compacted.set_canceled(true);
+  compacted.set_compact_revision(7);
+  EXPECT_TRUE(etcd::ParseWatch(compacted).canceled);
+  EXPECT_EQ(etcd::ParseWatch(compacted).compact_revision, 7);
+  EXPECT_EQ(etcd::ParseWatch(compacted).error, "");
+  etcd::pb::WatchResponse refused;
+  refused.set_canceled(true);
+  refused.set_cancel_reason("etcdserver: permission denied");
+  EXPECT_EQ(etcd::ParseWatch(refused).error, "etcdserver: permission denied");
 }
 
-TEST(EtcdApiTest, PrefixEndAndTheGatewaysOmittedFields) {
+TEST(EtcdApiTest, PrefixEndCoversExactlyThePrefix) {
   EXPECT_EQ(etcd::PrefixEnd("a/"), "a0");
   EXPECT_EQ(etcd::PrefixEnd(std::string("a\xff", 2)), "b");
   EXPECT_EQ(etcd::PrefixEnd(std::string("\xff", 1)), std::string(1, '\0'));
-  // An answer as etcd 3.4 sends it: no "kvs" when nothing matched, no "value" when empty.
-  EXPECT_TRUE(etcd::ParseRange(R"({"header":{"revision":"2"}})").empty());
-  auto kvs = etcd::ParseRange(
-      R"({"kvs":[{"key":"YS9r","create_revision":"2","mod_revision":"7","version":"1"}],"count":"1"})");
-  ASSERT_EQ(kvs.size(), 1u);
-  EXPECT_EQ(kvs[0].key, "a/k");
-  EXPECT_EQ(kvs[0].value, "");
-  EXPECT_EQ(kvs[0].mod_revision, 7);
-  EXPECT_FALSE(etcd::ParseDeleted(R"({"header":{}})"));
-  EXPECT_TRUE(etcd::ParseDeleted(R"({"deleted":"1"})"));
-  auto txn = etcd::ParsePutIf(R"({"responses":[{"response_range":{"header":{}}}]})");
-  EXPECT_FALSE(txn.succeeded);
-  EXPECT_FALSE(txn.current);
-  EXPECT_THROW(etcd::ParseRange("not json"), DataLoss);
+  const auto range = etcd::PrefixRange("cohort/r/");
+  EXPECT_EQ(range.key(), "cohort/r/");
+  EXPECT_EQ(range.range_end(), "cohort/r0");
 }
 
 }  // namespace
