@@ -170,16 +170,26 @@ class Bench {
     return secs;
   }
 
-  int ChooseIters(OpType op, size_t count) {
+  // Back-to-back ops per batch, for each side: about --budget-ms of it. Per side, not one count
+  // for both: a TCP ring here slows down the longer it runs back to back (at 64 KiB, 1.7 ms an
+  // op in 0.2 s batches and 3.5 ms in 0.8 s ones), so the faster side's count would give the
+  // slower side longer batches and a worse time than its own.
+  struct Iters {
+    int ours, raw;
+  };
+  Iters ChooseIters(OpType op, size_t count) {
     for (int w = 0; w < 2; ++w) {  // warm up both sides: connections, caches, pages
       ours_.Run(op, in_.data(), out_.data(), count, DType::kFloat32, false);
       raw_.Run(op, in_.data(), out_.data(), count, DType::kFloat32, false);
     }
-    double t = TimeBatch(ours_, op, count, false, 1);
-    int64_t iters =
-        std::clamp<int64_t>(static_cast<int64_t>(o_.budget_ms / 1e3 / t), 1, o_.max_iters);
-    comm_.Broadcast(TensorView(&iters, 1, DType::kInt64), 0)->Wait();
-    return static_cast<int>(iters);
+    int64_t iters[2];
+    Runner* sides[2] = {&ours_, &raw_};
+    for (int k = 0; k < 2; ++k) {
+      const double t = TimeBatch(*sides[k], op, count, false, 1);
+      iters[k] = std::clamp<int64_t>(static_cast<int64_t>(o_.budget_ms / 1e3 / t), 1, o_.max_iters);
+    }
+    comm_.Broadcast(TensorView(iters, 2, DType::kInt64), 0)->Wait();
+    return {static_cast<int>(iters[0]), static_cast<int>(iters[1])};
   }
 
   // Fills inputs with (i % 7) + rank, runs cohort's side once, counts wrong elements.
@@ -220,19 +230,19 @@ class Bench {
   }
 
   nlohmann::json RunSize(OpType op, size_t count) {
-    const int iters = ChooseIters(op, count);
+    const Iters iters = ChooseIters(op, count);
     std::vector<double> t[4];  // ours oop, ours ip, raw oop, raw ip
     std::vector<double> copy;  // the limit's memcpy (all-reduce only)
     const bool limit = op == OpType::kAllReduce;
     for (int round = 0; round < o_.rounds; ++round) {
-      if (limit) copy.push_back(TimeBatch(copy_, op, count, false, iters));
+      if (limit) copy.push_back(TimeBatch(copy_, op, count, false, iters.ours));
       // Alternate which side goes first: these machines drift by up to 2.5x run to run.
       const bool ours_first = round % 2 == 0;
       for (int k = 0; k < 2; ++k) {
         const bool ours = (k == 0) == ours_first;
         for (int ip = 0; ip < 2; ++ip) {
           t[(ours ? 0 : 2) + ip].push_back(
-              TimeBatch(ours ? ours_ : raw_, op, count, ip == 1, iters));
+              TimeBatch(ours ? ours_ : raw_, op, count, ip == 1, ours ? iters.ours : iters.raw));
         }
       }
     }
@@ -267,7 +277,8 @@ class Bench {
             {"fraction_ip", fraction(us[1])},
             {"count", count},
             {"dtype", "f32"},
-            {"iters", iters},
+            {"iters", iters.ours},
+            {"raw_iters", iters.raw},
             {"ours_oop_us", us[0]},
             {"ours_ip_us", us[1]},
             {"raw_oop_us", us[2]},

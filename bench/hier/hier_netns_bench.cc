@@ -6,13 +6,14 @@
 // collectives (the hierarchical ones: broadcast, allgather, reducescatter).
 //   build/bin/hier_netns_bench [--ops allreduce,...] [--min-bytes N] [--max-bytes N]
 //   [--rounds N] [--budget-ms N]
-//   [--step-factor N]
+//   [--step-factor N] [--hier 1,0]
 // Needs root (network namespaces); says why and exits 2 where they cannot be made.
 #include <fmt/format.h>
 
 #include <CLI/CLI.hpp>
 #include <chrono>
 #include <string>
+#include <vector>
 
 #include "tests/netns/netns_launch.h"
 
@@ -30,13 +31,17 @@ int Main(int argc, char** argv) {
   app.add_option("--rounds", rounds);
   app.add_option("--budget-ms", budget);
   app.add_option("--step-factor", step);
+  std::vector<std::string> runs = {"1", "0"};
+  app.add_option("--hier", runs, "the COHORT_HIER values to run, in order (default 1,0)")
+      ->delimiter(',')
+      ->check(CLI::IsMember({"0", "1"}));
   CLI11_PARSE(app, argc, argv);
   if (auto why = NetnsCluster::UnavailableReason(); !why.empty()) {
     fmt::print(stderr, "network namespaces unavailable: {}\n", why);
     return 2;
   }
   int rc = 0;
-  for (const char* hier : {"1", "0"}) {
+  for (const std::string& hier : runs) {
     NetnsCluster c(2);
     NodeLaunch job(c, {"--nproc-per-node", "2"}, {{"COHORT_HIER", hier}});
     auto r = job.RunAll({BinPath("collectives_bench"), "--backends", "gloo", "--ops", ops,

@@ -318,7 +318,7 @@ void GlooCommunicator::RunAllGather(const Op& op) {
     shm_->AllGather(op.in.data, op.out.data, n, op.in.dtype, op.timeout);
     return;
   }
-  if (hier_) {
+  if (hier_ && op.out.bytes() <= HierCollectives::kAllGatherMaxBytes) {
     hier_->AllGather(op.in.data, op.out.data, n, op.in.dtype, op.timeout);
     return;
   }
@@ -351,7 +351,7 @@ void GlooCommunicator::RunReduceScatter(const Op& op) {
     return;
   }
   // Zero-length calls too, as shm_; the size is every rank's (checked before numbering).
-  if (hier_ && op.in.bytes() <= HierCollectives::kReduceScatterMaxBytes) {
+  if (hier_ && (hier_->rails() || op.in.bytes() <= HierCollectives::kReduceScatterMaxBytes)) {
     hier_->ReduceScatter(in, out, n, op.in.dtype, op.reduce, op.timeout);
     return;
   }

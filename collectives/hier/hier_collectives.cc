@@ -93,7 +93,31 @@ std::unique_ptr<HierCollectives> HierCollectives::Create(const CommConfig& confi
     }
     h->leaders_ = make_leaders(c);
   }
+  h->MakeRail(config, make_leaders);
   return h;
+}
+
+// Every host with the same rank count L >= 2: rail l (l > 0) is the communicator of the ranks of
+// local rank l, one per host in host order (rail 0 is the leaders'). Each rail connects only its
+// own ranks, under its own name, so the rails connect side by side.
+void HierCollectives::MakeRail(const CommConfig& config, const LeaderFactory& make_rail) {
+  const size_t local_size = local_ranks_.size();
+  for (const auto& ranks : ranks_of_) {
+    if (ranks.size() != local_size || local_size < 2) return;
+  }
+  rails_ = true;
+  if (local_rank_ == 0) return;
+  CommConfig c = config;
+  c.rank = host_;
+  c.size = hosts_;
+  c.name = fmt::format("{}/hier-rail-{}", config.name, local_rank_);
+  c.group = kLeadersGroup;  // one rank per host: over TCP, as the leaders
+  c.global_ranks.clear();
+  for (const auto& ranks : ranks_of_) {
+    const int r = ranks[local_rank_];
+    c.global_ranks.push_back(config.global_ranks.empty() ? r : config.global_ranks[r]);
+  }
+  rail_ = make_rail(c);
 }
 
 HierCollectives::~HierCollectives() = default;
@@ -125,13 +149,31 @@ void HierCollectives::Local(const char* op, const char* what, F&& step) {
   }
 }
 
+// Buffers of kRailMinBytes and more go over the rails, all but the last count % L elements
+// (fewer than a host's L ranks), which take the leaders' path with the smaller buffers. The
+// choice depends only on the call, so every rank makes the same one.
+void HierCollectives::AllReduce(const void* in, void* out, size_t count, DType dtype, ReduceOp op,
+                                Millis timeout) {
+  const auto deadline = Clock::now() + timeout;
+  const size_t es = ElementSize(dtype), local_size = local_ranks_.size();
+  if (!rails_ || count * es < kRailMinBytes) {
+    LeaderAllReduce(in, out, count, dtype, op, deadline);
+    return;
+  }
+  const size_t railed = count - count % local_size;
+  RailAllReduce(in, out, railed, dtype, op, deadline);
+  if (railed < count) {
+    LeaderAllReduce(static_cast<const char*>(in) + railed * es,
+                    static_cast<char*>(out) + railed * es, count - railed, dtype, op, deadline);
+  }
+}
+
 // Pieces of kPieceBytes pipeline the steps: the leaders' TCP all-reduce of piece k (on the
 // leaders' communicator's thread) runs while this host reduces piece k + 1 in shared memory. Every
 // rank of a host makes the same sequence of shared-memory calls (reduce 0, reduce 1, broadcast 0,
 // reduce 2, broadcast 1, ...), so they stay in step.
-void HierCollectives::AllReduce(const void* in, void* out, size_t count, DType dtype, ReduceOp op,
-                                Millis timeout) {
-  const auto deadline = Clock::now() + timeout;
+void HierCollectives::LeaderAllReduce(const void* in, void* out, size_t count, DType dtype,
+                                      ReduceOp op, Clock::time_point deadline) {
   const ReduceOp step = op == ReduceOp::kAvg ? ReduceOp::kSum : op;
   const size_t es = ElementSize(dtype);
   const size_t per_piece = std::max<size_t>(1, kPieceBytes / es);
@@ -178,6 +220,47 @@ void HierCollectives::AllReduce(const void* in, void* out, size_t count, DType d
   for (; !inflight.empty(); inflight.pop_front()) finish(inflight.front());
 }
 
+// Pieces of kPieceBytes rounded down to a multiple of L, pipelined as the leaders' path: this
+// host reduce-scatters piece k + 1 through shared memory while every rail all-reduces its slice
+// of piece k over TCP; then the host all-gathers the slices of piece k. Every rank of a host
+// makes the same sequence of shared-memory calls (scatter 0, scatter 1, gather 0, scatter 2, ...).
+void HierCollectives::RailAllReduce(const void* in, void* out, size_t count, DType dtype,
+                                    ReduceOp op, Clock::time_point deadline) {
+  const ReduceOp step = op == ReduceOp::kAvg ? ReduceOp::kSum : op;
+  const size_t es = ElementSize(dtype), local_size = local_ranks_.size();
+  const size_t per_piece = std::max<size_t>(1, kRailPieceBytes / es / local_size) * local_size;
+  Communicator& rail = rail_ ? *rail_ : *leaders_;
+  struct Piece {
+    WorkPtr work;  // this rank's rail all-reduce of its slice
+    char* slice;   // this rank's slice of the piece, in out
+    char* data;    // the piece, in out
+    size_t n;      // the slice's elements
+  };
+  std::deque<Piece> inflight;
+  auto finish = [&](const Piece& p) {
+    p.work->Wait();
+    if (op == ReduceOp::kAvg) FinishAverage(dtype, p.slice, p.n, size_);
+    Local("all-reduce", "gathering the rails' results",
+          [&] { shm_->AllGather(p.slice, p.data, p.n, dtype, Left(deadline)); });
+  };
+  for (size_t first = 0; first < count; first += per_piece) {
+    const size_t n = std::min(per_piece, count - first) / local_size;
+    const char* src = static_cast<const char*>(in) + first * es;
+    char* dst = static_cast<char*>(out) + first * es;
+    char* slice = dst + local_rank_ * n * es;
+    Local("all-reduce", "reducing",
+          [&] { shm_->ReduceScatter(src, slice, n, dtype, step, Left(deadline)); });
+    OpOptions opts;
+    opts.timeout = Left(deadline);
+    inflight.push_back({rail.AllReduce(TensorView(slice, n, dtype), step, opts), slice, dst, n});
+    if (inflight.size() > 1) {
+      finish(inflight.front());
+      inflight.pop_front();
+    }
+  }
+  for (; !inflight.empty(); inflight.pop_front()) finish(inflight.front());
+}
+
 // Root's host first (root to its host, leader included), then the leaders from root's host's
 // leader, then every other host from its leader: three steps, each rank in one or two of them.
 void HierCollectives::Broadcast(void* data, size_t count, DType dtype, int root, Millis timeout) {
@@ -200,6 +283,11 @@ void HierCollectives::Broadcast(void* data, size_t count, DType dtype, int root,
   }
 }
 
+char* HierCollectives::Scratch(size_t bytes) {
+  if (scratch_.size() < bytes) scratch_.resize(bytes);
+  return scratch_.data();
+}
+
 size_t HierCollectives::MaxLocal() const {
   size_t max_local = 0;
   for (const auto& ranks : ranks_of_) max_local = std::max(max_local, ranks.size());
@@ -214,27 +302,27 @@ void HierCollectives::AllGather(const void* in, void* out, size_t count, DType d
   const size_t piece = count * ElementSize(dtype);
   const size_t max_local = MaxLocal();
   // This host's pieces in local rank order, padded to max_local (in and out may overlap: in is
-  // read here, before out is written).
-  std::vector<char> block(max_local * piece);
+  // read here, before out is written), then the leaders' blocks; kept from call to call.
+  const size_t block_bytes = max_local * piece;
+  char* block = Scratch(block_bytes * (leaders_ ? hosts_ + 1 : 1));
   if (shm_) {
     Local("all-gather", "gathering this host's pieces",
-          [&] { shm_->AllGather(in, block.data(), count, dtype, Left(deadline)); });
+          [&] { shm_->AllGather(in, block, count, dtype, Left(deadline)); });
   } else if (piece > 0) {
-    std::memcpy(block.data(), in, piece);
+    std::memcpy(block, in, piece);
   }
   if (leaders_) {
-    std::vector<char> blocks(static_cast<size_t>(hosts_) * block.size());
+    char* blocks = block + block_bytes;
     OpOptions opts;
     opts.timeout = Left(deadline);
     leaders_
-        ->AllGather(TensorView(block.data(), max_local * count, dtype),
-                    TensorView(blocks.data(), hosts_ * max_local * count, dtype), opts)
+        ->AllGather(TensorView(block, max_local * count, dtype),
+                    TensorView(blocks, hosts_ * max_local * count, dtype), opts)
         ->Wait();
     char* dst = static_cast<char*>(out);
     for (int h = 0; h < hosts_; ++h) {
       for (size_t j = 0; j < ranks_of_[h].size() && piece > 0; ++j) {
-        std::memcpy(dst + ranks_of_[h][j] * piece, blocks.data() + (h * max_local + j) * piece,
-                    piece);
+        std::memcpy(dst + ranks_of_[h][j] * piece, blocks + (h * max_local + j) * piece, piece);
       }
     }
   }
@@ -244,12 +332,52 @@ void HierCollectives::AllGather(const void* in, void* out, size_t count, DType d
   }
 }
 
-// The input rearranged into host blocks (the padding is zeros and never read back), one
-// shared-memory all-reduce of it per host, the leaders' reduce-scatter of the blocks, then each
-// host's block from its leader. kAvg sums until its leader divides by the world's size.
+// Inputs over kReduceScatterMaxBytes go over the rails (callers only send those where hosts
+// are even); the others through the leaders.
 void HierCollectives::ReduceScatter(const void* in, void* out, size_t count, DType dtype,
                                     ReduceOp op, Millis timeout) {
   const auto deadline = Clock::now() + timeout;
+  if (rails_ && size_ * count * ElementSize(dtype) > kReduceScatterMaxBytes) {
+    RailReduceScatter(in, out, count, dtype, op, deadline);
+  } else {
+    LeaderReduceScatter(in, out, count, dtype, op, deadline);
+  }
+}
+
+// The input rearranged into rail chunks (chunk l: the slices of the ranks of local rank l, in
+// host order), one shared-memory reduce-scatter of the chunks per host (local rank l keeps chunk
+// l, summed over its host), then rail l's reduce-scatter of chunk l: rail rank h ends with the
+// slice of host h's rank of local rank l, summed over every host. Nothing is broadcast, and each
+// rank reduces 1/L of the input in shared memory. kAvg sums until each rank divides its slice.
+void HierCollectives::RailReduceScatter(const void* in, void* out, size_t count, DType dtype,
+                                        ReduceOp op, Clock::time_point deadline) {
+  const ReduceOp step = op == ReduceOp::kAvg ? ReduceOp::kSum : op;
+  const size_t piece = count * ElementSize(dtype), chunk = hosts_ * count;
+  const size_t local_size = local_ranks_.size();
+  // in is read here, before out (which may be a slice of it) is written.
+  char* chunks = Scratch(size_ * piece);
+  for (size_t l = 0; l < local_size; ++l) {
+    for (int h = 0; h < hosts_; ++h) {
+      std::memcpy(chunks + (l * hosts_ + h) * piece,
+                  static_cast<const char*>(in) + ranks_of_[h][l] * piece, piece);
+    }
+  }
+  char* mine = chunks + local_rank_ * hosts_ * piece;
+  Local("reduce-scatter", "reducing",
+        [&] { shm_->ReduceScatter(chunks, mine, chunk, dtype, step, Left(deadline)); });
+  Communicator& rail = rail_ ? *rail_ : *leaders_;
+  OpOptions opts;
+  opts.timeout = Left(deadline);
+  rail.ReduceScatter(TensorView(mine, chunk, dtype), TensorView(out, count, dtype), step, opts)
+      ->Wait();
+  if (op == ReduceOp::kAvg) FinishAverage(dtype, out, count, size_);
+}
+
+// The input rearranged into host blocks (the padding is zeros and never read back), one
+// shared-memory all-reduce of it per host, the leaders' reduce-scatter of the blocks, then each
+// host's block from its leader. kAvg sums until its leader divides by the world's size.
+void HierCollectives::LeaderReduceScatter(const void* in, void* out, size_t count, DType dtype,
+                                          ReduceOp op, Clock::time_point deadline) {
   const ReduceOp step = op == ReduceOp::kAvg ? ReduceOp::kSum : op;
   const size_t piece = count * ElementSize(dtype), max_local = MaxLocal();
   const size_t block_count = max_local * count;

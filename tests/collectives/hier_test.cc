@@ -1,6 +1,6 @@
 // The hierarchical collectives (collectives/hier/) with ranks as real processes on this machine
 // (fork; a real store server hosted by rank 0), grouped into "hosts" by COHORT_HIER_HOST: 2 hosts
-// x 2 ranks and 2 + 1. Shared memory inside each host, Gloo TCP over 127.0.0.1 between the
+// x 2 ranks, 2 x 3 and 2 + 1. Shared memory inside each host, Gloo TCP over 127.0.0.1 between the
 // leaders. All-reduce and reduce-scatter (every op), broadcast (every root) and all-gather (in
 // and out of place), for every dtype and counts 0, 1, 7, 1031 and a prime past one 8 MiB piece
 // in 8-byte dtypes: every rank's values (exact small integers, expected_values.h) and, except
@@ -271,6 +271,13 @@ void CheckLayout(const std::vector<std::string>& hosts, const std::string& descr
 
 TEST(HierLoopbackTest, TwoHostsOfTwoAreExactAndBitwiseEqual) {
   CheckLayout({"host-a", "host-a", "host-b", "host-b"}, "4 ranks on 2 hosts (2,2)");
+}
+
+// Three rails: each host's buffer in thirds, and the last count % 3 elements (2 of the prime)
+// through the leaders.
+TEST(HierLoopbackTest, TwoHostsOfThreeAreExactAndBitwiseEqual) {
+  CheckLayout({"host-a", "host-b", "host-a", "host-b", "host-a", "host-b"},
+              "6 ranks on 2 hosts (3,3)");
 }
 
 TEST(HierLoopbackTest, TwoHostsOfTwoAndOneAreExactAndBitwiseEqual) {
