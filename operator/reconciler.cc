@@ -232,7 +232,25 @@ Reconciler::Outcome Reconciler::Pass(const std::string& ns, const std::string& n
   if (!WriteStatus(tj, NextStatus(status, d, generation, UtcNowRfc3339())))
     return Outcome::kConflict;
   if (!Act(d, tj, worker, desired.worker)) return Outcome::kFinal;  // deleted meanwhile
+  if (d.phase == "Failed") StopServers(desired);
   return d.phase == "Succeeded" || d.phase == "Failed" ? Outcome::kFinal : Outcome::kDone;
+}
+
+// The parameter servers end by themselves only when the job succeeds (rank 0's launcher tells
+// them); after the last failure nothing will use them, and they would hold their pods until
+// someone deleted the TrainingJob. So their Job goes, with its pods, as Kubeflow's
+// cleanPodPolicy: Running does for a finished job's running pods; the worker Job stays, with
+// its pods' logs and termination messages.
+void Reconciler::StopServers(const OwnedObjects& desired) {
+  for (const Json& object : desired.supporting) {
+    if (object.value("kind", "") != "Job") continue;
+    const ApiResult r = client_.Delete(PathOf(object), "Background");
+    if (r.ok()) {
+      COHORT_INFO(kOperator, "{}: the job failed; deleted its parameter servers", Named(object));
+    } else if (r.status != 404) {
+      Refused("delete " + Named(object), r);
+    }
+  }
 }
 
 }  // namespace cohort::k8s

@@ -1,14 +1,16 @@
 // One TrainingJob's reconciliation: read it, create what is missing (the token Secret, the
 // render output), read its worker Job and the pods' termination messages, decide
-// (job_status.h), act (create, delete and recreate for a restart, suspend, resume) and write the
-// status. Idempotent: every object is looked up by name before it is created, and a worker Job
-// carries its attempt, so a restarted operator continues where the last one stopped.
+// (job_status.h), act (create, delete and recreate for a restart, suspend, resume; once it has
+// failed for good, delete its parameter servers) and write the status. Idempotent: every object is
+// looked up by name before it is created, and a worker Job carries its attempt, so a restarted
+// operator continues where the last one stopped.
 #pragma once
 
 #include <string>
 
 #include "operator/job_status.h"
 #include "operator/kube_client.h"
+#include "operator/owned_objects.h"
 
 namespace cohort::k8s {
 
@@ -24,6 +26,8 @@ class Reconciler {
  private:
   enum class Outcome { kDone, kFinal, kConflict };
   Outcome Pass(const std::string& ns, const std::string& name);
+  // Deletes desired's parameter-server Job (its pods too), if any: once the job has failed.
+  void StopServers(const OwnedObjects& desired);
   // Creates `object` unless an object of its name exists; 409 AlreadyExists counts as there.
   // Returns false, creating nothing, when its owner has gone meanwhile (deleted while this pass
   // ran: the cascade took the object, which must not come back).

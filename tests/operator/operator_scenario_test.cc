@@ -3,7 +3,8 @@
 // `cohort launch -- /bin/sh -c SCRIPT` on 2 nodes, with the token from the Secret the operator
 // made. kubectl (the machine's) applies, reads and deletes TrainingJobs. Scenarios: create ->
 // Running -> Succeeded; a failing rank -> Restarting -> recreated with COHORT_RESTART=1 and
-// COHORT_RESUME=latest -> Succeeded; maxRestarts exceeded -> Failed naming the rank; delete
+// COHORT_RESUME=latest -> Succeeded; maxRestarts exceeded -> Failed naming the rank, and a
+// failed job's parameter servers deleted; delete
 // cascades; the operator killed mid-job and started again makes no duplicates; a dropped watch
 // and a 410 relist; two replicas, one leader, and the other takes over; an invalid spec;
 // suspend and resume; and Fashion-MNIST (2 nodes x 2 workers) trained through a killed pod.
@@ -140,6 +141,31 @@ TEST_F(OperatorScenario, MaxRestartsExceededFailsNamingTheRank) {
   EXPECT_EQ(message.find("no restarts"), std::string::npos) << message;
   EXPECT_EQ(Count(kJobs, "fm"), 1);  // no third attempt
   EXPECT_EQ(PodLogs().find("restarting the group"), std::string::npos) << PodLogs();
+}
+
+// The servers end by themselves only after a success: a job that fails for good takes its
+// parameter-server Job and pods with it, and keeps its worker Job (its logs, its verdict).
+TEST_F(OperatorScenario, AFailedJobDeletesItsParameterServers) {
+  auto op = StartOperator("op-a");
+  Apply(TrainingJob("fm", "exit 7", {{"backend", "ps"}, {"psServers", 1}}));
+  ASSERT_FALSE(Await(kJobs, "fm-ps", [](const Json&) { return true; }).is_null()) << op->Output();
+  auto server_pods = [&] {
+    const ApiResult list = client_.List(ResourcePath(kPods, "default"),
+                                        "labelSelector=batch.kubernetes.io/job-name%3Dfm-ps");
+    EXPECT_TRUE(list.ok()) << list.Message();
+    return list.body["items"].size();
+  };
+  ASSERT_FALSE(Await(kJobs, "fm-ps", [&](const Json&) { return server_pods() > 0; }).is_null());
+  ASSERT_FALSE(AwaitPhase("fm", "Failed", 45).is_null()) << op->Output();
+  const auto deadline = std::chrono::steady_clock::now() + seconds(10);
+  while (std::chrono::steady_clock::now() < deadline &&
+         (Read(kJobs, "fm-ps").ok() || server_pods() > 0))
+    std::this_thread::sleep_for(milliseconds(50));
+  EXPECT_EQ(Read(kJobs, "fm-ps").status, 404) << op->Output();
+  EXPECT_EQ(server_pods(), 0u);
+  EXPECT_TRUE(Read(kJobs, "fm").ok());
+  std::this_thread::sleep_for(milliseconds(1000));  // and the operator does not bring it back
+  EXPECT_EQ(Read(kJobs, "fm-ps").status, 404);
 }
 
 TEST_F(OperatorScenario, DeletingTheTrainingJobDeletesEverythingItOwns) {
