@@ -209,7 +209,12 @@ Reconciler::Outcome Reconciler::Pass(const std::string& ns, const std::string& n
   if (tj["metadata"].contains("deletionTimestamp")) return Outcome::kFinal;
   const int64_t generation = tj["metadata"].value("generation", int64_t{1});
   const Json status = tj.contains("status") ? tj["status"] : Json();
-  if (IsFinal(status, generation)) return Outcome::kFinal;
+  if (IsFinal(status, generation)) {
+    // Again on every later pass: an operator that died between writing "Failed" and deleting
+    // the servers leaves them for the next one (deleting what is gone is a 404).
+    if (status.value("phase", "") == "Failed") StopServersOf(tj);
+    return Outcome::kFinal;
+  }
   const int restarts = status.is_object() ? status.value("restartCount", 0) : 0;
   OwnedObjects desired;
   try {
@@ -241,6 +246,16 @@ Reconciler::Outcome Reconciler::Pass(const std::string& ns, const std::string& n
 // someone deleted the TrainingJob. So their Job goes, with its pods, as Kubeflow's
 // cleanPodPolicy: Running does for a finished job's running pods; the worker Job stays, with
 // its pods' logs and termination messages.
+void Reconciler::StopServersOf(const Json& tj) {
+  OwnedObjects desired;
+  try {
+    desired = DesiredObjects(tj, launcher::RandomToken(), 0);  // only the objects' names count
+  } catch (const InvalidArgument&) {
+    return;  // an invalid spec never made any
+  }
+  StopServers(desired);
+}
+
 void Reconciler::StopServers(const OwnedObjects& desired) {
   for (const Json& object : desired.supporting) {
     if (object.value("kind", "") != "Job") continue;

@@ -28,6 +28,8 @@ class Reconciler {
   Outcome Pass(const std::string& ns, const std::string& name);
   // Deletes desired's parameter-server Job (its pods too), if any: once the job has failed.
   void StopServers(const OwnedObjects& desired);
+  // The same for a TrainingJob already marked Failed, from its spec.
+  void StopServersOf(const Json& tj);
   // Creates `object` unless an object of its name exists; 409 AlreadyExists counts as there.
   // Returns false, creating nothing, when its owner has gone meanwhile (deleted while this pass
   // ran: the cascade took the object, which must not come back).

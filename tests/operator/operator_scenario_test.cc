@@ -168,6 +168,34 @@ TEST_F(OperatorScenario, AFailedJobDeletesItsParameterServers) {
   EXPECT_EQ(Read(kJobs, "fm-ps").status, 404);
 }
 
+// An operator that died between writing "Failed" and deleting the servers: the next one, which
+// finds the TrainingJob already final, deletes them.
+TEST_F(OperatorScenario, TheNextOperatorDeletesTheServersOfAJobAlreadyFailed) {
+  auto op = StartOperator("op-a");
+  Apply(TrainingJob("fm", "sleep 60", {{"backend", "ps"}, {"psServers", 1}}));
+  ASSERT_FALSE(Await(kJobs, "fm-ps", [](const Json&) { return true; }).is_null()) << op->Output();
+  ASSERT_FALSE(AwaitPhase("fm", "Running", 20).is_null()) << op->Output();
+  op->Kill(SIGKILL);
+  op->Wait(seconds(5));
+  Json tj = Read(kTrainingJobs, "fm").body;
+  tj["status"]["phase"] = "Failed";
+  tj["status"]["observedGeneration"] = tj["metadata"].value("generation", 1);
+  tj["status"]["conditions"] = Json::array({{{"type", "Failed"},
+                                             {"status", "True"},
+                                             {"reason", "RankFailed"},
+                                             {"message", "rank 1 exited with code 7"}}});
+  const ApiResult wrote = client_.UpdateStatus(ResourcePath(kTrainingJobs, "default", "fm"), tj);
+  ASSERT_TRUE(wrote.ok()) << wrote.Message();
+  ASSERT_TRUE(Read(kJobs, "fm-ps").ok());
+  auto again = StartOperator("op-b");  // waits out op-a's Lease, then leads
+  const auto deadline = std::chrono::steady_clock::now() + seconds(15);
+  while (std::chrono::steady_clock::now() < deadline && Read(kJobs, "fm-ps").ok())
+    std::this_thread::sleep_for(milliseconds(50));
+  EXPECT_EQ(Read(kJobs, "fm-ps").status, 404) << again->Output();
+  EXPECT_TRUE(Read(kJobs, "fm").ok());  // the worker Job stays
+  EXPECT_EQ(Read(kTrainingJobs, "fm").body["status"]["phase"], "Failed");
+}
+
 TEST_F(OperatorScenario, DeletingTheTrainingJobDeletesEverythingItOwns) {
   auto op = StartOperator("op-a");
   Apply(TrainingJob("fm", "sleep 30"));
