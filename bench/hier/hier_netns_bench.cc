@@ -6,7 +6,10 @@
 // collectives (the hierarchical ones: broadcast, allgather, reducescatter).
 //   build/bin/hier_netns_bench [--ops allreduce,...] [--min-bytes N] [--max-bytes N]
 //   [--rounds N] [--budget-ms N]
-//   [--step-factor N] [--hier 1,0]
+//   [--step-factor N] [--hier 1,0] [--backend gloo|ps] [--ps-servers N]
+// --backend ps --ps-servers N: the same for the ps backend (node 0's launcher starts N
+// servers; each node's ranks reduce through shared memory and push once per node with
+// COHORT_HIER=1, every rank pushes its own with 0), against the same raw Gloo ring.
 // Needs root (network namespaces); says why and exits 2 where they cannot be made.
 #include <fmt/format.h>
 
@@ -35,6 +38,10 @@ int Main(int argc, char** argv) {
   app.add_option("--hier", runs, "the COHORT_HIER values to run, in order (default 1,0)")
       ->delimiter(',')
       ->check(CLI::IsMember({"0", "1"}));
+  std::string backend = "gloo", ps_servers = "2";
+  app.add_option("--backend", backend, "gloo (default) or ps")
+      ->check(CLI::IsMember({"gloo", "ps"}));
+  app.add_option("--ps-servers", ps_servers, "servers on node 0 with --backend ps (default 2)");
   CLI11_PARSE(app, argc, argv);
   if (auto why = NetnsCluster::UnavailableReason(); !why.empty()) {
     fmt::print(stderr, "network namespaces unavailable: {}\n", why);
@@ -43,12 +50,15 @@ int Main(int argc, char** argv) {
   int rc = 0;
   for (const std::string& hier : runs) {
     NetnsCluster c(2);
-    NodeLaunch job(c, {"--nproc-per-node", "2"}, {{"COHORT_HIER", hier}});
-    auto r = job.RunAll({BinPath("collectives_bench"), "--backends", "gloo", "--ops", ops,
+    std::vector<std::string> flags = {"--nproc-per-node", "2"};
+    if (backend == "ps") flags.insert(flags.end(), {"--backend", "ps", "--ps-servers", ps_servers});
+    NodeLaunch job(c, flags, {{"COHORT_HIER", hier}});
+    auto r = job.RunAll({BinPath("collectives_bench"), "--backends", backend, "--ops", ops,
                          "--min-bytes", min_bytes, "--max-bytes", max_bytes, "--step-factor", step,
                          "--rounds", rounds, "--budget-ms", budget},
                         std::chrono::minutes(20));
-    fmt::print("\n## COHORT_HIER={}: cohort gloo {} vs raw Gloo (flat TCP ring)\n{}\n", hier,
+    fmt::print("\n## COHORT_HIER={}: cohort {} {} vs raw Gloo (flat TCP ring)\n{}\n", hier,
+               backend == "ps" ? "ps (" + ps_servers + " servers on node 0)" : "gloo",
                hier[0] == '1' ? "(hierarchical)" : "(flat)", r[0].output);
     for (size_t n = 0; n < r.size(); ++n) {
       if (r[n].exit_code != 0) {

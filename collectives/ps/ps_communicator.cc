@@ -8,6 +8,7 @@
 
 #include "collectives/ps/ps_client.h"
 #include "collectives/ps/ps_exchange.h"
+#include "collectives/hier/hier_collectives.h"
 #include "common/env.h"
 #include "common/heap.h"
 #include "common/log.h"
@@ -101,11 +102,27 @@ PsCommunicator::PsCommunicator(const CommConfig& config, PsOptions options,
   }
   scope_ = Join(config.connect_timeout);
   StartAttendance();
+  MakeHierarchy(config);
   StartWorker();
+}
+
+void PsCommunicator::MakeHierarchy(const CommConfig& config) {
+  // The leaders' and the rails' communicators have one rank per host: nothing to group.
+  if (config.group == HierCollectives::kLeadersGroup || Size() < 2) return;
+  std::string why_not;
+  hier_ = HierCollectives::Create(
+      config, Scope(),
+      [this](const CommConfig& c) {
+        return std::unique_ptr<Communicator>(new PsCommunicator(c, options_, servers_));
+      },
+      &why_not);
+  COHORT_DEBUG(kColl, "ps: {}", hier_ ? "hierarchical: " + hier_->Describe()
+                                      : "every rank pushes its own (" + why_not + ")");
 }
 
 PsCommunicator::~PsCommunicator() {
   StopWorker();
+  hier_.reset();  // its groups' attendance ends before this communicator's
   EndAttendance();
 }
 
@@ -215,6 +232,10 @@ std::string PsCommunicator::Join(std::chrono::milliseconds timeout) {
 }
 
 void PsCommunicator::RunAllReduce(const Op& op) {
+  if (hier_) {  // zero-length calls too: every call meets the host's other ranks
+    hier_->AllReduce(op.in.data, op.out.data, op.in.count, op.in.dtype, op.reduce, op.timeout);
+    return;
+  }
   Exchange ex;
   const size_t per = AddPartitions(ex, op, pb::REDUCE, op.in);
   ex.Run(DeadlineAfter(op.timeout));
@@ -227,6 +248,10 @@ void PsCommunicator::RunAllReduce(const Op& op) {
 }
 
 void PsCommunicator::RunBroadcast(const Op& op) {
+  if (hier_) {
+    hier_->Broadcast(op.out.data, op.out.count, op.out.dtype, op.peer, op.timeout);
+    return;
+  }
   Exchange ex;
   const size_t per = AddPartitions(ex, op, pb::BROADCAST, op.out);
   ex.Run(DeadlineAfter(op.timeout));
@@ -240,6 +265,10 @@ void PsCommunicator::RunBroadcast(const Op& op) {
 }
 
 void PsCommunicator::RunAllGather(const Op& op) {
+  if (hier_ && op.out.bytes() <= HierCollectives::kAllGatherMaxBytes) {
+    hier_->AllGather(op.in.data, op.out.data, op.in.count, op.in.dtype, op.timeout);
+    return;
+  }
   Exchange ex;
   const size_t per = AddPartitions(ex, op, pb::GATHER, op.in);
   ex.Run(DeadlineAfter(op.timeout));

@@ -6,6 +6,11 @@
 // to its server, which combines the pushes of all ranks in rank order and answers each rank.
 // Synchronous: AllReduce (every ReduceOp), Broadcast, AllGather, Barrier and Split; the rest is
 // refused ("backend ps does not support send").
+// Ranks on several hosts, several on one (collectives/hier/): all-reduce, broadcast and small
+// all-gathers go through shared memory inside each host and to the servers from one rank per
+// host (or, for large all-reduces, from every rank with its 1/L slice: the rails), as BytePS
+// reduces inside a machine before it pushes: the servers take one push per host instead of one
+// per rank, and the bytes a host sends them drop L times. COHORT_HIER=0 on any rank turns it off.
 #pragma once
 
 #include <condition_variable>
@@ -21,6 +26,14 @@ namespace cohort::collectives::ps {
 
 class PsServerClient;
 class Exchange;
+
+}  // namespace cohort::collectives::ps
+
+namespace cohort::collectives {
+class HierCollectives;
+}  // namespace cohort::collectives
+
+namespace cohort::collectives::ps {
 
 struct PsOptions {
   std::vector<std::string> servers;   // host:port of each shard, in shard order
@@ -79,6 +92,8 @@ class PsCommunicator : public ThreadedCommunicator {
   // them and waits until gRPC is done with them.
   void StartAttendance();
   void EndAttendance();
+  // Makes hier_ where the world spans hosts (collective; not for the hierarchy's own groups).
+  void MakeHierarchy(const CommConfig& config);
 
   const PsOptions options_;
   std::vector<std::shared_ptr<PsServerClient>> servers_;
@@ -88,6 +103,7 @@ class PsCommunicator : public ThreadedCommunicator {
   std::mutex attend_mu_;
   std::condition_variable attend_cv_;
   size_t attending_ = 0;  // calls gRPC has not finished yet
+  std::unique_ptr<HierCollectives> hier_;  // null: every rank pushes everything itself
 };
 
 }  // namespace cohort::collectives::ps

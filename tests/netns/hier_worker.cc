@@ -2,7 +2,7 @@
 // (mixed magnitudes, so the result depends on the order of the additions), checks each result
 // against a double-precision reference within rounding, then all-gathers every rank's result and
 // checks that all are bitwise equal to this rank's.
-//   hier_worker --counts 1031,1000003
+//   hier_worker [--backend gloo|ps] --counts 1031,1000003
 // Prints "rank R: N all-reduces bitwise equal on every rank, M wrong"; exit 0 when M is 0, 1
 // when a value or a rank differed, 3 when an operation threw.
 #include <fmt/format.h>
@@ -65,13 +65,15 @@ int Check(Communicator& comm, size_t n, ReduceOp op, DType dtype) {
 
 int Main(int argc, char** argv) {
   std::vector<size_t> counts = {1031, 1000003};
+  std::string backend = "gloo";
   CLI::App app{"hierarchical all-reduce bitwise check worker"};
   app.add_option("--counts", counts)->delimiter(',');
+  app.add_option("--backend", backend, "gloo (default) or ps");
   CLI11_PARSE(app, argc, argv);
   const World world = DetectWorld();
   log::SetRank(world.rank);
   auto store = ConnectStoreFromEnv();
-  auto comm = CreateCommunicator("gloo", CommConfig::FromEnv(world.rank, world.size, store));
+  auto comm = CreateCommunicator(backend, CommConfig::FromEnv(world.rank, world.size, store));
   int ops = 0, wrong = 0;
   for (size_t n : counts) {
     for (ReduceOp op : {ReduceOp::kSum, ReduceOp::kAvg}) {
