@@ -41,14 +41,7 @@ std::unique_ptr<Subprocess> StartNode(const NetnsCluster& c, int node,
   return c.Start(node, argv, CleanLaunchEnv(e));
 }
 
-class NetnsElastic : public ::testing::Test {
- protected:
-  void SetUp() override {
-    if (auto why = NetnsCluster::UnavailableReason(); !why.empty()) {
-      GTEST_SKIP() << "network namespaces unavailable: " << why;
-    }
-  }
-};
+class NetnsElastic : public NetnsTest {};
 
 class NetnsElasticTraining : public NetnsElastic {
  protected:

@@ -23,33 +23,14 @@ const std::vector<std::string> kHierMatrix = {
 
 const Env kDebugGloo = {{"COHORT_LOG_LEVEL", "debug"}, {"COHORT_LOG_SUBSYS", "gloo"}};
 
-class NetnsHier : public ::testing::Test {
- protected:
-  void SetUp() override {
-    if (auto why = NetnsCluster::UnavailableReason(); !why.empty()) {
-      GTEST_SKIP() << "network namespaces unavailable: " << why;
-    }
-  }
-};
-
-// Node n's output holds the matrix line of every rank in ranks, with no failed check.
-void ExpectRanksPassed(const ProcessResult& r, int node, std::vector<int> ranks, int world) {
-  EXPECT_EQ(r.exit_code, 0) << "node " << node << ":\n" << r.output;
-  for (int rank : ranks) {
-    const std::string line = fmt::format("[rank {}] rank {} of {} (gloo): ", rank, rank, world);
-    const size_t at = r.output.find(line);
-    ASSERT_NE(at, std::string::npos) << r.output;
-    EXPECT_NE(r.output.substr(at + line.size(), 40).find(" checks, 0 failed"), std::string::npos)
-        << r.output.substr(at, 80);
-  }
-}
+class NetnsHier : public NetnsTest {};
 
 TEST_F(NetnsHier, TwoNodesOfTwoAllReduceHierarchically) {
   NetnsCluster c(2);
   NodeLaunch job(c, {"--nproc-per-node", "2"}, kDebugGloo);
   auto r = job.RunAll(kHierMatrix, 100s);
   for (int n = 0; n < 2; ++n) {
-    ExpectRanksPassed(r[n], n, {2 * n, 2 * n + 1}, 4);
+    ExpectRanksPassed(r[n], n, {2 * n, 2 * n + 1}, 4, "gloo");
     // Both ranks of the node took the hierarchical path.
     EXPECT_EQ(CountOf(r[n].output, "all-reduce hierarchical: 4 ranks on 2 hosts (2,2)"), 2)
         << r[n].output;
@@ -65,9 +46,9 @@ TEST_F(NetnsHier, ThreeNodesOfTwoOneTwoAllReduceHierarchically) {
        n2 = two.Start(2, kHierMatrix);
   auto r0 = n0->Wait(100s), r1 = n1->Wait(100s), r2 = n2->Wait(100s);
   const std::string path = "all-reduce hierarchical: 5 ranks on 3 hosts (2,1,2)";
-  ExpectRanksPassed(r0, 0, {0, 1}, 5);
-  ExpectRanksPassed(r1, 1, {2}, 5);
-  ExpectRanksPassed(r2, 2, {3, 4}, 5);
+  ExpectRanksPassed(r0, 0, {0, 1}, 5, "gloo");
+  ExpectRanksPassed(r1, 1, {2}, 5, "gloo");
+  ExpectRanksPassed(r2, 2, {3, 4}, 5, "gloo");
   EXPECT_EQ(CountOf(r0.output, path), 2) << r0.output;
   EXPECT_EQ(CountOf(r1.output, path), 1) << r1.output;
   EXPECT_EQ(CountOf(r2.output, path), 2) << r2.output;
@@ -114,7 +95,7 @@ TEST_F(NetnsHier, HierOffRunsFlatOverTcp) {
                        "--counts", "0,7", "--dtypes", "f32"},
                       60s);
   for (int n = 0; n < 2; ++n) {
-    ExpectRanksPassed(r[n], n, {2 * n, 2 * n + 1}, 4);
+    ExpectRanksPassed(r[n], n, {2 * n, 2 * n + 1}, 4, "gloo");
     EXPECT_EQ(CountOf(r[n].output, "all-reduce hierarchical"), 0) << r[n].output;
     EXPECT_EQ(CountOf(r[n].output, "; not hierarchical: COHORT_HIER=0 on rank 0)"), 2)
         << r[n].output;

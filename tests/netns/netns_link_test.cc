@@ -15,12 +15,11 @@ namespace {
 
 using namespace std::chrono_literals;
 
-class NetnsLink : public ::testing::Test {
+class NetnsLink : public NetnsTest {
  protected:
   void SetUp() override {
-    if (auto why = NetnsCluster::UnavailableReason(); !why.empty()) {
-      GTEST_SKIP() << "network namespaces unavailable: " << why;
-    }
+    NetnsTest::SetUp();
+    if (IsSkipped()) return;
     cluster_ = std::make_unique<NetnsCluster>(2);
     proxy_ = std::make_unique<TcpProxy>(cluster_->node(0).address, 29500, cluster_->node(1).address,
                                         cluster_->node(1).netns);

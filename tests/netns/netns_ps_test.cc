@@ -22,25 +22,7 @@ const Env kDebugColl = {{"COHORT_LOG_LEVEL", "debug"}, {"COHORT_LOG_SUBSYS", "co
 const std::vector<std::string> kPsFlags = {"--nproc-per-node", "2", "--backend", "ps",
                                            "--ps-servers", "2"};
 
-class NetnsPs : public ::testing::Test {
- protected:
-  void SetUp() override {
-    if (auto why = NetnsCluster::UnavailableReason(); !why.empty()) {
-      GTEST_SKIP() << "network namespaces unavailable: " << why;
-    }
-  }
-};
-
-void ExpectMatrixPassed(const ProcessResult& r, int node) {
-  EXPECT_EQ(r.exit_code, 0) << "node " << node << ":\n" << r.output;
-  for (int rank : {2 * node, 2 * node + 1}) {
-    const std::string line = fmt::format("[rank {}] rank {} of 4 (ps): ", rank, rank);
-    const size_t at = r.output.find(line);
-    ASSERT_NE(at, std::string::npos) << r.output;
-    EXPECT_NE(r.output.substr(at + line.size(), 40).find(" checks, 0 failed"), std::string::npos)
-        << r.output.substr(at, 80);
-  }
-}
+class NetnsPs : public NetnsTest {};
 
 // Every op against its exact value: all-reduce with every reduce op, broadcast and all-gather,
 // at zero, one, short and two sizes past the rails' threshold (1048583 elements, a prime: 4 MiB
@@ -53,7 +35,7 @@ TEST_F(NetnsPs, TwoNodesOfTwoReduceInsideEachNodeBeforeTheyPush) {
                        "--dtypes", "f32,i64,bf16"},
                       110s);
   for (int n = 0; n < 2; ++n) {
-    ExpectMatrixPassed(r[n], n);
+    ExpectRanksPassed(r[n], n, {2 * n, 2 * n + 1}, 4, "ps");
     EXPECT_EQ(CountOf(r[n].output, "ps: hierarchical: 4 ranks on 2 hosts (2,2)"), 2)
         << r[n].output;
     EXPECT_EQ(CountOf(r[n].output, "every rank pushes its own"), 0) << r[n].output;
@@ -88,7 +70,7 @@ TEST_F(NetnsPs, HierOffEveryRankPushesItsOwn) {
                        "--skip", "reducescatter,sendrecv", "--counts", "0,7", "--dtypes", "f32"},
                       60s);
   for (int n = 0; n < 2; ++n) {
-    ExpectMatrixPassed(r[n], n);
+    ExpectRanksPassed(r[n], n, {2 * n, 2 * n + 1}, 4, "ps");
     EXPECT_EQ(CountOf(r[n].output, "ps: hierarchical"), 0) << r[n].output;
     EXPECT_EQ(CountOf(r[n].output, "every rank pushes its own (COHORT_HIER=0 on rank 0)"), 2)
         << r[n].output;

@@ -18,14 +18,7 @@ bool Has(const ProcessResult& r, const std::string& text) {
   return r.output.find(text) != std::string::npos;
 }
 
-class NetnsToken : public ::testing::Test {
- protected:
-  void SetUp() override {
-    if (auto why = NetnsCluster::UnavailableReason(); !why.empty()) {
-      GTEST_SKIP() << "network namespaces unavailable: " << why;
-    }
-  }
-};
+class NetnsToken : public NetnsTest {};
 
 // Node 0 has the job's token; node 1 runs with `node1_env` and fails; node 0 names node 1.
 std::vector<ProcessResult> NodeOneOdd(const NetnsCluster& c, const Env& node1_env) {
