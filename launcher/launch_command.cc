@@ -123,6 +123,11 @@ Command AddLaunchCommand(CLI::App& parent) {
                   "parameter servers (`cohort ps-server`) node 0 runs beside its workers; every "
                   "worker gets COHORT_PS_SERVERS (backend ps)")
       ->check(CLI::NonNegativeNumber);
+  app->add_option("--ps-servers-per-node", options->ps_servers_per_node,
+                  "parameter servers every node runs beside its workers (shards in node-rank "
+                  "order, a fresh set each round), as BytePS colocates them; not with "
+                  "--ps-servers")
+      ->check(CLI::NonNegativeNumber);
   app->add_option("--max-restarts", options->max_restarts,
                   "restarts of the whole group after a failure (default 0)")
       ->check(CLI::NonNegativeNumber);

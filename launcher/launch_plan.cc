@@ -201,7 +201,7 @@ OpenDoor FindOpenDoor(const LaunchPlan& p, const env::Map& env) {
                         env::kToken.name(), p.endpoint.value),
             TokenAdvice()};
   }
-  if (p.ps_servers.value > 0) {
+  if (RunsPsServers(p)) {
     return {fmt::format("no {}, and the parameter servers would listen on every interface, so "
                         "anyone on the network could take part in the job's collectives",
                         env::kToken.name()),
@@ -248,10 +248,18 @@ void DeriveJob(const LaunchOptions& o, const env::Map& env, bool alone, LaunchPl
   CheckBackend(p.backend);
   p.rdzv_backend = collectives::FindStoreBackend(o.rdzv_backend).name;
   p.ps_servers = {o.ps_servers, o.ps_servers > 0 ? "--ps-servers" : "default"};
-  if (p.backend.value == "ps" && p.ps_servers.value == 0 && !env::kPsServers.IsSet(&env)) {
+  p.ps_servers_per_node = {o.ps_servers_per_node,
+                           o.ps_servers_per_node > 0 ? "--ps-servers-per-node" : "default"};
+  if (o.ps_servers > 0 && o.ps_servers_per_node > 0) {
     throw InvalidArgument(
-        fmt::format("{}=ps needs parameter servers: add --ps-servers N (node 0 runs them), or set "
-                    "COHORT_PS_SERVERS to running `cohort ps-server` shards",
+        "--ps-servers N (all on node 0) and --ps-servers-per-node N (on every node) exclude each "
+        "other: give one");
+  }
+  if (p.backend.value == "ps" && !RunsPsServers(p) && !env::kPsServers.IsSet(&env)) {
+    throw InvalidArgument(
+        fmt::format("{}=ps needs parameter servers: add --ps-servers N (node 0 runs them) or "
+                    "--ps-servers-per-node N, or set COHORT_PS_SERVERS to running `cohort "
+                    "ps-server` shards",
                     p.backend.source));
   }
   if (o.max_restarts >= 0) {
@@ -326,7 +334,12 @@ std::string DescribePlan(const LaunchPlan& p) {
   line("hosts the store", p.host_store.value ? "yes" : "no", p.host_store.source);
   line("run-id", p.run_id.value, p.run_id.source);
   line("backend", p.backend.value.empty() ? "auto" : p.backend.value, p.backend.source);
-  line("ps-servers", std::to_string(p.ps_servers.value), p.ps_servers.source);
+  if (p.ps_servers_per_node.value > 0) {
+    line("ps-servers", fmt::format("{} per node", p.ps_servers_per_node.value),
+         p.ps_servers_per_node.source);
+  } else {
+    line("ps-servers", std::to_string(p.ps_servers.value), p.ps_servers.source);
+  }
   line("max-restarts", std::to_string(p.max_restarts.value), p.max_restarts.source);
   line("first restart", std::to_string(p.first_restart.value), p.first_restart.source);
   line("heartbeat-timeout",
@@ -354,6 +367,10 @@ std::chrono::milliseconds RdzvTimeout(const LaunchPlan& plan) {
 
 bool HasRoundWorkerStore(const LaunchPlan& plan) {
   return !collectives::FindStoreBackend(plan.rdzv_backend).hosted_by_launcher;
+}
+
+bool RunsPsServers(const LaunchPlan& plan) {
+  return plan.ps_servers.value > 0 || plan.ps_servers_per_node.value > 0;
 }
 
 std::string ServiceHost(const LaunchPlan& plan, bool hosts_store) {

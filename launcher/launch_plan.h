@@ -29,6 +29,7 @@ struct LaunchOptions {
   double rdzv_timeout = 300;      // seconds to wait for every node
   double rdzv_last_call = 2;      // with --nnodes MIN:MAX, how long to wait for more than MIN
   int ps_servers = 0;             // parameter servers node 0 runs (backend ps)
+  int ps_servers_per_node = 0;    // ... or this many on every node (not with ps_servers)
   bool dry_run = false;
   // Start a store (or meet on an etcd) that other machines reach without a token (credentials):
   // for trusted networks only; without it such a launch is refused.
@@ -55,6 +56,7 @@ struct LaunchPlan {
   Sourced<std::string> run_id;
   Sourced<std::string> backend;  // empty: the workers' default (auto)
   Sourced<int> ps_servers;       // `cohort ps-server` shards node 0 starts; 0: none
+  Sourced<int> ps_servers_per_node;  // ... or every node starts (shards in node-rank order)
   Sourced<int> max_restarts;
   // The number of this launcher's first attempt, which its workers get as COHORT_RESTART: 0, or
   // the COHORT_RESTART this launcher was given (the operator recreates a failed Job with
@@ -100,6 +102,9 @@ std::chrono::milliseconds RdzvTimeout(const LaunchPlan& plan);
 // Whether the launchers meet on a store that no launcher hosts (etcd), so that each round's node
 // rank 0 hosts a store for the workers (worker_store.h).
 bool HasRoundWorkerStore(const LaunchPlan& plan);
+
+// Whether this job's launchers start parameter servers (--ps-servers or --ps-servers-per-node).
+bool RunsPsServers(const LaunchPlan& plan);
 
 // The host other nodes reach this launcher's services at (the store it hosts, the workers'
 // store of a round, parameter servers, MASTER_PORT): 127.0.0.1 for a job of one node; the

@@ -78,10 +78,12 @@ pid_t PsServerGroup::Spawn(int i, int n, const std::string& bind_host, const std
   return pid;
 }
 
-PsServerGroup::PsServerGroup(int n, const std::string& bind_host, const std::string& advertise_host,
-                             const std::string& token, std::chrono::milliseconds timeout) {
+PsServerGroup::PsServerGroup(int first, int n, int shards, const std::string& bind_host,
+                             const std::string& advertise_host, const std::string& token,
+                             std::chrono::milliseconds timeout)
+    : first_(first) {
   const auto deadline = std::chrono::steady_clock::now() + timeout;
-  for (int i = 0; i < n; ++i) {
+  for (int i = first; i < first + n; ++i) {
     int out[2];
     if (::pipe2(out, O_CLOEXEC) != 0) {
       StopAll();
@@ -89,7 +91,7 @@ PsServerGroup::PsServerGroup(int n, const std::string& bind_host, const std::str
     }
     int port = 0;
     try {
-      servers_.push_back({Spawn(i, n, bind_host, token, out[1]), true});
+      servers_.push_back({Spawn(i, shards, bind_host, token, out[1]), true});
       ::close(out[1]);
       port = ReadPort(out[0], deadline);
     } catch (...) {
@@ -103,9 +105,9 @@ PsServerGroup::PsServerGroup(int n, const std::string& bind_host, const std::str
       throw Unavailable(fmt::format(
           "ps-server shard {} of {} did not report a listening port within {:.0f} s (its "
           "errors are above)",
-          i, n, std::chrono::duration<double>(timeout).count()));
+          i, shards, std::chrono::duration<double>(timeout).count()));
     }
-    addresses_ += (i ? "," : "") + net::HostPort{advertise_host, port}.ToString();
+    addresses_ += (i > first ? "," : "") + net::HostPort{advertise_host, port}.ToString();
   }
 }
 
@@ -120,10 +122,10 @@ std::string PsServerGroup::Dead() {
     s.running = false;
     if (WIFSIGNALED(status)) {
       const char* name = sigabbrev_np(WTERMSIG(status));
-      return fmt::format("ps-server shard {} was killed by signal {} (SIG{})", i, WTERMSIG(status),
-                         name ? name : "?");
+      return fmt::format("ps-server shard {} was killed by signal {} (SIG{})", first_ + i,
+                         WTERMSIG(status), name ? name : "?");
     }
-    return fmt::format("ps-server shard {} exited with code {}", i, WEXITSTATUS(status));
+    return fmt::format("ps-server shard {} exited with code {}", first_ + i, WEXITSTATUS(status));
   }
   return "";
 }
@@ -159,7 +161,7 @@ void PsServerGroup::StopAll() {
 
 std::vector<std::string> FinishStandaloneServers(const LaunchPlan& plan) {
   const std::string list = env::kPsServers.Str("");
-  if (plan.ps_servers.value > 0 || list.empty()) return {};
+  if (RunsPsServers(plan) || list.empty()) return {};
   std::vector<std::string> lines = collectives::ps::FinishServers(
       list, plan.token, plan.run_id.value, std::chrono::seconds(10));
   const size_t all = collectives::ps::SplitServerList(list).size();

@@ -1,6 +1,7 @@
-// The parameter servers `cohort launch --ps-servers N` runs beside the workers on node 0: N
-// `cohort ps-server` processes (this same binary), each on a port it picks itself and reports on
-// its first line of output; stopped with the launcher.
+// The parameter servers `cohort launch --ps-servers N` runs beside the workers on node 0 (or
+// --ps-servers-per-node N, on every node): N `cohort ps-server` processes (this same binary),
+// each on a port it picks itself and reports on its first line of output; stopped with the
+// launcher.
 #pragma once
 
 #include <sys/types.h>
@@ -13,11 +14,12 @@ namespace cohort::launcher {
 
 class PsServerGroup {
  public:
-  // Starts shards 0..n-1 listening on bind_host, with COHORT_TOKEN=token, and waits (up to
-  // timeout) until each reports its port. advertise_host is how workers reach them. Throws
-  // Unavailable naming the shard that did not start.
-  PsServerGroup(int n, const std::string& bind_host, const std::string& advertise_host,
-                const std::string& token, std::chrono::milliseconds timeout);
+  // Starts shards first..first+n-1 of `shards` listening on bind_host, with COHORT_TOKEN=token,
+  // and waits (up to timeout) until each reports its port. advertise_host is how workers reach
+  // them. Throws Unavailable naming the shard that did not start.
+  PsServerGroup(int first, int n, int shards, const std::string& bind_host,
+                const std::string& advertise_host, const std::string& token,
+                std::chrono::milliseconds timeout);
   // SIGTERM, then SIGKILL after a second, and reaps them.
   ~PsServerGroup();
   PsServerGroup(const PsServerGroup&) = delete;
@@ -40,6 +42,7 @@ class PsServerGroup {
   pid_t Spawn(int i, int n, const std::string& bind_host, const std::string& token, int out_fd);
   void StopAll();
 
+  int first_ = 0;  // the shard number of servers_[0]
   std::vector<Server> servers_;
   std::string addresses_;
 };

@@ -1,7 +1,8 @@
 // What a round's workers use besides their own launcher: the workers' store (the launchers'
 // store itself, or one that the round's node rank 0 hosts when the launchers meet on etcd:
 // worker_store.h) and, with --ps-servers, the parameter servers, which the node hosting the
-// round's services starts and publishes for every node. One per launcher, for the whole job:
+// round's services starts and publishes for every node (with --ps-servers-per-node, every node
+// starts its own and node 0 publishes the list). One per launcher, for the whole job:
 // parameter servers that are all still running serve the next round too.
 #pragma once
 
@@ -44,7 +45,9 @@ class RoundServices {
   std::string DeadServer();
 
  private:
-  void StartPsServers(int attempt, const std::string& advertise_host);
+  void StartPsServers(const Assignment& a, int attempt, const std::string& advertise_host);
+  void StartPsServersOnEveryNode(const Assignment& a, const std::string& key,
+                                 const std::string& advertise_host);
 
   const LaunchPlan& plan_;
   std::shared_ptr<collectives::Store> launch_;

@@ -99,6 +99,18 @@ TEST(Plan, PyTorchJobWorldSizeMustCountEveryProcess) {
              "PET_NPROC_PER_NODE='auto' must be an integer >= 1");
 }
 
+TEST(Plan, ParameterServersOnEveryNode) {
+  LaunchOptions o = Program();
+  o.backend = "ps";
+  o.ps_servers_per_node = 1;
+  const LaunchPlan p = MakePlan(o, {});
+  EXPECT_TRUE(RunsPsServers(p));
+  EXPECT_EQ(p.ps_servers.value, 0);
+  EXPECT_EQ(p.ps_servers_per_node.value, 1);
+  EXPECT_EQ(p.ps_servers_per_node.source, "--ps-servers-per-node");
+  EXPECT_FALSE(RunsPsServers(MakePlan(Program(), {})));
+}
+
 TEST(Plan, IndexedJobRankComesFromTheCompletionIndex) {
   LaunchOptions o = Program();
   o.nproc_per_node = "4";
@@ -292,8 +304,16 @@ TEST(Plan, BadInputIsOneLineNamingIt) {
        "--backend='carrier-pigeon' is not a backend of this build; use auto or one of: "},
       {Program(),
        {{"COHORT_BACKEND", "ps"}},
-       "COHORT_BACKEND=ps needs parameter servers: add --ps-servers N (node 0 runs them), or set "
-       "COHORT_PS_SERVERS to running `cohort ps-server` shards"},
+       "COHORT_BACKEND=ps needs parameter servers: add --ps-servers N (node 0 runs them) or "
+       "--ps-servers-per-node N, or set COHORT_PS_SERVERS to running `cohort ps-server` shards"},
+      {with([](auto& o) {
+         o.backend = "ps";
+         o.ps_servers = 2;
+         o.ps_servers_per_node = 1;
+       }),
+       {},
+       "--ps-servers N (all on node 0) and --ps-servers-per-node N (on every node) exclude each "
+       "other: give one"},
       {with([](auto& o) {
          o.nnodes = "2";
          o.node_rank = 0;

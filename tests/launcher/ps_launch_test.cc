@@ -123,41 +123,40 @@ pid_t ChildWith(pid_t parent, const std::vector<std::string>& words) {
 }
 
 // A ps-server SIGKILLed mid-run stops the group; the restart runs on a fresh set of servers.
-TEST(PsLaunch, DeadServerRestartsTheGroupOnFreshServers) {
-  std::vector<std::string> argv = {BinPath("cohort"),
-                                   "launch",
-                                   "--backend",
-                                   "ps",
-                                   "--ps-servers",
-                                   "2",
-                                   "--nproc-per-node",
-                                   "2",
-                                   "--max-restarts",
-                                   "1",
-                                   "--grace-period",
-                                   "2",
-                                   "--",
-                                   BinPath("collective_worker"),
-                                   "--backend",
-                                   "ps",
-                                   "--mode",
-                                   "hang",
-                                   "--victim",
-                                   "-1",
-                                   "--at",
-                                   "60"};
+// servers: the launcher's flags that start them; started: the line it says each time; shard:
+// the one killed.
+void ExpectDeadServerRestartsTheGroup(const std::vector<std::string>& servers,
+                                      const std::string& started, int shard) {
+  std::vector<std::string> argv = {BinPath("cohort"), "launch", "--backend", "ps"};
+  argv.insert(argv.end(), servers.begin(), servers.end());
+  argv.insert(argv.end(), {"--nproc-per-node", "2", "--max-restarts", "1", "--grace-period", "2",
+                           "--", BinPath("collective_worker"), "--backend", "ps", "--mode",
+                           "hang", "--victim", "-1", "--at", "60"});
   Subprocess launcher(argv, Clean());
-  ASSERT_TRUE(launcher.AwaitLine("completed op 2", 60s)) << launcher.Output();
-  const pid_t server = ChildWith(launcher.pid(), {"ps-server", "--shard 1 "});
+  // Both ranks: the kill comes after each has printed its line once (the count below).
+  ASSERT_TRUE(launcher.AwaitLine("rank 0 completed op 2", 60s)) << launcher.Output();
+  ASSERT_TRUE(launcher.AwaitLine("rank 1 completed op 2", 60s)) << launcher.Output();
+  const pid_t server = ChildWith(launcher.pid(), {"ps-server", fmt::format("--shard {} ", shard)});
   ASSERT_GT(server, 0) << launcher.Output();
   ::kill(server, SIGKILL);
   auto r = launcher.Wait(120s);
   EXPECT_EQ(r.exit_code, 0) << r.output;
-  EXPECT_NE(r.output.find("ps-server shard 1 was killed by signal 9 (SIGKILL)"), std::string::npos)
+  EXPECT_NE(r.output.find(fmt::format("ps-server shard {} was killed by signal 9 (SIGKILL)", shard)),
+            std::string::npos)
       << r.output;
   EXPECT_NE(r.output.find("restarting the group: attempt 2 of 2"), std::string::npos) << r.output;
-  EXPECT_EQ(Count(r.output, "started 2 ps-servers on 127.0.0.1:"), 2) << r.output;
+  EXPECT_EQ(Count(r.output, started), 2) << r.output;
   EXPECT_EQ(Count(r.output, "rank 1 completed op 2"), 2) << r.output;
+}
+
+TEST(PsLaunch, DeadServerRestartsTheGroupOnFreshServers) {
+  ExpectDeadServerRestartsTheGroup({"--ps-servers", "2"}, "started 2 ps-servers on 127.0.0.1:", 1);
+}
+
+// --ps-servers-per-node on one node: the same, with the node's own server.
+TEST(PsLaunch, DeadServerOfThisNodeRestartsTheGroupOnAFreshOne) {
+  ExpectDeadServerRestartsTheGroup({"--ps-servers-per-node", "1"},
+                                   "started 1 ps-server (shard 0) on 127.0.0.1:", 0);
 }
 
 std::string ReadFile(const std::string& path) {

@@ -124,5 +124,48 @@ TEST_F(NetnsPs, KilledServerFailsEveryNodeNamingIt) {
       << r1.output;
 }
 
+// --ps-servers-per-node 1: each node runs one server (node k's is shard k), node 0 publishes
+// both, and every rank talks to both: the matrix passes on every rank.
+TEST_F(NetnsPs, ServersOnEveryNode) {
+  NetnsCluster c(2);
+  NodeLaunch job(c, {"--nproc-per-node", "2", "--backend", "ps", "--ps-servers-per-node", "1"},
+                 kDebugColl);
+  auto r = job.RunAll({BinPath("collective_worker"), "--backend", "ps", "--mode", "matrix",
+                       "--skip", "reducescatter,sendrecv", "--counts", "0,7,1048583", "--dtypes",
+                       "f32,i64"},
+                      110s);
+  for (int n = 0; n < 2; ++n) {
+    ExpectRanksPassed(r[n], n, {2 * n, 2 * n + 1}, 4, "ps");
+    EXPECT_EQ(CountOf(r[n].output, fmt::format("started 1 ps-server (shard {}) on ", n)), 1)
+        << r[n].output;
+    EXPECT_EQ(CountOf(r[n].output, "connected to 2 servers"), 2) << r[n].output;
+  }
+  EXPECT_NE(r[1].output.find("started 1 ps-server (shard 1) on node1:"), std::string::npos)
+      << r[1].output;
+}
+
+// Node 1's server SIGKILLed mid-all-reduce: node 1's launcher names it, and node 0 fails too.
+TEST_F(NetnsPs, AServerKilledOnNodeOneFailsBothNodes) {
+  NetnsCluster c(2);
+  NodeLaunch job(c, {"--nproc-per-node", "2", "--backend", "ps", "--ps-servers-per-node", "1",
+                     "--grace-period", "2"});
+  const std::vector<std::string> worker = {BinPath("collective_worker"), "--backend", "ps",
+                                           "--mode", "hang", "--victim", "-1", "--at", "100000",
+                                           "--fault-elems", "2097152"};
+  auto n0 = job.Start(0, worker), n1 = job.Start(1, worker);
+  ASSERT_TRUE(n0->AwaitLine("completed op 2", 60s)) << n0->Output();
+  ASSERT_TRUE(n1->AwaitLine("completed op 2", 60s)) << n1->Output();
+  const int server = ServerPid(c, 1, 1);
+  ASSERT_GT(server, 0) << n1->Output();
+  ::kill(server, SIGKILL);
+  const ProcessResult r0 = n0->Wait(60s), r1 = n1->Wait(60s);
+  EXPECT_FALSE(r0.timed_out || r1.timed_out) << r0.output << r1.output;
+  EXPECT_NE(r0.exit_code, 0) << r0.output;
+  EXPECT_NE(r1.exit_code, 0) << r1.output;
+  EXPECT_NE(r1.output.find("ps-server shard 1 was killed by signal 9 (SIGKILL)"),
+            std::string::npos)
+      << r1.output;
+}
+
 }  // namespace
 }  // namespace cohort::testing
