@@ -7,8 +7,9 @@
 //   build/bin/hier_netns_bench [--ops allreduce,...] [--min-bytes N] [--max-bytes N]
 //   [--rounds N] [--budget-ms N]
 //   [--step-factor N] [--hier 1,0] [--backend gloo|ps] [--ps-servers N]
+//   [--ps-servers-per-node N]
 // --backend ps --ps-servers N: the same for the ps backend (node 0's launcher starts N
-// servers; each node's ranks reduce through shared memory and push once per node with
+// servers, or every node its own with --ps-servers-per-node N; each node's ranks reduce through shared memory and push once per node with
 // COHORT_HIER=1, every rank pushes its own with 0), against the same raw Gloo ring.
 // Needs root (network namespaces); says why and exits 2 where they cannot be made.
 #include <fmt/format.h>
@@ -42,6 +43,9 @@ int Main(int argc, char** argv) {
   app.add_option("--backend", backend, "gloo (default) or ps")
       ->check(CLI::IsMember({"gloo", "ps"}));
   app.add_option("--ps-servers", ps_servers, "servers on node 0 with --backend ps (default 2)");
+  std::string per_node;
+  app.add_option("--ps-servers-per-node", per_node,
+                 "with --backend ps: this many servers on every node instead");
   CLI11_PARSE(app, argc, argv);
   if (auto why = NetnsCluster::UnavailableReason(); !why.empty()) {
     fmt::print(stderr, "network namespaces unavailable: {}\n", why);
@@ -51,14 +55,20 @@ int Main(int argc, char** argv) {
   for (const std::string& hier : runs) {
     NetnsCluster c(2);
     std::vector<std::string> flags = {"--nproc-per-node", "2"};
-    if (backend == "ps") flags.insert(flags.end(), {"--backend", "ps", "--ps-servers", ps_servers});
+    if (backend == "ps") {
+      flags.insert(flags.end(), {"--backend", "ps"});
+      if (per_node.empty()) flags.insert(flags.end(), {"--ps-servers", ps_servers});
+      else flags.insert(flags.end(), {"--ps-servers-per-node", per_node});
+    }
     NodeLaunch job(c, flags, {{"COHORT_HIER", hier}});
     auto r = job.RunAll({BinPath("collectives_bench"), "--backends", backend, "--ops", ops,
                          "--min-bytes", min_bytes, "--max-bytes", max_bytes, "--step-factor", step,
                          "--rounds", rounds, "--budget-ms", budget},
                         std::chrono::minutes(20));
     fmt::print("\n## COHORT_HIER={}: cohort {} {} vs raw Gloo (flat TCP ring)\n{}\n", hier,
-               backend == "ps" ? "ps (" + ps_servers + " servers on node 0)" : "gloo",
+               backend != "ps"    ? "gloo"
+               : per_node.empty() ? "ps (" + ps_servers + " servers on node 0)"
+                                  : "ps (" + per_node + " server(s) per node)",
                hier[0] == '1' ? "(hierarchical)" : "(flat)", r[0].output);
     for (size_t n = 0; n < r.size(); ++n) {
       if (r[n].exit_code != 0) {
