@@ -89,39 +89,52 @@ int ServerPid(const NetnsCluster& c, int node, int shard) {
   return -1;
 }
 
-// A server SIGKILLed while both nodes all-reduce 8 MiB (over the rails: every rank pushes): both
-// nodes fail well within the timeout (nothing hangs in shared memory waiting for a peer), and both
-// name the server: node 0's launcher, which ran it, and node 1's (told by node 0) or its ranks.
-TEST_F(NetnsPs, KilledServerFailsEveryNodeNamingIt) {
+// 2 nodes x 2 ranks all-reduce 8 MiB in a loop (over the rails: every rank pushes) on servers
+// that `servers` (launcher flags) start; once both have completed op 2, shard `shard`, running
+// on `node`, is SIGKILLed. Both nodes must fail well within the timeout (nothing hangs in shared
+// memory waiting for a peer); returns what each printed.
+std::vector<ProcessResult> KillServerMidAllReduce(const std::vector<std::string>& servers, int node,
+                                                  int shard) {
   NetnsCluster c(2);
-  std::vector<std::string> flags = kPsFlags;
-  flags.insert(flags.end(), {"--grace-period", "2"});
+  std::vector<std::string> flags = {"--nproc-per-node", "2", "--backend", "ps", "--grace-period",
+                                    "2"};
+  flags.insert(flags.end(), servers.begin(), servers.end());
   NodeLaunch job(c, flags);
   const std::vector<std::string> worker = {BinPath("collective_worker"), "--backend", "ps",
                                            "--mode", "hang", "--victim", "-1", "--at", "100000",
                                            "--fault-elems", "2097152"};
   auto n0 = job.Start(0, worker), n1 = job.Start(1, worker);
-  ASSERT_TRUE(n0->AwaitLine("completed op 2", 60s)) << n0->Output();
-  ASSERT_TRUE(n1->AwaitLine("completed op 2", 60s)) << n1->Output();
-  const int server = ServerPid(c, 0, 1);
-  ASSERT_GT(server, 0) << n0->Output();
+  EXPECT_TRUE(n0->AwaitLine("completed op 2", 60s)) << n0->Output();
+  EXPECT_TRUE(n1->AwaitLine("completed op 2", 60s)) << n1->Output();
+  const int server = ServerPid(c, node, shard);
+  EXPECT_GT(server, 0) << n0->Output() << n1->Output();
   const auto killed = std::chrono::steady_clock::now();
-  ::kill(server, SIGKILL);
-  const ProcessResult r0 = n0->Wait(60s), r1 = n1->Wait(60s);
+  if (server > 0) ::kill(server, SIGKILL);
+  std::vector<ProcessResult> r;
+  r.push_back(n0->Wait(60s));
+  r.push_back(n1->Wait(60s));
   const double secs =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - killed).count();
-  const std::string all = r0.output + r1.output;
-  EXPECT_FALSE(r0.timed_out || r1.timed_out) << all;
-  EXPECT_NE(r0.exit_code, 0) << all;
-  EXPECT_NE(r1.exit_code, 0) << all;
+  const std::string all = r[0].output + r[1].output;
+  for (const ProcessResult& one : r) {
+    EXPECT_FALSE(one.timed_out) << all;
+    EXPECT_NE(one.exit_code, 0) << all;
+  }
   EXPECT_LT(secs, 20.0) << all;
-  EXPECT_NE(r0.output.find("ps-server shard 1 was killed by signal 9 (SIGKILL)"),
+  return r;
+}
+
+// Both servers on node 0, shard 1 killed: both nodes name it, node 0's launcher (which ran it)
+// and node 1's (told by node 0) or its ranks.
+TEST_F(NetnsPs, KilledServerFailsEveryNodeNamingIt) {
+  const auto r = KillServerMidAllReduce({"--ps-servers", "2"}, 0, 1);
+  EXPECT_NE(r[0].output.find("ps-server shard 1 was killed by signal 9 (SIGKILL)"),
             std::string::npos)
-      << r0.output;
+      << r[0].output;
   // Node 1 hears it from node 0's launcher, or its ranks lose the server first.
-  EXPECT_TRUE(r1.output.find("ps-server shard 1 was killed by signal 9") != std::string::npos ||
-              r1.output.find("(shard 1 of 2)") != std::string::npos)
-      << r1.output;
+  EXPECT_TRUE(r[1].output.find("ps-server shard 1 was killed by signal 9") != std::string::npos ||
+              r[1].output.find("(shard 1 of 2)") != std::string::npos)
+      << r[1].output;
 }
 
 // --ps-servers-per-node 1: each node runs one server (node k's is shard k), node 0 publishes
@@ -144,27 +157,12 @@ TEST_F(NetnsPs, ServersOnEveryNode) {
       << r[1].output;
 }
 
-// Node 1's server SIGKILLed mid-all-reduce: node 1's launcher names it, and node 0 fails too.
+// One server per node, node 1's (shard 1) killed: node 1's launcher names it, node 0 fails too.
 TEST_F(NetnsPs, AServerKilledOnNodeOneFailsBothNodes) {
-  NetnsCluster c(2);
-  NodeLaunch job(c, {"--nproc-per-node", "2", "--backend", "ps", "--ps-servers-per-node", "1",
-                     "--grace-period", "2"});
-  const std::vector<std::string> worker = {BinPath("collective_worker"), "--backend", "ps",
-                                           "--mode", "hang", "--victim", "-1", "--at", "100000",
-                                           "--fault-elems", "2097152"};
-  auto n0 = job.Start(0, worker), n1 = job.Start(1, worker);
-  ASSERT_TRUE(n0->AwaitLine("completed op 2", 60s)) << n0->Output();
-  ASSERT_TRUE(n1->AwaitLine("completed op 2", 60s)) << n1->Output();
-  const int server = ServerPid(c, 1, 1);
-  ASSERT_GT(server, 0) << n1->Output();
-  ::kill(server, SIGKILL);
-  const ProcessResult r0 = n0->Wait(60s), r1 = n1->Wait(60s);
-  EXPECT_FALSE(r0.timed_out || r1.timed_out) << r0.output << r1.output;
-  EXPECT_NE(r0.exit_code, 0) << r0.output;
-  EXPECT_NE(r1.exit_code, 0) << r1.output;
-  EXPECT_NE(r1.output.find("ps-server shard 1 was killed by signal 9 (SIGKILL)"),
+  const auto r = KillServerMidAllReduce({"--ps-servers-per-node", "1"}, 1, 1);
+  EXPECT_NE(r[1].output.find("ps-server shard 1 was killed by signal 9 (SIGKILL)"),
             std::string::npos)
-      << r1.output;
+      << r[1].output;
 }
 
 }  // namespace
