@@ -2,7 +2,6 @@
 
 #include <fmt/format.h>
 #include <grpcpp/grpcpp.h>
-#include <grpcpp/support/proto_buffer_reader.h>
 
 #include <atomic>
 #include <mutex>
@@ -23,20 +22,26 @@ namespace {
 namespace pb = ::cohort::ps;
 
 // One PushPull call: waits in the table (holding no thread) until its round is answered. It
-// takes the raw messages: every rank's answer shares the one combined result (an encoded
-// PullReply whose data is that result), instead of a copy per rank.
+// takes the raw messages: the push's data stays in gRPC's receive buffers until the round is
+// combined (only the other fields are parsed), and every rank's answer shares the one combined
+// result (an encoded PullReply whose data is that result), instead of a copy per rank.
 class PushReactor final : public grpc::ServerUnaryReactor, public PushTable::Waiter {
  public:
   PushReactor(PushTable* table, grpc::ByteBuffer* reply) : table_(table), reply_(reply) {}
 
-  // Decodes the request; false when it is not a PushRequest.
+  // Decodes the request but its data; false when it is not a PushRequest.
   bool Parse(const grpc::ByteBuffer* request) {
-    grpc::ProtoBufferReader reader(const_cast<grpc::ByteBuffer*>(request));
-    return req_.ParseFromZeroCopyStream(&reader);
+    if (!request->Dump(&slices_).ok()) return false;
+    std::string rest;
+    return SplitBytesField(slices_, kDataField, &rest, &data_offset_, &data_size_) &&
+           req_.ParseFromString(rest);
   }
 
   const pb::PushRequest& Request() const override { return req_; }
-  pb::PushRequest& MutableRequest() override { return req_; }
+  std::vector<std::string_view> Data() const override {
+    return SpansOf(slices_, data_offset_, data_size_);
+  }
+  size_t DataSize() const override { return data_size_; }
   void Answer(const grpc::Status& status, std::shared_ptr<const std::string> result) override {
     if (status.ok()) *reply_ = WithSharedBytesField("", 1, std::move(result));
     Finish(status);
@@ -45,8 +50,11 @@ class PushReactor final : public grpc::ServerUnaryReactor, public PushTable::Wai
   void OnDone() override { delete this; }
 
  private:
+  static constexpr int kDataField = pb::PushRequest::kDataFieldNumber;
   PushTable* table_;
   pb::PushRequest req_;
+  std::vector<grpc::Slice> slices_;  // the request as received; data_ bytes of it are the data
+  size_t data_offset_ = 0, data_size_ = 0;
   grpc::ByteBuffer* reply_;
 };
 

@@ -2,6 +2,10 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+
 #include "collectives/op.h"
 #include "collectives/reduce.h"
 #include "collectives/tensor_view.h"
@@ -55,7 +59,7 @@ std::string DescribePush(const pb::PushRequest& p) {
   return fmt::format("{} #{} partition {}", KindName(p.kind()), p.seq(), p.part());
 }
 
-std::string CheckPush(const pb::PushRequest& p) {
+std::string CheckPush(const pb::PushRequest& p, size_t data_bytes) {
   if (p.world() < 1 || p.rank() < 0 || p.rank() >= p.world()) {
     return fmt::format("{}: rank {} is outside a world of {}", DescribePush(p), p.rank(),
                        p.world());
@@ -75,9 +79,9 @@ std::string CheckPush(const pb::PushRequest& p) {
   }
   const bool sends = p.kind() != pb::BROADCAST || p.root() == p.rank();
   const size_t want = sends ? p.count() * ElementSize(DTypeOf(p)) : 0;
-  if (p.data().size() != want) {
+  if (data_bytes != want) {
     return fmt::format("{}: rank {} sent {} bytes for {} elements of {}; expected {}",
-                       DescribePush(p), p.rank(), p.data().size(), p.count(), DTypeName(DTypeOf(p)),
+                       DescribePush(p), p.rank(), data_bytes, p.count(), DTypeName(DTypeOf(p)),
                        want);
   }
   return "";
@@ -104,32 +108,73 @@ std::string Mismatch(const pb::PushRequest& x, const pb::PushRequest& y) {
          "same count, dtype and op";
 }
 
-std::string Combine(const std::vector<pb::PushRequest*>& pushes) {
+namespace {
+
+void Append(std::string& out, const std::vector<std::string_view>& spans) {
+  for (std::string_view s : spans) out.append(s.data(), s.size());
+}
+
+// acc (its elements in order) op= the elements whose bytes spans hold. Runs whose start is not
+// aligned for the element type (most of gRPC's: frame headers shift them) go through a small
+// aligned buffer; an element cut between two runs is put together first.
+void ReduceSpans(ReduceOp op, DType dtype, char* acc, const std::vector<std::string_view>& spans) {
+  const size_t es = ElementSize(dtype);
+  alignas(64) static thread_local char bounce[64 << 10];
+  alignas(16) char cut[16];
+  size_t done = 0, in_cut = 0;
+  for (std::string_view s : spans) {
+    const char* p = s.data();
+    size_t n = s.size();
+    if (in_cut > 0) {
+      const size_t take = std::min(es - in_cut, n);
+      std::memcpy(cut + in_cut, p, take);
+      in_cut += take, p += take, n -= take;
+      if (in_cut < es) continue;
+      ReduceInto(op, dtype, acc + done, acc + done, cut, 1);
+      done += es, in_cut = 0;
+    }
+    while (n >= es) {
+      const size_t whole = n / es * es;
+      const bool aligned = reinterpret_cast<uintptr_t>(p) % es == 0;
+      const size_t m = aligned ? whole : std::min(whole, sizeof(bounce) / es * es);
+      const char* from = p;
+      if (!aligned) from = static_cast<const char*>(std::memcpy(bounce, p, m));
+      ReduceInto(op, dtype, acc + done, acc + done, from, m / es);
+      done += m, p += m, n -= m;
+    }
+    std::memcpy(cut, p, n);
+    in_cut = n;
+  }
+}
+
+}  // namespace
+
+std::string Combine(const std::vector<const pb::PushRequest*>& pushes,
+                    const std::vector<std::vector<std::string_view>>& data) {
   const pb::PushRequest& first = *pushes.front();
+  std::string out;
   switch (first.kind()) {
     case pb::BARRIER:
-      return "";
-    case pb::BROADCAST:
-      return std::move(*pushes[static_cast<size_t>(first.root())]->mutable_data());
-    case pb::GATHER: {
-      std::string out;
-      out.reserve(first.data().size() * pushes.size());
-      for (const auto* p : pushes) out += p->data();
       return out;
-    }
+    case pb::BROADCAST:
+      Append(out, data[static_cast<size_t>(first.root())]);
+      return out;
+    case pb::GATHER:
+      out.reserve(first.count() * ElementSize(DTypeOf(first)) * pushes.size());
+      for (const auto& spans : data) Append(out, spans);
+      return out;
     default:
       break;
   }
   const DType dtype = DTypeOf(first);
   const auto op = static_cast<ReduceOp>(first.reduce());
-  std::string acc = std::move(*pushes.front()->mutable_data());
-  for (size_t r = 1; r < pushes.size(); ++r) {
-    ReduceInto(op, dtype, acc.data(), acc.data(), pushes[r]->data().data(), first.count());
-  }
+  out.reserve(first.count() * ElementSize(dtype));
+  Append(out, data.front());
+  for (size_t r = 1; r < pushes.size(); ++r) ReduceSpans(op, dtype, out.data(), data[r]);
   if (op == ReduceOp::kAvg) {
-    FinishAverage(dtype, acc.data(), first.count(), static_cast<int>(pushes.size()));
+    FinishAverage(dtype, out.data(), first.count(), static_cast<int>(pushes.size()));
   }
-  return acc;
+  return out;
 }
 
 }  // namespace cohort::collectives::ps

@@ -56,7 +56,7 @@ const grpc::Status* PushTable::FailedLocked(const std::string& key,
 
 void PushTable::Push(Waiter* w) {
   const auto& req = w->Request();
-  if (std::string bad = CheckPush(req); !bad.empty()) {
+  if (std::string bad = CheckPush(req, w->DataSize()); !bad.empty()) {
     w->Answer(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, bad), nullptr);
     return;
   }
@@ -98,10 +98,15 @@ void PushTable::Push(Waiter* w) {
   rounds_.erase(key);
   lock.unlock();
 
-  std::vector<::cohort::ps::PushRequest*> pushes;
+  std::vector<const ::cohort::ps::PushRequest*> pushes;
+  std::vector<std::vector<std::string_view>> data;
   pushes.reserve(waiters.size());
-  for (Waiter* x : waiters) pushes.push_back(&x->MutableRequest());
-  auto result = std::make_shared<const std::string>(Combine(pushes));
+  data.reserve(waiters.size());
+  for (Waiter* x : waiters) {
+    pushes.push_back(&x->Request());
+    data.push_back(x->Data());
+  }
+  auto result = std::make_shared<const std::string>(Combine(pushes, data));
   const bool broadcast = req.kind() == ::cohort::ps::BROADCAST;
   for (size_t r = 0; r < waiters.size(); ++r) {
     const bool root = broadcast && static_cast<int>(r) == req.root();

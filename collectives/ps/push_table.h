@@ -8,6 +8,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 #include <vector>
 
@@ -22,8 +23,10 @@ class PushTable {
    public:
     virtual ~Waiter() = default;
     virtual const ::cohort::ps::PushRequest& Request() const = 0;
-    // The same, for Combine to move the data out of (once the round is complete).
-    virtual ::cohort::ps::PushRequest& MutableRequest() = 0;
+    // The push's data, as runs of bytes in order: by default the request's data field; the
+    // server's calls leave it in gRPC's receive buffers instead (no copy: ps_server.cc).
+    virtual std::vector<std::string_view> Data() const { return {Request().data()}; }
+    virtual size_t DataSize() const { return Request().data().size(); }
     // Called exactly once, without the table's lock held. result is null on error and for a
     // broadcast's root (which needs nothing back).
     virtual void Answer(const grpc::Status& status, std::shared_ptr<const std::string> result) = 0;

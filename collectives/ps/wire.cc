@@ -7,6 +7,104 @@
 #include <vector>
 
 namespace cohort::collectives::ps {
+namespace {
+
+// Reads a message's wire format across slices, byte by byte for keys and lengths and by whole
+// slices for skips.
+class SliceReader {
+ public:
+  explicit SliceReader(const std::vector<grpc::Slice>& slices) : slices_(slices) {
+    for (const auto& s : slices) total_ += s.size();
+  }
+  size_t offset() const { return offset_; }
+  bool AtEnd() const { return offset_ >= total_; }
+  bool Skip(uint64_t n) {
+    if (n > total_ - offset_) return false;
+    offset_ += n;
+    while (n > 0) {
+      const size_t left = slices_[slice_].size() - at_;
+      const size_t take = std::min<uint64_t>(n, left);
+      at_ += take;
+      n -= take;
+      if (at_ == slices_[slice_].size() && slice_ + 1 < slices_.size()) ++slice_, at_ = 0;
+    }
+    return true;
+  }
+  bool Varint(uint64_t* v) {
+    *v = 0;
+    for (int shift = 0; shift < 64; shift += 7) {
+      if (AtEnd()) return false;
+      while (at_ == slices_[slice_].size()) ++slice_, at_ = 0;  // skip empty slices
+      const uint8_t b = slices_[slice_].begin()[at_];
+      Skip(1);
+      *v |= static_cast<uint64_t>(b & 0x7f) << shift;
+      if (!(b & 0x80)) return true;
+    }
+    return false;
+  }
+
+ private:
+  const std::vector<grpc::Slice>& slices_;
+  size_t total_ = 0, offset_ = 0, slice_ = 0, at_ = 0;
+};
+
+}  // namespace
+
+bool SplitBytesField(const std::vector<grpc::Slice>& slices, int field, std::string* rest,
+                     size_t* offset, size_t* len) {
+  SliceReader r(slices);
+  *offset = *len = 0;
+  rest->clear();
+  while (!r.AtEnd()) {
+    const size_t start = r.offset();
+    uint64_t key = 0, v = 0;
+    if (!r.Varint(&key) || (key >> 3) == 0) return false;
+    switch (key & 7) {
+      case 0:
+        if (!r.Varint(&v)) return false;
+        break;
+      case 1:
+        if (!r.Skip(8)) return false;
+        break;
+      case 5:
+        if (!r.Skip(4)) return false;
+        break;
+      case 2:
+        if (!r.Varint(&v)) return false;
+        if ((key >> 3) == static_cast<uint64_t>(field)) {  // the last one counts, as in a parse
+          *offset = r.offset();
+          *len = v;
+          if (!r.Skip(v)) return false;
+          continue;
+        }
+        if (!r.Skip(v)) return false;
+        break;
+      default:
+        return false;
+    }
+    const size_t old = rest->size();
+    rest->resize(old + (r.offset() - start));
+    CopyFromSlices(slices, start, r.offset() - start, rest->data() + old);
+  }
+  return true;
+}
+
+std::vector<std::string_view> SpansOf(const std::vector<grpc::Slice>& slices, size_t from,
+                                      size_t n) {
+  std::vector<std::string_view> spans;
+  for (const auto& s : slices) {
+    if (n == 0) break;
+    if (from >= s.size()) {
+      from -= s.size();
+      continue;
+    }
+    const size_t take = std::min(n, s.size() - from);
+    spans.emplace_back(reinterpret_cast<const char*>(s.begin()) + from, take);
+    n -= take;
+    from = 0;
+  }
+  return spans;
+}
 
 void AppendBytesFieldHeader(std::string& out, int field, uint64_t len) {
   uint64_t key = (static_cast<uint64_t>(field) << 3) | 2;  // wire type 2: length-delimited

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace cohort::collectives::ps {
@@ -25,6 +26,18 @@ grpc::ByteBuffer WithSharedBytesField(std::string head, int field,
 // length 0.
 bool FindOnlyBytesField(const std::vector<grpc::Slice>& slices, int field, size_t* offset,
                         size_t* len);
+
+// Splits an encoded message spread over slices into its bytes field `field` (where its bytes
+// start in the concatenation, and how many; 0 and 0 when absent) and every other field, copied
+// in order into *rest (so *rest is the encoding of the message without `field`). The field's
+// bytes stay in the slices: nothing copies them. False when the bytes are not an encoding
+// protocol buffers can read (truncated, a group, an unknown wire type).
+bool SplitBytesField(const std::vector<grpc::Slice>& slices, int field, std::string* rest,
+                     size_t* offset, size_t* len);
+
+// Bytes [from, from + n) of the concatenation of slices, as the runs each slice holds.
+std::vector<std::string_view> SpansOf(const std::vector<grpc::Slice>& slices, size_t from,
+                                      size_t n);
 
 // Copies bytes [from, from + n) of the concatenation of slices to dst.
 void CopyFromSlices(const std::vector<grpc::Slice>& slices, size_t from, size_t n, void* dst);

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "collectives/ps/ps_communicator.h"
+#include "collectives/ps/push_combine.h"
 #include "collectives/ps/push_table.h"
 #include "collectives/ps/wire.h"
 #include "collectives/tensor_view.h"
@@ -25,7 +26,6 @@ class FakeCall : public PushTable::Waiter {
  public:
   explicit FakeCall(pb::PushRequest req) : req_(std::move(req)) {}
   const pb::PushRequest& Request() const override { return req_; }
-  pb::PushRequest& MutableRequest() override { return req_; }
   void Answer(const grpc::Status& status, std::shared_ptr<const std::string> result) override {
     ++answers;
     this->status = status;
@@ -159,6 +159,101 @@ TEST(PsWire, SharedFieldAndSplitSlicesRoundTrip) {
   size_t offset = 0, len = 0;
   EXPECT_FALSE(collectives::ps::FindOnlyBytesField({grpc::Slice(std::string("\x08\x01"))}, 1,
                                                    &offset, &len));
+}
+
+// Slices of `bytes` cut every `step` bytes (the last one shorter), with an empty one in front.
+std::vector<grpc::Slice> CutEvery(const std::string& bytes, size_t step) {
+  std::vector<grpc::Slice> slices = {grpc::Slice(std::string())};
+  for (size_t at = 0; at < bytes.size(); at += step) {
+    slices.emplace_back(bytes.substr(at, step));
+  }
+  return slices;
+}
+
+// The server's split of a push (ps_server.cc): the fields but data parse back to the same
+// request, and data is found in place, however the encoding is cut into slices and wherever the
+// data field sits (the client writes it last; protobuf writes it in field order).
+TEST(PsWire, SplitFindsTheDataFieldInPlaceAcrossSlices) {
+  pb::PushRequest push = Push(1, 3, {1.5f, -2.0f, 3.25f, 7.0f, 11.0f});
+  push.set_root(2);  // a field after data in field order
+  const std::string data = push.data();
+  for (const bool last : {false, true}) {
+    std::string encoded = push.SerializeAsString();
+    if (last) {  // the header, then data appended, as Exchange::Encode writes it
+      pb::PushRequest header = push;
+      header.clear_data();
+      encoded = header.SerializeAsString();
+      collectives::ps::AppendBytesFieldHeader(encoded, 12, data.size());
+      encoded += data;
+    }
+    for (size_t step : {size_t{1}, size_t{2}, size_t{3}, size_t{7}, encoded.size()}) {
+      const auto slices = CutEvery(encoded, step);
+      std::string rest;
+      size_t offset = 0, len = 0;
+      ASSERT_TRUE(collectives::ps::SplitBytesField(slices, 12, &rest, &offset, &len)) << step;
+      pb::PushRequest got;
+      ASSERT_TRUE(got.ParseFromString(rest));
+      EXPECT_TRUE(got.data().empty());
+      got.set_data(data);
+      EXPECT_EQ(got.SerializeAsString(), push.SerializeAsString()) << step;
+      ASSERT_EQ(len, data.size());
+      std::string joined;
+      for (auto run : collectives::ps::SpansOf(slices, offset, len)) joined.append(run);
+      EXPECT_EQ(joined, data) << step << (last ? " last" : " in order");
+    }
+  }
+  std::string rest;
+  size_t offset = 9, len = 9;
+  const std::string barrier = Push(0, 2, {}).SerializeAsString();  // no data field at all
+  ASSERT_TRUE(collectives::ps::SplitBytesField(CutEvery(barrier, 2), 12, &rest, &offset, &len));
+  EXPECT_EQ(offset + len, 0u);
+  EXPECT_EQ(rest, barrier);
+  const std::string whole = push.SerializeAsString();
+  EXPECT_FALSE(collectives::ps::SplitBytesField({grpc::Slice(whole.substr(0, whole.size() - 1))},
+                                                12, &rest, &offset, &len));  // truncated
+  EXPECT_FALSE(collectives::ps::SplitBytesField({grpc::Slice(std::string("\x0b\x00"))}, 12,
+                                                &rest, &offset, &len));  // a group
+}
+
+// Combine reads each rank's data where it lies, in runs of any length and alignment (elements
+// cut between runs): the same bits as one contiguous buffer gives, for every dtype's width.
+TEST(PsCombine, RunsOfAnyAlignmentReduceAsOneBuffer) {
+  for (DType dtype : {DType::kFloat32, DType::kFloat64, DType::kBFloat16, DType::kInt64,
+                      DType::kUInt8}) {
+    const size_t es = collectives::ElementSize(dtype), count = 1031;
+    std::vector<std::string> bytes(3);
+    for (int r = 0; r < 3; ++r) {
+      bytes[r].resize(count * es);
+      for (size_t i = 0; i < bytes[r].size(); ++i)
+        bytes[r][i] = static_cast<char>(i % es == es - 1 ? (r + 1) : (i * 7 + r) % 31);
+    }
+    std::vector<pb::PushRequest> reqs(3);
+    std::vector<const pb::PushRequest*> pushes;
+    for (int r = 0; r < 3; ++r) {
+      reqs[r].set_rank(r);
+      reqs[r].set_world(3);
+      reqs[r].set_kind(pb::REDUCE);
+      reqs[r].set_dtype(static_cast<int>(dtype));
+      reqs[r].set_reduce(static_cast<int>(collectives::ReduceOp::kSum));
+      reqs[r].set_count(count);
+      pushes.push_back(&reqs[r]);
+    }
+    std::vector<std::vector<std::string_view>> whole, cut;
+    // Cut runs start at odd offsets into a buffer one byte past an aligned start.
+    std::vector<std::string> shifted(3);
+    for (int r = 0; r < 3; ++r) {
+      whole.push_back({bytes[r]});
+      shifted[r] = "x" + bytes[r];
+      std::vector<std::string_view> runs;
+      const std::string_view all(shifted[r].data() + 1, bytes[r].size());
+      for (size_t at = 0, step = 1; at < all.size(); at += step, step = step % 13 + 2)
+        runs.push_back(all.substr(at, std::min(step, all.size() - at)));
+      cut.push_back(runs);
+    }
+    const std::string want = collectives::ps::Combine(pushes, whole);
+    EXPECT_EQ(collectives::ps::Combine(pushes, cut), want) << collectives::DTypeName(dtype);
+    EXPECT_EQ(want.size(), count * es);
+  }
 }
 
 // Partitions: 4 MiB ones for a large tensor; a tensor with fewer such partitions than servers is
