@@ -159,17 +159,9 @@ bool FindOnlyBytesField(const std::vector<grpc::Slice>& slices, int field, size_
 
 void CopyFromSlices(const std::vector<grpc::Slice>& slices, size_t from, size_t n, void* dst) {
   char* out = static_cast<char*>(dst);
-  for (const auto& s : slices) {
-    if (n == 0) return;
-    if (from >= s.size()) {
-      from -= s.size();
-      continue;
-    }
-    const size_t take = std::min(n, s.size() - from);
-    std::memcpy(out, s.begin() + from, take);
-    out += take;
-    n -= take;
-    from = 0;
+  for (std::string_view run : SpansOf(slices, from, n)) {
+    std::memcpy(out, run.data(), run.size());
+    out += run.size();
   }
 }
 
