@@ -51,14 +51,13 @@ void RoundServices::StartPsServers(const Assignment& a, int attempt,
 // order (O(nnodes) store calls on node 0, O(1) on the others).
 void RoundServices::StartPsServersOnEveryNode(const Assignment& a, const std::string& key,
                                               const std::string& advertise_host) {
-  const int n = plan_.ps_servers_per_node.value;
+  const int n = plan_.ps_servers_per_node.value, first = a.node_rank * n;
   ps_.reset();  // a fresh set every round: the shards are numbered by this round's node ranks
-  ps_ = std::make_unique<PsServerGroup>(a.node_rank * n, n, a.nnodes * n, plan_.bind_host,
-                                        advertise_host, plan_.token, std::chrono::seconds(30));
-  say_(fmt::format("started {} ps-server{} (shard{} {}) on {}", n, n == 1 ? "" : "s",
-                   n == 1 ? "" : "s",
-                   n == 1 ? std::to_string(a.node_rank * n)
-                          : fmt::format("{}-{}", a.node_rank * n, a.node_rank * n + n - 1),
+  ps_ = std::make_unique<PsServerGroup>(first, n, a.nnodes * n, plan_.bind_host, advertise_host,
+                                        plan_.token, std::chrono::seconds(30));
+  const std::string shards =
+      n == 1 ? fmt::format("shard {}", first) : fmt::format("shards {}-{}", first, first + n - 1);
+  say_(fmt::format("started {} ps-server{} ({}) on {}", n, n == 1 ? "" : "s", shards,
                    ps_->Addresses()));
   launch_->Set(fmt::format("{}/{}", key, a.node_rank), ps_->Addresses());
   if (a.node_rank == 0) {
@@ -66,7 +65,9 @@ void RoundServices::StartPsServersOnEveryNode(const Assignment& a, const std::st
     for (int i = 0; i < a.nnodes; ++i) keys.push_back(fmt::format("{}/{}", key, i));
     launch_->Wait(keys, RdzvTimeout(plan_));
     std::string all;
-    for (const std::string& k : keys) all += (all.empty() ? "" : ",") + launch_->Get(k, RdzvTimeout(plan_));
+    for (const std::string& k : keys) {
+      all += (all.empty() ? "" : ",") + launch_->Get(k, RdzvTimeout(plan_));
+    }
     launch_->Set(key, all);
   }
   ps_addresses_ = launch_->Get(key, RdzvTimeout(plan_));

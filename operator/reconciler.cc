@@ -246,16 +246,6 @@ Reconciler::Outcome Reconciler::Pass(const std::string& ns, const std::string& n
 // someone deleted the TrainingJob. So their Job goes, with its pods, as Kubeflow's
 // cleanPodPolicy: Running does for a finished job's running pods; the worker Job stays, with
 // its pods' logs and termination messages.
-void Reconciler::StopServersOf(const Json& tj) {
-  OwnedObjects desired;
-  try {
-    desired = DesiredObjects(tj, launcher::RandomToken(), 0);  // only the objects' names count
-  } catch (const InvalidArgument&) {
-    return;  // an invalid spec never made any
-  }
-  StopServers(desired);
-}
-
 void Reconciler::StopServers(const OwnedObjects& desired) {
   for (const Json& object : desired.supporting) {
     if (object.value("kind", "") != "Job") continue;
@@ -266,6 +256,16 @@ void Reconciler::StopServers(const OwnedObjects& desired) {
       Refused("delete " + Named(object), r);
     }
   }
+}
+
+void Reconciler::StopServersOf(const Json& tj) {
+  OwnedObjects desired;
+  try {
+    desired = DesiredObjects(tj, launcher::RandomToken(), 0);  // only the objects' names count
+  } catch (const InvalidArgument&) {
+    return;  // an invalid spec never made any
+  }
+  StopServers(desired);
 }
 
 }  // namespace cohort::k8s

@@ -8,9 +8,10 @@
 //   [--rounds N] [--budget-ms N]
 //   [--step-factor N] [--hier 1,0] [--backend gloo|ps] [--ps-servers N]
 //   [--ps-servers-per-node N]
-// --backend ps --ps-servers N: the same for the ps backend (node 0's launcher starts N
-// servers, or every node its own with --ps-servers-per-node N; each node's ranks reduce through shared memory and push once per node with
-// COHORT_HIER=1, every rank pushes its own with 0), against the same raw Gloo ring.
+// --backend ps --ps-servers N: the same for the ps backend (node 0's launcher starts N servers,
+// or every node its own with --ps-servers-per-node N; each node's ranks reduce through shared
+// memory and push once per node with COHORT_HIER=1, every rank pushes its own with 0), against
+// the same raw Gloo ring.
 // Needs root (network namespaces); says why and exits 2 where they cannot be made.
 #include <fmt/format.h>
 
@@ -28,8 +29,9 @@ int Main(int argc, char** argv) {
   std::string min_bytes = "8", max_bytes = "268435456", rounds = "3", budget = "200", step = "4";
   CLI::App app{"hierarchical vs flat Gloo all-reduce on 2 namespace nodes x 2 ranks"};
   std::string ops = "allreduce";
-  app.add_option("--ops", ops, "collectives_bench --ops (allreduce, broadcast, allgather, "
-                               "reducescatter; comma-separated)");
+  app.add_option("--ops", ops,
+                 "collectives_bench --ops (allreduce, broadcast, allgather, "
+                 "reducescatter; comma-separated)");
   app.add_option("--min-bytes", min_bytes);
   app.add_option("--max-bytes", max_bytes);
   app.add_option("--rounds", rounds);
@@ -57,8 +59,10 @@ int Main(int argc, char** argv) {
     std::vector<std::string> flags = {"--nproc-per-node", "2"};
     if (backend == "ps") {
       flags.insert(flags.end(), {"--backend", "ps"});
-      if (per_node.empty()) flags.insert(flags.end(), {"--ps-servers", ps_servers});
-      else flags.insert(flags.end(), {"--ps-servers-per-node", per_node});
+      if (per_node.empty())
+        flags.insert(flags.end(), {"--ps-servers", ps_servers});
+      else
+        flags.insert(flags.end(), {"--ps-servers-per-node", per_node});
     }
     NodeLaunch job(c, flags, {{"COHORT_HIER", hier}});
     auto r = job.RunAll({BinPath("collectives_bench"), "--backends", backend, "--ops", ops,

@@ -6,9 +6,9 @@
 #include <cstring>
 #include <random>
 
+#include "collectives/hier/hier_collectives.h"
 #include "collectives/ps/ps_client.h"
 #include "collectives/ps/ps_exchange.h"
-#include "collectives/hier/hier_collectives.h"
 #include "common/env.h"
 #include "common/heap.h"
 #include "common/log.h"
@@ -116,8 +116,9 @@ void PsCommunicator::MakeHierarchy(const CommConfig& config) {
         return std::unique_ptr<Communicator>(new PsCommunicator(c, options_, servers_));
       },
       &why_not);
-  COHORT_DEBUG(kColl, "ps: {}", hier_ ? "hierarchical: " + hier_->Describe()
-                                      : "every rank pushes its own (" + why_not + ")");
+  COHORT_DEBUG(
+      kColl, "ps: {}",
+      hier_ ? "hierarchical: " + hier_->Describe() : "every rank pushes its own (" + why_not + ")");
 }
 
 PsCommunicator::~PsCommunicator() {

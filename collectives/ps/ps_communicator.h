@@ -22,18 +22,14 @@
 
 #include "collectives/threaded_communicator.h"
 
-namespace cohort::collectives::ps {
-
-class PsServerClient;
-class Exchange;
-
-}  // namespace cohort::collectives::ps
-
 namespace cohort::collectives {
 class HierCollectives;
 }  // namespace cohort::collectives
 
 namespace cohort::collectives::ps {
+
+class PsServerClient;
+class Exchange;
 
 struct PsOptions {
   std::vector<std::string> servers;   // host:port of each shard, in shard order
@@ -50,8 +46,7 @@ constexpr size_t kMinSplitBytes = 64 << 10;
 // Elements per partition of a collective of count elements: partition_bytes' worth, or, when
 // that leaves some of the servers idle, about count / servers (at least kMinSplitBytes' worth).
 // The same on every rank, since count is.
-size_t PartitionElements(size_t count, size_t element_size, size_t partition_bytes,
-                         size_t servers);
+size_t PartitionElements(size_t count, size_t element_size, size_t partition_bytes, size_t servers);
 
 class PsCommunicator : public ThreadedCommunicator {
  public:
@@ -102,7 +97,7 @@ class PsCommunicator : public ThreadedCommunicator {
   std::deque<Attendance> attendance_;
   std::mutex attend_mu_;
   std::condition_variable attend_cv_;
-  size_t attending_ = 0;  // calls gRPC has not finished yet
+  size_t attending_ = 0;                   // calls gRPC has not finished yet
   std::unique_ptr<HierCollectives> hier_;  // null: every rank pushes everything itself
 };
 

@@ -115,8 +115,8 @@ void Append(std::string& out, const std::vector<std::string_view>& spans) {
 }
 
 // acc (its elements in order) op= the elements whose bytes spans hold. Runs whose start is not
-// aligned for the element type (most of gRPC's: frame headers shift them) go through a small
-// aligned buffer; an element cut between two runs is put together first.
+// aligned for the element type (gRPC's slices may start anywhere) go through a small aligned
+// buffer; an element cut between two runs is put together first.
 void ReduceSpans(ReduceOp op, DType dtype, char* acc, const std::vector<std::string_view>& spans) {
   const size_t es = ElementSize(dtype);
   alignas(64) static thread_local char bounce[64 << 10];

@@ -55,6 +55,13 @@ bool SplitBytesField(const std::vector<grpc::Slice>& slices, int field, std::str
   SliceReader r(slices);
   *offset = *len = 0;
   rest->clear();
+  // The other fields are copied a run at a time: the bytes before the field, and after it.
+  size_t kept = 0;  // where the run of other fields not yet copied starts
+  auto keep_until = [&](size_t end) {
+    const size_t old = rest->size();
+    rest->resize(old + (end - kept));
+    CopyFromSlices(slices, kept, end - kept, rest->data() + old);
+  };
   while (!r.AtEnd()) {
     const size_t start = r.offset();
     uint64_t key = 0, v = 0;
@@ -75,6 +82,8 @@ bool SplitBytesField(const std::vector<grpc::Slice>& slices, int field, std::str
           *offset = r.offset();
           *len = v;
           if (!r.Skip(v)) return false;
+          keep_until(start);
+          kept = r.offset();
           continue;
         }
         if (!r.Skip(v)) return false;
@@ -82,27 +91,15 @@ bool SplitBytesField(const std::vector<grpc::Slice>& slices, int field, std::str
       default:
         return false;
     }
-    const size_t old = rest->size();
-    rest->resize(old + (r.offset() - start));
-    CopyFromSlices(slices, start, r.offset() - start, rest->data() + old);
   }
+  keep_until(r.offset());
   return true;
 }
 
 std::vector<std::string_view> SpansOf(const std::vector<grpc::Slice>& slices, size_t from,
                                       size_t n) {
   std::vector<std::string_view> spans;
-  for (const auto& s : slices) {
-    if (n == 0) break;
-    if (from >= s.size()) {
-      from -= s.size();
-      continue;
-    }
-    const size_t take = std::min(n, s.size() - from);
-    spans.emplace_back(reinterpret_cast<const char*>(s.begin()) + from, take);
-    n -= take;
-    from = 0;
-  }
+  ForEachRun(slices, from, n, [&](const char* p, size_t len) { spans.emplace_back(p, len); });
   return spans;
 }
 
@@ -159,10 +156,10 @@ bool FindOnlyBytesField(const std::vector<grpc::Slice>& slices, int field, size_
 
 void CopyFromSlices(const std::vector<grpc::Slice>& slices, size_t from, size_t n, void* dst) {
   char* out = static_cast<char*>(dst);
-  for (std::string_view run : SpansOf(slices, from, n)) {
-    std::memcpy(out, run.data(), run.size());
-    out += run.size();
-  }
+  ForEachRun(slices, from, n, [&](const char* p, size_t len) {
+    std::memcpy(out, p, len);
+    out += len;
+  });
 }
 
 }  // namespace cohort::collectives::ps

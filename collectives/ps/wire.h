@@ -5,6 +5,7 @@
 
 #include <grpcpp/support/byte_buffer.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -34,6 +35,23 @@ bool FindOnlyBytesField(const std::vector<grpc::Slice>& slices, int field, size_
 // protocol buffers can read (truncated, a group, an unknown wire type).
 bool SplitBytesField(const std::vector<grpc::Slice>& slices, int field, std::string* rest,
                      size_t* offset, size_t* len);
+
+// Calls run(p, len) for each slice's part of bytes [from, from + n) of the concatenation of
+// slices, in order.
+template <typename Run>
+void ForEachRun(const std::vector<grpc::Slice>& slices, size_t from, size_t n, Run&& run) {
+  for (const auto& s : slices) {
+    if (n == 0) return;
+    if (from >= s.size()) {
+      from -= s.size();
+      continue;
+    }
+    const size_t take = std::min(n, s.size() - from);
+    run(reinterpret_cast<const char*>(s.begin()) + from, take);
+    n -= take;
+    from = 0;
+  }
+}
 
 // Bytes [from, from + n) of the concatenation of slices, as the runs each slice holds.
 std::vector<std::string_view> SpansOf(const std::vector<grpc::Slice>& slices, size_t from,
