@@ -10,6 +10,7 @@
 
 #include "collectives/ps/ps.grpc.pb.h"
 #include "collectives/ps/ps_client.h"
+#include "collectives/ps/wire.h"
 #include "collectives/store/grpc_status.h"
 #include "common/error.h"
 
@@ -51,6 +52,13 @@ struct Batch {
 
 struct AsyncClient::Stubs {
   std::vector<std::unique_ptr<pb::PsAsyncService::Stub>> by_server;
+};
+
+// An answer as received: the AsyncParams but its params, whose bytes stay in gRPC's slices.
+struct AsyncClient::Answer {
+  std::vector<grpc::Slice> slices;
+  pb::AsyncParams head;  // all but params
+  size_t params_offset = 0, params_size = 0;
 };
 
 AsyncClient::AsyncClient(const PsOptions& options, AsyncJob job, size_t n,
@@ -151,11 +159,11 @@ void AsyncClient::RunAll(const Start& start, const std::string& what, int64_t st
   }
 }
 
-AsyncClocks AsyncClient::Clocks(const std::vector<pb::AsyncParams>& replies) const {
-  AsyncClocks c{replies.front().min_clock(), replies.front().max_clock()};
-  for (const auto& r : replies) {
-    c.min = std::min(c.min, r.min_clock());
-    c.max = std::max(c.max, r.max_clock());
+AsyncClocks AsyncClient::Clocks(const std::vector<Answer>& answers) const {
+  AsyncClocks c{answers.front().head.min_clock(), answers.front().head.max_clock()};
+  for (const auto& a : answers) {
+    c.min = std::min(c.min, a.head.min_clock());
+    c.max = std::max(c.max, a.head.max_clock());
   }
   return c;
 }
@@ -191,79 +199,98 @@ void AsyncClient::Init(const AsyncOptimizerConfig& optimizer, int64_t start_step
       "init", start_step);
 }
 
-AsyncClocks AsyncClient::Push(int64_t step, const float* grad, float* params) {
-  std::vector<pb::AsyncPushRequest> reqs(parts_.size());
-  std::vector<pb::AsyncParams> replies(parts_.size());
+// Encoded calls and answers, so that a gradient goes out from the caller's buffer and the
+// parameters come back in gRPC's receive buffers, each copied once: into the caller's buffer.
+namespace {
+constexpr char kPushMethod[] = "/cohort.ps.PsAsyncService/AsyncPush";
+constexpr char kPullMethod[] = "/cohort.ps.PsAsyncService/AsyncPull";
+}  // namespace
+
+std::vector<AsyncClient::Answer> AsyncClient::Exchange(const char* method,
+                                                       std::vector<grpc::ByteBuffer> reqs,
+                                                       const std::string& what, int64_t step) {
+  std::vector<grpc::ByteBuffer> replies(parts_.size());
+  RunAll(
+      [&](size_t i, grpc::ClientContext* ctx, std::function<void(grpc::Status)> done) {
+        servers_[parts_[i].server]->CallRaw(ctx, method, &reqs[i], &replies[i], std::move(done));
+      },
+      what, step);
+  std::vector<Answer> answers(parts_.size());
   for (size_t i = 0; i < parts_.size(); ++i) {
-    pb::AsyncPushRequest& r = reqs[i];
+    Answer& a = answers[i];
+    std::string rest;
+    const bool ok = replies[i].Dump(&a.slices).ok() &&
+                    SplitBytesField(a.slices, pb::AsyncParams::kParamsFieldNumber, &rest,
+                                    &a.params_offset, &a.params_size) &&
+                    a.head.ParseFromString(rest);
+    if (!ok || a.params_size != parts_[i].size * sizeof(float)) {
+      throw Internal(fmt::format(
+          "ps {}: its answer to the {} for partition {} ({} floats) is not the partition's "
+          "AsyncParams",
+          servers_[parts_[i].server]->Name(), what, i, parts_[i].size));
+    }
+  }
+  return answers;
+}
+
+AsyncClocks AsyncClient::Push(int64_t step, const float* grad, float* params) {
+  std::vector<grpc::ByteBuffer> reqs(parts_.size());
+  for (size_t i = 0; i < parts_.size(); ++i) {
+    pb::AsyncPushRequest r;
     *r.mutable_key() = Key(i);
     r.set_rank(job_.rank);
     r.set_step(step);
     r.set_staleness(job_.staleness);
-    r.set_grad(FloatBytes(grad + parts_[i].begin, parts_[i].size));
+    reqs[i] = WithBorrowedBytesField(r.SerializeAsString(), pb::AsyncPushRequest::kGradFieldNumber,
+                                     grad + parts_[i].begin, parts_[i].size * sizeof(float));
   }
-  RunAll(
-      [&](size_t i, grpc::ClientContext* ctx, std::function<void(grpc::Status)> done) {
-        stubs_->by_server[parts_[i].server]->async()->AsyncPush(ctx, &reqs[i], &replies[i],
-                                                                std::move(done));
-      },
-      fmt::format("push of step {}", step), step);
+  // Every call has ended before an answer is copied: params may be grad.
+  const std::vector<Answer> answers =
+      Exchange(kPushMethod, std::move(reqs), fmt::format("push of step {}", step), step);
   for (size_t i = 0; i < parts_.size(); ++i) {
-    const std::string& got = replies[i].params();
-    if (got.size() != parts_[i].size * sizeof(float)) {
-      throw Internal(fmt::format("ps {}: answered {} parameter bytes for partition {} of {} floats",
-                                 servers_[parts_[i].server]->Name(), got.size(), i,
-                                 parts_[i].size));
-    }
-    std::memcpy(params + parts_[i].begin, got.data(), got.size());
+    const Answer& a = answers[i];
+    CopyFromSlices(a.slices, a.params_offset, a.params_size, params + parts_[i].begin);
   }
-  return Clocks(replies);
+  return Clocks(answers);
 }
 
 AsyncClocks AsyncClient::Pull(int64_t step, float* params, AsyncState* state) {
-  std::vector<pb::AsyncPullRequest> reqs(parts_.size());
-  std::vector<pb::AsyncParams> replies(parts_.size());
+  std::vector<grpc::ByteBuffer> reqs(parts_.size());
   for (size_t i = 0; i < parts_.size(); ++i) {
-    pb::AsyncPullRequest& r = reqs[i];
+    pb::AsyncPullRequest r;
     *r.mutable_key() = Key(i);
     r.set_rank(job_.rank);
     r.set_step(step);
     r.set_staleness(job_.staleness);
     r.set_with_state(state != nullptr);
+    reqs[i] = WithBorrowedBytesField(r.SerializeAsString(), 0, nullptr, 0);
   }
-  RunAll(
-      [&](size_t i, grpc::ClientContext* ctx, std::function<void(grpc::Status)> done) {
-        stubs_->by_server[parts_[i].server]->async()->AsyncPull(ctx, &reqs[i], &replies[i],
-                                                                std::move(done));
-      },
-      fmt::format("pull after step {}", step), step);
+  const std::vector<Answer> answers =
+      Exchange(kPullMethod, std::move(reqs), fmt::format("pull after step {}", step), step);
   if (state) {
-    state->opt_steps = replies.front().opt_steps();
-    const bool has1 = !replies.front().slot1().empty(), has2 = !replies.front().slot2().empty();
-    state->slot1.assign(has1 ? n_ : 0, 0.0f);
-    state->slot2.assign(has2 ? n_ : 0, 0.0f);
+    const pb::AsyncParams& first = answers.front().head;
+    state->opt_steps = first.opt_steps();
+    state->slot1.assign(first.slot1().empty() ? 0 : n_, 0.0f);
+    state->slot2.assign(first.slot2().empty() ? 0 : n_, 0.0f);
   }
   for (size_t i = 0; i < parts_.size(); ++i) {
-    const pb::AsyncParams& r = replies[i];
+    const Answer& a = answers[i];
     const size_t bytes = parts_[i].size * sizeof(float);
-    const bool ok =
-        r.params().size() == bytes &&
-        (!state || ((r.slot1().empty() ? state->slot1.empty()
-                                       : r.slot1().size() == bytes && !state->slot1.empty()) &&
-                    (r.slot2().empty() ? state->slot2.empty()
-                                       : r.slot2().size() == bytes && !state->slot2.empty())));
-    if (!ok) {
-      throw Internal(
-          fmt::format("ps {}: its answer for partition {} does not match the partition's {} floats",
-                      servers_[parts_[i].server]->Name(), i, parts_[i].size));
+    auto matches = [&](const std::string& got, const std::vector<float>& slot) {
+      return got.empty() ? slot.empty() : got.size() == bytes && !slot.empty();
+    };
+    if (state && !(matches(a.head.slot1(), state->slot1) && matches(a.head.slot2(), state->slot2))) {
+      throw Internal(fmt::format(
+          "ps {}: its optimizer state for partition {} does not match the partition's {} floats",
+          servers_[parts_[i].server]->Name(), i, parts_[i].size));
     }
-    std::memcpy(params + parts_[i].begin, r.params().data(), bytes);
+    CopyFromSlices(a.slices, a.params_offset, a.params_size, params + parts_[i].begin);
     if (state && !state->slot1.empty())
-      std::memcpy(state->slot1.data() + parts_[i].begin, r.slot1().data(), bytes);
+      std::memcpy(state->slot1.data() + parts_[i].begin, a.head.slot1().data(), bytes);
     if (state && !state->slot2.empty())
-      std::memcpy(state->slot2.data() + parts_[i].begin, r.slot2().data(), bytes);
+      std::memcpy(state->slot2.data() + parts_[i].begin, a.head.slot2().data(), bytes);
   }
-  return Clocks(replies);
+  return Clocks(answers);
 }
 
 }  // namespace cohort::collectives::ps

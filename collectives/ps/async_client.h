@@ -4,6 +4,8 @@
 // partition at once. No libtorch: runtime/ps_async.h binds a model's tensors to it.
 #pragma once
 
+#include <grpcpp/support/byte_buffer.h>
+
 #include <chrono>
 #include <cstdint>
 #include <memory>
@@ -67,12 +69,17 @@ class AsyncClient {
     size_t server = 0;  // index into servers_ and stubs_
   };
   struct Stubs;
+  struct Answer;
   // Runs one call per partition (start(part, ctx, done) issues it) and waits for all; throws
   // the first failure (typed, naming the server, shard and partition) after cancelling the
   // rest. what: "push of step 7", for errors.
   template <typename Start>
   void RunAll(const Start& start, const std::string& what, int64_t step);
-  AsyncClocks Clocks(const std::vector<::cohort::ps::AsyncParams>& replies) const;
+  // RunAll of one encoded request per partition to `method`; the answers, each checked to be an
+  // AsyncParams with the partition's parameters (throws Internal otherwise).
+  std::vector<Answer> Exchange(const char* method, std::vector<grpc::ByteBuffer> reqs,
+                               const std::string& what, int64_t step);
+  AsyncClocks Clocks(const std::vector<Answer>& answers) const;
   ::cohort::ps::AsyncKey Key(size_t part) const;
 
   const AsyncJob job_;

@@ -1,5 +1,6 @@
 #include "collectives/ps/async_service.h"
 
+#include "collectives/ps/wire.h"
 #include "common/env.h"
 
 namespace cohort::collectives::ps {
@@ -8,13 +9,43 @@ namespace {
 namespace pb = ::cohort::ps;
 
 // One Push or Pull: waits in the table (holding no thread) until the staleness bound allows.
+// A push's gradient stays in the request's slices (kept here) until the table has applied it.
 class ParamsReactor final : public grpc::ServerUnaryReactor, public AsyncTable::Waiter {
  public:
-  ParamsReactor(AsyncTable* table, const pb::AsyncKey& key, pb::AsyncParams* reply)
-      : table_(table), key_(key), reply_(reply) {}
+  ParamsReactor(AsyncTable* table, grpc::ByteBuffer* reply) : table_(table), reply_(reply) {}
 
-  void Answer(const grpc::Status& status, pb::AsyncParams reply) override {
-    if (status.ok()) *reply_ = std::move(reply);
+  // Decodes an AsyncPushRequest but its gradient; false when the bytes are not one.
+  bool ParsePush(const grpc::ByteBuffer* request) {
+    std::string rest;
+    if (!request->Dump(&slices_).ok() ||
+        !SplitBytesField(slices_, pb::AsyncPushRequest::kGradFieldNumber, &rest, &grad_offset_,
+                         &grad_size_) ||
+        !push_.ParseFromString(rest)) {
+      return false;
+    }
+    key_ = push_.key();
+    return true;
+  }
+  bool ParsePull(const grpc::ByteBuffer* request) {
+    std::string bytes;
+    if (!request->Dump(&slices_).ok()) return false;
+    bytes.resize(request->Length());
+    CopyFromSlices(slices_, 0, bytes.size(), bytes.data());
+    slices_.clear();
+    if (!pull_.ParseFromString(bytes)) return false;
+    key_ = pull_.key();
+    return true;
+  }
+  const pb::AsyncPushRequest& Push() const { return push_; }
+  const pb::AsyncPullRequest& Pull() const { return pull_; }
+  std::vector<std::string_view> Grad() const { return SpansOf(slices_, grad_offset_, grad_size_); }
+
+  void Answer(const grpc::Status& status, AsyncAnswer answer) override {
+    slices_.clear();  // the gradient was applied (or refused): free gRPC's buffers now
+    if (status.ok()) {
+      *reply_ = WithSharedBytesField(answer.head.SerializeAsString(),
+                                     pb::AsyncParams::kParamsFieldNumber, std::move(answer.params));
+    }
     Finish(status);
   }
   void OnCancel() override {
@@ -24,9 +55,18 @@ class ParamsReactor final : public grpc::ServerUnaryReactor, public AsyncTable::
 
  private:
   AsyncTable* table_;
-  const pb::AsyncKey key_;
-  pb::AsyncParams* reply_;
+  grpc::ByteBuffer* reply_;
+  pb::AsyncPushRequest push_;
+  pb::AsyncPullRequest pull_;
+  pb::AsyncKey key_;
+  std::vector<grpc::Slice> slices_;
+  size_t grad_offset_ = 0, grad_size_ = 0;
 };
+
+grpc::Status NotA(const char* call, const char* message) {
+  return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                      std::string(call) + ": the request is not an " + message);
+}
 
 }  // namespace
 
@@ -44,25 +84,29 @@ grpc::ServerUnaryReactor* AsyncService::AsyncInit(grpc::CallbackServerContext* c
 }
 
 grpc::ServerUnaryReactor* AsyncService::AsyncPush(grpc::CallbackServerContext* ctx,
-                                                  const pb::AsyncPushRequest* req,
-                                                  pb::AsyncParams* reply) {
-  auto* reactor = new ParamsReactor(&table_, req->key(), reply);
+                                                  const grpc::ByteBuffer* request,
+                                                  grpc::ByteBuffer* reply) {
+  auto* reactor = new ParamsReactor(&table_, reply);
   if (grpc::Status auth = authenticate_(*ctx); !auth.ok()) {
     reactor->Finish(auth);
+  } else if (!reactor->ParsePush(request)) {
+    reactor->Finish(NotA("AsyncPush", "AsyncPushRequest"));
   } else {
-    table_.Push(*req, reactor);
+    table_.Push(reactor->Push(), reactor->Grad(), reactor);
   }
   return reactor;
 }
 
 grpc::ServerUnaryReactor* AsyncService::AsyncPull(grpc::CallbackServerContext* ctx,
-                                                  const pb::AsyncPullRequest* req,
-                                                  pb::AsyncParams* reply) {
-  auto* reactor = new ParamsReactor(&table_, req->key(), reply);
+                                                  const grpc::ByteBuffer* request,
+                                                  grpc::ByteBuffer* reply) {
+  auto* reactor = new ParamsReactor(&table_, reply);
   if (grpc::Status auth = authenticate_(*ctx); !auth.ok()) {
     reactor->Finish(auth);
+  } else if (!reactor->ParsePull(request)) {
+    reactor->Finish(NotA("AsyncPull", "AsyncPullRequest"));
   } else {
-    table_.Pull(*req, reactor);
+    table_.Pull(reactor->Pull(), reactor);
   }
   return reactor;
 }

@@ -33,6 +33,12 @@ std::string Bytes(const std::vector<float>& v) {
   return std::string(reinterpret_cast<const char*>(v.data()), v.size() * sizeof(float));
 }
 
+size_t SizeOf(const std::vector<std::string_view>& runs) {
+  size_t n = 0;
+  for (const auto& r : runs) n += r.size();
+  return n;
+}
+
 AsyncOptimizerConfig ConfigOf(const pb::AsyncOptimizer& o) {
   AsyncOptimizerConfig c;
   c.kind = o.kind() == pb::AsyncOptimizer::ADAM ? AsyncOptimizerConfig::Kind::kAdam
@@ -58,7 +64,7 @@ struct AsyncTable::Partition {
     int staleness;
     bool with_state;
   };
-  using Answers = std::vector<std::pair<Waiter*, pb::AsyncParams>>;
+  using Answers = std::vector<std::pair<Waiter*, AsyncAnswer>>;
 
   std::mutex mu;
   uint64_t epoch = 0;
@@ -70,6 +76,8 @@ struct AsyncTable::Partition {
   std::vector<int64_t> clocks;  // by rank: steps pushed, counted from 0 (start_step included)
   std::vector<Pending> waiting;
   std::vector<float> scratch;  // the gradient being applied
+  // The parameters' bytes as of the last push, made by the first answer after it.
+  std::shared_ptr<const std::string> published;
   // For the log line: since the last one.
   int64_t logged_at = 0;
   int64_t max_lead = 0;
@@ -84,8 +92,9 @@ struct AsyncTable::Partition {
     return p.staleness < 0 || MinClock() >= p.step + 1 - p.staleness;
   }
 
-  pb::AsyncParams Reply(const Pending& p) {
-    pb::AsyncParams r;
+  AsyncAnswer Reply(const Pending& p) {
+    AsyncAnswer a;
+    pb::AsyncParams& r = a.head;
     const int64_t min = MinClock();
     r.set_min_clock(min);
     r.set_max_clock(MaxClock());
@@ -94,11 +103,12 @@ struct AsyncTable::Partition {
       r.set_slot1(Bytes(slots.slot1));
       r.set_slot2(Bytes(slots.slot2));
     }
-    r.set_params(Bytes(params));
+    if (!published) published = std::make_shared<const std::string>(Bytes(params));
+    a.params = published;
     // The worker now computes step p.step + 1 while the slowest computes step min.
     max_lead = std::max(max_lead, p.step + 1 - min);
     staleness = p.staleness;
-    return r;
+    return a;
   }
 
   // Answers every waiting call the bound now allows (into out, to send after unlocking).
@@ -206,7 +216,8 @@ grpc::Status AsyncTable::Init(const pb::AsyncInitRequest& req) {
   return grpc::Status::OK;
 }
 
-void AsyncTable::Push(const pb::AsyncPushRequest& req, Waiter* w) {
+void AsyncTable::Push(const pb::AsyncPushRequest& req, const std::vector<std::string_view>& grad,
+                      Waiter* w) {
   grpc::Status why;
   std::shared_ptr<Partition> p = Find(req.key(), &why);
   if (!p) return w->Answer(why, {});
@@ -222,15 +233,20 @@ void AsyncTable::Push(const pb::AsyncPushRequest& req, Waiter* w) {
       why = Refuse(grpc::StatusCode::FAILED_PRECONDITION,
                    fmt::format("AsyncPush: rank {} pushed step {}, but its next step is {}",
                                req.rank(), req.step(), p->clocks[static_cast<size_t>(req.rank())]));
-    } else if (req.grad().size() != p->params.size() * sizeof(float)) {
+    } else if (const size_t bytes = SizeOf(grad); bytes != p->params.size() * sizeof(float)) {
       why = Refuse(grpc::StatusCode::INVALID_ARGUMENT,
-                   fmt::format("AsyncPush: {} gradient bytes for a partition of {} floats",
-                               req.grad().size(), p->params.size()));
+                   fmt::format("AsyncPush: {} gradient bytes for a partition of {} floats", bytes,
+                               p->params.size()));
     } else {
       // The optimizer works on the gradient in place (weight decay): a copy, not the request's.
       p->scratch.resize(p->params.size());
-      std::memcpy(p->scratch.data(), req.grad().data(), req.grad().size());
+      char* to = reinterpret_cast<char*>(p->scratch.data());
+      for (const auto& run : grad) {
+        std::memcpy(to, run.data(), run.size());
+        to += run.size();
+      }
       ApplyOptimizer(p->optimizer, p->params.data(), p->scratch.data(), p->params.size(), p->slots);
+      p->published.reset();
       ++p->clocks[static_cast<size_t>(req.rank())];
       p->Release(answers);
       Partition::Pending mine{w, req.rank(), req.step(), req.staleness(), false};
@@ -251,7 +267,7 @@ void AsyncTable::Pull(const pb::AsyncPullRequest& req, Waiter* w) {
   grpc::Status why;
   std::shared_ptr<Partition> p = Find(req.key(), &why);
   if (!p) return w->Answer(why, {});
-  pb::AsyncParams reply;
+  AsyncAnswer reply;
   {
     std::lock_guard<std::mutex> lock(p->mu);
     if (req.rank() < 0 || req.rank() >= static_cast<int>(p->clocks.size())) {

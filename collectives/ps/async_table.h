@@ -2,7 +2,9 @@
 // holds, the parameters, the optimizer and its state, and every worker's clock (the steps it
 // has pushed). A push applies one optimizer step at once; a pull (and the answer to a push)
 // waits, holding no thread, until the staleness bound allows: the slowest worker has pushed
-// step - staleness. Every log_every steps of the slowest worker it logs one line per partition
+// step - staleness. The gradient is read where gRPC received it (copied once, into the buffer
+// the optimizer works on), and every answer between two pushes shares one copy of the
+// parameters, which gRPC sends from without copying again. Every log_every steps of the slowest worker it logs one line per partition
 // with the largest lead it let a worker take (how many steps the fastest computed ahead of the
 // slowest; never over the bound):
 //   "ps-server shard 0 async job J part 0: clocks 120..122, lead at most 2 (staleness 2), 37
@@ -15,11 +17,20 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <string_view>
 #include <unordered_map>
+#include <vector>
 
 #include "collectives/ps/ps.pb.h"
 
 namespace cohort::collectives::ps {
+
+// An answer to a push or pull: the AsyncParams without its params, and the params' bytes
+// (float32, the partition's elements), shared by every answer given between two pushes.
+struct AsyncAnswer {
+  ::cohort::ps::AsyncParams head;
+  std::shared_ptr<const std::string> params;
+};
 
 class AsyncTable {
  public:
@@ -27,8 +38,9 @@ class AsyncTable {
   class Waiter {
    public:
     virtual ~Waiter() = default;
-    // Called exactly once, without the table's locks held; reply is filled when status is OK.
-    virtual void Answer(const grpc::Status& status, ::cohort::ps::AsyncParams reply) = 0;
+    // Called exactly once, without the table's locks held; the answer is filled when status
+    // is OK.
+    virtual void Answer(const grpc::Status& status, AsyncAnswer answer) = 0;
   };
 
   AsyncTable(int shard, int64_t log_every) : shard_(shard), log_every_(log_every) {}
@@ -37,8 +49,10 @@ class AsyncTable {
   // Creates or replaces a partition. INVALID_ARGUMENT for a bad optimizer or sizes;
   // FAILED_PRECONDITION for an epoch older than the one it holds.
   grpc::Status Init(const ::cohort::ps::AsyncInitRequest& req);
-  // Applies req's gradient and answers w like a pull for req.step.
-  void Push(const ::cohort::ps::AsyncPushRequest& req, Waiter* w);
+  // Applies the gradient (req's grad field left out: its bytes are the runs of grad, in order)
+  // and answers w like a pull for req.step.
+  void Push(const ::cohort::ps::AsyncPushRequest& req, const std::vector<std::string_view>& grad,
+            Waiter* w);
   void Pull(const ::cohort::ps::AsyncPullRequest& req, Waiter* w);
   // w's call (on partition key) went away: forget it, unless already answered. True if it was
   // still waiting (the caller then finishes the call itself).

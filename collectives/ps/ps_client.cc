@@ -81,10 +81,15 @@ void PsServerClient::Connect(Deadline deadline, std::chrono::milliseconds allowe
 void PsServerClient::PushPullRaw(grpc::ClientContext* ctx, const grpc::ByteBuffer* req,
                                  grpc::ByteBuffer* reply, Deadline deadline,
                                  std::function<void(grpc::Status)> done) {
-  if (!token_.empty()) ctx->AddMetadata("authorization", "Bearer " + token_);
+  Authorize(ctx);
   ctx->set_deadline(deadline);
-  generic_->UnaryCall(ctx, "/cohort.ps.PsService/PushPull", grpc::StubOptions(), req, reply,
-                      std::move(done));
+  CallRaw(ctx, "/cohort.ps.PsService/PushPull", req, reply, std::move(done));
+}
+
+void PsServerClient::CallRaw(grpc::ClientContext* ctx, const char* method,
+                             const grpc::ByteBuffer* req, grpc::ByteBuffer* reply,
+                             std::function<void(grpc::Status)> done) {
+  generic_->UnaryCall(ctx, method, grpc::StubOptions(), req, reply, std::move(done));
 }
 
 bool PsServerClient::Finish(const std::string& run_id, Deadline deadline) {

@@ -35,6 +35,12 @@ class PsServerClient {
   void PushPullRaw(grpc::ClientContext* ctx, const grpc::ByteBuffer* req, grpc::ByteBuffer* reply,
                    Deadline deadline, std::function<void(grpc::Status)> done);
 
+  // Sends a unary call of `method` (its full name, "/cohort.ps.PsAsyncService/AsyncPush") with
+  // encoded messages on ctx, which the caller gave the token (Authorize) and a deadline; calls
+  // done on a gRPC thread. ctx, req and reply must outlive the call.
+  void CallRaw(grpc::ClientContext* ctx, const char* method, const grpc::ByteBuffer* req,
+               grpc::ByteBuffer* reply, std::function<void(grpc::Status)> done);
+
   // Starts the Attend call that tells the server while this rank's communicator lives; done is
   // called (on a gRPC thread) when it ends: cancelled through ctx, or the server went away.
   void Attend(grpc::ClientContext* ctx, const ::cohort::ps::AttendRequest* req,

@@ -36,17 +36,10 @@ bool IsEcho(grpc::StatusCode code) {
 
 void Exchange::Encode(Call& call) {
   // Concatenated encodings merge: the header's fields, then the data field pointing at the
-  // caller's bytes (a static slice: gRPC neither copies nor frees it).
-  std::string header = call.req.SerializeAsString();
-  std::vector<grpc::Slice> slices;
-  if (call.bytes > 0) {
-    AppendBytesFieldHeader(header, 12, call.bytes);  // PushRequest.data
-    slices.emplace_back(header);
-    slices.emplace_back(call.data, call.bytes, grpc::Slice::STATIC_SLICE);
-  } else {
-    slices.emplace_back(header);
-  }
-  call.request = grpc::ByteBuffer(slices.data(), slices.size());
+  // caller's bytes.
+  call.request = WithBorrowedBytesField(call.req.SerializeAsString(),
+                                        ::cohort::ps::PushRequest::kDataFieldNumber, call.data,
+                                        call.bytes);
 }
 
 void Exchange::Decode(Call& call) {

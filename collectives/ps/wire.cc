@@ -131,6 +131,15 @@ grpc::ByteBuffer WithSharedBytesField(std::string head, int field,
   return grpc::ByteBuffer(slices.data(), slices.size());
 }
 
+grpc::ByteBuffer WithBorrowedBytesField(std::string head, int field, const void* data,
+                                        size_t len) {
+  std::vector<grpc::Slice> slices;
+  if (len > 0) AppendBytesFieldHeader(head, field, len);
+  slices.emplace_back(head);
+  if (len > 0) slices.emplace_back(data, len, grpc::Slice::STATIC_SLICE);
+  return grpc::ByteBuffer(slices.data(), slices.size());
+}
+
 bool FindOnlyBytesField(const std::vector<grpc::Slice>& slices, int field, size_t* offset,
                         size_t* len) {
   size_t total = 0;

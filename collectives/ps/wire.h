@@ -22,6 +22,11 @@ void AppendBytesFieldHeader(std::string& out, int field, uint64_t len);
 grpc::ByteBuffer WithSharedBytesField(std::string head, int field,
                                       std::shared_ptr<const std::string> data);
 
+// `head` followed by bytes field `field` holding the len bytes at data, which the buffer points
+// at (a static slice: gRPC neither copies nor frees them; they must outlive the call). len 0
+// adds nothing.
+grpc::ByteBuffer WithBorrowedBytesField(std::string head, int field, const void* data, size_t len);
+
 // Where the bytes of field `field` start in a message that holds only that field (a PullReply),
 // spread over slices; false when the message is something else. An empty message: offset and
 // length 0.
