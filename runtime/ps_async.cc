@@ -79,8 +79,12 @@ std::string Describe(const std::vector<float>& params, const cps::AsyncState& st
 }  // namespace
 
 PsAsyncTraining::PsAsyncTraining(std::shared_ptr<ProcessGroup> pg,
-                                 std::shared_ptr<torch::optim::Optimizer> optimizer, int staleness)
-    : pg_(std::move(pg)), optimizer_(std::move(optimizer)), staleness_(staleness) {
+                                 std::shared_ptr<torch::optim::Optimizer> optimizer, int staleness,
+                                 bool pipeline)
+    : pg_(std::move(pg)),
+      optimizer_(std::move(optimizer)),
+      staleness_(staleness),
+      pipeline_(pipeline && staleness != 0) {
   if (!pg_ || !optimizer_) throw InvalidArgument("ps async mode: null process group or optimizer");
   config_ = std::make_unique<cps::AsyncOptimizerConfig>(ConfigOf(*optimizer_));
   for (const at::Tensor& p : optimizer_->param_groups()[0].params()) {
@@ -93,6 +97,7 @@ PsAsyncTraining::PsAsyncTraining(std::shared_ptr<ProcessGroup> pg,
     numel_ += static_cast<size_t>(p.numel());
   }
   flat_.resize(numel_);
+  if (pipeline_) grad_.resize(numel_);
 }
 
 PsAsyncTraining::~PsAsyncTraining() = default;
@@ -178,35 +183,55 @@ void PsAsyncTraining::Start(int64_t step) {
   CopyIntoModel();
 }
 
-void PsAsyncTraining::Step() {
-  if (!client_) throw InvalidArgument("ps async mode: Step before Start");
+void PsAsyncTraining::CopyGradients(float* to) const {
   size_t at = 0;
   for (const at::Tensor& p : params_) {
     const auto n = static_cast<size_t>(p.numel());
     const at::Tensor& g = p.grad();
     if (g.defined()) {
       const at::Tensor c = g.to(at::kFloat).contiguous();
-      std::memcpy(flat_.data() + at, Floats(c), n * sizeof(float));
+      std::memcpy(to + at, Floats(c), n * sizeof(float));
     } else {
-      std::memset(flat_.data() + at, 0, n * sizeof(float));
+      std::memset(to + at, 0, n * sizeof(float));
     }
     at += n;
   }
-  const cps::AsyncClocks clocks = client_->Push(next_step_, flat_.data(), flat_.data());
-  ++next_step_;
+}
+
+void PsAsyncTraining::Collect() {
+  const cps::AsyncClocks clocks = client_->FinishPush(flat_.data());
   max_spread_ = std::max(max_spread_, clocks.max - clocks.min);
+}
+
+void PsAsyncTraining::Step() {
+  if (!client_) throw InvalidArgument("ps async mode: Step before Start");
+  const bool answer = client_->Pushing();  // pipelined: the previous step's
+  if (answer) Collect();  // before this push: a rank's pushes reach the servers in order
+  float* grad = pipeline_ ? grad_.data() : flat_.data();
+  CopyGradients(grad);
+  client_->StartPush(next_step_, grad, pipeline_ ? 1 : 0);
+  ++next_step_;
+  if (!pipeline_) Collect();
+  if (answer || !pipeline_) CopyIntoModel();
+}
+
+void PsAsyncTraining::Drain() {
+  if (!client_ || !client_->Pushing()) return;
+  Collect();
   CopyIntoModel();
 }
 
 void PsAsyncTraining::PullFinal() {
-  pg_->Barrier();  // every rank pushed its last step
+  Drain();
+  pg_->Barrier();  // every rank's last push was answered
   client_->Pull(next_step_ - 1, flat_.data());
   CopyIntoModel();
 }
 
 void PsAsyncTraining::FetchState() {
   if (!client_) return;
-  pg_->Barrier();  // every rank pushed step next_step_ - 1
+  Drain();
+  pg_->Barrier();  // every rank's push of step next_step_ - 1 was answered
   if (pg_->Rank() == 0) {
     cps::AsyncState state;
     client_->Pull(next_step_ - 1, flat_.data(), &state);

@@ -127,7 +127,8 @@ class Trainer::Impl {
     }
     if (options_.ps_mode == "async") {
       if (ddp_) throw InvalidArgument("Trainer: ps async mode all-reduces nothing; pass ddp null");
-      async_ = std::make_unique<PsAsyncTraining>(pg_, optimizer_, options_.staleness);
+      async_ = std::make_unique<PsAsyncTraining>(pg_, optimizer_, options_.staleness,
+                                                 options_.ps_pipeline);
     } else if (!options_.ps_mode.empty() && options_.ps_mode != "sync") {
       throw InvalidArgument(
           fmt::format("Trainer: ps_mode '{}'; pass sync or async", options_.ps_mode));

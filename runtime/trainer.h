@@ -45,6 +45,9 @@ struct TrainerOptions {
   // (runtime/ps_async.h); pass ddp null. "" or "sync": ddp averages the gradients.
   std::string ps_mode;
   int staleness = -1;  // async: SSP's bound (a worker at most this many steps ahead); < 0: ASP
+  // async: each step's push overlaps the next step, which uses the parameters one push older
+  // (PsAsyncTraining; never with staleness 0).
+  bool ps_pipeline = false;
 };
 
 // Where the loop stands; what a checkpoint saves besides model and optimizer.

@@ -118,8 +118,10 @@ def run_one(args, side, model, world, tag):
     plain = side.endswith("-plain")
     if plain:
         wargs.append("--plain")
-    if side == "cohort-ps-async":
+    if side.startswith("cohort-ps-async"):
         wargs.append("--ps-async")
+    if side == "cohort-ps-async-pipe":
+        wargs.append("--ps-pipeline")
     deadline = time.monotonic() + args.timeout
     if side.startswith("cohort") and args.launch == "launch":
         cmd = [args.cohort, "launch", "--nproc-per-node", str(world),
@@ -215,16 +217,21 @@ COHORT_SIDES = ("cohort", "cohort-mpi")  # cohort over Gloo (as PyTorch), and ov
 # The parameter servers (sync ps, 2 servers) against what they stand in for: cohort's gloo over
 # TCP only (no shared memory), both under `cohort launch`.
 # cohort-ps-async: no DDP, the servers run SGD (ASP: each step pushes the gradients and pulls the
-# parameters), against sync ps.
+# parameters), against sync ps; -pipe overlaps each push with the next step.
 LAUNCH_FLAGS = {"cohort-ps": ["--backend", "ps", "--ps-servers", "2"],
-                "cohort-ps-async": ["--backend", "ps", "--ps-servers", "2"]}
+                "cohort-ps-async": ["--backend", "ps", "--ps-servers", "2"],
+                "cohort-ps-async-pipe": ["--backend", "ps", "--ps-servers", "2"]}
 SIDE_ENV = {"cohort-tcp": {"COHORT_SHM": "0"}}
 # (side, baseline, what the table says), each printed when both ran.
 PAIRS = (("cohort-ps", "cohort-tcp",
           "DDP on the parameter servers (sync ps, 2 servers) vs cohort gloo over TCP "
           "(COHORT_SHM=0)"),
          ("cohort-ps-async", "cohort-ps",
-          "asynchronous training on the parameter servers (ASP, 2 servers) vs sync ps"))
+          "asynchronous training on the parameter servers (ASP, 2 servers) vs sync ps"),
+         ("cohort-ps-async-pipe", "cohort-ps",
+          "asynchronous training pipelined (each push overlaps the next step) vs sync ps"),
+         ("cohort-ps-async-pipe", "cohort-ps-async",
+          "asynchronous training pipelined vs not"))
 # What cohort's ProcessGroup::FromEnv does with mallopt (common/heap.cc), as glibc's env tunables.
 HEAP_ENV = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(1 << 30)}
 
@@ -358,7 +365,8 @@ def main():
                     help="which to run: cohort (Gloo, under --launch), pytorch, pytorch-heap "
                          "(PyTorch with glibc keeping freed memory), cohort-mpi "
                          "(cohort's MPI backend under mpirun), cohort-ps (sync, 2 servers), "
-                         "cohort-ps-async (ASP, 2 servers), cohort-tcp (gloo, COHORT_SHM=0), "
+                         "cohort-ps-async (ASP, 2 servers), cohort-ps-async-pipe (the same, each "
+                         "push overlapping the next step), cohort-tcp (gloo, COHORT_SHM=0), "
                          "and at world 1 only the -plain ones (no DDP)")
     ap.add_argument("--launch", choices=["launch", "direct"], default="launch",
                     help="cohort workers under `cohort launch`, or plain processes as PyTorch's")
@@ -376,7 +384,7 @@ def main():
     args.worker = os.path.join(args.build_dir, "bin", "ddp_bench_worker")
     args.sides = [s for s in args.sides.split(",") if s]
     known = ["cohort", "pytorch", "pytorch-heap", "cohort-mpi", "cohort-plain", "pytorch-plain",
-             "cohort-ps", "cohort-ps-async", "cohort-tcp"]
+             "cohort-ps", "cohort-ps-async", "cohort-ps-async-pipe", "cohort-tcp"]
     unknown = set(args.sides) - set(known)
     if unknown:
         sys.exit(f"ddp_bench.py: unknown --sides {sorted(unknown)}; use {', '.join(known)}")

@@ -7,6 +7,7 @@
 #include <cstring>
 #include <deque>
 #include <mutex>
+#include <optional>
 
 #include "collectives/ps/ps.grpc.pb.h"
 #include "collectives/ps/ps_client.h"
@@ -37,16 +38,6 @@ pb::AsyncOptimizer ToProto(const AsyncOptimizerConfig& c) {
   o.set_eps(c.eps);
   return o;
 }
-
-// The calls of one RunAll: how many are still out, and the first failure.
-struct Batch {
-  std::mutex mu;
-  std::condition_variable cv;
-  size_t pending = 0;
-  grpc::Status failure;
-  size_t failed_part = 0;
-  bool failed = false;
-};
 
 }  // namespace
 
@@ -100,47 +91,88 @@ pb::AsyncKey AsyncClient::Key(size_t part) const {
   return k;
 }
 
+// The calls of one step, one per partition: how many are still out, and the first failure.
+// Destroyed only once every call has ended (it cancels those still out).
+struct AsyncClient::Calls {
+  std::mutex mu;
+  std::condition_variable cv;
+  size_t pending = 0;
+  grpc::Status failure;
+  size_t failed_part = 0;
+  bool failed = false;
+  std::deque<grpc::ClientContext> contexts;
+  std::vector<grpc::ByteBuffer> reqs, replies;  // of encoded calls
+  // For errors: "push of step 7", and the step the slowest worker must have pushed (a bound).
+  std::string what;
+  std::optional<int64_t> waits_for;
+
+  void Ended(size_t part, grpc::Status s) {
+    std::lock_guard<std::mutex> lock(mu);
+    if (!s.ok() && !failed) {
+      failed = true;
+      failure = std::move(s);
+      failed_part = part;
+    }
+    --pending;
+    cv.notify_all();
+  }
+  // Waits until every call ended, or one failed and then every other was cancelled.
+  void Await() {
+    std::unique_lock<std::mutex> lock(mu);
+    cv.wait(lock, [&] { return pending == 0 || failed; });
+    if (pending > 0) CancelAndWait(lock);
+  }
+  ~Calls() {
+    std::unique_lock<std::mutex> lock(mu);
+    if (pending > 0) CancelAndWait(lock);
+  }
+
+ private:
+  void CancelAndWait(std::unique_lock<std::mutex>& lock) {
+    for (auto& ctx : contexts) ctx.TryCancel();
+    cv.wait(lock, [&] { return pending == 0; });
+  }
+};
+
 template <typename Start>
-void AsyncClient::RunAll(const Start& start, const std::string& what, int64_t step) {
-  Batch batch;
-  std::deque<grpc::ClientContext> contexts(parts_.size());
-  batch.pending = parts_.size();
+std::unique_ptr<AsyncClient::Calls> AsyncClient::Launch(const Start& start, std::string what,
+                                                        std::optional<int64_t> waits_for,
+                                                        std::vector<grpc::ByteBuffer> reqs) {
+  auto calls = std::make_unique<Calls>();
+  calls->what = std::move(what);
+  calls->waits_for = waits_for;
+  calls->reqs = std::move(reqs);
+  calls->replies.resize(calls->reqs.size());
+  calls->pending = parts_.size();
   const auto deadline = std::chrono::system_clock::now() + timeout_;
   for (size_t i = 0; i < parts_.size(); ++i) {
-    grpc::ClientContext& ctx = contexts[i];
+    grpc::ClientContext& ctx = calls->contexts.emplace_back();
     servers_[parts_[i].server]->Authorize(&ctx);
     ctx.set_deadline(deadline);
-    start(i, &ctx, [&batch, i](grpc::Status s) {
-      std::lock_guard<std::mutex> lock(batch.mu);
-      if (!s.ok() && !batch.failed) {
-        batch.failed = true;
-        batch.failure = std::move(s);
-        batch.failed_part = i;
-      }
-      --batch.pending;
-      batch.cv.notify_all();
-    });
   }
-  std::unique_lock<std::mutex> lock(batch.mu);
-  batch.cv.wait(lock, [&] { return batch.pending == 0 || batch.failed; });
-  if (batch.failed) {
-    for (auto& ctx : contexts) ctx.TryCancel();
-    batch.cv.wait(lock, [&] { return batch.pending == 0; });
+  for (size_t i = 0; i < parts_.size(); ++i) {
+    start(i, *calls, &calls->contexts[i],
+          [c = calls.get(), i](grpc::Status s) { c->Ended(i, std::move(s)); });
   }
-  if (!batch.failed) return;
-  const Part& part = parts_[batch.failed_part];
+  return calls;
+}
+
+void AsyncClient::Await(Calls& calls) const {
+  calls.Await();
+  if (!calls.failed) return;
+  const Part& part = parts_[calls.failed_part];
   const PsServerClient& server = *servers_[part.server];
-  const grpc::Status& s = batch.failure;
+  const grpc::Status& s = calls.failure;
   const std::string where = fmt::format("ps {} partition {} ({} floats): {}", server.Name(),
-                                        batch.failed_part, part.size, what);
+                                        calls.failed_part, part.size, calls.what);
   switch (s.error_code()) {
     case grpc::StatusCode::DEADLINE_EXCEEDED:
       throw Timeout(fmt::format(
           "{}: no answer within {:.1f} s{}; is a worker stuck or gone, or the server?", where,
           std::chrono::duration<double>(timeout_).count(),
-          job_.staleness >= 0
+          job_.staleness >= 0 && calls.waits_for
               ? fmt::format(" (staleness {}: it waits until the slowest worker pushed step {})",
-                            job_.staleness, step - job_.staleness)
+                            job_.staleness, *calls.waits_for)
               : ""));
     case grpc::StatusCode::UNAVAILABLE:
       throw Unavailable(
@@ -191,12 +223,13 @@ void AsyncClient::Init(const AsyncOptimizerConfig& optimizer, int64_t start_step
     if (!state.slot1.empty()) r.set_slot1(FloatBytes(state.slot1.data() + p.begin, p.size));
     if (!state.slot2.empty()) r.set_slot2(FloatBytes(state.slot2.data() + p.begin, p.size));
   }
-  RunAll(
-      [&](size_t i, grpc::ClientContext* ctx, std::function<void(grpc::Status)> done) {
+  auto calls = Launch(
+      [&](size_t i, Calls&, grpc::ClientContext* ctx, std::function<void(grpc::Status)> done) {
         stubs_->by_server[parts_[i].server]->async()->AsyncInit(ctx, &reqs[i], &replies[i],
                                                                 std::move(done));
       },
-      "init", start_step);
+      "init", std::nullopt, {});
+  Await(*calls);
 }
 
 // Encoded calls and answers, so that a gradient goes out from the caller's buffer and the
@@ -206,15 +239,22 @@ constexpr char kPushMethod[] = "/cohort.ps.PsAsyncService/AsyncPush";
 constexpr char kPullMethod[] = "/cohort.ps.PsAsyncService/AsyncPull";
 }  // namespace
 
-std::vector<AsyncClient::Answer> AsyncClient::Exchange(const char* method,
-                                                       std::vector<grpc::ByteBuffer> reqs,
-                                                       const std::string& what, int64_t step) {
-  std::vector<grpc::ByteBuffer> replies(parts_.size());
-  RunAll(
-      [&](size_t i, grpc::ClientContext* ctx, std::function<void(grpc::Status)> done) {
-        servers_[parts_[i].server]->CallRaw(ctx, method, &reqs[i], &replies[i], std::move(done));
+std::unique_ptr<AsyncClient::Calls> AsyncClient::Send(const char* method,
+                                                      std::vector<grpc::ByteBuffer> reqs,
+                                                      std::string what,
+                                                      std::optional<int64_t> waits_for) {
+  return Launch(
+      [&](size_t i, Calls& c, grpc::ClientContext* ctx, std::function<void(grpc::Status)> done) {
+        servers_[parts_[i].server]->CallRaw(ctx, method, &c.reqs[i], &c.replies[i],
+                                            std::move(done));
       },
-      what, step);
+      std::move(what), waits_for, std::move(reqs));
+}
+
+std::vector<AsyncClient::Answer> AsyncClient::Answers(Calls& calls) const {
+  Await(calls);
+  std::vector<grpc::ByteBuffer>& replies = calls.replies;
+  const std::string& what = calls.what;
   std::vector<Answer> answers(parts_.size());
   for (size_t i = 0; i < parts_.size(); ++i) {
     Answer& a = answers[i];
@@ -233,7 +273,12 @@ std::vector<AsyncClient::Answer> AsyncClient::Exchange(const char* method,
   return answers;
 }
 
-AsyncClocks AsyncClient::Push(int64_t step, const float* grad, float* params) {
+void AsyncClient::StartPush(int64_t step, const float* grad, int ahead) {
+  if (push_) {
+    throw InvalidArgument(
+        fmt::format("ps async mode: push of step {} while the {} is out; FinishPush it first", step,
+                    push_->what));
+  }
   std::vector<grpc::ByteBuffer> reqs(parts_.size());
   for (size_t i = 0; i < parts_.size(); ++i) {
     pb::AsyncPushRequest r;
@@ -241,17 +286,29 @@ AsyncClocks AsyncClient::Push(int64_t step, const float* grad, float* params) {
     r.set_rank(job_.rank);
     r.set_step(step);
     r.set_staleness(job_.staleness);
+    r.set_ahead(ahead);
     reqs[i] = WithBorrowedBytesField(r.SerializeAsString(), pb::AsyncPushRequest::kGradFieldNumber,
                                      grad + parts_[i].begin, parts_[i].size * sizeof(float));
   }
-  // Every call has ended before an answer is copied: params may be grad.
-  const std::vector<Answer> answers =
-      Exchange(kPushMethod, std::move(reqs), fmt::format("push of step {}", step), step);
+  push_ = Send(kPushMethod, std::move(reqs), fmt::format("push of step {}", step),
+               step + ahead - job_.staleness);
+}
+
+AsyncClocks AsyncClient::FinishPush(float* params) {
+  if (!push_) throw InvalidArgument("ps async mode: FinishPush with no push out; StartPush first");
+  const std::unique_ptr<Calls> calls = std::move(push_);
+  // Every call has ended before an answer is copied: params may be the gradient's buffer.
+  const std::vector<Answer> answers = Answers(*calls);
   for (size_t i = 0; i < parts_.size(); ++i) {
     const Answer& a = answers[i];
     CopyFromSlices(a.slices, a.params_offset, a.params_size, params + parts_[i].begin);
   }
   return Clocks(answers);
+}
+
+AsyncClocks AsyncClient::Push(int64_t step, const float* grad, float* params) {
+  StartPush(step, grad, /*ahead=*/0);
+  return FinishPush(params);
 }
 
 AsyncClocks AsyncClient::Pull(int64_t step, float* params, AsyncState* state) {
@@ -265,8 +322,13 @@ AsyncClocks AsyncClient::Pull(int64_t step, float* params, AsyncState* state) {
     r.set_with_state(state != nullptr);
     reqs[i] = WithBorrowedBytesField(r.SerializeAsString(), 0, nullptr, 0);
   }
-  const std::vector<Answer> answers =
-      Exchange(kPullMethod, std::move(reqs), fmt::format("pull after step {}", step), step);
+  if (push_) {
+    throw InvalidArgument(
+        fmt::format("ps async mode: pull while the {} is out; FinishPush it first", push_->what));
+  }
+  const std::unique_ptr<Calls> calls = Send(
+      kPullMethod, std::move(reqs), fmt::format("pull after step {}", step), step - job_.staleness);
+  const std::vector<Answer> answers = Answers(*calls);
   if (state) {
     const pb::AsyncParams& first = answers.front().head;
     state->opt_steps = first.opt_steps();

@@ -9,6 +9,7 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -56,8 +57,17 @@ class AsyncClient {
   void Init(const AsyncOptimizerConfig& optimizer, int64_t start_step, const float* params,
             const AsyncState& state);
   // Pushes the gradient of step `step` (every partition), and writes the parameters the
-  // servers answer with (once the staleness bound allows) to params.
+  // servers answer with (once the staleness bound allows) to params: StartPush, FinishPush.
   AsyncClocks Push(int64_t step, const float* grad, float* params);
+  // Starts the push of step `step`. grad is read until FinishPush returns: keep it unchanged.
+  // ahead (AsyncPushRequest.ahead): 1 when the worker computes its next step before it uses
+  // the answer, which is then held until the bound allows the step after (never with
+  // staleness 0). One push at a time: throws InvalidArgument while one is out.
+  void StartPush(int64_t step, const float* grad, int ahead);
+  // Waits for the answer to the push out and writes its parameters to params (which may be
+  // the gradient's buffer). Throws what the calls failed with, naming server and partition.
+  AsyncClocks FinishPush(float* params);
+  bool Pushing() const { return push_ != nullptr; }
   // The parameters for a worker that pushed step `step` (start_step - 1: none yet); with state,
   // the optimizer state too.
   AsyncClocks Pull(int64_t step, float* params, AsyncState* state = nullptr);
@@ -70,15 +80,23 @@ class AsyncClient {
   };
   struct Stubs;
   struct Answer;
-  // Runs one call per partition (start(part, ctx, done) issues it) and waits for all; throws
-  // the first failure (typed, naming the server, shard and partition) after cancelling the
-  // rest. what: "push of step 7", for errors.
+  struct Calls;
+  // Issues one call per partition (start(part, calls, ctx, done) issues it; reqs, when any,
+  // are the encoded requests it may send). what: "push of step 7", and waits_for: the step
+  // the slowest worker must have pushed for an answer (none: no bound applies), for errors.
   template <typename Start>
-  void RunAll(const Start& start, const std::string& what, int64_t step);
-  // RunAll of one encoded request per partition to `method`; the answers, each checked to be an
-  // AsyncParams with the partition's parameters (throws Internal otherwise).
-  std::vector<Answer> Exchange(const char* method, std::vector<grpc::ByteBuffer> reqs,
-                               const std::string& what, int64_t step);
+  std::unique_ptr<Calls> Launch(const Start& start, std::string what,
+                                std::optional<int64_t> waits_for,
+                                std::vector<grpc::ByteBuffer> reqs);
+  // Waits for every call; throws the first failure (typed, naming the server, shard and
+  // partition) after cancelling the rest.
+  void Await(Calls& calls) const;
+  // Launches the encoded requests to `method`, one per partition.
+  std::unique_ptr<Calls> Send(const char* method, std::vector<grpc::ByteBuffer> reqs,
+                              std::string what, std::optional<int64_t> waits_for);
+  // Awaits calls; the answers, each checked to be an AsyncParams with the partition's
+  // parameters (throws Internal otherwise).
+  std::vector<Answer> Answers(Calls& calls) const;
   AsyncClocks Clocks(const std::vector<Answer>& answers) const;
   ::cohort::ps::AsyncKey Key(size_t part) const;
 
@@ -88,6 +106,7 @@ class AsyncClient {
   std::vector<std::shared_ptr<PsServerClient>> servers_;
   std::unique_ptr<Stubs> stubs_;
   std::vector<Part> parts_;
+  std::unique_ptr<Calls> push_;  // the push out, between StartPush and FinishPush
 };
 
 }  // namespace cohort::collectives::ps

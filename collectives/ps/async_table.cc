@@ -63,6 +63,9 @@ struct AsyncTable::Partition {
     int64_t step;
     int staleness;
     bool with_state;
+    int ahead;  // steps the worker computes before it uses the answer (AsyncPushRequest.ahead)
+    // The step the worker computes with the answer.
+    int64_t Uses() const { return step + 1 + ahead; }
   };
   using Answers = std::vector<std::pair<Waiter*, AsyncAnswer>>;
 
@@ -87,9 +90,10 @@ struct AsyncTable::Partition {
   int64_t MinClock() const { return *std::min_element(clocks.begin(), clocks.end()); }
   int64_t MaxClock() const { return *std::max_element(clocks.begin(), clocks.end()); }
 
-  // The slowest worker has pushed step - staleness.
+  // The slowest worker has pushed every step before the one the answer is used for, minus
+  // the staleness.
   bool Ready(const Pending& p) const {
-    return p.staleness < 0 || MinClock() >= p.step + 1 - p.staleness;
+    return p.staleness < 0 || MinClock() >= p.Uses() - p.staleness;
   }
 
   AsyncAnswer Reply(const Pending& p) {
@@ -105,8 +109,8 @@ struct AsyncTable::Partition {
     }
     if (!published) published = std::make_shared<const std::string>(Bytes(params));
     a.params = published;
-    // The worker now computes step p.step + 1 while the slowest computes step min.
-    max_lead = std::max(max_lead, p.step + 1 - min);
+    // The worker computes step p.Uses() with these while the slowest computes step min.
+    max_lead = std::max(max_lead, p.Uses() - min);
     staleness = p.staleness;
     return a;
   }
@@ -233,6 +237,12 @@ void AsyncTable::Push(const pb::AsyncPushRequest& req, const std::vector<std::st
       why = Refuse(grpc::StatusCode::FAILED_PRECONDITION,
                    fmt::format("AsyncPush: rank {} pushed step {}, but its next step is {}",
                                req.rank(), req.step(), p->clocks[static_cast<size_t>(req.rank())]));
+    } else if (req.ahead() < 0 || req.ahead() > 1 || (req.ahead() == 1 && req.staleness() == 0)) {
+      why = Refuse(grpc::StatusCode::INVALID_ARGUMENT,
+                   fmt::format("AsyncPush: ahead {} with staleness {}: ahead is 0, or 1 with a "
+                               "staleness other than 0 (a pipelined push under BSP would wait "
+                               "for the worker's own next push)",
+                               req.ahead(), req.staleness()));
     } else if (const size_t bytes = SizeOf(grad); bytes != p->params.size() * sizeof(float)) {
       why = Refuse(grpc::StatusCode::INVALID_ARGUMENT,
                    fmt::format("AsyncPush: {} gradient bytes for a partition of {} floats", bytes,
@@ -249,7 +259,7 @@ void AsyncTable::Push(const pb::AsyncPushRequest& req, const std::vector<std::st
       p->published.reset();
       ++p->clocks[static_cast<size_t>(req.rank())];
       p->Release(answers);
-      Partition::Pending mine{w, req.rank(), req.step(), req.staleness(), false};
+      Partition::Pending mine{w, req.rank(), req.step(), req.staleness(), false, req.ahead()};
       if (p->Ready(mine)) {
         answers.emplace_back(w, p->Reply(mine));
       } else {
@@ -275,7 +285,7 @@ void AsyncTable::Pull(const pb::AsyncPullRequest& req, Waiter* w) {
                    fmt::format("AsyncPull: rank {} is outside the job's world of {}", req.rank(),
                                p->clocks.size()));
     } else {
-      Partition::Pending mine{w, req.rank(), req.step(), req.staleness(), req.with_state()};
+      Partition::Pending mine{w, req.rank(), req.step(), req.staleness(), req.with_state(), 0};
       if (!p->Ready(mine)) {
         ++p->waited;
         p->waiting.push_back(mine);

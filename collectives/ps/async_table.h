@@ -2,11 +2,13 @@
 // holds, the parameters, the optimizer and its state, and every worker's clock (the steps it
 // has pushed). A push applies one optimizer step at once; a pull (and the answer to a push)
 // waits, holding no thread, until the staleness bound allows: the slowest worker has pushed
-// step - staleness. The gradient is read where gRPC received it (copied once, into the buffer
-// the optimizer works on), and every answer between two pushes shares one copy of the
-// parameters, which gRPC sends from without copying again. Every log_every steps of the slowest worker it logs one line per partition
-// with the largest lead it let a worker take (how many steps the fastest computed ahead of the
-// slowest; never over the bound):
+// every step before the one the answer is used for (step + 1, or step + 2 for a pipelined
+// push's), minus the staleness. The gradient is read where gRPC received it (copied once,
+// into the buffer the optimizer works on), and every answer between two pushes shares one
+// copy of the parameters, which gRPC sends without copying again. Every log_every steps of
+// the slowest worker it logs one line per partition with the largest lead it let a worker take
+// (how many steps ahead of the slowest the step it computes with an answer is; never over the
+// bound):
 //   "ps-server shard 0 async job J part 0: clocks 120..122, lead at most 2 (staleness 2), 37
 //    pulls waited"
 #pragma once

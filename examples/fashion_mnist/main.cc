@@ -56,6 +56,7 @@ struct Flags {
   double progress_interval = 1.0;
   std::string ps_mode = "sync";  // async: the parameter servers run the optimizer
   int staleness = -1;            // ps async: SSP's bound; -1: ASP
+  bool ps_pipeline = false;      // ps async: each push overlaps the next step
   int slow_rank = -1;            // tests: this rank sleeps slow_ms per step
   int slow_ms = 0;
   cohort::runtime::CheckpointConfig checkpoint;  // flags, then COHORT_CHECKPOINT_* / COHORT_RESUME
@@ -191,6 +192,7 @@ int Run(const Flags& flags) {
   options.progress_interval = flags.progress_interval;
   options.ps_mode = flags.ps_mode;
   options.staleness = flags.staleness;
+  options.ps_pipeline = flags.ps_pipeline;
   cohort::runtime::Trainer trainer(pg, ddp, optimizer, options);
   cohort::runtime::CheckpointConfig checkpoint_config = flags.checkpoint;
   checkpoint_config.FillFromEnv();
@@ -207,14 +209,16 @@ int Run(const Flags& flags) {
   const auto prometheus = cohort::runtime::ServeMetrics(trainer, ddp);
 
   if (rank0) {
+    std::string ps;
+    if (flags.ps_mode == "async") {
+      ps = flags.staleness < 0 ? ", ps async ASP"
+                               : fmt::format(", ps async SSP {}", flags.staleness);
+      if (flags.ps_pipeline && flags.staleness != 0) ps += " pipelined";
+    }
     std::printf(
         "fashion_mnist: %lld training images on %d worker(s) (%s%s), batch %zu per worker, "
         "%s lr %g\n",
-        static_cast<long long>(train.images.size(0)), pg->Size(), pg->Backend(),
-        flags.ps_mode == "async"
-            ? (flags.staleness < 0 ? ", ps async ASP"
-                                   : fmt::format(", ps async SSP {}", flags.staleness).c_str())
-            : "",
+        static_cast<long long>(train.images.size(0)), pg->Size(), pg->Backend(), ps.c_str(),
         flags.batch_size, flags.optimizer.c_str(), flags.lr);
     std::fflush(stdout);
   }
@@ -337,6 +341,10 @@ int main(int argc, char** argv) {
                  "BSP); -1: no bound (ASP)")
       ->capture_default_str()
       ->check(CLI::Range(-1, 1000000));
+  app.add_flag("--ps-pipeline", flags.ps_pipeline,
+               "ps async: each push overlaps the next step's forward and backward, which then "
+               "uses the parameters one push older (the staleness bound still holds; not with "
+               "--staleness 0)");
   app.add_option("--slow-rank", flags.slow_rank, "tests: this rank sleeps --slow-ms every step")
       ->capture_default_str();
   app.add_option("--slow-ms", flags.slow_ms, "tests: milliseconds --slow-rank sleeps per step")
@@ -376,6 +384,19 @@ int main(int argc, char** argv) {
                  "fashion_mnist: --register %s needs a repository: pass --model-repo URI (or set "
                  "COHORT_MODEL_REPO)\n",
                  flags.register_name.c_str());
+    return 2;
+  }
+  if (flags.ps_pipeline && flags.ps_mode != "async") {
+    std::fprintf(stderr,
+                 "fashion_mnist: --ps-pipeline overlaps the parameter servers' asynchronous "
+                 "pushes with the next step; add --ps-mode async (or drop --ps-pipeline)\n");
+    return 2;
+  }
+  if (flags.ps_pipeline && flags.staleness == 0) {
+    std::fprintf(stderr,
+                 "fashion_mnist: --ps-pipeline with --staleness 0: BSP makes every step wait for "
+                 "the previous push's answer, so nothing can overlap; pass --staleness 1 or more, "
+                 "or drop --ps-pipeline\n");
     return 2;
   }
   if (flags.staleness >= 0 && flags.ps_mode != "async") {

@@ -2,8 +2,8 @@
 // Debian's python3-torch (torch.optim.SGD and Adam, run by async_optimizer_ref.py on the same
 // inputs), and a real PsServer on 127.0.0.1 with AsyncClients over real gRPC: pushes applied in
 // arrival order, the staleness bound holding a pull until the slowest worker pushed, snapshots
-// of the optimizer state, a restarted job's old calls and a wrong token refused, and the
-// timeout's message.
+// of the optimizer state, a restarted job's old calls and a wrong token refused, the timeout's
+// message, and pipelined pushes (held for the step their answer is used for; one at a time).
 #include <fmt/format.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
@@ -238,6 +238,63 @@ TEST_F(AsyncServers, StalenessBoundHoldsTheFastWorkerUntilTheSlowestPushed) {
   EXPECT_EQ(clocks.min, 1);
   EXPECT_EQ(clocks.max, 2);
   EXPECT_FLOAT_EQ(out0[0], 1.0f - 3 * 0.05f);
+}
+
+// A pipelined push (ahead 1): the worker computes step 1 while it is out and uses the answer
+// for step 2, so with staleness 1 the answer waits until every worker pushed step 0.
+TEST_F(AsyncServers, APipelinedPushIsHeldForTheStepItsAnswerIsUsedFor) {
+  StartServers(2);
+  constexpr size_t n = 37;  // 3 partitions over 2 servers
+  auto w0 = Client(0, 2, /*staleness=*/1, n), w1 = Client(1, 2, 1, n);
+  std::vector<float> p(n, 1.0f), g(n, 0.5f), out0(n), out1(n);
+  w0->Init(Sgd(0.1, 0, 0, 0, false), 0, p.data(), AsyncState{});
+  w0->StartPush(0, g.data(), /*ahead=*/1);
+  EXPECT_TRUE(w0->Pushing());
+  auto answer = std::async(std::launch::async, [&] { return w0->FinishPush(out0.data()); });
+  EXPECT_EQ(answer.wait_for(300ms), std::future_status::timeout)
+      << "a pipelined push was answered before the slowest worker pushed the step before the "
+         "one its answer is used for";
+  w1->Push(0, g.data(), out1.data());  // not pipelined: answered at once (bound 1)
+  ASSERT_EQ(answer.wait_for(5s), std::future_status::ready);
+  const auto clocks = answer.get();
+  EXPECT_EQ(clocks.min, 1);
+  EXPECT_EQ(clocks.max, 1);
+  EXPECT_FALSE(w0->Pushing());
+  for (size_t i = 0; i < n; ++i) ASSERT_FLOAT_EQ(out0[i], 0.9f) << i;  // both pushes applied
+  // ASP: a pipelined push is answered at once, with what the servers hold then.
+  auto a0 = Client(0, 2, /*staleness=*/-1, n, /*epoch=*/9), a1 = Client(1, 2, -1, n, 9);
+  a0->Init(Sgd(0.1, 0, 0, 0, false), 0, p.data(), AsyncState{});
+  a0->StartPush(0, g.data(), 1);
+  a0->FinishPush(out0.data());
+  EXPECT_FLOAT_EQ(out0[n - 1], 0.95f);
+}
+
+TEST_F(AsyncServers, PipeliningUnderBspAndASecondPushOutAreRefused) {
+  StartServers(1);
+  constexpr size_t n = 5;
+  std::vector<float> p(n, 1.0f), out(n);
+  auto bsp = Client(0, 1, /*staleness=*/0, n);
+  bsp->Init(Sgd(0.1, 0, 0, 0, false), 0, p.data(), AsyncState{});
+  bsp->StartPush(0, p.data(), /*ahead=*/1);
+  try {
+    bsp->FinishPush(out.data());
+    FAIL() << "a pipelined push under BSP was taken: its answer would wait for the next push";
+  } catch (const InvalidArgument& e) {
+    EXPECT_THAT(e.what(), HasSubstr("ahead 1 with staleness 0"));
+  }
+  bsp->Push(0, p.data(), out.data());  // the refused push did not count: step 0 again
+  EXPECT_FLOAT_EQ(out[0], 0.9f);
+  bsp->StartPush(1, p.data(), 0);
+  EXPECT_THROW(bsp->StartPush(2, p.data(), 0), InvalidArgument);
+  try {
+    bsp->Pull(1, out.data());
+    FAIL() << "a pull was sent while a push was out";
+  } catch (const InvalidArgument& e) {
+    EXPECT_THAT(e.what(), HasSubstr("while the push of step 1 is out; FinishPush it first"));
+  }
+  bsp->FinishPush(out.data());
+  EXPECT_FLOAT_EQ(out[0], 0.8f);
+  EXPECT_THROW(bsp->FinishPush(out.data()), InvalidArgument);
 }
 
 TEST_F(AsyncServers, WaitingPastTheTimeoutNamesTheBound) {

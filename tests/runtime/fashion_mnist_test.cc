@@ -120,5 +120,23 @@ TEST(MultiprocFashionMnist, BadFlagsAreRefused) {
   EXPECT_TRUE(Has(r.output, "--batch-size")) << r.output;
 }
 
+// The asynchronous mode's flags without it, or pipelining under BSP: one line naming the fix.
+TEST(MultiprocFashionMnist, AsyncFlagsOutsideTheirModeAreRefused) {
+  const std::vector<std::pair<std::vector<std::string>, std::string>> cases = {
+      {{"--staleness", "2"}, "add --ps-mode async (or drop --staleness)"},
+      {{"--ps-pipeline"}, "add --ps-mode async (or drop --ps-pipeline)"},
+      {{"--ps-mode", "async", "--staleness", "0", "--ps-pipeline"},
+       "pass --staleness 1 or more, or drop --ps-pipeline"},
+  };
+  for (const auto& [flags, fix] : cases) {
+    std::vector<std::string> argv = {kProgram};
+    argv.insert(argv.end(), flags.begin(), flags.end());
+    Subprocess p(argv, Clean());
+    const ProcessResult r = p.Wait(30s);
+    EXPECT_EQ(r.exit_code, 2) << r.output;
+    EXPECT_TRUE(Has(r.output, fix)) << r.output;
+  }
+}
+
 }  // namespace
 }  // namespace cohort::testing

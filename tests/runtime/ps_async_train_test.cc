@@ -136,15 +136,15 @@ TEST(PsAsyncFashionMnist, AspAndSspReachTheAccuracyTargetInTwoEpochs) {
   EXPECT_GE(TrainTwoEpochs("SSP 2", {"--staleness", "2"}, 2), 85.0);
 }
 
-TEST(PsAsyncFashionMnist, ASlowWorkerHoldsTheFastestToTheStalenessBound) {
-  REQUIRE_DATASET();
-  // Rank 3 sleeps 40 ms a step: without the bound the others would run far ahead.
-  Subprocess p(Launch(4, {},
-                      {"--staleness", "2", "--max-steps", "60", "--slow-rank", "3", "--slow-ms",
-                       "40", "--progress-interval", "1000"}),
-               Clean(5));
+// Rank 3 sleeps 40 ms a step: without the bound the others would run far ahead. Pipelined
+// (--ps-pipeline) the servers hold each answer for the step it is used for, one later.
+void ExpectTheBoundHoldsTheFastest(std::vector<std::string> flags, const std::string& banner) {
+  flags.insert(flags.end(), {"--staleness", "2", "--max-steps", "60", "--slow-rank", "3",
+                             "--slow-ms", "40", "--progress-interval", "1000"});
+  Subprocess p(Launch(4, {}, flags), Clean(5));
   const ProcessResult r = p.Wait(120s);
   ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find(banner), std::string::npos) << r.output;
   const std::vector<Lead> leads = Leads(r.output);
   ASSERT_GE(leads.size(), 10u) << r.output;  // 60 steps, a line per 5, on 2 partitions
   int max_lead = 0;
@@ -158,6 +158,16 @@ TEST(PsAsyncFashionMnist, ASlowWorkerHoldsTheFastestToTheStalenessBound) {
   // The bound was what held them: the fast workers reached it and waited for rank 3.
   EXPECT_EQ(max_lead, 2) << r.output;
   EXPECT_GT(waited, 60) << r.output;
+}
+
+TEST(PsAsyncFashionMnist, ASlowWorkerHoldsTheFastestToTheStalenessBound) {
+  REQUIRE_DATASET();
+  ExpectTheBoundHoldsTheFastest({}, "ps async SSP 2)");
+}
+
+TEST(PsAsyncFashionMnist, ASlowWorkerHoldsTheFastestToTheBoundWhenPipelined) {
+  REQUIRE_DATASET();
+  ExpectTheBoundHoldsTheFastest({"--ps-pipeline"}, "ps async SSP 2 pipelined)");
 }
 
 // The pids of the running fashion_mnist workers whose command line holds marker.
@@ -177,14 +187,13 @@ std::vector<pid_t> Workers(const std::string& marker) {
 
 // "ps async: the servers' state at step K: <fingerprint>" and, after the restart, "pushed at
 // step K: <fingerprint>": the state a snapshot saved is the state the servers got back.
-TEST(PsAsyncFashionMnist, AKilledJobResumesWithTheServersStateOfItsSnapshot) {
-  REQUIRE_DATASET();
+void ExpectAKilledJobResumesWithTheServersStateOfItsSnapshot(const std::string& flag) {
   const std::string dir = fmt::format("/tmp/cohort-ps-async-ckpt-{}", ::getpid());
   const std::string metrics = dir + ".jsonl";  // also what tells this test's workers apart
   std::filesystem::remove_all(dir);
   Subprocess p(Launch(2, {"--max-restarts", "1", "--checkpoint-uri", "file://" + dir},
                       {"--optimizer", "adam", "--checkpoint-every", "20", "--max-steps", "200",
-                       "--progress-interval", "1000", "--metrics", metrics}),
+                       "--progress-interval", "1000", "--metrics", metrics, flag}),
                Clean(1000));
   ASSERT_TRUE(p.AwaitLine("step-000000000040 complete", 120s)) << p.Output();
   const std::vector<pid_t> workers = Workers(metrics);
@@ -208,6 +217,17 @@ TEST(PsAsyncFashionMnist, AKilledJobResumesWithTheServersStateOfItsSnapshot) {
   EXPECT_NE(r.output.find("optimizer state checksum"), std::string::npos);
   EXPECT_NE(r.output.find("[rank 0] trained"), std::string::npos) << r.output;
   std::printf("killed after the snapshot of step 40; resumed: %s\n", resumed[0].str().c_str());
+}
+
+TEST(PsAsyncFashionMnist, AKilledJobResumesWithTheServersStateOfItsSnapshot) {
+  REQUIRE_DATASET();
+  ExpectAKilledJobResumesWithTheServersStateOfItsSnapshot("--staleness=-1");
+}
+
+// Pipelined, the push out is answered before the servers' state is fetched for the snapshot.
+TEST(PsAsyncFashionMnist, APipelinedKilledJobResumesWithTheServersStateOfItsSnapshot) {
+  REQUIRE_DATASET();
+  ExpectAKilledJobResumesWithTheServersStateOfItsSnapshot("--ps-pipeline");
 }
 
 }  // namespace
