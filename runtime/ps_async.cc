@@ -198,27 +198,50 @@ void PsAsyncTraining::CopyGradients(float* to) const {
   }
 }
 
+cps::FloatRuns PsAsyncTraining::ModelRuns() const {
+  cps::FloatRuns runs;
+  for (const at::Tensor& p : params_) runs.emplace_back(Floats(p), static_cast<size_t>(p.numel()));
+  return runs;
+}
+
+cps::ConstFloatRuns PsAsyncTraining::GradientRuns() {
+  grads_.clear();
+  cps::ConstFloatRuns runs;
+  for (const at::Tensor& p : params_) {
+    const auto n = static_cast<size_t>(p.numel());
+    if (!p.grad().defined()) {
+      if (zeros_.size() < n) zeros_.assign(n, 0.0f);
+      runs.emplace_back(zeros_.data(), n);
+      continue;
+    }
+    grads_.push_back(p.grad().to(at::kFloat).contiguous());  // the gradient itself, usually
+    runs.emplace_back(Floats(grads_.back()), n);
+  }
+  return runs;
+}
+
 void PsAsyncTraining::Collect() {
-  const cps::AsyncClocks clocks = client_->FinishPush(flat_.data());
+  const cps::AsyncClocks clocks = client_->FinishPush(ModelRuns());
   max_spread_ = std::max(max_spread_, clocks.max - clocks.min);
 }
 
 void PsAsyncTraining::Step() {
   if (!client_) throw InvalidArgument("ps async mode: Step before Start");
-  const bool answer = client_->Pushing();  // pipelined: the previous step's
-  if (answer) Collect();  // before this push: a rank's pushes reach the servers in order
-  float* grad = pipeline_ ? grad_.data() : flat_.data();
-  CopyGradients(grad);
-  client_->StartPush(next_step_, grad, pipeline_ ? 1 : 0);
+  // Pipelined: the previous step's answer, taken before this push (a rank's pushes reach the
+  // servers in order), and the gradients copied, the push being out past this call.
+  if (client_->Pushing()) Collect();
+  if (pipeline_) {
+    CopyGradients(grad_.data());
+    client_->StartPush(next_step_, grad_.data(), /*ahead=*/1);
+  } else {
+    client_->StartPush(next_step_, GradientRuns(), /*ahead=*/0);
+  }
   ++next_step_;
   if (!pipeline_) Collect();
-  if (answer || !pipeline_) CopyIntoModel();
 }
 
 void PsAsyncTraining::Drain() {
-  if (!client_ || !client_->Pushing()) return;
-  Collect();
-  CopyIntoModel();
+  if (client_ && client_->Pushing()) Collect();
 }
 
 void PsAsyncTraining::PullFinal() {

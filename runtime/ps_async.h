@@ -69,7 +69,12 @@ class PsAsyncTraining {
   void CopyIntoModel();
   void CopyFromModel();
   void CopyGradients(float* to) const;
-  // The answer to the push out into flat_.
+  // The model's parameters and gradients as the runs the servers' vector is held in (a
+  // gradient that is none reads as zeros), so that a push reads and the answer writes them
+  // in place. The gradients' runs stay valid until the next call.
+  std::vector<std::pair<float*, size_t>> ModelRuns() const;
+  std::vector<std::pair<const float*, size_t>> GradientRuns();
+  // The answer to the push out, into the model.
   void Collect();
   // The torch optimizer's state of every parameter as the servers' slots (none if any lacks).
   collectives::ps::AsyncState LocalOptimizerState() const;
@@ -81,8 +86,11 @@ class PsAsyncTraining {
   std::unique_ptr<collectives::ps::AsyncOptimizerConfig> config_;
   std::vector<at::Tensor> params_;
   size_t numel_ = 0;
-  std::vector<float> flat_;  // parameters; not pipelined, also the gradients pushed
-  std::vector<float> grad_;  // pipelined: the gradients of the push out
+  std::vector<float> flat_;        // the parameters for Start, PullFinal and FetchState
+  std::vector<float> grad_;        // pipelined: the gradients of the push out
+  std::vector<at::Tensor> grads_;  // not pipelined: those of GradientRuns
+  std::vector<float> zeros_;       // for a parameter without a gradient
+  // Last: destroyed (cancelling a push out) before the buffers it reads.
   std::unique_ptr<collectives::ps::AsyncClient> client_;
   int64_t next_step_ = 0;
   int64_t max_spread_ = 0;

@@ -273,7 +273,39 @@ std::vector<AsyncClient::Answer> AsyncClient::Answers(Calls& calls) const {
   return answers;
 }
 
+template <typename Runs>
+void AsyncClient::CheckRuns(const Runs& runs, const char* what) const {
+  size_t n = 0;
+  for (const auto& r : runs) n += r.second;
+  if (n != n_) {
+    throw InvalidArgument(fmt::format("ps async mode: {} {} floats in {} runs for a vector of {}",
+                                      what, n, runs.size(), n_));
+  }
+}
+
+namespace {
+
+// Calls run(part of run r, offset of that part in [begin, end)) for each run's part in
+// [begin, end) of the flat vector the runs hold in order.
+template <typename Runs, typename Run>
+void ForEachOverlap(const Runs& runs, size_t begin, size_t end, Run&& run) {
+  size_t at = 0;  // where runs[r] starts in the vector
+  for (const auto& [data, count] : runs) {
+    const size_t lo = std::max(at, begin), hi = std::min(at + count, end);
+    if (lo < hi) run(data + (lo - at), hi - lo, lo - begin);
+    at += count;
+    if (at >= end) return;
+  }
+}
+
+}  // namespace
+
 void AsyncClient::StartPush(int64_t step, const float* grad, int ahead) {
+  StartPush(step, ConstFloatRuns{{grad, n_}}, ahead);
+}
+
+void AsyncClient::StartPush(int64_t step, const ConstFloatRuns& grad, int ahead) {
+  CheckRuns(grad, "a push of");
   if (push_) {
     throw InvalidArgument(
         fmt::format("ps async mode: push of step {} while the {} is out; FinishPush it first", step,
@@ -287,21 +319,33 @@ void AsyncClient::StartPush(int64_t step, const float* grad, int ahead) {
     r.set_step(step);
     r.set_staleness(job_.staleness);
     r.set_ahead(ahead);
-    reqs[i] = WithBorrowedBytesField(r.SerializeAsString(), pb::AsyncPushRequest::kGradFieldNumber,
-                                     grad + parts_[i].begin, parts_[i].size * sizeof(float));
+    std::vector<std::string_view> runs;
+    ForEachOverlap(grad, parts_[i].begin, parts_[i].begin + parts_[i].size,
+                   [&](const float* p, size_t count, size_t) {
+                     runs.emplace_back(reinterpret_cast<const char*>(p), count * sizeof(float));
+                   });
+    reqs[i] =
+        WithBorrowedBytesField(r.SerializeAsString(), pb::AsyncPushRequest::kGradFieldNumber, runs);
   }
   push_ = Send(kPushMethod, std::move(reqs), fmt::format("push of step {}", step),
                step + ahead - job_.staleness);
 }
 
-AsyncClocks AsyncClient::FinishPush(float* params) {
+AsyncClocks AsyncClient::FinishPush(float* params) { return FinishPush(FloatRuns{{params, n_}}); }
+
+AsyncClocks AsyncClient::FinishPush(const FloatRuns& params) {
+  CheckRuns(params, "an answer into");
   if (!push_) throw InvalidArgument("ps async mode: FinishPush with no push out; StartPush first");
   const std::unique_ptr<Calls> calls = std::move(push_);
   // Every call has ended before an answer is copied: params may be the gradient's buffer.
   const std::vector<Answer> answers = Answers(*calls);
   for (size_t i = 0; i < parts_.size(); ++i) {
     const Answer& a = answers[i];
-    CopyFromSlices(a.slices, a.params_offset, a.params_size, params + parts_[i].begin);
+    ForEachOverlap(params, parts_[i].begin, parts_[i].begin + parts_[i].size,
+                   [&](float* p, size_t count, size_t from) {
+                     CopyFromSlices(a.slices, a.params_offset + from * sizeof(float),
+                                    count * sizeof(float), p);
+                   });
   }
   return Clocks(answers);
 }

@@ -42,6 +42,12 @@ struct AsyncState {
   int64_t opt_steps = 0;  // of partition 0 (at a quiescent point every partition agrees)
 };
 
+// The job's flat vector held in pieces, in order (a model's tensors, each contiguous), as
+// (first float, count): where a push reads the gradient and writes the parameters, so that
+// neither needs a flat copy. The counts add up to the vector's size.
+using FloatRuns = std::vector<std::pair<float*, size_t>>;
+using ConstFloatRuns = std::vector<std::pair<const float*, size_t>>;
+
 class AsyncClient {
  public:
   // Connects to every server (waiting up to timeout for each, checking it is the shard the
@@ -64,9 +70,11 @@ class AsyncClient {
   // the answer, which is then held until the bound allows the step after (never with
   // staleness 0). One push at a time: throws InvalidArgument while one is out.
   void StartPush(int64_t step, const float* grad, int ahead);
+  void StartPush(int64_t step, const ConstFloatRuns& grad, int ahead);
   // Waits for the answer to the push out and writes its parameters to params (which may be
   // the gradient's buffer). Throws what the calls failed with, naming server and partition.
   AsyncClocks FinishPush(float* params);
+  AsyncClocks FinishPush(const FloatRuns& params);
   bool Pushing() const { return push_ != nullptr; }
   // The parameters for a worker that pushed step `step` (start_step - 1: none yet); with state,
   // the optimizer state too.
@@ -99,6 +107,9 @@ class AsyncClient {
   std::vector<Answer> Answers(Calls& calls) const;
   AsyncClocks Clocks(const std::vector<Answer>& answers) const;
   ::cohort::ps::AsyncKey Key(size_t part) const;
+  // Throws InvalidArgument unless the runs' counts add up to the vector's size.
+  template <typename Runs>
+  void CheckRuns(const Runs& runs, const char* what) const;
 
   const AsyncJob job_;
   const size_t n_;

@@ -133,10 +133,20 @@ grpc::ByteBuffer WithSharedBytesField(std::string head, int field,
 
 grpc::ByteBuffer WithBorrowedBytesField(std::string head, int field, const void* data,
                                         size_t len) {
+  return WithBorrowedBytesField(std::move(head), field,
+                                {std::string_view(static_cast<const char*>(data), len)});
+}
+
+grpc::ByteBuffer WithBorrowedBytesField(std::string head, int field,
+                                        const std::vector<std::string_view>& runs) {
+  size_t len = 0;
+  for (const auto& r : runs) len += r.size();
   std::vector<grpc::Slice> slices;
   if (len > 0) AppendBytesFieldHeader(head, field, len);
   slices.emplace_back(head);
-  if (len > 0) slices.emplace_back(data, len, grpc::Slice::STATIC_SLICE);
+  for (const auto& r : runs) {
+    if (!r.empty()) slices.emplace_back(r.data(), r.size(), grpc::Slice::STATIC_SLICE);
+  }
   return grpc::ByteBuffer(slices.data(), slices.size());
 }
 

@@ -26,6 +26,9 @@ grpc::ByteBuffer WithSharedBytesField(std::string head, int field,
 // at (a static slice: gRPC neither copies nor frees them; they must outlive the call). len 0
 // adds nothing.
 grpc::ByteBuffer WithBorrowedBytesField(std::string head, int field, const void* data, size_t len);
+// The same with the field's bytes the concatenation of runs, each borrowed the same way.
+grpc::ByteBuffer WithBorrowedBytesField(std::string head, int field,
+                                        const std::vector<std::string_view>& runs);
 
 // Where the bytes of field `field` start in a message that holds only that field (a PullReply),
 // spread over slices; false when the message is something else. An empty message: offset and

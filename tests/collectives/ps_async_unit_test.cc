@@ -297,6 +297,40 @@ TEST_F(AsyncServers, PipeliningUnderBspAndASecondPushOutAreRefused) {
   EXPECT_THROW(bsp->FinishPush(out.data()), InvalidArgument);
 }
 
+// A model's tensors: the gradient read from several runs, the answer written into others, the
+// runs crossing partitions (3 of 16 floats or fewer) and some empty.
+TEST_F(AsyncServers, APushReadsAndItsAnswerWritesTheVectorInRuns) {
+  StartServers(2);
+  constexpr size_t n = 37;
+  auto w = Client(0, 1, -1, n);
+  std::vector<float> p = Values(n, 4, 1.0f), g = Values(n, 5, 1.0f);
+  const AsyncOptimizerConfig sgd = Sgd(0.1, 0.9, 0, 0.01, false);
+  w->Init(sgd, 0, p.data(), AsyncState{});
+  std::vector<std::vector<float>> pieces = {{}, {}, {}, {}};
+  const size_t sizes[] = {0, 5, 13, 19};
+  collectives::ps::ConstFloatRuns grad;
+  for (size_t i = 0, at = 0; i < 4; at += sizes[i], ++i) {
+    pieces[i].assign(g.begin() + static_cast<long>(at),
+                     g.begin() + static_cast<long>(at + sizes[i]));
+    grad.emplace_back(pieces[i].data(), sizes[i]);
+  }
+  std::vector<float> out1(20), out2(17);
+  w->StartPush(0, grad, 0);
+  w->FinishPush(collectives::ps::FloatRuns{{out1.data(), 20}, {nullptr, 0}, {out2.data(), 17}});
+  AsyncSlots slots;
+  std::vector<float> expect = p, g2 = g;
+  collectives::ps::ApplyOptimizer(sgd, expect.data(), g2.data(), n, slots);
+  out1.insert(out1.end(), out2.begin(), out2.end());
+  EXPECT_EQ(out1, expect);
+  try {
+    w->StartPush(1, collectives::ps::ConstFloatRuns{{g.data(), n - 1}}, 0);
+    FAIL() << "a push of a vector one float short was sent";
+  } catch (const InvalidArgument& e) {
+    EXPECT_THAT(e.what(), HasSubstr("a push of 36 floats in 1 runs for a vector of 37"));
+  }
+  EXPECT_FALSE(w->Pushing());
+}
+
 TEST_F(AsyncServers, WaitingPastTheTimeoutNamesTheBound) {
   StartServers(1);
   auto w0 = Client(0, 2, /*staleness=*/0, 4, 7, 400ms);
