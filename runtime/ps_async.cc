@@ -95,6 +95,8 @@ PsAsyncTraining::PsAsyncTraining(std::shared_ptr<ProcessGroup> pg,
     }
     params_.push_back(p);
     numel_ += static_cast<size_t>(p.numel());
+    // Sized here, never again: a push borrows it for every parameter without a gradient.
+    zeros_.resize(std::max(zeros_.size(), static_cast<size_t>(p.numel())), 0.0f);
   }
   flat_.resize(numel_);
   if (pipeline_) grad_.resize(numel_);
@@ -210,7 +212,6 @@ cps::ConstFloatRuns PsAsyncTraining::GradientRuns() {
   for (const at::Tensor& p : params_) {
     const auto n = static_cast<size_t>(p.numel());
     if (!p.grad().defined()) {
-      if (zeros_.size() < n) zeros_.assign(n, 0.0f);
       runs.emplace_back(zeros_.data(), n);
       continue;
     }

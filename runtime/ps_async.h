@@ -89,7 +89,7 @@ class PsAsyncTraining {
   std::vector<float> flat_;        // the parameters for Start, PullFinal and FetchState
   std::vector<float> grad_;        // pipelined: the gradients of the push out
   std::vector<at::Tensor> grads_;  // not pipelined: those of GradientRuns
-  std::vector<float> zeros_;       // for a parameter without a gradient
+  std::vector<float> zeros_;       // for a parameter without a gradient (the largest's size)
   // Last: destroyed (cancelling a push out) before the buffers it reads.
   std::unique_ptr<collectives::ps::AsyncClient> client_;
   int64_t next_step_ = 0;

@@ -143,7 +143,6 @@ std::unique_ptr<AsyncClient::Calls> AsyncClient::Launch(const Start& start, std:
   calls->waits_for = waits_for;
   calls->reqs = std::move(reqs);
   calls->replies.resize(calls->reqs.size());
-  calls->pending = parts_.size();
   const auto deadline = std::chrono::system_clock::now() + timeout_;
   for (size_t i = 0; i < parts_.size(); ++i) {
     grpc::ClientContext& ctx = calls->contexts.emplace_back();
@@ -151,8 +150,19 @@ std::unique_ptr<AsyncClient::Calls> AsyncClient::Launch(const Start& start, std:
     ctx.set_deadline(deadline);
   }
   for (size_t i = 0; i < parts_.size(); ++i) {
-    start(i, *calls, &calls->contexts[i],
-          [c = calls.get(), i](grpc::Status s) { c->Ended(i, std::move(s)); });
+    {
+      // Counted as each starts: were a start to throw, ~Calls waits only for those that did.
+      std::lock_guard<std::mutex> lock(calls->mu);
+      ++calls->pending;
+    }
+    try {
+      start(i, *calls, &calls->contexts[i],
+            [c = calls.get(), i](grpc::Status s) { c->Ended(i, std::move(s)); });
+    } catch (...) {
+      std::lock_guard<std::mutex> lock(calls->mu);
+      --calls->pending;
+      throw;
+    }
   }
   return calls;
 }

@@ -9,7 +9,7 @@ namespace {
 namespace pb = ::cohort::ps;
 
 // One Push or Pull: waits in the table (holding no thread) until the staleness bound allows.
-// A push's gradient stays in the request's slices (kept here) until the table has applied it.
+// A push's gradient stays in the request's slices (kept here) until the table has copied it.
 class ParamsReactor final : public grpc::ServerUnaryReactor, public AsyncTable::Waiter {
  public:
   ParamsReactor(AsyncTable* table, grpc::ByteBuffer* reply) : table_(table), reply_(reply) {}
@@ -40,8 +40,9 @@ class ParamsReactor final : public grpc::ServerUnaryReactor, public AsyncTable::
   const pb::AsyncPullRequest& Pull() const { return pull_; }
   std::vector<std::string_view> Grad() const { return SpansOf(slices_, grad_offset_, grad_size_); }
 
+  void Applied() override { slices_.clear(); }  // free gRPC's buffers before the answer waits
   void Answer(const grpc::Status& status, AsyncAnswer answer) override {
-    slices_.clear();  // the gradient was applied (or refused): free gRPC's buffers now
+    slices_.clear();  // refused before it was applied
     if (status.ok()) {
       *reply_ = WithSharedBytesField(answer.head.SerializeAsString(),
                                      pb::AsyncParams::kParamsFieldNumber, std::move(answer.params));

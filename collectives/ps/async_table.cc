@@ -255,6 +255,7 @@ void AsyncTable::Push(const pb::AsyncPushRequest& req, const std::vector<std::st
         std::memcpy(to, run.data(), run.size());
         to += run.size();
       }
+      w->Applied();
       ApplyOptimizer(p->optimizer, p->params.data(), p->scratch.data(), p->params.size(), p->slots);
       p->published.reset();
       ++p->clocks[static_cast<size_t>(req.rank())];

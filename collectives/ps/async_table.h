@@ -43,6 +43,9 @@ class AsyncTable {
     // Called exactly once, without the table's locks held; the answer is filled when status
     // is OK.
     virtual void Answer(const grpc::Status& status, AsyncAnswer answer) = 0;
+    // A push's gradient was copied out (under the partition's lock): its bytes are not read
+    // again, though the answer may wait for the bound.
+    virtual void Applied() {}
   };
 
   AsyncTable(int shard, int64_t log_every) : shard_(shard), log_every_(log_every) {}

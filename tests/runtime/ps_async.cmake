@@ -6,3 +6,10 @@ target_link_libraries(ps_async_train_test PRIVATE cohort_test_util fmt::fmt
 add_dependencies(ps_async_train_test fashion_mnist cohort)
 gtest_discover_tests(ps_async_train_test TEST_PREFIX "runtime." NO_PRETTY_VALUES
                      PROPERTIES LABELS multiproc TIMEOUT 900 RUN_SERIAL ON DISCOVERY_TIMEOUT 60)
+
+# PsAsyncTraining in one process against an in-process server, labelled unit.
+add_executable(ps_async_training_test ps_async_training_test.cc)
+target_link_libraries(ps_async_training_test PRIVATE cohort_runtime GTest::gtest_main
+                      cohort_warnings)
+gtest_discover_tests(ps_async_training_test TEST_PREFIX "runtime." NO_PRETTY_VALUES
+                     PROPERTIES LABELS unit TIMEOUT 120 DISCOVERY_TIMEOUT 60)
