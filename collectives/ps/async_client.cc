@@ -316,6 +316,12 @@ void AsyncClient::StartPush(int64_t step, const float* grad, int ahead) {
 
 void AsyncClient::StartPush(int64_t step, const ConstFloatRuns& grad, int ahead) {
   CheckRuns(grad, "a push of");
+  if (ahead < 0 || ahead > 1 || (ahead == 1 && job_.staleness == 0)) {
+    throw InvalidArgument(fmt::format(
+        "ps async mode: a push {} step ahead with staleness {}: ahead is 0, or 1 with a "
+        "staleness other than 0 (under BSP each step waits for the previous push's answer)",
+        ahead, job_.staleness));
+  }
   if (push_) {
     throw InvalidArgument(
         fmt::format("ps async mode: push of step {} while the {} is out; FinishPush it first", step,

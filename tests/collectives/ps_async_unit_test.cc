@@ -275,13 +275,29 @@ TEST_F(AsyncServers, PipeliningUnderBspAndASecondPushOutAreRefused) {
   std::vector<float> p(n, 1.0f), out(n);
   auto bsp = Client(0, 1, /*staleness=*/0, n);
   bsp->Init(Sgd(0.1, 0, 0, 0, false), 0, p.data(), AsyncState{});
-  bsp->StartPush(0, p.data(), /*ahead=*/1);
   try {
-    bsp->FinishPush(out.data());
-    FAIL() << "a pipelined push under BSP was taken: its answer would wait for the next push";
+    bsp->StartPush(0, p.data(), /*ahead=*/1);
+    FAIL() << "a pipelined push under BSP was sent: its answer would wait for the next push";
   } catch (const InvalidArgument& e) {
-    EXPECT_THAT(e.what(), HasSubstr("ahead 1 with staleness 0"));
+    EXPECT_THAT(e.what(), HasSubstr("a push 1 step ahead with staleness 0"));
   }
+  EXPECT_FALSE(bsp->Pushing());
+  // The server refuses it too (a client that does not check).
+  ::cohort::ps::AsyncPushRequest req;
+  req.mutable_key()->set_job("job-a");
+  req.mutable_key()->set_epoch(7);
+  req.set_step(0);
+  req.set_staleness(0);
+  req.set_ahead(1);
+  req.set_grad(std::string(n * sizeof(float), '\0'));
+  collectives::ps::PsServerClient raw(options_.servers[0], 0, 1, options_.token);
+  grpc::ClientContext ctx;
+  raw.Authorize(&ctx);
+  ::cohort::ps::AsyncParams reply;
+  const grpc::Status s =
+      ::cohort::ps::PsAsyncService::NewStub(raw.Channel())->AsyncPush(&ctx, req, &reply);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(s.error_message(), HasSubstr("ahead 1 with staleness 0"));
   bsp->Push(0, p.data(), out.data());  // the refused push did not count: step 0 again
   EXPECT_FLOAT_EQ(out[0], 0.9f);
   bsp->StartPush(1, p.data(), 0);
