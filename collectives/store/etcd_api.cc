@@ -69,6 +69,16 @@ pb::TxnRequest PutIf(const std::string& key, const Condition& when, const std::s
   return txn;
 }
 
+pb::TxnRequest PutIfRecorded(const std::string& key, const Condition& when,
+                             const std::string& value, const std::string& record) {
+  pb::TxnRequest txn = PutIf(key, when, value);
+  pb::PutRequest* put = txn.add_success()->mutable_request_put();
+  put->set_key(record);
+  put->set_value(value);
+  txn.add_failure()->mutable_request_range()->set_key(record);
+  return txn;
+}
+
 TxnResult ParsePutIf(const pb::TxnResponse& answer) {
   TxnResult r;
   r.succeeded = answer.succeeded();
@@ -87,6 +97,10 @@ TxnResult ParsePutIf(const pb::TxnResponse& answer) {
   }
   const auto& kvs = answer.responses(0).response_range().kvs();
   if (!kvs.empty()) r.current = FromPb(kvs[0]);
+  if (answer.responses_size() > 1 && answer.responses(1).has_response_range()) {
+    const auto& record = answer.responses(1).response_range().kvs();
+    if (!record.empty()) r.recorded = record[0].value();
+  }
   return r;
 }
 

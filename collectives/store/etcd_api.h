@@ -43,9 +43,16 @@ struct Condition {
 pb::TxnRequest PutIf(const std::string& key, const Condition& when, const std::string& value,
                      const std::string& tally = "");
 
+// PutIf for a counter: a successful txn also puts `record` (a key of the caller's own) to the
+// same value, and a failed one also reads record back, so that a txn sent again after its
+// answer was lost learns that it was applied the first time (TxnResult::recorded).
+pb::TxnRequest PutIfRecorded(const std::string& key, const Condition& when,
+                             const std::string& value, const std::string& record);
+
 struct TxnResult {
   bool succeeded = false;
   std::optional<KeyValue> current;  // on failure: the key as it was, if it existed
+  std::optional<std::string> recorded;  // on failure of PutIfRecorded: the record, if it exists
   int64_t count = 0;                // on success with a tally: the successes on it, this one too
   int64_t revision = 0;             // the store's revision after the txn
 };

@@ -9,6 +9,7 @@
 #include "collectives/store/grpc_status.h"
 #include "collectives/store/store_errors.h"
 #include "common/error.h"
+#include "common/hex.h"
 #include "common/net.h"
 
 namespace cohort::collectives {
@@ -62,6 +63,9 @@ int64_t ParseCounter(const std::string& key, const std::string& value) {
                                     QuoteKey(key), value.substr(0, 40)));
 }
 
+// Where Add's records go, under the prefix; List leaves them out.
+constexpr char kAddRecords[] = ".cohort-adds/";
+
 }  // namespace
 
 EtcdStore::EtcdStore(const std::string& endpoint, std::string key_prefix,
@@ -69,7 +73,8 @@ EtcdStore::EtcdStore(const std::string& endpoint, std::string key_prefix,
     : endpoint_(net::ParseHostPort(endpoint, "the etcd endpoint").ToString()),
       prefix_(std::move(key_prefix)),
       credentials_(std::move(credentials)),
-      stubs_(std::make_unique<Stubs>()) {
+      stubs_(std::make_unique<Stubs>()),
+      instance_(RandomHex(8)) {
   UseReleaseAbslMutexes();
   stubs_->channel = grpc::CreateCustomChannel(endpoint_, grpc::InsecureChannelCredentials(),
                                               ClientChannelArguments());
@@ -202,12 +207,19 @@ etcd::TxnResult EtcdStore::Txn(const etcd::pb::TxnRequest& req, const std::strin
 
 int64_t EtcdStore::Add(const std::string& key, int64_t delta) {
   const std::string what = fmt::format("Add({})", QuoteKey(key));
+  // Call sends a txn again when its answer does not come back, which it may not after etcd
+  // applied it: this call's record (the sum it put) tells a txn that finds the counter moved
+  // whether the move was its own.
+  const std::string record =
+      fmt::format("{}{}{}/{}-{}", prefix_, kAddRecords, key, instance_, adds_.fetch_add(1));
   etcd::Condition when;  // first try: the key is absent
   int64_t current = 0;
   for (;;) {
     const int64_t next = current + delta;
-    const auto r = Txn(etcd::PutIf(prefix_ + key, when, std::to_string(next)), what);
+    const auto r =
+        Txn(etcd::PutIfRecorded(prefix_ + key, when, std::to_string(next), record), what);
     if (r.succeeded) return next;
+    if (r.recorded) return ParseCounter(key, *r.recorded);  // applied; its answer was lost
     // Someone else wrote first (or the key existed): retry on what it holds now.
     if (r.current) {
       current = ParseCounter(key, r.current->value);
@@ -260,7 +272,11 @@ std::map<std::string, std::string> EtcdStore::List(const std::string& prefix) {
   Call(fmt::format("List({})", QuoteKey(prefix)),
        [&](grpc::ClientContext* ctx) { return stubs_->kv->Range(ctx, req, &res); });
   std::map<std::string, std::string> out;
-  for (const auto& kv : res.kvs()) out.emplace(kv.key().substr(prefix_.size()), kv.value());
+  for (const auto& kv : res.kvs()) {
+    std::string key = kv.key().substr(prefix_.size());
+    if (key.compare(0, sizeof(kAddRecords) - 1, kAddRecords) == 0) continue;  // Add's, not ours
+    out.emplace(std::move(key), kv.value());
+  }
   return out;
 }
 

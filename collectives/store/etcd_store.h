@@ -9,7 +9,10 @@
 // each other's keys; List strips it again. Set, Get, Delete and List are one request each;
 // CompareSet is one txn (compare the value, or that the key does not exist, then put; else read);
 // Add is a txn loop on the key's mod_revision, so concurrent adds never lose an increment (and
-// Join does not use it: see below).
+// Join does not use it: see below), and counts once though a txn's answer be lost and the txn
+// sent again: each Add's txn also puts a record of its own, "<prefix>.cohort-adds/<key>/<id>"
+// (keys List leaves out: the name is reserved), that a txn finding the counter moved reads
+// back.
 // Get, Wait and Join's wait read the key once and, when it is missing, watch it (a Watch stream)
 // from the revision right after that read, so no put in between is missed, and return as the put
 // arrives (etcd_watch.cc). A watch that breaks off (etcd restarted, compaction) reads and watches
@@ -24,6 +27,7 @@
 // lapses after that long unused).
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <functional>
 #include <memory>
@@ -122,6 +126,8 @@ class EtcdStore : public Store {
   std::mutex auth_mu_;
   std::string auth_token_;  // guarded by auth_mu_
   std::chrono::steady_clock::time_point auth_time_;
+  const std::string instance_;     // random, for the records of this store's adds
+  std::atomic<uint64_t> adds_{0};  // this store's adds so far
 };
 
 }  // namespace cohort::collectives
