@@ -33,10 +33,10 @@ class PsAsyncTraining {
   // call timeout from COHORT_TIMEOUT. Throws InvalidArgument for an optimizer other than SGD or
   // Adam (or amsgrad, or several parameter groups), parameters that are not contiguous CPU
   // float32, or no servers. Connects at Start.
-  // pipeline: overlap each push with the next step (ignored with staleness 0). It pays where
-  // the workers have cores to spare for it: on 2 shared cores, world 2, 1.06x for the CNN and
-  // 0.96x for the 10M-parameter MLP (scripts/bench-ddp --sides cohort-ps-async,
-  // cohort-ps-async-pipe), hence off by default.
+  // pipeline: overlap each push with the next step (ignored with staleness 0). It can pay only
+  // where the workers have cores to spare for it: on 2 shared cores, 0.99-1.06x for the CNN
+  // and 0.94-0.99x for the 10M-parameter MLP at worlds 2 and 4 (scripts/bench-ddp --sides
+  // cohort-ps-async,cohort-ps-async-pipe), hence off by default.
   PsAsyncTraining(std::shared_ptr<ProcessGroup> pg,
                   std::shared_ptr<torch::optim::Optimizer> optimizer, int staleness,
                   bool pipeline = false);
