@@ -105,20 +105,18 @@ PsAsyncTraining::PsAsyncTraining(std::shared_ptr<ProcessGroup> pg,
 PsAsyncTraining::~PsAsyncTraining() = default;
 
 void PsAsyncTraining::CopyIntoModel() {
-  torch::NoGradGuard no_grad;
   size_t at = 0;
-  for (at::Tensor& p : params_) {
-    const auto n = static_cast<size_t>(p.numel());
-    std::memcpy(Floats(p), flat_.data() + at, n * sizeof(float));
+  for (const auto& [p, n] : ModelRuns()) {
+    std::memcpy(p, flat_.data() + at, n * sizeof(float));
     at += n;
   }
 }
 
 void PsAsyncTraining::CopyFromModel() {
   size_t at = 0;
-  for (const at::Tensor& p : params_) {
-    std::memcpy(flat_.data() + at, Floats(p), static_cast<size_t>(p.numel()) * sizeof(float));
-    at += static_cast<size_t>(p.numel());
+  for (const auto& [p, n] : ModelRuns()) {
+    std::memcpy(flat_.data() + at, p, n * sizeof(float));
+    at += n;
   }
 }
 
@@ -185,17 +183,10 @@ void PsAsyncTraining::Start(int64_t step) {
   CopyIntoModel();
 }
 
-void PsAsyncTraining::CopyGradients(float* to) const {
+void PsAsyncTraining::CopyGradients(float* to) {
   size_t at = 0;
-  for (const at::Tensor& p : params_) {
-    const auto n = static_cast<size_t>(p.numel());
-    const at::Tensor& g = p.grad();
-    if (g.defined()) {
-      const at::Tensor c = g.to(at::kFloat).contiguous();
-      std::memcpy(to + at, Floats(c), n * sizeof(float));
-    } else {
-      std::memset(to + at, 0, n * sizeof(float));
-    }
+  for (const auto& [g, n] : GradientRuns()) {
+    std::memcpy(to + at, g, n * sizeof(float));
     at += n;
   }
 }

@@ -66,9 +66,10 @@ class PsAsyncTraining {
   int Staleness() const { return staleness_; }
 
  private:
+  // flat_ into the model's parameters, and back; the gradients (GradientRuns) into `to`.
   void CopyIntoModel();
   void CopyFromModel();
-  void CopyGradients(float* to) const;
+  void CopyGradients(float* to);
   // The model's parameters and gradients as the runs the servers' vector is held in (a
   // gradient that is none reads as zeros), so that a push reads and the answer writes them
   // in place. The gradients' runs stay valid until the next call.

@@ -380,7 +380,8 @@ AsyncClocks AsyncClient::Pull(int64_t step, float* params, AsyncState* state) {
     r.set_step(step);
     r.set_staleness(job_.staleness);
     r.set_with_state(state != nullptr);
-    reqs[i] = WithBorrowedBytesField(r.SerializeAsString(), 0, nullptr, 0);
+    bool own = false;
+    (void)grpc::SerializationTraits<pb::AsyncPullRequest>::Serialize(r, &reqs[i], &own);
   }
   if (push_) {
     throw InvalidArgument(

@@ -27,12 +27,10 @@ class ParamsReactor final : public grpc::ServerUnaryReactor, public AsyncTable::
     return true;
   }
   bool ParsePull(const grpc::ByteBuffer* request) {
-    std::string bytes;
-    if (!request->Dump(&slices_).ok()) return false;
-    bytes.resize(request->Length());
-    CopyFromSlices(slices_, 0, bytes.size(), bytes.data());
-    slices_.clear();
-    if (!pull_.ParseFromString(bytes)) return false;
+    grpc::ByteBuffer copy(*request);  // shares the slices; Deserialize consumes it
+    if (!grpc::SerializationTraits<pb::AsyncPullRequest>::Deserialize(&copy, &pull_).ok()) {
+      return false;
+    }
     key_ = pull_.key();
     return true;
   }
