@@ -29,6 +29,9 @@ constexpr std::chrono::milliseconds kLazyPeriod{1};
 constexpr std::chrono::milliseconds kLazyIdle{100};
 // How often an idle worker wakes to check the deadline of an op a caller runs inline.
 constexpr std::chrono::milliseconds kWatchdogPeriod{1000};
+// How long past an op's own deadline a timed-out Wait() lets the backend end it (see
+// OnWaitTimeout): a few of the backends' check periods (shared memory looks every 50 ms).
+constexpr std::chrono::milliseconds kOwnDeadlineSlack{250};
 
 }  // namespace
 
@@ -258,6 +261,17 @@ void ThreadedCommunicator::RunToCompletion(const Op& op) {
     }
     CpuRelax();
   }
+}
+
+void ThreadedCommunicator::OnWaitTimeout(Work& work) {
+  const Clock::time_point started = work.Times().first;
+  if (started != Clock::time_point{}) {
+    const auto own = started + work.op().timeout + kOwnDeadlineSlack;
+    if (own <= Clock::now() + work.op().timeout / 10 + kOwnDeadlineSlack && work.WaitUntil(own)) {
+      return;  // Run() ended it, with its own error or none
+    }
+  }
+  Communicator::OnWaitTimeout(work);
 }
 
 ErrorKind ThreadedCommunicator::Classify(const std::exception& e) const {

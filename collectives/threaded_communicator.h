@@ -55,6 +55,15 @@ class ThreadedCommunicator : public Communicator {
   void StopWorker();
 
   WorkPtr Submit(Op op) override;
+  // A Wait() that times out on an op the worker (or an inline caller) already runs first gives
+  // Run() until the op's own deadline, counted from its start (a little after the Wait()'s), plus
+  // kOwnDeadlineSlack, to end it with the backend's error: that names the cause better (the
+  // shared-memory peer, by its local rank; the socket that broke) than the generic verdict does,
+  // and the two would otherwise race. Only when that deadline is near (within a tenth of the
+  // timeout, plus the slack): a caller's shorter Wait() timeout, an op that started long after
+  // the Wait() began, or one still queued, is blamed at once. Backends whose calls cannot time
+  // out (MPI) skip this and call Communicator::OnWaitTimeout().
+  void OnWaitTimeout(Work& work) override;
   // Runs op to completion on the calling thread; for internal steps of another operation.
   void RunToCompletion(const Op& op);
 

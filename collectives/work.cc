@@ -29,6 +29,11 @@ void Work::Wait(std::chrono::milliseconds timeout) {
   if (error_) std::rethrow_exception(error_);
 }
 
+bool Work::WaitUntil(Clock::time_point deadline) {
+  std::unique_lock<std::mutex> lock(mu_);
+  return cv_.wait_until(lock, deadline, [this] { return IsCompleted(); });
+}
+
 bool Work::IsSuccess() const {
   std::lock_guard<std::mutex> lock(mu_);
   return IsCompleted() && !error_;

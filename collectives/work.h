@@ -30,6 +30,10 @@ class Work {
   // names the culprits and the error is thrown.
   void Wait(std::chrono::milliseconds timeout = std::chrono::milliseconds(0));
 
+  // Blocks until the op completes or deadline passes, whichever is first, and returns whether it
+  // completed. Neither throws nor runs the timeout handler: for a handler that lets the backend
+  // finish the op with its own error first.
+  bool WaitUntil(Clock::time_point deadline);
   // True once the op finished, successfully or not; never blocks.
   bool IsCompleted() const { return done_.load(std::memory_order_acquire); }
 

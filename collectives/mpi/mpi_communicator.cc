@@ -182,7 +182,7 @@ MpiCommunicator::~MpiCommunicator() {
 void MpiCommunicator::OnWaitTimeout(Work& work) {
   // The worker thread is blocked inside MPI (on this op or one before it) and cannot be freed.
   if (!work.IsCompleted()) MpiEnv::MarkStuck();
-  ThreadedCommunicator::OnWaitTimeout(work);
+  Communicator::OnWaitTimeout(work);  // not ThreadedCommunicator's: MPI never ends it by itself
 }
 
 void MpiCommunicator::OnInlineStuck(const Op& op) {

@@ -12,6 +12,7 @@
 #include "collectives/reduce.h"
 #include "collectives/registry.h"
 #include "collectives/store/memory_store.h"
+#include "collectives/threaded_communicator.h"
 #include "common/half.h"
 #include "tests/collectives/expected_values.h"
 
@@ -433,6 +434,74 @@ TEST(Failures, OpsAfterAFailureFailFast) {
   });
 }
 #endif  // COHORT_HAVE_GLOO
+
+// ---- a Wait() that times out while the backend runs the op ----
+
+// A backend of one rank: a barrier takes 50 ms and succeeds; an all-reduce blocks until its
+// own deadline (op.timeout from its start, as shared memory's waits do) and then throws its
+// own Timeout, which names the cause.
+class OwnDeadlineBackend : public ThreadedCommunicator {
+ public:
+  explicit OwnDeadlineBackend(const CommConfig& c) : ThreadedCommunicator(c) { StartWorker(); }
+  ~OwnDeadlineBackend() override { StopWorker(); }
+  const char* Backend() const override { return "test"; }
+
+ protected:
+  std::unique_ptr<Pending> Run(const Op& op) override {
+    if (op.type == OpType::kBarrier) {
+      std::this_thread::sleep_for(50ms);
+      return nullptr;
+    }
+    std::this_thread::sleep_for(op.timeout);
+    throw Timeout("peer 7 did not arrive in time (the backend's own error)");
+  }
+};
+
+std::string WaitError(const WorkPtr& w) {
+  try {
+    w->Wait();
+  } catch (const Timeout& e) {
+    return e.what();
+  }
+  return "no timeout";
+}
+
+// The all-reduce starts 50 ms after its Wait() began (behind the barrier), so the Wait()'s
+// deadline passes first: it must let the backend end the op with its own error rather than race
+// it with the generic "timed out" (which CI once saw win, and lose the cause).
+TEST(Executor, AWaitTimeoutLetsARunningOpEndWithTheBackendsOwnError) {
+  CommConfig c;
+  c.timeout = 1s;
+  OwnDeadlineBackend comm(c);
+  float x = 1;
+  comm.Barrier();
+  const auto t0 = std::chrono::steady_clock::now();
+  auto w = comm.AllReduce(TensorView(&x, 1, DType::kFloat32), ReduceOp::kSum);
+  const std::string what = WaitError(w);
+  const auto took = std::chrono::steady_clock::now() - t0;
+  EXPECT_NE(what.find("peer 7 did not arrive in time"), std::string::npos) << what;
+  EXPECT_GE(took, 1040ms);  // the op's own deadline, not the Wait()'s
+  EXPECT_LT(took, 2s);
+}
+
+// A caller's Wait() shorter than the op's timeout is not stretched to the op's own deadline
+// (the all-reduce is queued behind the barrier, so the caller cannot run it inline).
+TEST(Executor, AShortWaitTimeoutIsNotStretched) {
+  CommConfig c;
+  c.timeout = 2s;
+  OwnDeadlineBackend comm(c);
+  float x = 1;
+  comm.Barrier();
+  auto w = comm.AllReduce(TensorView(&x, 1, DType::kFloat32), ReduceOp::kSum);
+  const auto t0 = std::chrono::steady_clock::now();
+  try {
+    w->Wait(300ms);
+    FAIL() << "no timeout";
+  } catch (const Timeout& e) {
+    EXPECT_NE(std::string(e.what()).find("timed out after"), std::string::npos) << e.what();
+  }
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 1s);
+}
 
 // ---- the health monitor on its own ----
 
