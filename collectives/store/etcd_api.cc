@@ -70,11 +70,15 @@ pb::TxnRequest PutIf(const std::string& key, const Condition& when, const std::s
 }
 
 pb::TxnRequest PutIfRecorded(const std::string& key, const Condition& when,
-                             const std::string& value, const std::string& record) {
+                             const std::string& value, const std::string& record,
+                             const std::vector<std::string>& spent) {
   pb::TxnRequest txn = PutIf(key, when, value);
   pb::PutRequest* put = txn.add_success()->mutable_request_put();
   put->set_key(record);
   put->set_value(value);
+  for (const std::string& old : spent) {
+    txn.add_success()->mutable_request_delete_range()->set_key(old);
+  }
   txn.add_failure()->mutable_request_range()->set_key(record);
   return txn;
 }

@@ -45,9 +45,11 @@ pb::TxnRequest PutIf(const std::string& key, const Condition& when, const std::s
 
 // PutIf for a counter: a successful txn also puts `record` (a key of the caller's own) to the
 // same value, and a failed one also reads record back, so that a txn sent again after its
-// answer was lost learns that it was applied the first time (TxnResult::recorded).
+// answer was lost learns that it was applied the first time (TxnResult::recorded). A successful
+// one also deletes the keys in `spent` (earlier records no resend can need any more).
 pb::TxnRequest PutIfRecorded(const std::string& key, const Condition& when,
-                             const std::string& value, const std::string& record);
+                             const std::string& value, const std::string& record,
+                             const std::vector<std::string>& spent = {});
 
 struct TxnResult {
   bool succeeded = false;

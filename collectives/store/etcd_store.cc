@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+#include <iterator>
 #include <thread>
 
 #include "collectives/store/etcd_api.h"
@@ -65,6 +67,8 @@ int64_t ParseCounter(const std::string& key, const std::string& value) {
 
 // Where Add's records go, under the prefix; List leaves them out.
 constexpr char kAddRecords[] = ".cohort-adds/";
+// The most spent records one Add's txn deletes.
+constexpr size_t kSpentPerTxn = 16;
 
 }  // namespace
 
@@ -206,18 +210,32 @@ etcd::TxnResult EtcdStore::Txn(const etcd::pb::TxnRequest& req, const std::strin
 }
 
 int64_t EtcdStore::Add(const std::string& key, int64_t delta) {
-  const std::string what = fmt::format("Add({})", QuoteKey(key));
   // Call sends a txn again when its answer does not come back, which it may not after etcd
   // applied it: this call's record (the sum it put) tells a txn that finds the counter moved
   // whether the move was its own.
   const std::string record =
       fmt::format("{}{}{}/{}-{}", prefix_, kAddRecords, key, instance_, adds_.fetch_add(1));
+  std::vector<std::string> spent = TakeSpent();  // deleted by this Add's successful txn
+  int64_t sum = 0;
+  try {
+    sum = AddRecorded(key, delta, record, spent);
+  } catch (...) {
+    Spent(std::move(spent));  // perhaps not deleted: a later Add deletes them (again)
+    throw;
+  }
+  Spent({record});  // returned: nothing sends its txn again
+  return sum;
+}
+
+int64_t EtcdStore::AddRecorded(const std::string& key, int64_t delta, const std::string& record,
+                               const std::vector<std::string>& spent) {
+  const std::string what = fmt::format("Add({})", QuoteKey(key));
   etcd::Condition when;  // first try: the key is absent
   int64_t current = 0;
   for (;;) {
     const int64_t next = current + delta;
     const auto r =
-        Txn(etcd::PutIfRecorded(prefix_ + key, when, std::to_string(next), record), what);
+        Txn(etcd::PutIfRecorded(prefix_ + key, when, std::to_string(next), record, spent), what);
     if (r.succeeded) return next;
     if (r.recorded) return ParseCounter(key, *r.recorded);  // applied; its answer was lost
     // Someone else wrote first (or the key existed): retry on what it holds now.
@@ -229,6 +247,22 @@ int64_t EtcdStore::Add(const std::string& key, int64_t delta) {
       when = {};
     }
   }
+}
+
+std::vector<std::string> EtcdStore::TakeSpent() {
+  std::lock_guard<std::mutex> lock(spent_mu_);
+  std::vector<std::string> taken;
+  // A few per txn: etcd refuses a txn of more than 128 operations (--max-txn-ops).
+  const size_t n = std::min(spent_.size(), kSpentPerTxn);
+  taken.assign(std::make_move_iterator(spent_.end() - static_cast<std::ptrdiff_t>(n)),
+               std::make_move_iterator(spent_.end()));
+  spent_.resize(spent_.size() - n);
+  return taken;
+}
+
+void EtcdStore::Spent(std::vector<std::string> records) {
+  std::lock_guard<std::mutex> lock(spent_mu_);
+  for (auto& r : records) spent_.push_back(std::move(r));
 }
 
 std::string EtcdStore::CompareSet(const std::string& key, const std::string& expected,

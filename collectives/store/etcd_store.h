@@ -12,7 +12,9 @@
 // Join does not use it: see below), and counts once though a txn's answer be lost and the txn
 // sent again: each Add's txn also puts a record of its own, "<prefix>.cohort-adds/<key>/<id>"
 // (keys List leaves out: the name is reserved), that a txn finding the counter moved reads
-// back.
+// back. A record is needed only until its Add returns (no resend comes after): the next Add's
+// successful txn deletes it, so at most the last Add's record (one per thread adding at once)
+// outlives a store, not one per Add.
 // Get, Wait and Join's wait read the key once and, when it is missing, watch it (a Watch stream)
 // from the revision right after that read, so no put in between is missed, and return as the put
 // arrives (etcd_watch.cc). A watch that breaks off (etcd restarted, compaction) reads and watches
@@ -33,6 +35,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <vector>
 
 #include "collectives/store/store.h"
 
@@ -118,6 +121,13 @@ class EtcdStore : public Store {
   // The token the calls carry, authenticating first when it is missing or old (or `renew`); ""
   // without credentials. Throws Unauthenticated when etcd refuses them.
   std::string AuthToken(bool renew = false);
+  // Add's records: up to kSpentPerTxn of those no resend can need any more, taken for deletion
+  // by the next Add's txn; Spent() gives records (back) for a later one.
+  std::vector<std::string> TakeSpent();
+  // Add's txn loop, with its record and the spent records its success deletes.
+  int64_t AddRecorded(const std::string& key, int64_t delta, const std::string& record,
+                      const std::vector<std::string>& spent);
+  void Spent(std::vector<std::string> records);
 
   std::string endpoint_;
   std::string prefix_;
@@ -128,6 +138,8 @@ class EtcdStore : public Store {
   std::chrono::steady_clock::time_point auth_time_;
   const std::string instance_;     // random, for the records of this store's adds
   std::atomic<uint64_t> adds_{0};  // this store's adds so far
+  std::mutex spent_mu_;
+  std::vector<std::string> spent_;  // records of returned Adds, not yet deleted (spent_mu_)
 };
 
 }  // namespace cohort::collectives

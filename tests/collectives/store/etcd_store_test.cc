@@ -278,6 +278,30 @@ TEST_F(EtcdStoreTest, KeysAreNamespacedByRunId) {
                                       {"cohort/run-a/node/0", "a0"}, {"cohort/run-b/node/0", "b0"}}));
 }
 
+// Each Add's record (lost-answer protection) is deleted by the store's next Add: they do not pile
+// up, one per Add, in a long job's etcd.
+TEST_F(EtcdStoreTest, AddsLeaveOnlyTheLastAddsRecordBehind) {
+  auto s = Store(EtcdStore::KeyPrefix("records")), raw = Store("");
+  const std::string records = "cohort/records/.cohort-adds/";
+  for (int i = 0; i < 20; ++i) s->Add(i % 2 ? "odd" : "even", 1);
+  EXPECT_EQ(s->Get("odd", milliseconds(0)), "10");
+  EXPECT_EQ(s->Get("even", milliseconds(0)), "10");
+  EXPECT_EQ(raw->List(records).size(), 1u) << "records of returned Adds are left in etcd";
+  // Adds from many threads at once: each thread's last record may wait for a later Add.
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&] {
+      for (int i = 0; i < 10; ++i) s->Add("shared", 1);
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(s->Get("shared", milliseconds(0)), "40");
+  EXPECT_LE(raw->List(records).size(), 4u);
+  EXPECT_EQ(s->Add("shared", 1), 41);
+  EXPECT_EQ(raw->List(records).size(), 1u);
+  EXPECT_EQ(s->List("").size(), 3u);  // odd, even, shared: the records stay out of List
+}
+
 TEST_F(EtcdStoreTest, SelectedByCohortStoreWithTheEtcdScheme) {
   cohort::testing::ScopedEnv env({{"COHORT_STORE", "etcd://" + etcd_->endpoint()},
                                   {"COHORT_RUN_ID", "from-env"},
