@@ -442,9 +442,19 @@ TEST(Failures, OpsAfterAFailureFailFast) {
 // own Timeout, which names the cause.
 class OwnDeadlineBackend : public ThreadedCommunicator {
  public:
-  explicit OwnDeadlineBackend(const CommConfig& c) : ThreadedCommunicator(c) { StartWorker(); }
+  explicit OwnDeadlineBackend(std::chrono::milliseconds timeout)
+      : ThreadedCommunicator(WithTimeout(timeout)) {
+    StartWorker();
+  }
   ~OwnDeadlineBackend() override { StopWorker(); }
   const char* Backend() const override { return "test"; }
+
+  // An all-reduce queued behind a barrier: it starts 50 ms from now, and a caller's Wait()
+  // cannot run it inline.
+  WorkPtr QueuedAllReduce() {
+    Barrier();
+    return AllReduce(TensorView(&x_, 1, DType::kFloat32), ReduceOp::kSum);
+  }
 
  protected:
   std::unique_ptr<Pending> Run(const Op& op) override {
@@ -455,52 +465,46 @@ class OwnDeadlineBackend : public ThreadedCommunicator {
     std::this_thread::sleep_for(op.timeout);
     throw Timeout("peer 7 did not arrive in time (the backend's own error)");
   }
+
+ private:
+  static CommConfig WithTimeout(std::chrono::milliseconds timeout) {
+    CommConfig c;
+    c.timeout = timeout;
+    return c;
+  }
+  float x_ = 1;
 };
 
-std::string WaitError(const WorkPtr& w) {
+// What w's Wait(timeout) throws, and how long it took.
+std::pair<std::string, std::chrono::steady_clock::duration> WaitError(
+    const WorkPtr& w, std::chrono::milliseconds timeout = 0ms) {
+  const auto t0 = std::chrono::steady_clock::now();
+  std::string what = "no timeout";
   try {
-    w->Wait();
+    w->Wait(timeout);
   } catch (const Timeout& e) {
-    return e.what();
+    what = e.what();
   }
-  return "no timeout";
+  return {what, std::chrono::steady_clock::now() - t0};
 }
 
-// The all-reduce starts 50 ms after its Wait() began (behind the barrier), so the Wait()'s
-// deadline passes first: it must let the backend end the op with its own error rather than race
-// it with the generic "timed out" (which CI once saw win, and lose the cause).
+// The all-reduce starts 50 ms after its Wait() began, so the Wait()'s deadline passes first: it
+// must let the backend end the op with its own error rather than race it with the generic
+// "timed out" (which CI once saw win, and lose the cause).
 TEST(Executor, AWaitTimeoutLetsARunningOpEndWithTheBackendsOwnError) {
-  CommConfig c;
-  c.timeout = 1s;
-  OwnDeadlineBackend comm(c);
-  float x = 1;
-  comm.Barrier();
-  const auto t0 = std::chrono::steady_clock::now();
-  auto w = comm.AllReduce(TensorView(&x, 1, DType::kFloat32), ReduceOp::kSum);
-  const std::string what = WaitError(w);
-  const auto took = std::chrono::steady_clock::now() - t0;
+  OwnDeadlineBackend comm(1s);
+  const auto [what, took] = WaitError(comm.QueuedAllReduce());
   EXPECT_NE(what.find("peer 7 did not arrive in time"), std::string::npos) << what;
   EXPECT_GE(took, 1040ms);  // the op's own deadline, not the Wait()'s
   EXPECT_LT(took, 2s);
 }
 
-// A caller's Wait() shorter than the op's timeout is not stretched to the op's own deadline
-// (the all-reduce is queued behind the barrier, so the caller cannot run it inline).
+// A caller's Wait() shorter than the op's timeout is not stretched to the op's own deadline.
 TEST(Executor, AShortWaitTimeoutIsNotStretched) {
-  CommConfig c;
-  c.timeout = 2s;
-  OwnDeadlineBackend comm(c);
-  float x = 1;
-  comm.Barrier();
-  auto w = comm.AllReduce(TensorView(&x, 1, DType::kFloat32), ReduceOp::kSum);
-  const auto t0 = std::chrono::steady_clock::now();
-  try {
-    w->Wait(300ms);
-    FAIL() << "no timeout";
-  } catch (const Timeout& e) {
-    EXPECT_NE(std::string(e.what()).find("timed out after"), std::string::npos) << e.what();
-  }
-  EXPECT_LT(std::chrono::steady_clock::now() - t0, 1s);
+  OwnDeadlineBackend comm(2s);
+  const auto [what, took] = WaitError(comm.QueuedAllReduce(), 300ms);
+  EXPECT_NE(what.find("timed out after"), std::string::npos) << what;
+  EXPECT_LT(took, 1s);
 }
 
 // ---- the health monitor on its own ----
