@@ -3,6 +3,7 @@
 // oversubscribed, so that a spinning thread never starves the one it waits for.
 #pragma once
 
+#include <algorithm>
 #include <chrono>
 #include <thread>
 
@@ -33,6 +34,18 @@ bool SpinUntil(Pred done, std::chrono::microseconds budget = kSpinBudget) {
     }
     if ((i & 7) == 7) std::this_thread::yield();
     if (std::chrono::steady_clock::now() >= deadline) return done();
+  }
+}
+
+// For a loop polling something that may take long (a GPU stream, an asynchronous call): the
+// first polls yield (short operations finish within microseconds), later ones sleep up to
+// 100 us, which bounds both the latency added to long operations and the CPU spent polling.
+// n: the polls so far.
+inline void PollBackoff(int n) {
+  if (n < 64) {
+    std::this_thread::yield();
+  } else {
+    std::this_thread::sleep_for(std::chrono::microseconds(std::min(100, (n - 63) * 5)));
   }
 }
 
