@@ -5,7 +5,8 @@
 // Reports happen every K steps, where K is rank 0's estimate of how many steps fit into
 // progress_interval, agreed on at the previous report; so there is no extra collective per step.
 // At a report every rank's compute time per step travels too (an all-gather of a few doubles
-// per rank), so rank 0 can name a straggler and print the per-rank table at the end.
+// per rank: rank_reports.h), so rank 0 can name a straggler and print the per-rank table at the
+// end. Each Fit is a Run: its sampler, counters and outputs, one TakeStep() per step.
 #include "runtime/trainer.h"
 
 #include <ATen/core/Tensor.h>
@@ -29,6 +30,7 @@
 #include "runtime/metrics.h"
 #include "runtime/progress.h"
 #include "runtime/ps_async.h"
+#include "runtime/rank_reports.h"
 #include "runtime/timeline_gather.h"
 
 namespace cohort::runtime {
@@ -39,46 +41,6 @@ using Clock = std::chrono::steady_clock;
 
 double SecondsSince(Clock::time_point t) {
   return std::chrono::duration<double>(Clock::now() - t).count();
-}
-
-// What each rank contributes at a report (one all-gather of 7 doubles per rank).
-struct ReportExchange {
-  double loss_sum = 0;      // this rank's losses since the previous report
-  double loss_steps = 0;    // how many steps they are
-  double last_loss = 0;     // this rank's loss of the step just taken
-  double stop = 0;          // 1 if this rank was asked to stop
-  double next_every = 0;    // rank 0 only: steps until the next report
-  double step_seconds = 0;  // mean compute time per step since the previous report
-  double node = 0;          // this rank's node (COHORT_NODE_RANK)
-};
-constexpr size_t kExchangeDoubles = sizeof(ReportExchange) / sizeof(double);
-static_assert(kExchangeDoubles == 7, "ReportExchange is 7 doubles");
-
-// The report's view of all ranks: the first five fields summed, the rest per rank.
-struct ReportAll {
-  ReportExchange sum;
-  std::vector<double> step_seconds;  // by rank
-  std::vector<int> node;             // by rank
-};
-
-double Median(std::vector<double> v) {
-  if (v.empty()) return 0;
-  std::sort(v.begin(), v.end());
-  const size_t n = v.size();
-  return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-}
-
-// Fills the record's step time and, when one rank is over 1.2x the median, its straggler.
-void FindStraggler(const ReportAll& all, MetricsRecord& record) {
-  const double median = Median(all.step_seconds);
-  record.step_seconds = median;
-  if (all.step_seconds.size() < 2 || median <= 0) return;
-  const auto slowest = std::max_element(all.step_seconds.begin(), all.step_seconds.end());
-  const double ratio = *slowest / median;
-  if (ratio <= 1.2) return;
-  record.straggler_rank = static_cast<int>(slowest - all.step_seconds.begin());
-  record.straggler_node = all.node[static_cast<size_t>(record.straggler_rank)];
-  record.straggler_ratio = ratio;
 }
 
 // optimizer.zero_grad() without its detach_(): libtorch 1.13's Optimizer::zero_grad() detaches
@@ -160,11 +122,8 @@ class Trainer::Impl {
     std::lock_guard<std::mutex> lock(state_mu_);
     return state_;
   }
-  // Every rank's e (no collective in a world of one).
-  ReportAll Exchange(const ReportExchange& e);
-  // Rank 0, at the end: each rank's mean compute time per step over the whole Fit.
-  void PrintRankTable(const ReportAll& totals) const;
   std::unique_ptr<collectives::Heartbeat> MakeHeartbeat();
+  class Run;  // one Fit
 
   std::shared_ptr<ProcessGroup> pg_;
   std::shared_ptr<DistributedDataParallel> ddp_;
@@ -173,45 +132,6 @@ class Trainer::Impl {
   int data_rank_ = 0;  // the sampler's rank and world
   int data_ranks_ = 1;
 };
-
-ReportAll Trainer::Impl::Exchange(const ReportExchange& e) {
-  const auto world = static_cast<size_t>(pg_->Size());
-  std::vector<ReportExchange> ranks(world);
-  ranks[static_cast<size_t>(pg_->Rank())] = e;
-  if (world > 1) {
-    ReportExchange mine = e;
-    pg_->comm()
-        .AllGather(collectives::TensorView(&mine, kExchangeDoubles, collectives::DType::kFloat64),
-                   collectives::TensorView(ranks.data(), kExchangeDoubles * world,
-                                           collectives::DType::kFloat64))
-        ->Wait();
-  }
-  ReportAll all;
-  for (const ReportExchange& r : ranks) {
-    all.sum.loss_sum += r.loss_sum;
-    all.sum.loss_steps += r.loss_steps;
-    all.sum.last_loss += r.last_loss;
-    all.sum.stop += r.stop;
-    all.sum.next_every += r.next_every;
-    all.step_seconds.push_back(r.step_seconds);
-    all.node.push_back(static_cast<int>(r.node));
-  }
-  return all;
-}
-
-void Trainer::Impl::PrintRankTable(const ReportAll& totals) const {
-  if (totals.step_seconds.size() < 2) return;
-  const double median = Median(totals.step_seconds);
-  std::string table = "compute time per step by rank:";
-  for (size_t r = 0; r < totals.step_seconds.size(); ++r) {
-    const double s = totals.step_seconds[r];
-    table += fmt::format("\n  rank {} (node {}): {:.2f} ms{}", r, totals.node[r], s * 1e3,
-                         median > 0 && s / median > 1.2
-                             ? fmt::format("  straggler at {:.1f}x the median", s / median)
-                             : "");
-  }
-  COHORT_INFO(kRuntime, "{}", table);
-}
 
 std::unique_ptr<collectives::Heartbeat> Trainer::Impl::MakeHeartbeat() {
   if (!pg_->store()) return nullptr;
@@ -257,216 +177,247 @@ Trainer::Impl::Step Trainer::Impl::LossStep(const LossFn& loss_fn) {
   };
 }
 
-TrainResult Trainer::Impl::Fit(size_t dataset_size, const Step& step_fn) {
-  if (dataset_size == 0) {
-    throw InvalidArgument("Trainer::Fit: the dataset is empty (0 examples); nothing to train on");
+// One Fit: its sampler, what it counts since the last report and over the whole Fit, and where
+// the reports go. Fit() runs TakeStep() until the epochs, max_steps or an agreed stop end it.
+class Trainer::Impl::Run {
+ public:
+  Run(Impl& t, size_t dataset_size);
+  // One step of `epoch` and, when one falls on it, a report; false without a step when the
+  // epoch is done, or max_steps reached (then stop is set).
+  bool TakeStep(int64_t epoch, const Step& step_fn);
+  // After the last step: the final pull, the timeline, the result and rank 0's summary.
+  TrainResult Finish();
+  void EndLine() {
+    if (progress_) progress_->EndLine();
   }
-  const int rank = pg_->Rank();
-  const int world = pg_->Size();
-  const int data_world = data_ranks_;
-  const bool rank0 = rank == 0;
-  const size_t batch = options_.batch_size;
 
-  TrainerState start = Snapshot();
-  DistributedSampler sampler(dataset_size, data_rank_, data_world, /*shuffle=*/true, options_.seed,
-                             options_.drop_last);
+  const TrainerState start;
+  DistributedSampler sampler;
+  bool stop = false;
+
+ private:
+  // Steps left from (epoch, position in the share, global step) within epochs and max_steps.
+  int64_t StepsLeft(int64_t epoch, size_t position, int64_t step) const;
+  // The step just taken: the trainer's state after it, which the hooks and checkpoints see.
+  TrainerState Advance(int64_t epoch, const TrainerState& before);
+  // Rank 0's progress line and metrics sinks.
+  void OpenOutputs();
+  // Collective: every rank reports after the same step.
+  void Report(int64_t epoch, const TrainerState& after, bool end_line, bool local_stop);
+
+  Impl& t_;
+  const size_t batch_;
+  const int world_;
+  const bool rank0_;
+  size_t share_ = 0;  // once the sampler is where the state says
+  int64_t steps_per_epoch_ = 0;
+  Clock::time_point begin_;
+  std::unique_ptr<collectives::Heartbeat> heartbeat_;
+  std::unique_ptr<ProgressLine> progress_;
+  std::vector<std::shared_ptr<MetricsSink>> sinks_;
+  TrainResult result_;
+  Clock::time_point last_report_;
+  int64_t local_samples_ = 0;
+  int64_t samples_since_report_ = 0;
+  at::Tensor loss_sum_;  // on the loss's device: no host sync per step (CUDA)
+  at::Tensor last_loss_;
+  int64_t loss_steps_ = 0;
+  double compute_seconds_ = 0;  // in the step function less DDP's exposed wait, since the report
+  std::vector<double> rank_compute_;  // rank 0: over the Fit
+  ReportAll totals_;
+  int64_t next_report_;  // the first step reports, so a loss shows up early
+  ProgressSnapshot shown_;
+  bool stop_agreed_ = false;  // stopped because a rank was asked to (not by max_steps)
+};
+
+Trainer::Impl::Run::Run(Impl& t, size_t dataset_size)
+    : start(t.Snapshot()),
+      sampler(dataset_size, t.data_rank_, t.data_ranks_, /*shuffle=*/true, t.options_.seed,
+              t.options_.drop_last),
+      t_(t),
+      batch_(t.options_.batch_size),
+      world_(t.pg_->Size()),
+      rank0_(t.pg_->Rank() == 0),
+      rank_compute_(static_cast<size_t>(world_), 0.0),
+      next_report_(start.step + 1) {
   // Continue where the state says: after Restore (a checkpoint), or in a second Fit after a stop.
-  if (restored_ || start.step > 0) {
-    sampler.Restore(start.sampler, start.world > 0 ? start.world : data_world);
+  if (t.restored_ || start.step > 0) {
+    sampler.Restore(start.sampler, start.world > 0 ? start.world : t.data_ranks_);
   } else {
     sampler.SetEpoch(start.epoch);
   }
-  if (async_ && (restored_ || !async_->Started())) async_->Start(start.step);
-  restored_ = false;
-  const size_t share = sampler.ShareSize();
-  const auto steps_per_epoch = static_cast<int64_t>((share + batch - 1) / batch);
-  const int64_t max_steps = options_.max_steps;
-  auto steps_left = [&](int64_t epoch, size_t position, int64_t step) {
-    const auto in_epoch =
-        static_cast<int64_t>((share - std::min(position, share) + batch - 1) / batch);
-    int64_t left = in_epoch + std::max<int64_t>(0, options_.epochs - epoch - 1) * steps_per_epoch;
-    if (epoch >= options_.epochs) left = 0;
-    if (max_steps >= 0) left = std::min(left, std::max<int64_t>(0, max_steps - step));
-    return left;
-  };
-  const int64_t planned = steps_left(start.epoch, sampler.State().position, start.step);
-
-  std::unique_ptr<collectives::Heartbeat> heartbeat = MakeHeartbeat();
-  std::unique_ptr<ProgressLine> progress;
-  std::vector<std::shared_ptr<MetricsSink>> sinks;
-  if (rank0 && options_.progress) {
-    const ProgressMode mode = ProgressModeFromEnv(stdout);
-    if (mode != ProgressMode::kOff) {
-      progress = std::make_unique<ProgressLine>(stdout, mode == ProgressMode::kTty);
-    }
-  }
-  if (rank0 && !options_.metrics_path.empty()) {
-    sinks.push_back(
-        std::make_shared<MetricsWriter>(options_.metrics_path, /*append=*/start.step > 0));
-  }
-  if (rank0) sinks.insert(sinks.end(), sinks_.begin(), sinks_.end());
-  const double node = static_cast<double>(env::kNodeRank.Int(0));
-  if (rank0) {
+  if (t.async_ && (t.restored_ || !t.async_->Started())) t.async_->Start(start.step);
+  t.restored_ = false;
+  share_ = sampler.ShareSize();
+  steps_per_epoch_ = static_cast<int64_t>((share_ + batch_ - 1) / batch_);
+  heartbeat_ = t.MakeHeartbeat();
+  OpenOutputs();
+  shown_.epochs = t.options_.epochs;
+  shown_.steps_per_epoch = steps_per_epoch_;
+  if (rank0_) {
     COHORT_INFO(kRuntime,
                 "training {} steps: {} examples, {} per rank, batch {} per rank, {} rank(s)",
-                planned, dataset_size, share, batch, data_world);
+                StepsLeft(start.epoch, sampler.State().position, start.step), dataset_size, share_,
+                batch_, t.data_ranks_);
   }
+  begin_ = last_report_ = Clock::now();
+}
 
-  const Clock::time_point begin = Clock::now();
-  Clock::time_point last_report = begin;
-  TrainResult result;
-  int64_t local_samples = 0;
-  int64_t samples_since_report = 0;
-  at::Tensor loss_sum;  // on the loss's device: no host sync per step (CUDA)
-  at::Tensor last_loss;
-  int64_t loss_steps = 0;
-  double compute_seconds = 0;  // in the step function less DDP's exposed wait, since the report
-  std::vector<double> rank_compute(static_cast<size_t>(world), 0.0);  // rank 0: over the Fit
-  ReportAll totals;
-  int64_t next_report = start.step + 1;  // the first step reports, so a loss shows up early
-  ProgressSnapshot shown;
-  shown.epochs = options_.epochs;
-  shown.steps_per_epoch = steps_per_epoch;
-  bool stop = false;
-  bool stop_agreed = false;  // stopped because a rank was asked to (not by max_steps)
+int64_t Trainer::Impl::Run::StepsLeft(int64_t epoch, size_t position, int64_t step) const {
+  const int64_t epochs = t_.options_.epochs, max_steps = t_.options_.max_steps;
+  if (epoch >= epochs) return 0;
+  const auto in_epoch =
+      static_cast<int64_t>((share_ - std::min(position, share_) + batch_ - 1) / batch_);
+  int64_t left = in_epoch + std::max<int64_t>(0, epochs - epoch - 1) * steps_per_epoch_;
+  if (max_steps >= 0) left = std::min(left, std::max<int64_t>(0, max_steps - step));
+  return left;
+}
 
-  try {
-    for (int64_t epoch = start.epoch; epoch < options_.epochs && !stop; ++epoch) {
-      if (epoch != sampler.Epoch()) sampler.SetEpoch(epoch);
-      while (!stop) {
-        TrainerState before = Snapshot();
-        if (max_steps >= 0 && before.step >= max_steps) {
-          stop = true;
-          break;
-        }
-        const std::vector<size_t> indices = sampler.Next(batch);
-        if (indices.empty()) break;  // epoch done
-
-        timeline::Span step_span("step", "train");
-        const Clock::time_point step_begin = Clock::now();
-        const at::Tensor value = step_fn(indices);
-        compute_seconds += SecondsSince(step_begin) - (ddp_ ? ddp_->Stats().exposed_seconds : 0);
-        loss_sum = loss_sum.defined() ? loss_sum.add(value) : value.clone();
-        last_loss = value;
-        ++loss_steps;
-        local_samples += static_cast<int64_t>(indices.size());
-        samples_since_report += static_cast<int64_t>(indices.size());
-        const SamplerState sampler_state = sampler.State();
-        TrainerState after;
-        {
-          std::lock_guard<std::mutex> lock(state_mu_);
-          state_.epoch = epoch;
-          state_.step = before.step + 1;
-          state_.sampler = sampler_state;
-          state_.world = data_world;
-          if (tracking_run_) {
-            std::string id = tracking_run_();
-            if (!id.empty()) state_.tracking_run_id = std::move(id);
-          }
-          after = state_;
-        }
-        ++result.steps;
-        if (heartbeat) heartbeat->Beat();
-        for (const StepHook& hook : hooks_) hook(after);
-
-        // Every rank evaluates the same condition here, except the stop request in a world of
-        // one, where there is nobody to agree with.
-        const bool epoch_end = sampler_state.position >= share;
-        const bool last = (epoch_end && epoch + 1 >= options_.epochs) ||
-                          (max_steps >= 0 && after.step >= max_steps);
-        const bool local_stop = stop_requested_.load();
-        const bool report =
-            after.step >= next_report || epoch_end || last || (world == 1 && local_stop);
-
-        shown.epoch = epoch;
-        shown.step =
-            static_cast<int64_t>((std::min(sampler_state.position, share) + batch - 1) / batch);
-        const double elapsed = SecondsSince(begin);
-        const int64_t left = steps_left(epoch, sampler_state.position, after.step);
-        shown.eta_seconds = elapsed / static_cast<double>(result.steps) * static_cast<double>(left);
-        if (!report) {
-          if (progress) progress->Tick(shown);
-          continue;
-        }
-
-        const double since = SecondsSince(last_report);
-        ReportExchange mine;
-        mine.loss_sum = loss_sum.item<double>();
-        mine.loss_steps = static_cast<double>(loss_steps);
-        mine.last_loss = last_loss.item<double>();
-        mine.stop = local_stop ? 1 : 0;
-        mine.step_seconds = compute_seconds / static_cast<double>(std::max<int64_t>(1, loss_steps));
-        mine.node = node;
-        if (rank0) {
-          // Steps that fit into one progress interval at the pace since the last report.
-          const double per_step = since / static_cast<double>(std::max<int64_t>(1, loss_steps));
-          const double every = options_.progress_interval <= 0 || per_step <= 0
-                                   ? 1.0
-                                   : std::floor(options_.progress_interval / per_step);
-          mine.next_every = std::clamp(every, 1.0, 1e6);
-        }
-        timeline::Span report_span("report", "train");
-        const ReportAll gathered = Exchange(mine);
-        const ReportExchange& all = gathered.sum;
-        for (size_t r = 0; r < rank_compute.size(); ++r) {
-          rank_compute[r] += gathered.step_seconds[r] * static_cast<double>(loss_steps);
-        }
-        totals.node = gathered.node;
-        next_report = after.step + std::max<int64_t>(1, std::llround(all.next_every));
-        if (all.stop > 0) stop = stop_agreed = true;
-        const double mean_loss = all.loss_sum / std::max(1.0, all.loss_steps);
-        result.last_loss = all.last_loss / world;
-        loss_sum = at::Tensor();
-        loss_steps = 0;
-        compute_seconds = 0;
-        MetricsRecord record{after.step, epoch, mean_loss, 0, SecondsSince(begin)};
-        FindStraggler(gathered, record);
-        if (async_) record.ps_staleness = static_cast<double>(async_->TakeMaxSpread());
-
-        const double rate =
-            since > 0 ? static_cast<double>(samples_since_report * data_world) / since : 0;
-        samples_since_report = 0;
-        last_report = Clock::now();
-        shown.samples_per_second = rate;
-        shown.loss = mean_loss;
-        shown.has_loss = true;
-        shown.note =
-            record.straggler_rank < 0
-                ? ""
-                : fmt::format(
-                      "straggler: rank {} on node {} at {:.1f}x the median step "
-                      "time",
-                      record.straggler_rank, record.straggler_node, record.straggler_ratio);
-        if (progress) {
-          progress->Report(shown);
-          if (epoch_end || last || stop) progress->EndLine();
-        }
-        record.samples_per_second = rate;
-        for (const auto& sink : sinks) sink->Write(record);
-      }
+void Trainer::Impl::Run::OpenOutputs() {
+  if (!rank0_) return;
+  if (t_.options_.progress) {
+    const ProgressMode mode = ProgressModeFromEnv(stdout);
+    if (mode != ProgressMode::kOff) {
+      progress_ = std::make_unique<ProgressLine>(stdout, mode == ProgressMode::kTty);
     }
-  } catch (...) {
-    if (progress) progress->EndLine();
-    throw;
   }
-  if (progress) progress->EndLine();
-  if (async_) async_->PullFinal();  // every rank evaluates the same parameters
-  WriteTimeline(*pg_);              // collective: every rank ends Fit after the same step
+  if (!t_.options_.metrics_path.empty()) {
+    sinks_.push_back(
+        std::make_shared<MetricsWriter>(t_.options_.metrics_path, /*append=*/start.step > 0));
+  }
+  sinks_.insert(sinks_.end(), t_.sinks_.begin(), t_.sinks_.end());
+}
 
-  result.seconds = SecondsSince(begin);
-  result.samples = local_samples * data_world;  // equal shares: every replica saw as many
-  result.samples_per_second =
-      result.seconds > 0 ? static_cast<double>(result.samples) / result.seconds : 0;
-  if (rank0 && result.steps > 0) {
-    for (double& c : rank_compute) c /= static_cast<double>(result.steps);
-    totals.step_seconds = rank_compute;
-    PrintRankTable(totals);
+bool Trainer::Impl::Run::TakeStep(int64_t epoch, const Step& step_fn) {
+  const TrainerState before = t_.Snapshot();
+  if (t_.options_.max_steps >= 0 && before.step >= t_.options_.max_steps) {
+    stop = true;
+    return false;
   }
-  if (rank0) {
+  const std::vector<size_t> indices = sampler.Next(batch_);
+  if (indices.empty()) return false;  // epoch done
+
+  timeline::Span step_span("step", "train");
+  const Clock::time_point step_begin = Clock::now();
+  const at::Tensor value = step_fn(indices);
+  compute_seconds_ += SecondsSince(step_begin) - (t_.ddp_ ? t_.ddp_->Stats().exposed_seconds : 0);
+  loss_sum_ = loss_sum_.defined() ? loss_sum_.add(value) : value.clone();
+  last_loss_ = value;
+  ++loss_steps_;
+  local_samples_ += static_cast<int64_t>(indices.size());
+  samples_since_report_ += static_cast<int64_t>(indices.size());
+  const TrainerState after = Advance(epoch, before);
+
+  // Every rank evaluates the same condition here, except the stop request in a world of one,
+  // where there is nobody to agree with.
+  const size_t position = after.sampler.position;
+  const bool epoch_end = position >= share_;
+  const bool last = (epoch_end && epoch + 1 >= t_.options_.epochs) ||
+                    (t_.options_.max_steps >= 0 && after.step >= t_.options_.max_steps);
+  const bool local_stop = t_.stop_requested_.load();
+  shown_.epoch = epoch;
+  shown_.step = static_cast<int64_t>((std::min(position, share_) + batch_ - 1) / batch_);
+  shown_.eta_seconds = SecondsSince(begin_) / static_cast<double>(result_.steps) *
+                       static_cast<double>(StepsLeft(epoch, position, after.step));
+  if (after.step >= next_report_ || epoch_end || last || (world_ == 1 && local_stop)) {
+    Report(epoch, after, epoch_end || last, local_stop);
+  } else if (progress_) {
+    progress_->Tick(shown_);
+  }
+  return true;
+}
+
+TrainerState Trainer::Impl::Run::Advance(int64_t epoch, const TrainerState& before) {
+  TrainerState after;
+  {
+    std::lock_guard<std::mutex> lock(t_.state_mu_);
+    t_.state_.epoch = epoch;
+    t_.state_.step = before.step + 1;
+    t_.state_.sampler = sampler.State();
+    t_.state_.world = t_.data_ranks_;
+    if (t_.tracking_run_) {
+      std::string id = t_.tracking_run_();
+      if (!id.empty()) t_.state_.tracking_run_id = std::move(id);
+    }
+    after = t_.state_;
+  }
+  ++result_.steps;
+  if (heartbeat_) heartbeat_->Beat();
+  for (const StepHook& hook : t_.hooks_) hook(after);
+  return after;
+}
+
+void Trainer::Impl::Run::Report(int64_t epoch, const TrainerState& after, bool end_line,
+                                bool local_stop) {
+  const double since = SecondsSince(last_report_);
+  const double steps = static_cast<double>(std::max<int64_t>(1, loss_steps_));
+  ReportExchange mine;
+  mine.loss_sum = loss_sum_.item<double>();
+  mine.loss_steps = static_cast<double>(loss_steps_);
+  mine.last_loss = last_loss_.item<double>();
+  mine.stop = local_stop ? 1 : 0;
+  mine.step_seconds = compute_seconds_ / steps;
+  mine.node = static_cast<double>(env::kNodeRank.Int(0));
+  if (rank0_) {
+    // Steps that fit into one progress interval at the pace since the last report.
+    const double per_step = since / steps, interval = t_.options_.progress_interval;
+    const double every = interval <= 0 || per_step <= 0 ? 1.0 : std::floor(interval / per_step);
+    mine.next_every = std::clamp(every, 1.0, 1e6);
+  }
+  timeline::Span report_span("report", "train");
+  const ReportAll gathered = ExchangeReports(*t_.pg_, mine);
+  const ReportExchange& all = gathered.sum;
+  for (size_t r = 0; r < rank_compute_.size(); ++r) {
+    rank_compute_[r] += gathered.step_seconds[r] * static_cast<double>(loss_steps_);
+  }
+  totals_.node = gathered.node;
+  next_report_ = after.step + std::max<int64_t>(1, std::llround(all.next_every));
+  if (all.stop > 0) stop = stop_agreed_ = true;
+  const double mean_loss = all.loss_sum / std::max(1.0, all.loss_steps);
+  result_.last_loss = all.last_loss / world_;
+  loss_sum_ = at::Tensor();
+  loss_steps_ = 0;
+  compute_seconds_ = 0;
+  MetricsRecord record{after.step, epoch, mean_loss, 0, SecondsSince(begin_)};
+  FindStraggler(gathered, record);
+  if (t_.async_) record.ps_staleness = static_cast<double>(t_.async_->TakeMaxSpread());
+  record.samples_per_second =
+      since > 0 ? static_cast<double>(samples_since_report_ * t_.data_ranks_) / since : 0;
+  samples_since_report_ = 0;
+  last_report_ = Clock::now();
+  shown_.samples_per_second = record.samples_per_second;
+  shown_.loss = mean_loss;
+  shown_.has_loss = true;
+  shown_.note =
+      record.straggler_rank < 0
+          ? ""
+          : fmt::format("straggler: rank {} on node {} at {:.1f}x the median step time",
+                        record.straggler_rank, record.straggler_node, record.straggler_ratio);
+  if (progress_) {
+    progress_->Report(shown_);
+    if (end_line || stop) progress_->EndLine();
+  }
+  for (const auto& sink : sinks_) sink->Write(record);
+}
+
+TrainResult Trainer::Impl::Run::Finish() {
+  EndLine();
+  if (t_.async_) t_.async_->PullFinal();  // every rank evaluates the same parameters
+  WriteTimeline(*t_.pg_);                 // collective: every rank ends Fit after the same step
+  result_.seconds = SecondsSince(begin_);
+  result_.samples = local_samples_ * t_.data_ranks_;  // equal shares: every replica saw as many
+  result_.samples_per_second =
+      result_.seconds > 0 ? static_cast<double>(result_.samples) / result_.seconds : 0;
+  if (rank0_ && result_.steps > 0) {
+    for (double& c : rank_compute_) c /= static_cast<double>(result_.steps);
+    totals_.step_seconds = rank_compute_;
+    PrintRankTable(totals_);
+  }
+  if (rank0_) {
     COHORT_INFO(kRuntime, "trained {} steps in {:.1f} s: {:.0f} samples/s, loss {:.4f}",
-                result.steps, result.seconds, result.samples_per_second, result.last_loss);
-    if (ddp_ && world > 1) {
-      const DdpStats s = ddp_->Stats();
+                result_.steps, result_.seconds, result_.samples_per_second, result_.last_loss);
+    if (t_.ddp_ && world_ > 1) {
+      const DdpStats s = t_.ddp_->Stats();
       COHORT_INFO(kRuntime,
                   "ddp: {} bucket(s), all-reduce {:.2f} s in total, {:.0f}% of it hidden "
                   "behind backward",
@@ -474,8 +425,26 @@ TrainResult Trainer::Impl::Fit(size_t dataset_size, const Step& step_fn) {
     }
   }
   // The request is used up; a later Fit (after a checkpoint, say) trains again.
-  if (stop_agreed) stop_requested_ = false;
-  return result;
+  if (stop_agreed_) t_.stop_requested_ = false;
+  return result_;
+}
+
+TrainResult Trainer::Impl::Fit(size_t dataset_size, const Step& step_fn) {
+  if (dataset_size == 0) {
+    throw InvalidArgument("Trainer::Fit: the dataset is empty (0 examples); nothing to train on");
+  }
+  Run run(*this, dataset_size);
+  try {
+    for (int64_t epoch = run.start.epoch; epoch < options_.epochs && !run.stop; ++epoch) {
+      if (epoch != run.sampler.Epoch()) run.sampler.SetEpoch(epoch);
+      while (!run.stop && run.TakeStep(epoch, step_fn)) {
+      }
+    }
+  } catch (...) {
+    run.EndLine();
+    throw;
+  }
+  return run.Finish();
 }
 
 Trainer::Trainer(std::shared_ptr<ProcessGroup> pg, std::shared_ptr<DistributedDataParallel> ddp,
