@@ -213,6 +213,128 @@ HostTensor ReadTensor(hid_t file, const std::string& name,
   return out;
 }
 
+// A tensor's bytes and where HDF5 placed them in the file.
+using Region = std::pair<uint64_t, const HostTensor*>;
+
+// The file access list of a shard image: the 1.8 format (dense attribute storage for blobs over
+// 64 KiB, wide reader support); every allocation on a 64-byte boundary, so that loaded tensors
+// can be used in place; one metadata block big enough for all the metadata, so that it lies
+// before the tensor regions (the core driver zero-fills whatever lies below the highest address
+// written, and tensor regions are never written through HDF5).
+void SetFileAccess(hid_t fapl, const Shard& shard) {
+  COHORT_CHECK_H5(kInternal, H5Pset_libver_bounds(fapl, H5F_LIBVER_V18, H5F_LIBVER_V18));
+  COHORT_CHECK_H5(kInternal, H5Pset_alignment(fapl, 1, 64));
+  COHORT_CHECK_H5(kInternal, H5Pset_fclose_degree(fapl, H5F_CLOSE_STRONG));
+  COHORT_CHECK_H5(kInternal, H5Pset_meta_block_size(fapl, MetadataEstimate(shard)));
+}
+
+// /meta, first: its (possibly large) attributes are allocated before any tensor region.
+void WriteMeta(hid_t file, hid_t gcpl, const Shard& shard, int rank) {
+  Id meta(COHORT_CHECK_H5(kInternal, H5Gcreate2(file, "meta", H5P_DEFAULT, gcpl, H5P_DEFAULT)));
+  WriteAttr(meta, "format_version", kShardFormatVersion);
+  WriteAttr(meta, "step", shard.step);
+  WriteAttr(meta, "epoch", shard.epoch);
+  WriteAttr(meta, "rank", static_cast<int64_t>(rank));
+  for (const auto& [key, value] : shard.attributes) WriteAttr(meta, key, value);
+  meta.Close(ErrorKind::kInternal);
+}
+
+// The groups the tensors' names need ("a/b/c" needs a and a/b), parents before children.
+void CreateGroups(hid_t file, hid_t gcpl, const std::vector<HostTensor>& tensors) {
+  std::set<std::string> groups;
+  for (const HostTensor& t : tensors) {
+    for (size_t slash = t.name().find('/'); slash != std::string::npos;
+         slash = t.name().find('/', slash + 1)) {
+      groups.insert(t.name().substr(0, slash));
+    }
+  }
+  for (const std::string& g : groups) {  // sorted: parents before children
+    Id(COHORT_CHECK_H5(kInternal, H5Gcreate2(file, g.c_str(), H5P_DEFAULT, gcpl, H5P_DEFAULT)));
+  }
+}
+
+// One contiguous dataset per tensor, allocated now and never written through HDF5; returns
+// where the non-empty ones lie.
+std::vector<Region> CreateDatasets(hid_t file, hid_t dcpl, const std::vector<HostTensor>& tensors) {
+  std::vector<Region> regions;
+  for (const HostTensor& t : tensors) {
+    std::vector<hsize_t> dims(t.shape().begin(), t.shape().end());
+    Id space(COHORT_CHECK_H5(
+        kInternal, dims.empty()
+                       ? H5Screate(H5S_SCALAR)
+                       : H5Screate_simple(static_cast<int>(dims.size()), dims.data(), nullptr)));
+    Id type = h5::TypeFor(t.dtype());
+    Id dset(COHORT_CHECK_H5(kInternal, H5Dcreate2(file, t.name().c_str(), type, space, H5P_DEFAULT,
+                                                  dcpl, H5P_DEFAULT)));
+    WriteAttr(dset, "dtype", std::string(collectives::DTypeName(t.dtype())));
+    if (t.nbytes() == 0) continue;
+    const haddr_t offset = H5Dget_offset(dset);
+    if (offset == HADDR_UNDEF) {
+      throw Internal(fmt::format("HDF5 allocated no storage for tensor '{}'", t.name()));
+    }
+    regions.emplace_back(offset, &t);
+  }
+  return regions;
+}
+
+// Builds the shard's HDF5 file, but the tensors' bytes, in image; returns the end of the space
+// it allocated, and fills regions. No timestamps in object headers (the root group's included,
+// set through the file creation list): the same state gives the same bytes and digest.
+hssize_t BuildImage(h5::ImageBuilder& image, const Shard& shard, int rank,
+                    const std::vector<HostTensor>& tensors, std::vector<Region>* regions) {
+  Id fapl = image.FileAccess();
+  SetFileAccess(fapl, shard);
+  Id fcpl = Plist(H5P_FILE_CREATE);
+  COHORT_CHECK_H5(kInternal, H5Pset_obj_track_times(fcpl, 0));
+  const std::string file_name = h5::UniqueImageName();
+  Id file(COHORT_CHECK_H5(kInternal, H5Fcreate(file_name.c_str(), H5F_ACC_TRUNC, fcpl, fapl)));
+  Id gcpl = Plist(H5P_GROUP_CREATE);
+  COHORT_CHECK_H5(kInternal, H5Pset_obj_track_times(gcpl, 0));
+  Id dcpl = Plist(H5P_DATASET_CREATE);
+  COHORT_CHECK_H5(kInternal, H5Pset_obj_track_times(dcpl, 0));
+  COHORT_CHECK_H5(kInternal, H5Pset_layout(dcpl, H5D_CONTIGUOUS));
+  COHORT_CHECK_H5(kInternal, H5Pset_alloc_time(dcpl, H5D_ALLOC_TIME_EARLY));
+  COHORT_CHECK_H5(kInternal, H5Pset_fill_time(dcpl, H5D_FILL_TIME_NEVER));
+  WriteMeta(file, gcpl, shard, rank);
+  CreateGroups(file, gcpl, tensors);
+  *regions = CreateDatasets(file, dcpl, tensors);
+  // No H5Fflush: it would size the core buffer to the whole file and zero it; closing writes
+  // the metadata, which all lies in the first metadata block.
+  const hssize_t file_size = COHORT_CHECK_H5(kInternal, H5Fget_file_image(file, nullptr, 0));
+  file.Close(ErrorKind::kInternal);
+  return file_size;
+}
+
+// The file as pieces: metadata from the image, tensor bytes from the tensors, in offset order.
+// Space HDF5 allocated but never wrote (the unused end of the metadata block) reads as zeros.
+void Assemble(const uint8_t* image, size_t capacity, uint64_t size, std::vector<Region> regions,
+              std::vector<EncodedShard::Piece>* pieces, std::map<std::string, uint64_t>* offsets) {
+  std::sort(regions.begin(), regions.end());
+  uint64_t cursor = 0;
+  auto add_image = [&](uint64_t end) {
+    const uint64_t mapped = std::min<uint64_t>(end, capacity);
+    if (mapped > cursor) {
+      pieces->push_back({image + cursor, static_cast<size_t>(mapped - cursor)});
+      cursor = mapped;
+    }
+    for (; cursor < end; cursor += std::min<uint64_t>(end - cursor, sizeof(kZeros))) {
+      pieces->push_back(
+          {kZeros, static_cast<size_t>(std::min<uint64_t>(end - cursor, sizeof(kZeros)))});
+    }
+  };
+  for (const auto& [offset, tensor] : regions) {
+    if (offset < cursor || offset + tensor->nbytes() > size) {
+      throw Internal(fmt::format("shard layout: tensor '{}' at {} overlaps or exceeds the file",
+                                 tensor->name(), offset));
+    }
+    add_image(offset);
+    (*offsets)[tensor->name()] = offset;
+    pieces->push_back({static_cast<const uint8_t*>(tensor->data()), tensor->nbytes()});
+    cursor = offset + tensor->nbytes();
+  }
+  add_image(size);
+}
+
 }  // namespace
 
 EncodedShard::EncodedShard() = default;
@@ -242,105 +364,12 @@ EncodedShard EncodeShard(const Shard& shard, int rank) {
   EncodedShard out;
   out.image_ = std::make_unique<h5::ImageBuilder>();
   out.tensors_ = shard.tensors;
-  std::vector<std::pair<uint64_t, const HostTensor*>> regions;  // file offset, tensor
-  hssize_t file_size = 0;
-  {
-    Id fapl = out.image_->FileAccess();
-    // The 1.8 format: dense attribute storage (blobs over 64 KiB) and wide reader support.
-    COHORT_CHECK_H5(kInternal, H5Pset_libver_bounds(fapl, H5F_LIBVER_V18, H5F_LIBVER_V18));
-    // Every allocation on a 64-byte boundary, so that loaded tensors can be used in place.
-    COHORT_CHECK_H5(kInternal, H5Pset_alignment(fapl, 1, 64));
-    COHORT_CHECK_H5(kInternal, H5Pset_fclose_degree(fapl, H5F_CLOSE_STRONG));
-    // One metadata block big enough for all the metadata, so that it lies before the tensor
-    // regions: the core driver zero-fills whatever lies below the highest address written, and
-    // tensor regions are never written through HDF5.
-    COHORT_CHECK_H5(kInternal, H5Pset_meta_block_size(fapl, MetadataEstimate(shard)));
-    // No timestamps in object headers (the root group's included, set through the file creation
-    // list): the same state gives the same bytes and digest.
-    Id fcpl = Plist(H5P_FILE_CREATE);
-    COHORT_CHECK_H5(kInternal, H5Pset_obj_track_times(fcpl, 0));
-    const std::string file_name = h5::UniqueImageName();
-    Id file(COHORT_CHECK_H5(kInternal, H5Fcreate(file_name.c_str(), H5F_ACC_TRUNC, fcpl, fapl)));
-    Id gcpl = Plist(H5P_GROUP_CREATE);
-    COHORT_CHECK_H5(kInternal, H5Pset_obj_track_times(gcpl, 0));
-    Id dcpl = Plist(H5P_DATASET_CREATE);
-    COHORT_CHECK_H5(kInternal, H5Pset_obj_track_times(dcpl, 0));
-    COHORT_CHECK_H5(kInternal, H5Pset_layout(dcpl, H5D_CONTIGUOUS));
-    COHORT_CHECK_H5(kInternal, H5Pset_alloc_time(dcpl, H5D_ALLOC_TIME_EARLY));
-    COHORT_CHECK_H5(kInternal, H5Pset_fill_time(dcpl, H5D_FILL_TIME_NEVER));
-
-    // /meta first: its (possibly large) attributes are allocated before any tensor region.
-    Id meta(COHORT_CHECK_H5(kInternal, H5Gcreate2(file, "meta", H5P_DEFAULT, gcpl, H5P_DEFAULT)));
-    WriteAttr(meta, "format_version", kShardFormatVersion);
-    WriteAttr(meta, "step", shard.step);
-    WriteAttr(meta, "epoch", shard.epoch);
-    WriteAttr(meta, "rank", static_cast<int64_t>(rank));
-    for (const auto& [key, value] : shard.attributes) WriteAttr(meta, key, value);
-    meta.Close(ErrorKind::kInternal);
-
-    std::set<std::string> groups;
-    for (const HostTensor& t : out.tensors_) {
-      for (size_t slash = t.name().find('/'); slash != std::string::npos;
-           slash = t.name().find('/', slash + 1)) {
-        groups.insert(t.name().substr(0, slash));
-      }
-    }
-    for (const std::string& g : groups) {  // sorted: parents before children
-      Id(COHORT_CHECK_H5(kInternal, H5Gcreate2(file, g.c_str(), H5P_DEFAULT, gcpl, H5P_DEFAULT)));
-    }
-    for (const HostTensor& t : out.tensors_) {
-      std::vector<hsize_t> dims(t.shape().begin(), t.shape().end());
-      Id space(COHORT_CHECK_H5(
-          kInternal, dims.empty()
-                         ? H5Screate(H5S_SCALAR)
-                         : H5Screate_simple(static_cast<int>(dims.size()), dims.data(), nullptr)));
-      Id type = h5::TypeFor(t.dtype());
-      Id dset(COHORT_CHECK_H5(kInternal, H5Dcreate2(file, t.name().c_str(), type, space,
-                                                    H5P_DEFAULT, dcpl, H5P_DEFAULT)));
-      WriteAttr(dset, "dtype", std::string(collectives::DTypeName(t.dtype())));
-      if (t.nbytes() == 0) continue;
-      const haddr_t offset = H5Dget_offset(dset);
-      if (offset == HADDR_UNDEF) {
-        throw Internal(fmt::format("HDF5 allocated no storage for tensor '{}'", t.name()));
-      }
-      regions.emplace_back(offset, &t);
-    }
-
-    // The end of the allocated space. No H5Fflush: it would size the core buffer to the whole
-    // file and zero it; closing writes the metadata, which all lies in the first metadata block.
-    file_size = COHORT_CHECK_H5(kInternal, H5Fget_file_image(file, nullptr, 0));
-    file.Close(ErrorKind::kInternal);
-  }
-
-  // The file: metadata from the image, tensor bytes from the tensors, in offset order. Space
-  // HDF5 allocated but never wrote (the unused end of the metadata block) reads as zeros.
-  std::sort(regions.begin(), regions.end());
+  std::vector<Region> regions;  // into out.tensors_, whose bytes the pieces point into
+  const hssize_t file_size = BuildImage(*out.image_, shard, rank, out.tensors_, &regions);
   const auto* image = out.image_->data();
-  const uint64_t size = FinalFileSize(image, out.image_->capacity(), file_size);
-  uint64_t cursor = 0;
-  auto add_image = [&](uint64_t end) {
-    const uint64_t mapped = std::min<uint64_t>(end, out.image_->capacity());
-    if (mapped > cursor) {
-      out.pieces_.push_back({image + cursor, static_cast<size_t>(mapped - cursor)});
-      cursor = mapped;
-    }
-    for (; cursor < end; cursor += std::min<uint64_t>(end - cursor, sizeof(kZeros))) {
-      out.pieces_.push_back(
-          {kZeros, static_cast<size_t>(std::min<uint64_t>(end - cursor, sizeof(kZeros)))});
-    }
-  };
-  for (const auto& [offset, tensor] : regions) {
-    if (offset < cursor || offset + tensor->nbytes() > size) {
-      throw Internal(fmt::format("shard layout: tensor '{}' at {} overlaps or exceeds the file",
-                                 tensor->name(), offset));
-    }
-    add_image(offset);
-    out.offsets_[tensor->name()] = offset;
-    out.pieces_.push_back({static_cast<const uint8_t*>(tensor->data()), tensor->nbytes()});
-    cursor = offset + tensor->nbytes();
-  }
-  add_image(size);
-  out.size_ = size;
+  out.size_ = FinalFileSize(image, out.image_->capacity(), file_size);
+  Assemble(image, out.image_->capacity(), out.size_, std::move(regions), &out.pieces_,
+           &out.offsets_);
   return out;
 }
 
