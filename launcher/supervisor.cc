@@ -64,7 +64,17 @@ class Supervisor {
     std::string line = fmt::format("[{}] {}\n", who, fmt::format(f, std::forward<Args>(args)...));
     (void)!::write(2, line.data(), line.size());
   }
+  // Before any thread exists (gRPC starts some): SIGINT/SIGTERM go to signalfd only, and a
+  // write to a closed pipe fails instead of killing the launcher.
+  void BlockStopSignals();
   void OpenStore();
+  // Opens the store and the round's services and, elastic, takes this node's id: the round to
+  // start at; nullopt (said, and written as the termination message) when the store is out of
+  // reach.
+  std::optional<int> Join();
+  // Runs rounds from `round` until one succeeds, or fails for good (--max-restarts used up, or
+  // a failure no restart mends); returns its outcome.
+  Outcome RunRounds(int round);
   // Runs one round; an elastic node that is not admitted to `round` waits for a later one and
   // moves `round` on to it.
   Outcome RunAttempt(int& round);
@@ -362,8 +372,7 @@ void Supervisor::LeaveLast(std::chrono::seconds patience) {
   }
 }
 
-int Supervisor::Run() {
-  // Before any thread exists (gRPC starts some): SIGINT/SIGTERM go to signalfd only.
+void Supervisor::BlockStopSignals() {
   sigset_t stop;
   sigemptyset(&stop);
   sigaddset(&stop, SIGINT);
@@ -371,30 +380,25 @@ int Supervisor::Run() {
   pthread_sigmask(SIG_BLOCK, &stop, nullptr);
   signal_fd_ = ::signalfd(-1, &stop, SFD_CLOEXEC);
   ::signal(SIGPIPE, SIG_IGN);
+}
+
+std::optional<int> Supervisor::Join() {
   try {
     OpenStore();
     services_ =
         std::make_unique<RoundServices>(plan_, store_, store_address_, hosting_,
                                         [this](const std::string& line) { Say("{}", line); });
-  } catch (const Error& e) {
-    Say("cannot reach the rendezvous store: {}", e.what());
-    WriteTerminationMessage(fmt::format("failed: cannot reach the rendezvous store: {}", e.what()));
-    return kExitRendezvous;
-  }
-  // Elastic: the node keeps one id for the whole job and starts at the newest round (a node
-  // that comes while the job runs waits there to be admitted).
-  elastic_ = plan_.min_nodes.value != plan_.max_nodes.value;
-  if (elastic_) {
-    members_ = std::make_unique<ElasticMembers>(
-        plan_, store_, hosting_, [this](const std::string& line) { Say("{}", line); });
-  }
-  // Rounds number the job's attempts, from the COHORT_RESTART this launcher was given (a Job
-  // the operator recreated): the workers' COHORT_RESTART, and the store keys of each attempt, so
-  // that a pod of the new attempt that reaches a store of the old one (still shutting down)
-  // does not take part in the old attempt's rendezvous.
-  int round = plan_.first_restart.value;
-  try {
+    // Elastic: the node keeps one id for the whole job and starts at the newest round (a node
+    // that comes while the job runs waits there to be admitted).
+    elastic_ = plan_.min_nodes.value != plan_.max_nodes.value;
+    // Rounds number the job's attempts, from the COHORT_RESTART this launcher was given (a Job
+    // the operator recreated): the workers' COHORT_RESTART, and the store keys of each attempt,
+    // so that a pod of the new attempt that reaches a store of the old one (still shutting
+    // down) does not take part in the old attempt's rendezvous.
+    int round = plan_.first_restart.value;
     if (elastic_) {
+      members_ = std::make_unique<ElasticMembers>(
+          plan_, store_, hosting_, [this](const std::string& line) { Say("{}", line); });
       node_ = plan_.node_rank.value >= 0
                   ? plan_.node_rank.value
                   : static_cast<int>(
@@ -403,27 +407,37 @@ int Supervisor::Run() {
       nnodes_ = plan_.max_nodes.value;
       round = std::max(round, CurrentRound(*store_, plan_.run_id.value));
     }
+    return round;
   } catch (const Error& e) {
     Say("cannot reach the rendezvous store: {}", e.what());
     WriteTerminationMessage(fmt::format("failed: cannot reach the rendezvous store: {}", e.what()));
-    return kExitRendezvous;
+    return std::nullopt;
   }
+}
+
+Outcome Supervisor::RunRounds(int round) {
   // Every round after a failure counts against --max-restarts, as torchelastic's max_restarts
   // does (a lost node shows there as its peers' workers failing); a re-forming that admits a
   // waiting node does not, as torchelastic's restart for waiting nodes does not.
   const int attempts = plan_.max_restarts.value + 1;
   int failures = 0;
-  Outcome last;
   for (;; ++round) {
-    last = RunAttempt(round);
+    Outcome last = RunAttempt(round);
     if (last.kind == Outcome::kReform) continue;
     if (last.kind != Outcome::kFailed || last.code == kExitRendezvous || last.code == kExitUsage ||
         failures + 1 == attempts) {
-      break;
+      return last;
     }
     ++failures;
     Say("restarting the group: attempt {} of {} (after: {})", failures + 1, attempts, last.what);
   }
+}
+
+int Supervisor::Run() {
+  BlockStopSignals();
+  const std::optional<int> round = Join();
+  if (!round) return kExitRendezvous;
+  const Outcome last = RunRounds(*round);
   if (last.kind == Outcome::kSuccess && first_rank_ == 0) {
     for (const std::string& line : FinishStandaloneServers(plan_)) Say("{}", line);
   }
