@@ -427,6 +427,24 @@ TEST(EtcdApiTest, PutIfTalliesItsSuccessOnATallyKey) {
   EXPECT_EQ(etcd::ParsePutIf(first).count, 1);
 }
 
+// A counter's txn: on success it puts the key and its record and deletes the spent records; on
+// failure it reads the key and the record, and deletes nothing.
+TEST(EtcdApiTest, PutIfRecordedPutsItsRecordAndDeletesTheSpentOnesOnlyOnSuccess) {
+  const etcd::pb::TxnRequest txn =
+      etcd::PutIfRecorded("n", {}, "6", "rec/a-2", {"rec/a-0", "rec/a-1"});
+  ASSERT_EQ(txn.success_size(), 4);
+  EXPECT_EQ(txn.success(0).request_put().key(), "n");
+  EXPECT_EQ(txn.success(1).request_put().key(), "rec/a-2");
+  EXPECT_EQ(txn.success(1).request_put().value(), "6");
+  EXPECT_EQ(txn.success(2).request_delete_range().key(), "rec/a-0");
+  EXPECT_EQ(txn.success(3).request_delete_range().key(), "rec/a-1");
+  EXPECT_TRUE(txn.success(2).request_delete_range().range_end().empty());  // that key alone
+  ASSERT_EQ(txn.failure_size(), 2);
+  EXPECT_EQ(txn.failure(0).request_range().key(), "n");
+  EXPECT_EQ(txn.failure(1).request_range().key(), "rec/a-2");
+  EXPECT_EQ(etcd::PutIfRecorded("n", {}, "6", "rec/a-2").success_size(), 2);
+}
+
 TEST(EtcdApiTest, AFailedTxnReadsTheKeyOrSaysItsAnswerIsBroken) {
   etcd::pb::TxnResponse taken;
   auto* kv = taken.add_responses()->mutable_response_range()->add_kvs();
