@@ -266,8 +266,8 @@ void ThreadedCommunicator::RunToCompletion(const Op& op) {
 void ThreadedCommunicator::OnWaitTimeout(Work& work) {
   const Clock::time_point started = work.Times().first;
   if (started != Clock::time_point{}) {
-    const auto own = started + work.op().timeout + kOwnDeadlineSlack;
-    if (own <= Clock::now() + work.op().timeout / 10 + kOwnDeadlineSlack && work.WaitUntil(own)) {
+    const auto own = started + work.op().timeout;  // Run()'s deadline
+    if (own <= Clock::now() + work.op().timeout / 10 && work.WaitUntil(own + kOwnDeadlineSlack)) {
       return;  // Run() ended it, with its own error or none
     }
   }

@@ -60,7 +60,7 @@ class ThreadedCommunicator : public Communicator {
   // kOwnDeadlineSlack, to end it with the backend's error: that names the cause better (the
   // shared-memory peer, by its local rank; the socket that broke) than the generic verdict does,
   // and the two would otherwise race. Only when that deadline is near (within a tenth of the
-  // timeout, plus the slack): a caller's shorter Wait() timeout, an op that started long after
+  // timeout): a caller's shorter Wait() timeout, an op that started long after
   // the Wait() began, or one still queued, is blamed at once. Backends whose calls cannot time
   // out (MPI) skip this and call Communicator::OnWaitTimeout().
   void OnWaitTimeout(Work& work) override;

@@ -60,8 +60,6 @@ ncclRedOp_t NcclOp(ReduceOp op) {
   throw Internal("nccl: unknown reduce op");
 }
 
-double Seconds(std::chrono::milliseconds ms) { return ms.count() / 1000.0; }
-
 // Makes `device` the calling thread's current CUDA device for a scope and restores the previous
 // one after, so that the caller's own device choice is left alone.
 class DeviceGuard {
@@ -303,7 +301,7 @@ void NcclCommunicator::Init(const CommConfig& config) {
            fmt::format("rank {} of {} could not create its NCCL communicator on cuda:{} within "
                        "{:.1f} s; check that every rank reached this point and that the nodes "
                        "reach each other (NCCL_SOCKET_IFNAME, NCCL_DEBUG=WARN)",
-                       Rank(), Size(), device_, Seconds(config.connect_timeout))
+                       Rank(), Size(), device_, config.connect_timeout.count() / 1000.0)
                .c_str(),
            __FILE__, __LINE__);
   } catch (...) {

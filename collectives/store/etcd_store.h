@@ -121,12 +121,12 @@ class EtcdStore : public Store {
   // The token the calls carry, authenticating first when it is missing or old (or `renew`); ""
   // without credentials. Throws Unauthenticated when etcd refuses them.
   std::string AuthToken(bool renew = false);
-  // Add's records: up to kSpentPerTxn of those no resend can need any more, taken for deletion
-  // by the next Add's txn; Spent() gives records (back) for a later one.
-  std::vector<std::string> TakeSpent();
   // Add's txn loop, with its record and the spent records its success deletes.
   int64_t AddRecorded(const std::string& key, int64_t delta, const std::string& record,
                       const std::vector<std::string>& spent);
+  // Add's records: up to kSpentPerTxn of those no resend can need any more, taken for deletion
+  // by the next Add's txn; Spent() gives records (back) for a later one.
+  std::vector<std::string> TakeSpent();
   void Spent(std::vector<std::string> records);
 
   std::string endpoint_;
